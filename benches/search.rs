@@ -1,0 +1,99 @@
+//! Criterion benches, named by what they time:
+//! - `search_bookkeeping/*`: the search alone against a fake scorer (pure arithmetic), so
+//!   model cost cannot hide a regression in the beam tables, top-k or trie walk;
+//! - `cpu_request/*`: whole requests on the default bundle through tract (the anchor for
+//!   the bookkeeping numbers: bookkeeping / request is the search's share);
+//! - `cold_start`: open bundle -> load model -> session -> first recommendation.
+//! Run: `cargo bench --bench search`.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use promise_rt::{Bundle, Device, Error, Model, Scorer, SearchConfig, Searcher};
+
+struct Fake {
+    c: usize,
+    h: u64,
+}
+impl Scorer for Fake {
+    fn encode(&mut self, codes: &[i64], _mask: &[f32]) -> Result<(), Error> {
+        self.h = codes.iter().fold(7u64, |h, &c| h.wrapping_mul(31).wrapping_add(c as u64));
+        Ok(())
+    }
+    fn decode(&mut self, level: usize, prefixes: &[i64], k: usize, out: &mut [f32]) -> Result<(), Error> {
+        for i in 0..k {
+            for c in 0..self.c {
+                let x = self.h ^ (level as u64 * 1315423911) ^ (prefixes[i] as u64) << 7 ^ c as u64 * 2654435761;
+                out[i * self.c + c] = -((x % 1000) as f32) / 100.0;
+            }
+        }
+        Ok(())
+    }
+    fn score(&mut self, nodes: &[i64], out: &mut [f32]) -> Result<(), Error> {
+        for (o, &n) in out.iter_mut().zip(nodes) {
+            *o = ((self.h ^ n as u64 * 40503) % 997) as f32 / 97.0;
+        }
+        Ok(())
+    }
+}
+
+fn bundle_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/ml1m")
+}
+
+fn histories(n_items: u32) -> Vec<Vec<u32>> {
+    (0..64u32).map(|u| (0..(5 + u * 13 % 80)).map(|j| (u * 131 + j * 17) % n_items).collect()).collect()
+}
+
+fn configs() -> Vec<(String, SearchConfig)> {
+    vec![
+        ("plain_k4".into(), SearchConfig::plain(4, 10)),
+        ("prm_k4_c16".into(), SearchConfig { beams: 4, candidates: 16, results: 10, prm: true, mix: 0.0 }),
+        ("plain_k16".into(), SearchConfig::plain(16, 10)),
+        ("prm_k16_c64".into(), SearchConfig { beams: 16, candidates: 64, results: 10, prm: true, mix: 0.0 }),
+    ]
+}
+
+fn bench(c: &mut Criterion) {
+    let bundle = Bundle::open(bundle_dir()).expect("default bundle");
+    let cat = bundle.catalog().clone();
+    let hs = histories(cat.num_items() as u32);
+    let mut g = c.benchmark_group("search_bookkeeping");
+    for (name, cfg) in configs() {
+        let mut s = Searcher::new(cfg, &cat, bundle.manifest().history).unwrap();
+        let mut f = Fake { c: bundle.manifest().max_codebook(), h: 0 };
+        let mut i = 0;
+        g.bench_function(BenchmarkId::from_parameter(&name), |b| {
+            b.iter(|| {
+                i = (i + 1) % hs.len();
+                s.run(&cat, &mut f, &hs[i]).unwrap().len()
+            })
+        });
+    }
+    g.finish();
+    let model = Model::load(&bundle, Device::Cpu).unwrap();
+    let mut g = c.benchmark_group("cpu_request");
+    for (name, cfg) in configs() {
+        let mut s = model.session(cfg).unwrap();
+        let mut i = 0;
+        g.bench_function(BenchmarkId::from_parameter(&name), |b| {
+            b.iter(|| {
+                i = (i + 1) % hs.len();
+                s.recommend(&hs[i]).unwrap().len()
+            })
+        });
+    }
+    g.finish();
+    let mut g = c.benchmark_group("cold_start");
+    g.sample_size(10);
+    g.bench_function("open_load_session_first_request", |b| {
+        b.iter(|| {
+            let bundle = Bundle::open(bundle_dir()).unwrap();
+            let model = Model::load(&bundle, Device::Cpu).unwrap();
+            let mut s = model.session(SearchConfig::default()).unwrap();
+            s.recommend(&hs[0]).unwrap().len()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

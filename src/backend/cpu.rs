@@ -1,0 +1,185 @@
+//! The CPU backend: tract-onnx. Each graph is parsed once from the mapped bytes when the
+//! [`Model`](crate::Model) loads (tract copies the weights into its own tensors: see the
+//! README's memory table); an optimized plan is built per concrete batch size (K' rows for
+//! the decoder, K+ rows for the PRM) the first time a session needs it, and shared by every
+//! later session through a cache. A session owns one tract state per plan.
+//!
+//! Rows beyond the live count are padded (prefix codes 0, node 0) and their outputs
+//! ignored: every row of the decoder and the PRM is independent of the others.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tract_onnx::prelude::*;
+
+use crate::bundle::{Bundle, Manifest};
+use crate::error::{err, Error, Result};
+use crate::search::{Scorer, SearchConfig};
+
+type Plan = Arc<TypedRunnableModel>;
+
+fn tract_err(what: &str) -> impl Fn(TractError) -> Error + '_ {
+    move |e| err!(Backend, "tract failed to {what}: {e:#}")
+}
+
+/// The loaded graphs and the plan cache (shared by all sessions of a model).
+pub struct CpuModel {
+    manifest: Manifest,
+    encoder: Plan,
+    decoder: InferenceModel,
+    prm: InferenceModel,
+    plans: Mutex<HashMap<(&'static str, usize), Plan>>,
+}
+
+impl CpuModel {
+    pub fn load(bundle: &Bundle) -> Result<CpuModel> {
+        let m = bundle.manifest().clone();
+        let parse = |bytes: &[u8], role: &str| -> Result<InferenceModel> {
+            tract_onnx::onnx()
+                .model_for_read(&mut &bytes[..])
+                .map_err(|e| err!(Graph, "tract cannot read the {role} graph: {e:#}"))
+        };
+        let enc = parse(&bundle.encoder().bytes, "encoder")?;
+        let decoder = parse(&bundle.decoder().bytes, "decoder")?;
+        let prm = parse(&bundle.prm().bytes, "prm")?;
+        let (h, l) = (m.history, m.levels);
+        let encoder = enc
+            .with_input_fact(0, InferenceFact::dt_shape(i64::datum_type(), tvec![1, h, l]))
+            .and_then(|g| g.with_input_fact(1, InferenceFact::dt_shape(f32::datum_type(), tvec![1, h])))
+            .and_then(|g| g.into_optimized())
+            .and_then(|g| g.into_runnable())
+            .map_err(tract_err("optimize the encoder"))?;
+        Ok(CpuModel { manifest: m, encoder, decoder, prm, plans: Mutex::new(HashMap::new()) })
+    }
+
+    fn plan(&self, role: &'static str, rows: usize) -> Result<Plan> {
+        let mut cache = self.plans.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = cache.get(&(role, rows)) {
+            return Ok(p.clone());
+        }
+        let m = &self.manifest;
+        let (h, l, d) = (m.history, m.levels, m.dims.d_model);
+        let base = if role == "decoder" { &self.decoder } else { &self.prm };
+        let last: TVec<usize> = if role == "decoder" { tvec![rows, l - 1] } else { tvec![rows] };
+        let plan = base
+            .clone()
+            .with_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), tvec![1, h, d]))
+            .and_then(|g| g.with_input_fact(1, InferenceFact::dt_shape(f32::datum_type(), tvec![1, h])))
+            .and_then(|g| g.with_input_fact(2, InferenceFact::dt_shape(i64::datum_type(), last)))
+            .and_then(|g| g.into_optimized())
+            .and_then(|g| g.into_runnable())
+            .map_err(tract_err("optimize a plan"))?;
+        cache.insert((role, rows), plan.clone());
+        Ok(plan)
+    }
+
+    /// Build (or reuse) every plan a session with `cfg` needs and spawn its states.
+    pub fn session(&self, cfg: &SearchConfig) -> Result<CpuSession> {
+        let m = &self.manifest;
+        let first_pool = cfg.candidates.min(m.codebook[0]);
+        let mut dec_sizes = vec![1, cfg.beams];
+        dec_sizes.dedup();
+        let mut prm_sizes = vec![first_pool, cfg.candidates];
+        prm_sizes.dedup();
+        let spawn = |p: Plan| p.spawn().map_err(tract_err("spawn a plan state"));
+        let mut decoders = Vec::new();
+        for &k in &dec_sizes {
+            decoders.push((k, spawn(self.plan("decoder", k)?)?));
+        }
+        let mut prms = Vec::new();
+        if cfg.prm {
+            for &k in &prm_sizes {
+                prms.push((k, spawn(self.plan("prm", k)?)?));
+            }
+        }
+        Ok(CpuSession {
+            levels: m.levels,
+            history: m.history,
+            cmax: m.max_codebook(),
+            encoder: spawn(self.encoder.clone())?,
+            decoders,
+            prms,
+            memory: None,
+            mask: None,
+            pad_prefix: vec![0; cfg.beams * (m.levels - 1)],
+            pad_nodes: vec![0; cfg.candidates],
+        })
+    }
+}
+
+/// Per-session tract states and the current request's encoder output.
+pub struct CpuSession {
+    levels: usize,
+    history: usize,
+    cmax: usize,
+    encoder: TypedSimpleState,
+    decoders: Vec<(usize, TypedSimpleState)>, // (rows, state), rows ascending
+    prms: Vec<(usize, TypedSimpleState)>,
+    memory: Option<TValue>, // [1, H, d]
+    mask: Option<TValue>,   // [1, H]
+    pad_prefix: Vec<i64>,   // [K' * (L-1)] padded decoder input
+    pad_nodes: Vec<i64>,    // [K+] padded PRM input
+}
+
+fn pick(states: &mut [(usize, TypedSimpleState)], k: usize) -> Result<&mut (usize, TypedSimpleState)> {
+    states.iter_mut().find(|(rows, _)| *rows >= k).ok_or_else(|| err!(Capacity, "{k} rows requested, the session was built for fewer"))
+}
+
+impl Scorer for CpuSession {
+    fn encode(&mut self, codes: &[i64], mask: &[f32]) -> Result<()> {
+        let (h, l) = (self.history, self.levels);
+        let codes = Tensor::from_shape(&[1, h, l], codes).map_err(tract_err("build the history tensor"))?;
+        let mask = Tensor::from_shape(&[1, h], mask).map_err(tract_err("build the mask tensor"))?;
+        let mask: TValue = mask.into_tvalue();
+        let mut out = self.encoder.run(tvec![codes.into_tvalue(), mask.clone()]).map_err(tract_err("run the encoder"))?;
+        self.memory = Some(out.remove(0));
+        self.mask = Some(mask);
+        Ok(())
+    }
+
+    fn decode(&mut self, level: usize, prefixes: &[i64], k: usize, out: &mut [f32]) -> Result<()> {
+        let (l, c) = (self.levels, self.cmax);
+        let w = l - 1;
+        let (memory, mask) = match (&self.memory, &self.mask) {
+            (Some(m), Some(k)) => (m.clone(), k.clone()),
+            _ => return Err(err!(Backend, "decode called before encode")),
+        };
+        let (rows, state) = pick(&mut self.decoders, k)?;
+        let rows = *rows;
+        let buf = &mut self.pad_prefix[..rows * w];
+        buf.fill(0);
+        buf[..k * w].copy_from_slice(&prefixes[..k * w]);
+        let t = Tensor::from_shape(&[rows, w], buf).map_err(tract_err("build the prefix tensor"))?;
+        let res = state.run(tvec![memory, mask, t.into_tvalue()]).map_err(tract_err("run the decoder"))?;
+        let lp = res[0].try_as_plain_ram().and_then(|v| v.as_slice::<f32>()).map_err(tract_err("read the decoder output"))?;
+        if lp.len() != rows * l * c {
+            return Err(err!(Backend, "decoder returned {} values, expected {rows} x {l} x {c}", lp.len()));
+        }
+        for i in 0..k {
+            let src = &lp[(i * l + level) * c..(i * l + level + 1) * c];
+            out[i * c..(i + 1) * c].copy_from_slice(src);
+        }
+        Ok(())
+    }
+
+    fn score(&mut self, nodes: &[i64], out: &mut [f32]) -> Result<()> {
+        let m = nodes.len();
+        let (memory, mask) = match (&self.memory, &self.mask) {
+            (Some(a), Some(b)) => (a.clone(), b.clone()),
+            _ => return Err(err!(Backend, "score called before encode")),
+        };
+        let (rows, state) = pick(&mut self.prms, m)?;
+        let rows = *rows;
+        let buf = &mut self.pad_nodes[..rows];
+        buf.fill(0);
+        buf[..m].copy_from_slice(nodes);
+        let t = Tensor::from_shape(&[rows], buf).map_err(tract_err("build the node tensor"))?;
+        let res = state.run(tvec![memory, mask, t.into_tvalue()]).map_err(tract_err("run the prm"))?;
+        let s = res[0].try_as_plain_ram().and_then(|v| v.as_slice::<f32>()).map_err(tract_err("read the prm output"))?;
+        if s.len() != rows {
+            return Err(err!(Backend, "prm returned {} scores, expected {rows}", s.len()));
+        }
+        out[..m].copy_from_slice(&s[..m]);
+        Ok(())
+    }
+}

@@ -1,0 +1,435 @@
+//! A model bundle: a directory with `manifest.json`, three ONNX graphs and `catalog.bin`.
+//! The format is documented once, in `models/README.md`.
+//!
+//! [`Bundle::open`] memory-maps every file and validates everything once: the manifest's
+//! fields and file sizes (sha256 on request), the catalog and trie, and each graph's
+//! inputs/outputs and weights against the manifest. After that nothing can fail on bad
+//! bytes. **mmap contract:** a mapped file must not be truncated or rewritten in place
+//! while the bundle is open (replacing it by rename is safe); callers who cannot promise
+//! that use [`OpenOptions::in_memory`], which reads the files into the heap instead.
+
+pub mod catalog;
+pub mod onnx;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+pub use catalog::Catalog;
+
+use crate::error::{err, Result};
+use onnx::{Dim, ElemType, OnnxIndex};
+
+/// The bundle format version this runtime reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Bytes of one bundle file: a read-only memory map, or a heap copy.
+pub(crate) enum Bytes {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(m) => m,
+            Bytes::Owned(v) => v,
+        }
+    }
+}
+
+/// Weight storage format of a bundle's graphs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Numeric {
+    F32,
+    F16,
+    Int8,
+}
+
+impl Numeric {
+    fn parse(s: &str) -> Result<Numeric> {
+        match s {
+            "f32" => Ok(Numeric::F32),
+            "f16" => Ok(Numeric::F16),
+            "int8" => Ok(Numeric::Int8),
+            other => Err(err!(Manifest, "manifest numeric is {other:?}, expected \"f32\", \"f16\" or \"int8\"")),
+        }
+    }
+    /// The manifest spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Numeric::F32 => "f32",
+            Numeric::F16 => "f16",
+            Numeric::Int8 => "int8",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    format: String,
+    format_version: u32,
+    name: String,
+    dataset: String,
+    numeric: String,
+    sid: RawSid,
+    history: usize,
+    model: RawModel,
+    graphs: RawGraphs,
+    catalog: String,
+    files: Vec<RawFile>,
+}
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSid {
+    levels: usize,
+    codebook: Vec<usize>,
+    num_items: usize,
+    num_nodes: usize,
+}
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    d_model: usize,
+    heads: usize,
+    head_dim: usize,
+    ff: usize,
+    encoder_layers: usize,
+    decoder_layers: usize,
+    prm_heads: usize,
+    prm_ff: usize,
+    params_generator: u64,
+    params_prm: u64,
+}
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGraphs {
+    encoder: String,
+    decoder: String,
+    prm: String,
+}
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    name: String,
+    bytes: u64,
+    sha256: String,
+}
+
+/// Model dimensions from the manifest (validated).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dims {
+    pub d_model: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub ff: usize,
+    pub encoder_layers: usize,
+    pub decoder_layers: usize,
+    pub prm_heads: usize,
+    pub prm_ff: usize,
+    pub params_generator: u64,
+    pub params_prm: u64,
+}
+
+/// The validated manifest.
+#[derive(Clone, Debug)]
+pub struct Manifest {
+    pub name: String,
+    pub dataset: String,
+    pub numeric: Numeric,
+    pub levels: usize,
+    pub codebook: Vec<usize>,
+    pub num_items: usize,
+    pub num_nodes: usize,
+    /// History length H the encoder reads (most recent H items).
+    pub history: usize,
+    pub dims: Dims,
+}
+
+impl Manifest {
+    /// Largest codebook (the decoder's output width C).
+    pub fn max_codebook(&self) -> usize {
+        self.codebook.iter().copied().max().unwrap_or(0)
+    }
+}
+
+/// One mapped graph with its index.
+pub(crate) struct Graph {
+    pub bytes: Arc<Bytes>,
+    pub index: OnnxIndex,
+}
+
+/// Options for [`Bundle::open_with`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OpenOptions {
+    /// Verify every file's sha256 against the manifest (reads all bytes once).
+    pub verify_checksums: bool,
+    /// Read the files into memory instead of mapping them (for callers that cannot
+    /// promise the files stay untouched while the bundle is open).
+    pub in_memory: bool,
+}
+
+/// An opened, validated bundle. Cheap to share (`Arc` inside); `Send + Sync`.
+#[derive(Clone)]
+pub struct Bundle {
+    inner: Arc<BundleInner>,
+}
+
+struct BundleInner {
+    dir: PathBuf,
+    manifest: Manifest,
+    catalog: Catalog,
+    encoder: Graph,
+    decoder: Graph,
+    prm: Graph,
+    file_bytes: u64,
+}
+
+impl std::fmt::Debug for Bundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bundle").field("dir", &self.inner.dir).field("name", &self.inner.manifest.name).finish()
+    }
+}
+
+fn read_file(path: &Path, in_memory: bool) -> Result<Bytes> {
+    let f = File::open(path).map_err(|e| err!(Io, "cannot open {}: {e}", path.display()))?;
+    if in_memory {
+        let v = std::fs::read(path).map_err(|e| err!(Io, "cannot read {}: {e}", path.display()))?;
+        return Ok(Bytes::Owned(v));
+    }
+    let len = f.metadata().map_err(|e| err!(Io, "cannot stat {}: {e}", path.display()))?.len();
+    if len == 0 {
+        // mapping an empty file fails on some platforms; an empty file is simply empty
+        return Ok(Bytes::Owned(Vec::new()));
+    }
+    // SAFETY: the mapping is read-only; the bundle's documented contract is that files are
+    // not truncated or modified in place while open (replacement by rename is safe, the old
+    // inode stays mapped). Callers who cannot promise this use `OpenOptions::in_memory`.
+    #[allow(unsafe_code)]
+    let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| err!(Io, "cannot map {}: {e}", path.display()))?;
+    Ok(Bytes::Mapped(map))
+}
+
+fn safe_name(name: &str) -> Result<&str> {
+    if name.is_empty() || name.contains('/') || name.contains('\\') || name == "." || name == ".." {
+        return Err(err!(Manifest, "manifest file name {name:?} must be a plain file name inside the bundle directory"));
+    }
+    Ok(name)
+}
+
+fn parse_manifest(text: &str) -> Result<(Manifest, RawManifest)> {
+    let raw: RawManifest = serde_json::from_str(text).map_err(|e| err!(Manifest, "manifest.json is not a valid bundle manifest: {e}"))?;
+    if raw.format != "promise-bundle" {
+        return Err(err!(Manifest, "manifest format is {:?}, expected \"promise-bundle\"", raw.format));
+    }
+    if raw.format_version != FORMAT_VERSION {
+        return Err(err!(Manifest, "manifest format_version is {}, this runtime reads version {FORMAT_VERSION}", raw.format_version));
+    }
+    let numeric = Numeric::parse(&raw.numeric)?;
+    let s = &raw.sid;
+    if s.levels == 0 || s.levels > catalog::MAX_LEVELS {
+        return Err(err!(Manifest, "manifest sid.levels is {}, expected 1..={}", s.levels, catalog::MAX_LEVELS));
+    }
+    if s.codebook.len() != s.levels {
+        return Err(err!(Manifest, "manifest sid.codebook has {} entries, expected one per level ({})", s.codebook.len(), s.levels));
+    }
+    if let Some((l, c)) = s.codebook.iter().enumerate().find(|(_, &c)| c == 0 || c > 0xFFFF) {
+        return Err(err!(Manifest, "manifest sid.codebook[{l}] is {c}, expected 1..=65535"));
+    }
+    if s.num_items == 0 || s.num_items > u32::MAX as usize / 2 {
+        return Err(err!(Manifest, "manifest sid.num_items is {}, expected 1..=2147483647", s.num_items));
+    }
+    if raw.history == 0 || raw.history > 4096 {
+        return Err(err!(Manifest, "manifest history is {}, expected 1..=4096", raw.history));
+    }
+    let m = &raw.model;
+    for (name, v) in [("d_model", m.d_model), ("heads", m.heads), ("head_dim", m.head_dim), ("ff", m.ff),
+                      ("encoder_layers", m.encoder_layers), ("decoder_layers", m.decoder_layers),
+                      ("prm_heads", m.prm_heads), ("prm_ff", m.prm_ff)] {
+        if v == 0 || v > 65536 {
+            return Err(err!(Manifest, "manifest model.{name} is {v}, expected 1..=65536"));
+        }
+    }
+    let manifest = Manifest {
+        name: raw.name.clone(),
+        dataset: raw.dataset.clone(),
+        numeric,
+        levels: s.levels,
+        codebook: s.codebook.clone(),
+        num_items: s.num_items,
+        num_nodes: s.num_nodes,
+        history: raw.history,
+        dims: Dims {
+            d_model: m.d_model,
+            heads: m.heads,
+            head_dim: m.head_dim,
+            ff: m.ff,
+            encoder_layers: m.encoder_layers,
+            decoder_layers: m.decoder_layers,
+            prm_heads: m.prm_heads,
+            prm_ff: m.prm_ff,
+            params_generator: m.params_generator,
+            params_prm: m.params_prm,
+        },
+    };
+    Ok((manifest, raw))
+}
+
+impl Bundle {
+    /// Open and validate the bundle in `dir` (memory-mapped, no checksum pass).
+    pub fn open(dir: impl AsRef<Path>) -> Result<Bundle> {
+        Bundle::open_with(dir, OpenOptions::default())
+    }
+
+    /// Open with options (checksums, read into memory).
+    pub fn open_with(dir: impl AsRef<Path>, opts: OpenOptions) -> Result<Bundle> {
+        let dir = dir.as_ref().to_path_buf();
+        if !dir.is_dir() {
+            return Err(err!(Io, "bundle directory {} does not exist or is not a directory", dir.display()));
+        }
+        let mpath = dir.join("manifest.json");
+        let text = std::fs::read(&mpath).map_err(|e| err!(Io, "cannot read {}: {e}", mpath.display()))?;
+        let text = std::str::from_utf8(&text).map_err(|_| err!(Manifest, "{} is not valid UTF-8", mpath.display()))?;
+        let (manifest, raw) = parse_manifest(text)?;
+
+        let mut files = std::collections::HashMap::new();
+        let mut file_bytes = 0u64;
+        for f in &raw.files {
+            let name = safe_name(&f.name)?;
+            let p = dir.join(name);
+            let bytes = read_file(&p, opts.in_memory)?;
+            if bytes.len() as u64 != f.bytes {
+                return Err(err!(Checksum, "{} is {} bytes, the manifest says {}", p.display(), bytes.len(), f.bytes));
+            }
+            if opts.verify_checksums {
+                let got = Sha256::digest(&bytes[..]).iter().map(|b| format!("{b:02x}")).collect::<String>();
+                if got != f.sha256.to_ascii_lowercase() {
+                    return Err(err!(Checksum, "{} has sha256 {got}, the manifest says {}", p.display(), f.sha256));
+                }
+            }
+            file_bytes += f.bytes;
+            files.insert(name.to_owned(), Arc::new(bytes));
+        }
+        let take = |name: &str, role: &str| -> Result<Arc<Bytes>> {
+            let name = safe_name(name)?;
+            files.get(name).cloned().ok_or_else(|| err!(Manifest, "manifest {role} file {name:?} is not listed in manifest files"))
+        };
+        let cat_bytes = take(&raw.catalog, "catalog")?;
+        let enc_bytes = take(&raw.graphs.encoder, "graphs.encoder")?;
+        let dec_bytes = take(&raw.graphs.decoder, "graphs.decoder")?;
+        let prm_bytes = take(&raw.graphs.prm, "graphs.prm")?;
+
+        let catalog = Catalog::parse(cat_bytes)?;
+        let mf = &manifest;
+        if catalog.levels() != mf.levels {
+            return Err(err!(Manifest, "catalog has {} SID levels, the manifest says {}", catalog.levels(), mf.levels));
+        }
+        for l in 0..mf.levels {
+            if catalog.codebook(l) != mf.codebook[l] {
+                return Err(err!(Manifest, "catalog codebook of level {} is {}, the manifest says {}", l + 1, catalog.codebook(l), mf.codebook[l]));
+            }
+        }
+        if catalog.num_items() != mf.num_items || catalog.num_nodes() != mf.num_nodes {
+            return Err(err!(Manifest, "catalog has {} items and {} nodes, the manifest says {} and {}", catalog.num_items(), catalog.num_nodes(), mf.num_items, mf.num_nodes));
+        }
+        let encoder = check_graph(enc_bytes, "encoder", mf)?;
+        let decoder = check_graph(dec_bytes, "decoder", mf)?;
+        let prm = check_graph(prm_bytes, "prm", mf)?;
+        Ok(Bundle { inner: Arc::new(BundleInner { dir, manifest, catalog, encoder, decoder, prm, file_bytes }) })
+    }
+
+    /// The validated manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.inner.manifest
+    }
+    /// The catalog and trie.
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+    /// The bundle directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+    /// Total bytes of the bundle's files.
+    pub fn file_bytes(&self) -> u64 {
+        self.inner.file_bytes
+    }
+    pub(crate) fn encoder(&self) -> &Graph {
+        &self.inner.encoder
+    }
+    pub(crate) fn decoder(&self) -> &Graph {
+        &self.inner.decoder
+    }
+    pub(crate) fn prm(&self) -> &Graph {
+        &self.inner.prm
+    }
+}
+
+fn expect_io(vi: Option<&onnx::ValueInfo>, role: &str, name: &str, elem: ElemType, dims: &[Option<i64>]) -> Result<()> {
+    let vi = vi.ok_or_else(|| err!(Graph, "{role} graph has no {name:?} input/output"))?;
+    if vi.name != name {
+        return Err(err!(Graph, "{role} graph has {:?} where {name:?} was expected", vi.name));
+    }
+    if vi.elem != elem {
+        return Err(err!(Graph, "{role} graph {name:?} has element type {:?}, expected {elem:?}", vi.elem));
+    }
+    let ok = vi.dims.len() == dims.len()
+        && vi.dims.iter().zip(dims).all(|(d, w)| match (d, w) {
+            (Dim::Fixed(a), Some(b)) => a == b,
+            (Dim::Symbol(_), None) => true,
+            _ => false,
+        });
+    if !ok {
+        return Err(err!(Graph, "{role} graph {name:?} has shape {:?}, expected {:?} (None = symbolic)", vi.dims, dims));
+    }
+    Ok(())
+}
+
+fn check_graph(bytes: Arc<Bytes>, role: &str, m: &Manifest) -> Result<Graph> {
+    let what = format!("{role} graph");
+    let index = onnx::index(&bytes, &what)?;
+    let (h, l, d, c) = (m.history as i64, m.levels as i64, m.dims.d_model as i64, m.max_codebook() as i64);
+    let mem = [Some(1), Some(h), Some(d)];
+    match role {
+        "encoder" => {
+            expect_io(index.inputs.first(), role, "history_codes", ElemType::I64, &[Some(1), Some(h), Some(l)])?;
+            expect_io(index.inputs.get(1), role, "history_mask", ElemType::F32, &[Some(1), Some(h)])?;
+            expect_io(index.outputs.first(), role, "memory", ElemType::F32, &mem)?;
+        }
+        "decoder" => {
+            expect_io(index.inputs.first(), role, "memory", ElemType::F32, &mem)?;
+            expect_io(index.inputs.get(1), role, "history_mask", ElemType::F32, &[Some(1), Some(h)])?;
+            expect_io(index.inputs.get(2), role, "prefix_codes", ElemType::I64, &[None, Some(l - 1)])?;
+            expect_io(index.outputs.first(), role, "log_probs", ElemType::F32, &[None, Some(l), Some(c)])?;
+        }
+        _ => {
+            expect_io(index.inputs.first(), role, "memory", ElemType::F32, &mem)?;
+            expect_io(index.inputs.get(1), role, "history_mask", ElemType::F32, &[Some(1), Some(h)])?;
+            expect_io(index.inputs.get(2), role, "node_ids", ElemType::I64, &[None])?;
+            expect_io(index.outputs.first(), role, "scores", ElemType::F32, &[None])?;
+            let emb = index.initializer("prm.node_emb").ok_or_else(|| err!(Graph, "prm graph has no \"prm.node_emb\" weight"))?;
+            if emb.dims != [m.num_nodes as i64, d] {
+                return Err(err!(Graph, "prm graph node table has shape {:?}, expected [{}, {d}] (one row per trie node)", emb.dims, m.num_nodes));
+            }
+        }
+    }
+    let expected_io = if role == "encoder" { 2 } else { 3 };
+    if index.inputs.len() != expected_io || index.outputs.len() != 1 {
+        return Err(err!(Graph, "{role} graph has {} inputs and {} outputs, expected {expected_io} and 1", index.inputs.len(), index.outputs.len()));
+    }
+    let weight_type = match m.numeric {
+        Numeric::F32 => ElemType::F32,
+        Numeric::F16 => ElemType::F16,
+        Numeric::Int8 => ElemType::I8,
+    };
+    if let Some(w) = index.initializers.iter().find(|i| i.dims.len() >= 2 && i.elem != weight_type) {
+        return Err(err!(Graph, "{role} graph weight {:?} is stored as {:?}, but the manifest says numeric {}", w.name, w.elem, m.numeric.as_str()));
+    }
+    index.check_finite(&bytes, &what)?;
+    Ok(Graph { bytes, index })
+}

@@ -1,0 +1,281 @@
+//! A minimal, checked reader of the parts of an ONNX `ModelProto` the runtime needs
+//! without an inference engine: the graph's inputs/outputs (names, element types, dims)
+//! and an index of its initializers (name, type, dims, and where their raw bytes lie in
+//! the mapped file). Used to validate a bundle at open (shapes against the manifest,
+//! every float weight finite) and by the GPU backend to upload weights straight from the
+//! mapping. Every length and offset is bounds-checked; malformed bytes give an error.
+
+use crate::error::{err, Result};
+
+/// ONNX element types we meet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ElemType {
+    F32,
+    F16,
+    I8,
+    I64,
+    /// Any other ONNX type code.
+    Other(i32),
+}
+
+impl ElemType {
+    fn from_code(c: i64) -> ElemType {
+        match c {
+            1 => ElemType::F32,
+            10 => ElemType::F16,
+            3 => ElemType::I8,
+            7 => ElemType::I64,
+            x => ElemType::Other(x as i32),
+        }
+    }
+    /// Bytes per element (0 for unknown types).
+    pub fn size(self) -> usize {
+        match self {
+            ElemType::F32 => 4,
+            ElemType::F16 => 2,
+            ElemType::I8 => 1,
+            ElemType::I64 => 8,
+            ElemType::Other(_) => 0,
+        }
+    }
+}
+
+/// One dimension of a graph input/output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Dim {
+    Fixed(i64),
+    Symbol(String),
+    Unknown,
+}
+
+/// A graph input or output.
+#[derive(Clone, Debug)]
+pub struct ValueInfo {
+    pub name: String,
+    pub elem: ElemType,
+    pub dims: Vec<Dim>,
+}
+
+/// An initializer: its bytes are `file[offset..offset + len]` (raw_data) when `raw` is true.
+#[derive(Clone, Debug)]
+pub struct Initializer {
+    pub name: String,
+    pub elem: ElemType,
+    pub dims: Vec<i64>,
+    pub offset: usize,
+    pub len: usize,
+    pub raw: bool,
+}
+
+/// Graph I/O and initializer index of one ONNX file.
+#[derive(Clone, Debug, Default)]
+pub struct OnnxIndex {
+    pub inputs: Vec<ValueInfo>,
+    pub outputs: Vec<ValueInfo>,
+    pub initializers: Vec<Initializer>,
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    end: usize,
+    what: &'a str,
+}
+
+impl<'a> Reader<'a> {
+    fn varint(&mut self) -> Result<u64> {
+        let mut v: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            if self.pos >= self.end {
+                return Err(err!(Graph, "{}: truncated varint at byte {}", self.what, self.pos));
+            }
+            let b = self.buf[self.pos];
+            self.pos += 1;
+            v |= ((b & 0x7f) as u64) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(err!(Graph, "{}: varint longer than 10 bytes at byte {}", self.what, self.pos))
+    }
+    /// Next (field, wire type, payload range for length-delimited / value for varint).
+    fn field(&mut self) -> Result<Option<(u64, Field)>> {
+        if self.pos >= self.end {
+            return Ok(None);
+        }
+        let key = self.varint()?;
+        let (num, wt) = (key >> 3, key & 7);
+        let f = match wt {
+            0 => Field::Varint(self.varint()?),
+            1 => {
+                self.skip(8)?;
+                Field::Fixed
+            }
+            2 => {
+                let len = self.varint()? as usize;
+                let start = self.pos;
+                self.skip(len)?;
+                Field::Bytes(start, start + len)
+            }
+            5 => {
+                self.skip(4)?;
+                Field::Fixed
+            }
+            w => return Err(err!(Graph, "{}: unsupported protobuf wire type {w} at byte {}", self.what, self.pos)),
+        };
+        Ok(Some((num, f)))
+    }
+    fn skip(&mut self, n: usize) -> Result<()> {
+        match self.pos.checked_add(n) {
+            Some(e) if e <= self.end => {
+                self.pos = e;
+                Ok(())
+            }
+            _ => Err(err!(Graph, "{}: field of {n} bytes runs past the end at byte {}", self.what, self.pos)),
+        }
+    }
+    fn sub(&self, start: usize, end: usize) -> Reader<'a> {
+        Reader { buf: self.buf, pos: start, end, what: self.what }
+    }
+}
+
+enum Field {
+    Varint(u64),
+    Bytes(usize, usize),
+    Fixed,
+}
+
+fn string(buf: &[u8], s: usize, e: usize, what: &str) -> Result<String> {
+    std::str::from_utf8(&buf[s..e])
+        .map(str::to_owned)
+        .map_err(|_| err!(Graph, "{what}: a name is not valid UTF-8"))
+}
+
+/// Parse the graph I/O and the initializer index of an ONNX model held in `buf`.
+pub fn index(buf: &[u8], what: &str) -> Result<OnnxIndex> {
+    let mut r = Reader { buf, pos: 0, end: buf.len(), what };
+    let mut graph = None;
+    while let Some((num, f)) = r.field()? {
+        if let (7, Field::Bytes(s, e)) = (num, f) {
+            graph = Some((s, e));
+        }
+    }
+    let (gs, ge) = graph.ok_or_else(|| err!(Graph, "{what}: no graph in the ONNX model"))?;
+    let mut g = r.sub(gs, ge);
+    let mut out = OnnxIndex::default();
+    while let Some((num, f)) = g.field()? {
+        match (num, f) {
+            (5, Field::Bytes(s, e)) => out.initializers.push(tensor(&g.sub(s, e))?),
+            (11, Field::Bytes(s, e)) => out.inputs.push(value_info(&g.sub(s, e))?),
+            (12, Field::Bytes(s, e)) => out.outputs.push(value_info(&g.sub(s, e))?),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+fn value_info(r: &Reader) -> Result<ValueInfo> {
+    let mut r = r.sub(r.pos, r.end);
+    let mut vi = ValueInfo { name: String::new(), elem: ElemType::Other(0), dims: vec![] };
+    while let Some((num, f)) = r.field()? {
+        match (num, f) {
+            (1, Field::Bytes(s, e)) => vi.name = string(r.buf, s, e, r.what)?,
+            (2, Field::Bytes(s, e)) => {
+                let mut t = r.sub(s, e);
+                while let Some((n2, f2)) = t.field()? {
+                    if let (1, Field::Bytes(s2, e2)) = (n2, f2) {
+                        let mut tt = t.sub(s2, e2);
+                        while let Some((n3, f3)) = tt.field()? {
+                            match (n3, f3) {
+                                (1, Field::Varint(v)) => vi.elem = ElemType::from_code(v as i64),
+                                (2, Field::Bytes(s3, e3)) => {
+                                    let mut sh = tt.sub(s3, e3);
+                                    while let Some((n4, f4)) = sh.field()? {
+                                        if let (1, Field::Bytes(s4, e4)) = (n4, f4) {
+                                            let mut dm = sh.sub(s4, e4);
+                                            let mut d = Dim::Unknown;
+                                            while let Some((n5, f5)) = dm.field()? {
+                                                match (n5, f5) {
+                                                    (1, Field::Varint(v)) => d = Dim::Fixed(v as i64),
+                                                    (2, Field::Bytes(a, b)) => d = Dim::Symbol(string(dm.buf, a, b, dm.what)?),
+                                                    _ => {}
+                                                }
+                                            }
+                                            vi.dims.push(d);
+                                        }
+                                    }
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(vi)
+}
+
+fn tensor(r: &Reader) -> Result<Initializer> {
+    let mut r = r.sub(r.pos, r.end);
+    let mut t = Initializer { name: String::new(), elem: ElemType::Other(0), dims: vec![], offset: 0, len: 0, raw: false };
+    while let Some((num, f)) = r.field()? {
+        match (num, f) {
+            (1, Field::Varint(v)) => t.dims.push(v as i64),
+            (1, Field::Bytes(s, e)) => {
+                let mut p = r.sub(s, e);
+                while p.pos < p.end {
+                    t.dims.push(p.varint()? as i64);
+                }
+            }
+            (2, Field::Varint(v)) => t.elem = ElemType::from_code(v as i64),
+            (8, Field::Bytes(s, e)) => t.name = string(r.buf, s, e, r.what)?,
+            (9, Field::Bytes(s, e)) => {
+                t.offset = s;
+                t.len = e - s;
+                t.raw = true;
+            }
+            (4 | 5 | 7, Field::Bytes(s, e)) => {
+                // typed (non-raw) storage: keep the payload range; only raw_data is used directly
+                t.offset = s;
+                t.len = e - s;
+            }
+            (14, Field::Varint(1)) => {
+                return Err(err!(Graph, "{}: initializer {:?} uses external data, which bundles do not allow", r.what, t.name));
+            }
+            _ => {}
+        }
+    }
+    if t.raw {
+        let n: i64 = t.dims.iter().try_fold(1i64, |a, &d| if d < 0 { None } else { a.checked_mul(d) })
+            .ok_or_else(|| err!(Graph, "{}: initializer {:?} has invalid dims {:?}", r.what, t.name, t.dims))?;
+        let want = (n as u128) * t.elem.size() as u128;
+        if t.elem.size() != 0 && want != t.len as u128 {
+            return Err(err!(Graph, "{}: initializer {:?} has {} bytes of data, expected {want} for dims {:?}", r.what, t.name, t.len, t.dims));
+        }
+    }
+    Ok(t)
+}
+
+impl OnnxIndex {
+    /// Find an initializer by name.
+    pub fn initializer(&self, name: &str) -> Option<&Initializer> {
+        self.initializers.iter().find(|i| i.name == name)
+    }
+    /// Check that every f32/f16 raw initializer holds only finite values.
+    pub fn check_finite(&self, buf: &[u8], what: &str) -> Result<()> {
+        for init in self.initializers.iter().filter(|i| i.raw) {
+            let data = &buf[init.offset..init.offset + init.len];
+            let bad = match init.elem {
+                ElemType::F32 => data.chunks_exact(4).position(|c| !f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite()),
+                ElemType::F16 => data.chunks_exact(2).position(|c| !half::f16::from_le_bytes([c[0], c[1]]).is_finite()),
+                _ => None,
+            };
+            if let Some(i) = bad {
+                return Err(err!(Graph, "{what}: weight {:?} holds a non-finite value at element {i}", init.name));
+            }
+        }
+        Ok(())
+    }
+}

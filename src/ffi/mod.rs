@@ -1,0 +1,327 @@
+//! The C ABI (feature `ffi`). The header `src/ffi/promise_rt.h` is generated from this file
+//! by cbindgen (pinned; `tests/it/ffi_header.rs` fails when it is stale).
+//!
+//! Conventions (repeated in the header and the README):
+//! - Every function returns a `PromiseStatus` (0 = `PROMISE_STATUS_OK`), except
+//!   `promise_version`, `promise_status_text` and `promise_last_error`, which return static or
+//!   thread-local strings.
+//! - Outputs are written only on success. On failure, `promise_last_error()` gives a message
+//!   (UTF-8, owned by the library, valid until the next call into the library on the same
+//!   thread).
+//! - Handles are opaque. `promise_*_free(NULL)` is a no-op returning OK; freeing a handle
+//!   twice, or passing a handle that was never returned, returns
+//!   `PROMISE_STATUS_INVALID_ARGUMENT` instead of corrupting memory (handles are checked
+//!   against a registry of live ones; a freed handle's address may be reused by a later
+//!   handle of the same kind, so do not keep freed handles).
+//! - A `PromiseModel` may be shared by any number of threads. A `PromiseSession` is for
+//!   one thread at a time: a concurrent second call on the same session returns
+//!   `PROMISE_STATUS_INVALID_ARGUMENT` ("in use") instead of racing.
+//! - Every entry point catches Rust panics and returns `PROMISE_STATUS_PANIC`.
+#![allow(unsafe_code)]
+#![allow(clippy::missing_safety_doc)]
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::{c_char, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::error::{err, Error, ErrorCode};
+use crate::{Bundle, Device, Model, Recommendation, SearchConfig, Session};
+
+/// Status codes returned by every C entry point (the Rust `ErrorCode` values).
+pub type PromiseStatus = i32;
+
+pub const PROMISE_STATUS_OK: PromiseStatus = 0;
+pub const PROMISE_STATUS_IO: PromiseStatus = 1;
+pub const PROMISE_STATUS_MANIFEST: PromiseStatus = 2;
+pub const PROMISE_STATUS_CATALOG: PromiseStatus = 3;
+pub const PROMISE_STATUS_GRAPH: PromiseStatus = 4;
+pub const PROMISE_STATUS_CHECKSUM: PromiseStatus = 5;
+pub const PROMISE_STATUS_CONFIG: PromiseStatus = 6;
+pub const PROMISE_STATUS_EMPTY_HISTORY: PromiseStatus = 7;
+pub const PROMISE_STATUS_UNKNOWN_ITEM: PromiseStatus = 8;
+pub const PROMISE_STATUS_CAPACITY: PromiseStatus = 9;
+pub const PROMISE_STATUS_BACKEND_UNAVAILABLE: PromiseStatus = 10;
+pub const PROMISE_STATUS_BACKEND: PromiseStatus = 11;
+pub const PROMISE_STATUS_INVALID_ARGUMENT: PromiseStatus = 12;
+pub const PROMISE_STATUS_PANIC: PromiseStatus = 13;
+pub const PROMISE_STATUS_DEVICE_LOST: PromiseStatus = 14;
+
+/// Device choice for `promise_model_open`.
+pub const PROMISE_DEVICE_CPU: i32 = 0;
+pub const PROMISE_DEVICE_GPU: i32 = 1;
+pub const PROMISE_DEVICE_AUTO: i32 = 2;
+
+/// A loaded model (opaque). Thread-safe.
+pub struct PromiseModel {
+    _private: [u8; 0],
+}
+
+/// A search session (opaque). One thread at a time.
+pub struct PromiseSession {
+    _private: [u8; 0],
+}
+
+/// Search knobs; fill with `promise_search_config_default` and adjust.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PromiseSearchConfig {
+    /// K': beams kept per level (1..=256).
+    pub beams: u32,
+    /// K+: candidates scored by the PRM per level, and the final pool (beams..=4096).
+    pub candidates: u32,
+    /// N: recommendations returned (1..=candidates).
+    pub results: u32,
+    /// Non-zero: PRM-guided search; zero: plain beam search.
+    pub prm: u32,
+    /// Weight of the generator log-prob in the PRM key, 0..=1 (0 = PRM alone).
+    pub mix: f32,
+}
+
+/// One recommendation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PromiseRecommendation {
+    /// Item id.
+    pub item: u32,
+    /// Ranking score (higher is better).
+    pub score: f32,
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+fn set_error(e: &Error) -> PromiseStatus {
+    let msg = CString::new(e.message().replace('\0', " ")).unwrap_or_default();
+    LAST_ERROR.with(|l| *l.borrow_mut() = msg);
+    e.code() as i32
+}
+
+fn clear_error() {
+    LAST_ERROR.with(|l| l.borrow_mut().clear_and_keep());
+}
+
+trait ClearKeep {
+    fn clear_and_keep(&mut self);
+}
+impl ClearKeep for CString {
+    fn clear_and_keep(&mut self) {
+        if !self.as_bytes().is_empty() {
+            *self = CString::default();
+        }
+    }
+}
+
+/// Run `f` behind the panic boundary, turning errors and panics into statuses.
+fn guard(f: impl FnOnce() -> Result<(), Error>) -> PromiseStatus {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => {
+            clear_error();
+            PROMISE_STATUS_OK
+        }
+        Ok(Err(e)) => set_error(&e),
+        Err(p) => {
+            let what = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default();
+            set_error(&Error::new(ErrorCode::Panic, format!("internal panic caught at the C boundary (a bug, please report it): {what}")))
+        }
+    }
+}
+
+type Registry<T> = Mutex<HashMap<usize, Arc<T>>>;
+
+fn models() -> &'static Registry<Model> {
+    static R: OnceLock<Registry<Model>> = OnceLock::new();
+    R.get_or_init(Default::default)
+}
+fn sessions() -> &'static Registry<Mutex<Session>> {
+    static R: OnceLock<Registry<Mutex<Session>>> = OnceLock::new();
+    R.get_or_init(Default::default)
+}
+
+fn register<T>(reg: &Registry<T>, v: T) -> usize {
+    let arc = Arc::new(v);
+    let key = Arc::as_ptr(&arc) as usize;
+    reg.lock().unwrap_or_else(|p| p.into_inner()).insert(key, arc);
+    key
+}
+
+fn lookup<T>(reg: &Registry<T>, key: usize, what: &str) -> Result<Arc<T>, Error> {
+    reg.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+        .cloned()
+        .ok_or_else(|| err!(InvalidArgument, "{what} handle {key:#x} is not a live handle (already freed, or never returned by this library)"))
+}
+
+fn unregister<T>(reg: &Registry<T>, key: usize, what: &str) -> Result<(), Error> {
+    let removed = reg.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+    match removed {
+        Some(_) => Ok(()), // dropped here, outside the registry lock
+        None => Err(err!(InvalidArgument, "{what} handle {key:#x} is not a live handle (double free, or never returned by this library)")),
+    }
+}
+
+unsafe fn c_str<'a>(p: *const c_char, what: &str) -> Result<&'a str, Error> {
+    if p.is_null() {
+        return Err(err!(InvalidArgument, "{what} is NULL, expected a NUL-terminated UTF-8 string"));
+    }
+    // SAFETY: the caller passes a NUL-terminated string (documented contract); non-null checked.
+    unsafe { CStr::from_ptr(p) }.to_str().map_err(|e| err!(InvalidArgument, "{what} is not valid UTF-8 (byte {})", e.valid_up_to()))
+}
+
+/// The library version, e.g. "0.1.0" (static string).
+#[no_mangle]
+pub extern "C" fn promise_version() -> *const c_char {
+    static V: OnceLock<CString> = OnceLock::new();
+    V.get_or_init(|| CString::new(crate::VERSION).unwrap_or_default()).as_ptr()
+}
+
+/// A static, lower-case name for a status code ("ok", "config", ...); "unknown" otherwise.
+#[no_mangle]
+pub extern "C" fn promise_status_text(status: PromiseStatus) -> *const c_char {
+    static NAMES: OnceLock<Vec<CString>> = OnceLock::new();
+    let names = NAMES.get_or_init(|| ErrorCode::ALL.iter().map(|c| CString::new(c.name()).unwrap_or_default()).chain([CString::new("unknown").unwrap_or_default()]).collect());
+    let i = if (0..ErrorCode::ALL.len() as i32).contains(&status) { status as usize } else { ErrorCode::ALL.len() };
+    names[i].as_ptr()
+}
+
+/// The message of the last failed call on this thread ("" after a success). Owned by the
+/// library; valid until the next call into the library on this thread.
+#[no_mangle]
+pub extern "C" fn promise_last_error() -> *const c_char {
+    LAST_ERROR.with(|l| l.borrow().as_ptr())
+}
+
+/// Fill `out` with the default search config (K'=16, K+=64, N=10, PRM on, mix 0).
+#[no_mangle]
+pub unsafe extern "C" fn promise_search_config_default(out: *mut PromiseSearchConfig) -> PromiseStatus {
+    guard(|| {
+        if out.is_null() {
+            return Err(err!(InvalidArgument, "out is NULL, expected a PromiseSearchConfig to fill"));
+        }
+        let d = SearchConfig::default();
+        let c = PromiseSearchConfig { beams: d.beams as u32, candidates: d.candidates as u32, results: d.results as u32, prm: d.prm as u32, mix: d.mix };
+        // SAFETY: non-null, caller-provided storage for one PromiseSearchConfig.
+        unsafe { out.write(c) };
+        Ok(())
+    })
+}
+
+/// Open the bundle directory `bundle_dir` (UTF-8 path) and load it on `device`
+/// (PROMISE_DEVICE_CPU / _GPU / _AUTO). On success writes a new handle to `*out`;
+/// free it with `promise_model_free`.
+#[no_mangle]
+pub unsafe extern "C" fn promise_model_open(bundle_dir: *const c_char, device: i32, out: *mut *mut PromiseModel) -> PromiseStatus {
+    guard(|| {
+        if out.is_null() {
+            return Err(err!(InvalidArgument, "out is NULL, expected a PromiseModel* to write the handle to"));
+        }
+        // SAFETY: documented contract: NUL-terminated string.
+        let dir = unsafe { c_str(bundle_dir, "bundle_dir") }?;
+        let device = match device {
+            PROMISE_DEVICE_CPU => Device::Cpu,
+            PROMISE_DEVICE_GPU => Device::Gpu,
+            PROMISE_DEVICE_AUTO => Device::Auto,
+            d => return Err(err!(InvalidArgument, "device is {d}, expected 0 (cpu), 1 (gpu) or 2 (auto)")),
+        };
+        let model = Model::load(&Bundle::open(dir)?, device)?;
+        let key = register(models(), model);
+        // SAFETY: non-null, caller-provided storage for one pointer.
+        unsafe { out.write(key as *mut PromiseModel) };
+        Ok(())
+    })
+}
+
+/// Free a model. NULL is a no-op. Sessions created from it stay valid (they share it).
+#[no_mangle]
+pub extern "C" fn promise_model_free(model: *mut PromiseModel) -> PromiseStatus {
+    guard(|| if model.is_null() { Ok(()) } else { unregister(models(), model as usize, "model") })
+}
+
+/// Number of items in the model's catalog (valid ids are 0..count-1).
+#[no_mangle]
+pub unsafe extern "C" fn promise_model_num_items(model: *const PromiseModel, out: *mut u32) -> PromiseStatus {
+    guard(|| {
+        if model.is_null() || out.is_null() {
+            return Err(err!(InvalidArgument, "model and out must not be NULL"));
+        }
+        let m = lookup(models(), model as usize, "model")?;
+        // SAFETY: non-null, caller-provided storage for one u32.
+        unsafe { out.write(m.bundle().catalog().num_items() as u32) };
+        Ok(())
+    })
+}
+
+/// Create a session for `config` (NULL = defaults). Allocates every buffer the search
+/// needs; free it with `promise_session_free`.
+#[no_mangle]
+pub unsafe extern "C" fn promise_session_new(model: *const PromiseModel, config: *const PromiseSearchConfig, out: *mut *mut PromiseSession) -> PromiseStatus {
+    guard(|| {
+        if model.is_null() || out.is_null() {
+            return Err(err!(InvalidArgument, "model and out must not be NULL"));
+        }
+        let m = lookup(models(), model as usize, "model")?;
+        let cfg = if config.is_null() {
+            SearchConfig::default()
+        } else {
+            // SAFETY: non-null pointer to a caller-owned PromiseSearchConfig.
+            let c = unsafe { config.read() };
+            SearchConfig { beams: c.beams as usize, candidates: c.candidates as usize, results: c.results as usize, prm: c.prm != 0, mix: c.mix }
+        };
+        let s = m.session(cfg)?;
+        let key = register(sessions(), Mutex::new(s));
+        // SAFETY: non-null, caller-provided storage for one pointer.
+        unsafe { out.write(key as *mut PromiseSession) };
+        Ok(())
+    })
+}
+
+/// Free a session. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn promise_session_free(session: *mut PromiseSession) -> PromiseStatus {
+    guard(|| if session.is_null() { Ok(()) } else { unregister(sessions(), session as usize, "session") })
+}
+
+/// Recommend for `history` (`history_len` item ids, oldest first). Writes up to
+/// `capacity` recommendations to `out` and their count to `*written`, only on success.
+/// `capacity` must be at least the session's `results` (N).
+#[no_mangle]
+pub unsafe extern "C" fn promise_recommend(
+    session: *mut PromiseSession,
+    history: *const u32,
+    history_len: usize,
+    out: *mut PromiseRecommendation,
+    capacity: usize,
+    written: *mut usize,
+) -> PromiseStatus {
+    guard(|| {
+        if session.is_null() || out.is_null() || written.is_null() {
+            return Err(err!(InvalidArgument, "session, out and written must not be NULL"));
+        }
+        if history.is_null() && history_len != 0 {
+            return Err(err!(InvalidArgument, "history is NULL but history_len is {history_len}"));
+        }
+        let s = lookup(sessions(), session as usize, "session")?;
+        let mut s = s.try_lock().map_err(|_| err!(InvalidArgument, "the session is in use on another thread (a session is for one thread at a time)"))?;
+        let n = s.config().results;
+        if capacity < n {
+            return Err(err!(Capacity, "the output buffer holds {capacity} recommendations, this session returns up to {n}"));
+        }
+        let hist: &[u32] = if history_len == 0 {
+            &[]
+        } else {
+            // SAFETY: non-null pointer to `history_len` readable u32 (documented contract).
+            unsafe { std::slice::from_raw_parts(history, history_len) }
+        };
+        let recs: &[Recommendation] = s.recommend(hist)?;
+        for (i, r) in recs.iter().enumerate() {
+            // SAFETY: i < recs.len() <= n <= capacity elements of caller storage.
+            unsafe { out.add(i).write(PromiseRecommendation { item: r.item, score: r.score }) };
+        }
+        // SAFETY: non-null, caller-provided storage for one usize.
+        unsafe { written.write(recs.len()) };
+        Ok(())
+    })
+}

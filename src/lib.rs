@@ -1,0 +1,81 @@
+//! # promise-rt
+//!
+//! An embedded runtime for PROMISE-style generative recommendation: a small
+//! encoder-decoder over **Semantic IDs** (SIDs) proposes the next item level by level,
+//! and a **process reward model** (PRM) steers the beam search at every level.
+//!
+//! ## Data flow of one request
+//! ```text
+//! history: [item ids] --catalog--> SID codes --> encoder --> E (kept by the backend)
+//! for level b in 1..=L:
+//!     decoder(E, K' beam prefixes)        -> log-probs over level-b codes, per beam
+//!     trie: only valid children survive   -> top K+ candidates by cumulative log-prob
+//!     PRM(E, K+ candidate node ids)       -> one score per candidate
+//!     keep top K' (top N at the last level, seen items dropped)
+//! ```
+//!
+//! ## Using it
+//! ```no_run
+//! use promise_rt::{Bundle, Device, Model, SearchConfig};
+//! let bundle = Bundle::open("models/ml1m")?;
+//! let model = Model::load(&bundle, Device::Cpu)?;          // Send + Sync, load once
+//! let mut session = model.session(SearchConfig::default())?; // one per thread
+//! for rec in session.recommend(&[12, 7, 99])? {
+//!     println!("{} {:.3}", rec.item, rec.score);
+//! }
+//! # Ok::<(), promise_rt::Error>(())
+//! ```
+//!
+//! ## Glossary (the same words in Rust, C, CLI and docs)
+//! - **item**: a catalogue entry, a dense id `0..num_items`.
+//! - **SID**: an item's tuple of L codes; **level** b is its b-th code (1-based in prose,
+//!   0-based in code).
+//! - **prefix** / **node**: a SID prefix is a node of the trie; node ids are breadth-first.
+//! - **beam** (K'): a prefix kept alive between levels. **candidate** (K+): a prefix the
+//!   PRM scores. **result** (N): a returned item.
+//!
+//! ## Features
+//! - `cpu` (default): tract-onnx backend. `gpu`: wgpu backend (not implemented yet: it
+//!   answers `BackendUnavailable`). `ffi`: the C ABI. `cli`: the `promise` binary.
+//!
+//! ## Guarantees and their scope
+//! - Bundles are validated once at [`Bundle::open`]; afterwards accessors cannot fail.
+//! - After a session is created, the search and its bookkeeping allocate nothing
+//!   (`tests/alloc.rs` proves it with a counting allocator and a fake scorer); the tract
+//!   forward passes do allocate, and that test prints how much.
+//!
+//! ## Non-goals
+//! Training (Python, `models/train/`), batching many users in one call, catalogs that
+//! change while a model is loaded.
+
+#![deny(unsafe_code)]
+#![warn(missing_debug_implementations)]
+
+pub mod backend;
+pub mod bundle;
+mod error;
+pub mod search;
+mod session;
+#[cfg(feature = "ffi")]
+pub mod ffi;
+
+pub use backend::Device;
+pub use bundle::{Bundle, Catalog, Manifest, Numeric, OpenOptions};
+pub use error::{Error, ErrorCode, Result};
+pub use search::{Recommendation, Scorer, SearchConfig, Searcher};
+pub use session::{Model, Session};
+
+/// The crate version, as the C API reports it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[cfg(test)]
+mod send_sync {
+    #[test]
+    fn model_is_send_sync_and_session_is_send() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>() {}
+        send_sync::<crate::Model>();
+        send_sync::<crate::Bundle>();
+        send::<crate::Session>();
+    }
+}

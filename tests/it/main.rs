@@ -1,0 +1,8 @@
+//! The integration test binary: golden files from the Python reference, bad inputs,
+//! search properties against a naive reference, and the CLI.
+
+mod cli;
+mod errors;
+mod golden;
+mod search_props;
+mod util;

@@ -1,0 +1,195 @@
+//! Search invariants on random synthetic tries with a fake deterministic scorer, against
+//! a naive reference written the obvious way (full sorts, fresh vectors).
+
+use promise_rt::bundle::catalog::{build, Catalog};
+use promise_rt::{Error, Scorer, SearchConfig, Searcher};
+use proptest::prelude::*;
+
+/// Scores are pseudo-random but a pure function of their inputs.
+struct Fake {
+    c: usize,
+    l: usize,
+    salt: u64,
+    hist: u64,
+}
+
+fn mix64(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51afd7ed558ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ceb9fe1a85ec53);
+    x ^ (x >> 33)
+}
+fn unit(x: u64) -> f32 {
+    // a few distinct values, so exact ties happen
+    ((mix64(x) % 17) as f32) * -0.25
+}
+
+impl Scorer for Fake {
+    fn encode(&mut self, codes: &[i64], mask: &[f32]) -> Result<(), Error> {
+        self.hist = codes.iter().zip(mask.iter().cycle()).fold(self.salt, |h, (&c, &m)| mix64(h ^ (c as u64) ^ ((m as u64) << 40)));
+        Ok(())
+    }
+    fn decode(&mut self, level: usize, prefixes: &[i64], k: usize, out: &mut [f32]) -> Result<(), Error> {
+        let w = (self.l - 1).max(1);
+        for i in 0..k {
+            let p = prefixes[i * w..(i + 1) * w].iter().fold(self.hist ^ level as u64, |h, &c| mix64(h ^ c as u64));
+            for c in 0..self.c {
+                out[i * self.c + c] = unit(p ^ (c as u64) << 20);
+            }
+        }
+        Ok(())
+    }
+    fn score(&mut self, nodes: &[i64], out: &mut [f32]) -> Result<(), Error> {
+        for (o, &n) in out.iter_mut().zip(nodes) {
+            *o = unit(self.hist ^ 0xABCDEF ^ (n as u64) << 8);
+        }
+        Ok(())
+    }
+}
+
+/// The obvious implementation, for comparison.
+fn naive(cat: &Catalog, f: &mut Fake, cfg: &SearchConfig, history: &[u32], h: usize) -> Vec<(u32, f32)> {
+    let l = cat.levels();
+    let n = history.len().min(h);
+    let mut codes = vec![0i64; h * l];
+    let mut mask = vec![0f32; h];
+    for (j, &it) in history[history.len() - n..].iter().enumerate() {
+        mask[h - n + j] = 1.0;
+        for lv in 0..l {
+            codes[(h - n + j) * l + lv] = cat.item_code(it, lv) as i64;
+        }
+    }
+    f.encode(&codes, &mask).unwrap();
+    let c = f.c;
+    let mut beams: Vec<(u32, f32, Vec<i64>)> = vec![(0, 0.0, vec![])];
+    for level in 0..l {
+        let last = level + 1 == l;
+        let w = (l - 1).max(1);
+        let mut pre = vec![0i64; beams.len() * w];
+        for (i, b) in beams.iter().enumerate() {
+            for (j, &x) in b.2.iter().enumerate() {
+                pre[i * w + j] = x;
+            }
+        }
+        let mut lp = vec![0f32; beams.len() * c];
+        f.decode(level, &pre, beams.len(), &mut lp).unwrap();
+        let mut pool: Vec<(u32, usize, f32, f32)> = vec![];
+        for (i, b) in beams.iter().enumerate() {
+            for ch in cat.children(b.0) {
+                if last && history.contains(&cat.leaf_item(ch)) {
+                    continue;
+                }
+                let cum = b.1 + lp[i * c + cat.node_code(ch) as usize];
+                pool.push((ch, i, cum, cum));
+            }
+        }
+        pool.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
+        pool.truncate(cfg.candidates);
+        if cfg.prm {
+            let nodes: Vec<i64> = pool.iter().map(|p| p.0 as i64).collect();
+            let mut s = vec![0f32; nodes.len()];
+            f.score(&nodes, &mut s).unwrap();
+            for (p, s) in pool.iter_mut().zip(s) {
+                p.3 = if cfg.mix == 0.0 { s } else { (1.0 - cfg.mix) * s + cfg.mix * p.2 };
+            }
+        }
+        pool.sort_by(|a, b| b.3.total_cmp(&a.3).then(a.0.cmp(&b.0)));
+        if last {
+            return pool.iter().take(cfg.results).map(|p| (cat.leaf_item(p.0), p.3)).collect();
+        }
+        pool.truncate(cfg.beams);
+        beams = pool
+            .iter()
+            .map(|p| {
+                let mut codes = beams[p.1].2.clone();
+                codes.push(cat.node_code(p.0) as i64);
+                (p.0, p.2, codes)
+            })
+            .collect();
+    }
+    vec![]
+}
+
+fn arb_catalog() -> impl Strategy<Value = (Vec<Vec<u16>>, Vec<u32>)> {
+    (1usize..=4, 2u32..6).prop_flat_map(|(levels, cb)| {
+        let codebook = vec![cb; levels];
+        let max_items = (cb as usize).pow(levels as u32).min(60);
+        proptest::collection::btree_set(proptest::collection::vec(0u16..cb as u16, levels), 1..=max_items)
+            .prop_map(move |set| (set.into_iter().collect::<Vec<_>>(), codebook.clone()))
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+    #[test]
+    fn search_equals_the_naive_reference_and_keeps_its_invariants(
+        (sids, codebook) in arb_catalog(),
+        beams in 1usize..6, extra in 0usize..6, results in 1usize..8, prm: bool, mix_on: bool,
+        salt: u64, hist_seed in proptest::collection::vec(any::<u32>(), 1..12),
+    ) {
+        // shuffle item order relative to SID order so item ids are not trie order
+        let cat = Catalog::from_bytes(build(&sids, &codebook).unwrap()).unwrap();
+        let n_items = cat.num_items() as u32;
+        let history: Vec<u32> = hist_seed.iter().map(|x| x % n_items).collect();
+        let candidates = (beams + extra).max(results);
+        let cfg = SearchConfig { beams, candidates, results, prm, mix: if mix_on { 0.25 } else { 0.0 } };
+        let h = 4;
+        let mut s = Searcher::new(cfg, &cat, h).unwrap();
+        let mut f = Fake { c: codebook[0] as usize, l: cat.levels(), salt, hist: 0 };
+        let got: Vec<(u32, f32)> = s.run(&cat, &mut f, &history).unwrap().iter().map(|r| (r.item, r.score)).collect();
+        let want = naive(&cat, &mut Fake { c: codebook[0] as usize, l: cat.levels(), salt, hist: 0 }, &cfg, &history, h);
+        prop_assert_eq!(&got, &want);
+        // invariants
+        prop_assert!(got.len() <= results);
+        let mut items: Vec<u32> = got.iter().map(|g| g.0).collect();
+        prop_assert!(items.iter().all(|i| !history.contains(i)), "a seen item was recommended");
+        prop_assert!(items.iter().all(|&i| i < n_items));
+        prop_assert!(got.windows(2).all(|w| w[0].1 >= w[1].1), "scores not descending");
+        items.sort();
+        items.dedup();
+        prop_assert_eq!(items.len(), got.len(), "duplicate items");
+        // a second run on the same session gives the same answer (no state leaks)
+        let again: Vec<(u32, f32)> = s.run(&cat, &mut f, &history).unwrap().iter().map(|r| (r.item, r.score)).collect();
+        prop_assert_eq!(&again, &got);
+    }
+
+    #[test]
+    fn exhaustive_plain_search_returns_the_best_unseen_items(
+        (sids, codebook) in arb_catalog(), salt: u64, results in 1usize..6,
+    ) {
+        // with K' >= the widest level, plain beam search is exhaustive: the result is the
+        // top-N of all unseen leaves by total log-prob
+        let cat = Catalog::from_bytes(build(&sids, &codebook).unwrap()).unwrap();
+        let wide = cat.num_items().max(results);
+        let cfg = SearchConfig { beams: wide, candidates: wide * codebook[0] as usize, results, prm: false, mix: 0.0 };
+        let history = vec![0u32];
+        let mut s = Searcher::new(cfg, &cat, 3).unwrap();
+        let mut f = Fake { c: codebook[0] as usize, l: cat.levels(), salt, hist: 0 };
+        let got: Vec<u32> = s.run(&cat, &mut f, &history).unwrap().iter().map(|r| r.item).collect();
+        let want: Vec<u32> = naive(&cat, &mut Fake { c: codebook[0] as usize, l: cat.levels(), salt, hist: 0 },
+            &SearchConfig { beams: wide, candidates: wide * codebook[0] as usize, results: cat.num_items(), prm: false, mix: 0.0 }, &history, 3)
+            .into_iter().take(results).map(|x| x.0).collect();
+        prop_assert_eq!(got.len(), results.min(cat.num_items() - 1));
+        prop_assert_eq!(got, want);
+    }
+}
+
+#[test]
+fn trie_lookup_agrees_with_a_linear_scan() {
+    let sids: Vec<Vec<u16>> = (0..200u16).map(|i| vec![i % 7, (i / 7) % 5, i / 35]).collect();
+    let cat = Catalog::from_bytes(build(&sids, &[7, 5, 6]).unwrap()).unwrap();
+    for node in 0..cat.num_nodes() as u32 {
+        for code in 0..8u16 {
+            let linear = cat.children(node).find(|&c| cat.node_code(c) == code);
+            assert_eq!(cat.child_with_code(node, code), linear, "node {node} code {code}");
+        }
+    }
+    for (i, s) in sids.iter().enumerate() {
+        let leaf = cat.item_leaf(i as u32);
+        assert_eq!(cat.leaf_item(leaf), i as u32);
+        for (l, &c) in s.iter().enumerate() {
+            assert_eq!(cat.item_code(i as u32, l), c);
+        }
+    }
+}
