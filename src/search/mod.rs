@@ -30,6 +30,10 @@ pub const MAX_CANDIDATES: usize = 4096;
 /// seen-item filter, but are still checked and cost time).
 pub const MAX_HISTORY: usize = 1 << 20;
 
+/// Default `mix`: chosen on the validation split (models/README.md): with our PRM, PRM alone
+/// (the paper's choice, mix 0) ranks below plain beam search; 0.5 is best of {0, 0.25, 0.5, 0.75}.
+pub const DEFAULT_MIX: f32 = 0.5;
+
 /// The search knobs, validated by [`SearchConfig::validate`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SearchConfig {
@@ -43,13 +47,14 @@ pub struct SearchConfig {
     /// Use the PRM to select beams and rank results (false = plain beam search).
     pub prm: bool,
     /// Weight of the generator's cumulative log-prob in the selection key:
-    /// key = (1 - mix) * prm + mix * log_prob. 0 = the paper (PRM alone). In [0, 1].
+    /// key = (1 - mix) * prm + mix * log_prob. 0 = the paper (PRM alone); default
+    /// [`DEFAULT_MIX`]. In [0, 1].
     pub mix: f32,
 }
 
 impl Default for SearchConfig {
     fn default() -> Self {
-        SearchConfig { beams: 16, candidates: 64, results: 10, prm: true, mix: 0.0 }
+        SearchConfig { beams: 16, candidates: 64, results: 10, prm: true, mix: DEFAULT_MIX }
     }
 }
 

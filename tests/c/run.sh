@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Build the C example against the committed header and the release cdylib, then run it.
-# --valgrind: run it under valgrind memcheck, failing on any error or leak.
+# Build the C example against the committed header and the cdylib that
+# `cargo build --all-features` builds (target/debug), then run it.
+# --valgrind: run it under valgrind memcheck, failing on any error or any leak.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --release --features ffi --lib
+lib=target/debug
+cargo build --all-features
 out=target/c-example
 mkdir -p "$out"
-cc -std=c99 -Wall -Wextra -Werror -I src/ffi examples/c/feed.c -L target/release -lpromise_rt -o "$out/feed"
-export LD_LIBRARY_PATH="$PWD/target/release${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+${CC:-cc} -std=c99 -Wall -Wextra -Werror -g -I src/ffi examples/c/feed.c -L "$lib" -lpromise_rt -o "$out/feed"
+export LD_LIBRARY_PATH="$PWD/$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 if [[ "${1:-}" == "--valgrind" ]]; then
   valgrind --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect,possible \
     --errors-for-leak-kinds=definite,indirect,possible "$out/feed" models/ml1m

@@ -122,7 +122,7 @@ fn catalog_problems() {
             let l = u32::from_le_bytes(b[20..24].try_into().unwrap()) as usize;
             let fc = (64 + (l + 2) * 4 + 7) & !7;
             b[fc + 4] = b[fc + 4].wrapping_add(1);
-        }), "node"),
+        }), "children"),
     ];
     for (name, f, needle) in cases {
         let e = with_catalog(f);

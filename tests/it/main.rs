@@ -3,6 +3,7 @@
 
 mod cli;
 mod errors;
+mod ffi;
 mod golden;
 mod search_props;
 mod util;

@@ -98,8 +98,8 @@ struct Common {
     /// Plain beam search (no PRM).
     #[arg(long)]
     no_prm: bool,
-    /// Weight of the generator log-prob in the PRM selection key (0 = PRM alone).
-    #[arg(long, default_value_t = 0.0)]
+    /// Weight of the generator log-prob in the PRM selection key (0 = PRM alone, the paper).
+    #[arg(long, default_value_t = promise_rt::search::DEFAULT_MIX)]
     mix: f32,
     /// cpu, gpu or auto.
     #[arg(long, default_value = "cpu")]

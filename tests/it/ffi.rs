@@ -1,0 +1,73 @@
+//! The C ABI: the committed header is what cbindgen makes now, and the C example builds
+//! with the system C compiler against the library and runs clean.
+
+use crate::util::repo;
+
+#[test]
+fn committed_header_is_fresh() {
+    let cfg = cbindgen::Config::from_file(repo().join("src/ffi/cbindgen.toml")).expect("cbindgen.toml");
+    let mut out = Vec::new();
+    cbindgen::Builder::new()
+        .with_config(cfg)
+        .with_src(repo().join("src/ffi/mod.rs"))
+        .generate()
+        .expect("cbindgen")
+        .write(&mut out);
+    let fresh = String::from_utf8(out).unwrap();
+    let path = repo().join("src/ffi/promise_rt.h");
+    if std::env::var_os("PROMISE_BLESS").is_some() {
+        std::fs::write(&path, &fresh).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(committed == fresh, "src/ffi/promise_rt.h is stale: regenerate with `PROMISE_BLESS=1 cargo test --features ffi --test it ffi`");
+}
+
+#[cfg(feature = "ffi")]
+#[test]
+fn c_example_builds_and_runs() {
+    // the cdylib next to this test binary: target/<profile>/libpromise_rt.so
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let lib = profile_dir.join(if cfg!(target_os = "macos") { "libpromise_rt.dylib" } else { "libpromise_rt.so" });
+    assert!(lib.exists(), "{} not built: run `cargo build --all-features` first (the README's test command does)", lib.display());
+    // `cargo test` does not relink the cdylib: refuse to test a stale one
+    let built = std::fs::metadata(&lib).unwrap().modified().unwrap();
+    let newest_src = walk(&repo().join("src")).into_iter().max().unwrap();
+    assert!(built >= newest_src, "{} is older than the sources: run `cargo build --all-features` first (the README's test command does)", lib.display());
+    let out_dir = tempfile::tempdir().unwrap();
+    let bin = out_dir.path().join("feed");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let st = std::process::Command::new(&cc)
+        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-I"])
+        .arg(repo().join("src/ffi"))
+        .arg(repo().join("examples/c/feed.c"))
+        .arg("-L")
+        .arg(profile_dir)
+        .args(["-lpromise_rt", "-o"])
+        .arg(&bin)
+        .status()
+        .expect("a C compiler (set CC)");
+    assert!(st.success(), "compiling examples/c/feed.c failed");
+    let out = std::process::Command::new(&bin)
+        .arg(repo().join("models/ml1m"))
+        .env("LD_LIBRARY_PATH", profile_dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "feed failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("all C API checks passed") && text.contains(" 10. item"), "{text}");
+}
+
+#[cfg(feature = "ffi")]
+fn walk(dir: &std::path::Path) -> Vec<std::time::SystemTime> {
+    let mut v = vec![];
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            v.extend(walk(&p));
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            v.push(std::fs::metadata(&p).unwrap().modified().unwrap());
+        }
+    }
+    v
+}
