@@ -68,6 +68,16 @@ pub use session::{Model, Session};
 /// The crate version, as the C API reports it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+// Compile-time guarantee: a Model (and its Bundle) can be shared across threads, a
+// Session moved to one.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    const fn send<T: Send>() {}
+    send_sync::<Model>();
+    send_sync::<Bundle>();
+    send::<Session>();
+};
+
 #[cfg(test)]
 mod send_sync {
     #[test]

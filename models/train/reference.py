@@ -166,7 +166,9 @@ def evaluate(rb, rows, cfg):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("cmd", choices=["eval", "golden", "popularity"])
+    ap.add_argument("cmd", choices=["eval", "golden", "popularity", "bench"])
+    ap.add_argument("--requests", type=int, default=300)
+    ap.add_argument("--dump")
     ap.add_argument("--bundle")
     ap.add_argument("--data", default="data")
     ap.add_argument("--split", default="test", choices=["test", "valid"])
@@ -195,6 +197,28 @@ def main():
         print(json.dumps({"model": "popularity", "split": args.split, **res}))
         return
     rb = RefBundle(args.bundle, args.threads)
+    if args.cmd == "bench":
+        # the same requests as `promise bench`: test-split histories after 20 warm-up users
+        cfg = parse_config(args.configs.split(",")[0])
+        warm = 20
+        for h, _ in rows[:warm]:
+            search(rb, h, **cfg)
+        lat, lists = [], []
+        for i in range(args.requests):
+            h, _ = rows[(warm + i) % len(rows)]
+            t = time.perf_counter()
+            res = search(rb, h, **cfg)
+            lat.append(1000 * (time.perf_counter() - t))
+            lists.append([it for it, _ in res])
+        lat.sort()
+        pct = lambda p: lat[round((len(lat) - 1) * p)]
+        print(json.dumps({"bundle": rb.man["name"], "config": args.configs.split(",")[0], "requests": args.requests,
+                          "p50_ms": pct(0.5), "p99_ms": pct(0.99), "requests_per_s": 1000 * len(lat) / sum(lat)}))
+        if args.dump:
+            with open(args.dump, "w") as f:
+                for items in lists:
+                    f.write(json.dumps(items, separators=(",", ":")) + "\n")
+        return
     if args.cmd == "eval":
         results = []
         for text in args.configs.split(","):

@@ -32,6 +32,8 @@ class SASRec(nn.Module):
         self.norm = nn.LayerNorm(d)
         self.drop = nn.Dropout(dropout)
         self.max_len = max_len
+        nn.init.normal_(self.item.weight, std=0.02)
+        nn.init.normal_(self.pos.weight, std=0.02)
 
     def forward(self, x):
         L = x.shape[1]

@@ -427,7 +427,9 @@ fn check_graph(bytes: Arc<Bytes>, role: &str, m: &Manifest) -> Result<Graph> {
         Numeric::F16 => ElemType::F16,
         Numeric::Int8 => ElemType::I8,
     };
-    if let Some(w) = index.initializers.iter().find(|i| i.dims.len() >= 2 && i.elem != weight_type) {
+    // int8 scales (`W.scale`) are f32 by design; every other weight of rank >= 2 has the
+    // manifest's type
+    if let Some(w) = index.initializers.iter().find(|i| i.dims.len() >= 2 && i.elem != weight_type && !i.name.ends_with(".scale")) {
         return Err(err!(Graph, "{role} graph weight {:?} is stored as {:?}, but the manifest says numeric {}", w.name, w.elem, m.numeric.as_str()));
     }
     index.check_finite(&bytes, &what)?;

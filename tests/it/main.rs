@@ -1,7 +1,9 @@
 //! The integration test binary: golden files from the Python reference, bad inputs,
 //! search properties against a naive reference, and the CLI.
 
+mod bundles;
 mod cli;
+mod concurrency;
 mod errors;
 mod ffi;
 mod golden;

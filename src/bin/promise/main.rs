@@ -78,6 +78,10 @@ enum Cmd {
         requests: usize,
         #[arg(long)]
         json: bool,
+        /// After timing, write each request's top-N item ids (one JSON array per line) here,
+        /// to check them against the reference (benches/side_by_side.sh).
+        #[arg(long)]
+        dump: Option<PathBuf>,
     },
 }
 
@@ -152,7 +156,7 @@ fn main() {
     let res = match cli.cmd {
         Cmd::Recommend { common, history, json } => recommend(&common, &history, json),
         Cmd::Eval { common, data, split, json } => eval(&common, &data, &split, json),
-        Cmd::Bench { common, data, requests, json } => bench(&common, &data, requests, json),
+        Cmd::Bench { common, data, requests, json, dump } => bench(&common, &data, requests, json, dump),
     };
     match res {
         Ok(()) => {}
@@ -281,8 +285,10 @@ fn rss_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn bench(c: &Common, d: &DataArgs, requests: usize, json: bool) -> Result<(), Failure> {
+fn bench(c: &Common, d: &DataArgs, requests: usize, json: bool, dump: Option<PathBuf>) -> Result<(), Failure> {
     let ds = load_data(d)?;
+    // reset the peak-RSS mark so that the data loading does not count (Linux >= 4.0)
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
     let rss0 = rss_kib("VmRSS:");
     let t_load = Instant::now();
     let model = c.load()?;
@@ -311,6 +317,15 @@ fn bench(c: &Common, d: &DataArgs, requests: usize, json: bool) -> Result<(), Fa
     let peak = rss_kib("VmHWM:");
     let steady = rss_kib("VmRSS:");
     let bundle_kib = model.bundle().file_bytes() / 1024;
+    if let Some(path) = dump {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&path).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?);
+        for i in 0..requests {
+            let (h, _) = rows[(warm + i) % rows.len()];
+            let items: Vec<u32> = session.recommend(h)?.iter().map(|r| r.item).collect();
+            writeln!(f, "{}", serde_json::to_string(&items).expect("json")).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        }
+    }
     if json {
         println!("{}", serde_json::json!({"bundle": model.bundle().manifest().name, "device": format!("{:?}", model.device()),
             "config": cfg_json(session.config()), "requests": requests, "p50_ms": p50, "p99_ms": p99, "requests_per_s": rps,
@@ -320,7 +335,7 @@ fn bench(c: &Common, d: &DataArgs, requests: usize, json: bool) -> Result<(), Fa
         println!("bundle {} on {:?}, {}", model.bundle().manifest().name, model.device(), describe(session.config()));
         println!("{requests} requests over real test-split histories (1 thread)");
         println!("latency p50 {p50:.3} ms  p99 {p99:.3} ms  throughput {rps:.0} requests/s");
-        println!("load + session {load_ms:.0} ms; RSS before load {rss0} KiB, steady {steady} KiB, peak {peak} KiB; bundle files {bundle_kib} KiB");
+        println!("load + session {load_ms:.0} ms; RSS before load {rss0} KiB (evaluation data included), steady {steady} KiB, peak since load {peak} KiB; bundle files {bundle_kib} KiB");
         println!("heap allocations per request: {allocs:.1} (all in the backend's forward passes; the search itself makes none)");
     }
     Ok(())
