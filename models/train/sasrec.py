@@ -39,7 +39,9 @@ class SASRec(nn.Module):
         L = x.shape[1]
         h = self.drop(self.item(x) * math.sqrt(self.item.embedding_dim) + self.pos(torch.arange(L)))
         causal = torch.triu(torch.full((L, L), float("-inf")), 1)
-        h = self.enc(h, mask=causal, src_key_padding_mask=(x == 0))
+        # no key-padding mask: left padding is a zero item embedding (padding_idx); a padding
+        # mask makes all-padding query rows NaN, and NaN leaks through attention
+        h = self.enc(h, mask=causal)
         return self.norm(h) @ self.item.weight[1:].T          # [B, L, n_items]
 
 
@@ -96,6 +98,8 @@ def main():
             for i, s in enumerate(seqs):
                 scores[i, s[:-1]] = -np.inf
                 target = s[-1]
+                if not np.isfinite(scores[i, target]):
+                    raise SystemExit(f"non-finite score for user {b + i}: refusing to report")
                 rank = int((scores[i] > scores[i, target]).sum())
                 for k in (5, 10):
                     if rank < k:
