@@ -33,6 +33,10 @@ fn errors_have_codes_and_messages() {
     let out = promise().args(["recommend", "--bundle"]).arg(tiny()).args(["--history", "1", "--beams", "0"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("error[config]"));
+    // an explicit K+ below K' is an error, not silently raised
+    let out = promise().args(["recommend", "--bundle"]).arg(tiny()).args(["--history", "1", "--beams", "4", "--candidates", "2"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("candidates (K+) is 2"), "{}", String::from_utf8_lossy(&out.stderr));
     let out = promise().args(["recommend", "--history", "x"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let out = promise().args(["eval", "--bundle"]).arg(tiny()).args(["--data", "/no/such/data.whl"]).output().unwrap();

@@ -93,7 +93,8 @@ struct Common {
     /// K': beams kept per level.
     #[arg(long, default_value_t = 16)]
     beams: usize,
-    /// K+: candidates the PRM scores per level (default: 4 x beams, at least results).
+    /// K+: candidates the PRM scores per level, and the final pool (default: 4 x beams with
+    /// the PRM, beams without; at least results).
     #[arg(long)]
     candidates: Option<usize>,
     /// N: items returned.
@@ -125,7 +126,9 @@ struct DataArgs {
 
 impl Common {
     fn config(&self) -> SearchConfig {
-        let candidates = self.candidates.unwrap_or(if self.no_prm { self.beams } else { 4 * self.beams }).max(self.results);
+        // an explicit --candidates is taken as given (and validated); the default is
+        // 4 x beams with the PRM, beams without, and never below results
+        let candidates = self.candidates.unwrap_or_else(|| (if self.no_prm { self.beams } else { 4 * self.beams }).max(self.results));
         SearchConfig { beams: self.beams, candidates, results: self.results, prm: !self.no_prm, mix: self.mix }
     }
     fn load(&self) -> Result<Model, promise_rt::Error> {
