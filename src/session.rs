@@ -10,6 +10,9 @@ use crate::error::{err, Result};
 use crate::search::{Recommendation, Scorer, SearchConfig, Searcher};
 
 enum BackendModel {
+    /// Uninhabited: keeps the enum non-empty when no backend is compiled in.
+    #[allow(dead_code)]
+    Never(std::convert::Infallible),
     #[cfg(feature = "cpu")]
     Cpu(crate::backend::cpu::CpuModel),
     #[cfg(feature = "gpu")]
@@ -17,6 +20,9 @@ enum BackendModel {
 }
 
 enum BackendSession {
+    /// Uninhabited: keeps the enum non-empty when no backend is compiled in.
+    #[allow(dead_code)]
+    Never(std::convert::Infallible),
     #[cfg(feature = "cpu")]
     Cpu(crate::backend::cpu::CpuSession),
     #[cfg(feature = "gpu")]
@@ -26,6 +32,7 @@ enum BackendSession {
 impl BackendSession {
     fn scorer(&mut self) -> &mut dyn Scorer {
         match self {
+            BackendSession::Never(n) => match *n {},
             #[cfg(feature = "cpu")]
             BackendSession::Cpu(s) => s,
             #[cfg(feature = "gpu")]
@@ -101,6 +108,7 @@ impl Model {
         let bundle = &self.inner.bundle;
         let searcher = Searcher::new(config, bundle.catalog(), bundle.manifest().history)?;
         let backend = match &self.inner.backend {
+            BackendModel::Never(n) => match *n {},
             #[cfg(feature = "cpu")]
             BackendModel::Cpu(m) => BackendSession::Cpu(m.session(&config)?),
             #[cfg(feature = "gpu")]

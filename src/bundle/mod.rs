@@ -152,6 +152,11 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// Parse and validate a manifest from its JSON text (what [`Bundle::open`] does first).
+    pub fn from_json(text: &str) -> Result<Manifest> {
+        parse_manifest(text).map(|(m, _)| m)
+    }
+
     /// Largest codebook (the decoder's output width C).
     pub fn max_codebook(&self) -> usize {
         self.codebook.iter().copied().max().unwrap_or(0)
