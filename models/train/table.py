@@ -9,7 +9,10 @@ for name in ("popularity.json", "sasrec.json"):
     p = os.path.join(d, name)
     if os.path.exists(p):
         r = json.load(open(p))
-        rows.append((r["model"].split(" (")[0], "-", r))
+        label = r["model"].split(" (")[0]
+        if "epochs" in r:
+            label += f" (ours, {r['epochs']} epochs, {r['train_minutes']:.0f} min)"
+        rows.append((label, "-", r))
 for b in ("ml1m", "ml1m-large"):
     p = os.path.join(d, f"{b}.jsonl")
     if os.path.exists(p):

@@ -302,6 +302,7 @@ fn bench(c: &Common, d: &DataArgs, requests: usize, json: bool, dump: Option<Pat
     for (h, _) in rows.iter().take(warm) {
         session.recommend(h)?;
     }
+    let rss_warm = rss_kib("VmRSS:");
     let mut lat = Vec::with_capacity(requests);
     let a0 = ALLOCS.load(Ordering::Relaxed);
     let t = Instant::now();
@@ -333,12 +334,14 @@ fn bench(c: &Common, d: &DataArgs, requests: usize, json: bool, dump: Option<Pat
         println!("{}", serde_json::json!({"bundle": model.bundle().manifest().name, "device": format!("{:?}", model.device()),
             "config": cfg_json(session.config()), "requests": requests, "p50_ms": p50, "p99_ms": p99, "requests_per_s": rps,
             "load_ms": load_ms, "peak_rss_kib": peak, "steady_rss_kib": steady, "rss_before_load_kib": rss0,
-            "bundle_kib": bundle_kib, "allocs_per_request": allocs}));
+            "bundle_kib": bundle_kib, "allocs_per_request": allocs, "rss_after_warmup_kib": rss_warm,
+            "rss_growth_kib": steady as i64 - rss_warm as i64}));
     } else {
         println!("bundle {} on {:?}, {}", model.bundle().manifest().name, model.device(), describe(session.config()));
         println!("{requests} requests over real test-split histories (1 thread)");
         println!("latency p50 {p50:.3} ms  p99 {p99:.3} ms  throughput {rps:.0} requests/s");
         println!("load + session {load_ms:.0} ms; RSS before load {rss0} KiB (evaluation data included), steady {steady} KiB, peak since load {peak} KiB; bundle files {bundle_kib} KiB");
+        println!("RSS growth over the timed requests: {} KiB (after warm-up {rss_warm} KiB)", steady as i64 - rss_warm as i64);
         println!("heap allocations per request: {allocs:.1} (all in the backend's forward passes; the search itself makes none)");
     }
     Ok(())
