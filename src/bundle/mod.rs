@@ -418,7 +418,7 @@ fn check_graph(bytes: Arc<Bytes>, role: &str, m: &Manifest) -> Result<Graph> {
             expect_io(index.inputs.get(2), role, "node_ids", ElemType::I64, &[None])?;
             expect_io(index.outputs.first(), role, "scores", ElemType::F32, &[None])?;
             let emb = index.initializer("prm.node_emb").ok_or_else(|| err!(Graph, "prm graph has no \"prm.node_emb\" weight"))?;
-            if emb.dims != [m.num_nodes as i64, d] {
+            if emb.dims[..] != [m.num_nodes as i64, d] {
                 return Err(err!(Graph, "prm graph node table has shape {:?}, expected [{}, {d}] (one row per trie node)", emb.dims, m.num_nodes));
             }
         }

@@ -5,7 +5,13 @@
 //! every float weight finite) and by the GPU backend to upload weights straight from the
 //! mapping. Every length and offset is bounds-checked; malformed bytes give an error.
 
+use smallvec::SmallVec;
+
 use crate::error::{err, Result};
+
+/// Tensor dims: inline up to rank 4 (every tensor of our graphs), so indexing a graph
+/// does not allocate per dimension list.
+pub type Dims<T> = SmallVec<[T; 4]>;
 
 /// ONNX element types we meet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +59,7 @@ pub enum Dim {
 pub struct ValueInfo {
     pub name: String,
     pub elem: ElemType,
-    pub dims: Vec<Dim>,
+    pub dims: Dims<Dim>,
 }
 
 /// An initializer: its bytes are `file[offset..offset + len]` (raw_data) when `raw` is true.
@@ -61,7 +67,7 @@ pub struct ValueInfo {
 pub struct Initializer {
     pub name: String,
     pub elem: ElemType,
-    pub dims: Vec<i64>,
+    pub dims: Dims<i64>,
     pub offset: usize,
     pub len: usize,
     pub raw: bool,
@@ -176,7 +182,7 @@ pub fn index(buf: &[u8], what: &str) -> Result<OnnxIndex> {
 
 fn value_info(r: &Reader) -> Result<ValueInfo> {
     let mut r = r.sub(r.pos, r.end);
-    let mut vi = ValueInfo { name: String::new(), elem: ElemType::Other(0), dims: vec![] };
+    let mut vi = ValueInfo { name: String::new(), elem: ElemType::Other(0), dims: Dims::new() };
     while let Some((num, f)) = r.field()? {
         match (num, f) {
             (1, Field::Bytes(s, e)) => vi.name = string(r.buf, s, e, r.what)?,
@@ -219,7 +225,7 @@ fn value_info(r: &Reader) -> Result<ValueInfo> {
 
 fn tensor(r: &Reader) -> Result<Initializer> {
     let mut r = r.sub(r.pos, r.end);
-    let mut t = Initializer { name: String::new(), elem: ElemType::Other(0), dims: vec![], offset: 0, len: 0, raw: false };
+    let mut t = Initializer { name: String::new(), elem: ElemType::Other(0), dims: Dims::new(), offset: 0, len: 0, raw: false };
     while let Some((num, f)) = r.field()? {
         match (num, f) {
             (1, Field::Varint(v)) => t.dims.push(v as i64),
