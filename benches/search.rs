@@ -15,13 +15,24 @@ struct Fake {
 }
 impl Scorer for Fake {
     fn encode(&mut self, codes: &[i64], _mask: &[f32]) -> Result<(), Error> {
-        self.h = codes.iter().fold(7u64, |h, &c| h.wrapping_mul(31).wrapping_add(c as u64));
+        self.h = codes
+            .iter()
+            .fold(7u64, |h, &c| h.wrapping_mul(31).wrapping_add(c as u64));
         Ok(())
     }
-    fn decode(&mut self, level: usize, prefixes: &[i64], k: usize, out: &mut [f32]) -> Result<(), Error> {
+    fn decode(
+        &mut self,
+        level: usize,
+        prefixes: &[i64],
+        k: usize,
+        out: &mut [f32],
+    ) -> Result<(), Error> {
         for i in 0..k {
             for c in 0..self.c {
-                let x = self.h ^ (level as u64 * 1315423911) ^ (prefixes[i] as u64) << 7 ^ c as u64 * 2654435761;
+                let x = self.h
+                    ^ (level as u64 * 1315423911)
+                    ^ (prefixes[i] as u64) << 7
+                    ^ c as u64 * 2654435761;
                 out[i * self.c + c] = -((x % 1000) as f32) / 100.0;
             }
         }
@@ -40,15 +51,39 @@ fn bundle_dir() -> std::path::PathBuf {
 }
 
 fn histories(n_items: u32) -> Vec<Vec<u32>> {
-    (0..64u32).map(|u| (0..(5 + u * 13 % 80)).map(|j| (u * 131 + j * 17) % n_items).collect()).collect()
+    (0..64u32)
+        .map(|u| {
+            (0..(5 + u * 13 % 80))
+                .map(|j| (u * 131 + j * 17) % n_items)
+                .collect()
+        })
+        .collect()
 }
 
 fn configs() -> Vec<(String, SearchConfig)> {
     vec![
         ("plain_k4".into(), SearchConfig::plain(4, 10)),
-        ("prm_k4_c16".into(), SearchConfig { beams: 4, candidates: 16, results: 10, prm: true, mix: 0.0 }),
+        (
+            "prm_k4_c16".into(),
+            SearchConfig {
+                beams: 4,
+                candidates: 16,
+                results: 10,
+                prm: true,
+                mix: 0.0,
+            },
+        ),
         ("plain_k16".into(), SearchConfig::plain(16, 10)),
-        ("prm_k16_c64".into(), SearchConfig { beams: 16, candidates: 64, results: 10, prm: true, mix: 0.0 }),
+        (
+            "prm_k16_c64".into(),
+            SearchConfig {
+                beams: 16,
+                candidates: 64,
+                results: 10,
+                prm: true,
+                mix: 0.0,
+            },
+        ),
     ]
 }
 
@@ -59,7 +94,10 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("search_bookkeeping");
     for (name, cfg) in configs() {
         let mut s = Searcher::new(cfg, &cat, bundle.manifest().history).unwrap();
-        let mut f = Fake { c: bundle.manifest().max_codebook(), h: 0 };
+        let mut f = Fake {
+            c: bundle.manifest().max_codebook(),
+            h: 0,
+        };
         let mut i = 0;
         g.bench_function(BenchmarkId::from_parameter(&name), |b| {
             b.iter(|| {

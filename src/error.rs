@@ -92,7 +92,10 @@ pub struct Error {
 
 impl Error {
     pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Error {
-        Error { code, message: message.into() }
+        Error {
+            code,
+            message: message.into(),
+        }
     }
     /// The stable numeric code of this error.
     pub fn code(&self) -> ErrorCode {

@@ -54,10 +54,10 @@
 pub mod backend;
 pub mod bundle;
 mod error;
-pub mod search;
-mod session;
 #[cfg(feature = "ffi")]
 pub mod ffi;
+pub mod search;
+mod session;
 
 pub use backend::Device;
 pub use bundle::{Bundle, Catalog, Manifest, Numeric, OpenOptions};

@@ -56,25 +56,40 @@ pub struct Model {
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model").field("bundle", &self.inner.bundle).field("device", &self.inner.device).finish()
+        f.debug_struct("Model")
+            .field("bundle", &self.inner.bundle)
+            .field("device", &self.inner.device)
+            .finish()
     }
 }
 
 #[cfg(feature = "cpu")]
 fn load_cpu(bundle: &Bundle) -> Result<(Device, BackendModel)> {
-    Ok((Device::Cpu, BackendModel::Cpu(crate::backend::cpu::CpuModel::load(bundle)?)))
+    Ok((
+        Device::Cpu,
+        BackendModel::Cpu(crate::backend::cpu::CpuModel::load(bundle)?),
+    ))
 }
 #[cfg(not(feature = "cpu"))]
 fn load_cpu(_bundle: &Bundle) -> Result<(Device, BackendModel)> {
-    Err(err!(BackendUnavailable, "the cpu backend is not compiled in (enable the \"cpu\" feature)"))
+    Err(err!(
+        BackendUnavailable,
+        "the cpu backend is not compiled in (enable the \"cpu\" feature)"
+    ))
 }
 #[cfg(feature = "gpu")]
 fn load_gpu(bundle: &Bundle) -> Result<(Device, BackendModel)> {
-    Ok((Device::Gpu, BackendModel::Gpu(crate::backend::gpu::GpuModel::load(bundle)?)))
+    Ok((
+        Device::Gpu,
+        BackendModel::Gpu(crate::backend::gpu::GpuModel::load(bundle)?),
+    ))
 }
 #[cfg(not(feature = "gpu"))]
 fn load_gpu(_bundle: &Bundle) -> Result<(Device, BackendModel)> {
-    Err(err!(BackendUnavailable, "the gpu backend is not compiled in (enable the \"gpu\" feature)"))
+    Err(err!(
+        BackendUnavailable,
+        "the gpu backend is not compiled in (enable the \"gpu\" feature)"
+    ))
 }
 
 impl Model {
@@ -89,7 +104,13 @@ impl Model {
                 Err(_) => load_cpu(bundle)?,
             },
         };
-        Ok(Model { inner: Arc::new(ModelInner { bundle: bundle.clone(), device, backend }) })
+        Ok(Model {
+            inner: Arc::new(ModelInner {
+                bundle: bundle.clone(),
+                device,
+                backend,
+            }),
+        })
     }
 
     /// The device this model actually runs on (never `Auto`).
@@ -114,7 +135,11 @@ impl Model {
             #[cfg(feature = "gpu")]
             BackendModel::Gpu(m) => BackendSession::Gpu(m.session(&config)?),
         };
-        Ok(Session { model: self.clone(), searcher, backend })
+        Ok(Session {
+            model: self.clone(),
+            searcher,
+            backend,
+        })
     }
 }
 
@@ -128,7 +153,9 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("config", self.searcher.config()).finish()
+        f.debug_struct("Session")
+            .field("config", self.searcher.config())
+            .finish()
     }
 }
 

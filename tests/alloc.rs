@@ -43,13 +43,24 @@ struct Fake {
 }
 impl Scorer for Fake {
     fn encode(&mut self, codes: &[i64], _mask: &[f32]) -> Result<(), Error> {
-        self.h = codes.iter().fold(7u64, |h, &c| h.wrapping_mul(31).wrapping_add(c as u64));
+        self.h = codes
+            .iter()
+            .fold(7u64, |h, &c| h.wrapping_mul(31).wrapping_add(c as u64));
         Ok(())
     }
-    fn decode(&mut self, level: usize, prefixes: &[i64], k: usize, out: &mut [f32]) -> Result<(), Error> {
+    fn decode(
+        &mut self,
+        level: usize,
+        prefixes: &[i64],
+        k: usize,
+        out: &mut [f32],
+    ) -> Result<(), Error> {
         for i in 0..k {
             for c in 0..self.c {
-                let x = self.h ^ (level as u64 * 1315423911) ^ (prefixes[i] as u64) << 7 ^ c as u64 * 2654435761;
+                let x = self.h
+                    ^ (level as u64 * 1315423911)
+                    ^ (prefixes[i] as u64) << 7
+                    ^ c as u64 * 2654435761;
                 out[i * self.c + c] = -((x % 1000) as f32) / 100.0;
             }
         }
@@ -66,11 +77,35 @@ impl Scorer for Fake {
 #[test]
 fn the_search_allocates_nothing_per_request() {
     // a catalog shaped like ML-1M's: 3 levels, codebook 32
-    let sids: Vec<Vec<u16>> = (0..3706u32).map(|i| vec![(i % 32) as u16, ((i / 32) % 32) as u16, (i / 1024) as u16]).collect();
+    let sids: Vec<Vec<u16>> = (0..3706u32)
+        .map(|i| vec![(i % 32) as u16, ((i / 32) % 32) as u16, (i / 1024) as u16])
+        .collect();
     let cat = Catalog::from_bytes(build(&sids, &[32, 32, 4]).unwrap()).unwrap();
-    let histories: Vec<Vec<u32>> = (0..50u32).map(|u| (0..(1 + u * 7 % 90)).map(|j| (u * 131 + j * 17) % 3706).collect()).collect();
-    for cfg in [SearchConfig::plain(1, 1), SearchConfig::plain(16, 10), SearchConfig { beams: 4, candidates: 16, results: 10, prm: true, mix: 0.0 },
-                SearchConfig { beams: 32, candidates: 256, results: 100, prm: true, mix: 0.3 }] {
+    let histories: Vec<Vec<u32>> = (0..50u32)
+        .map(|u| {
+            (0..(1 + u * 7 % 90))
+                .map(|j| (u * 131 + j * 17) % 3706)
+                .collect()
+        })
+        .collect();
+    for cfg in [
+        SearchConfig::plain(1, 1),
+        SearchConfig::plain(16, 10),
+        SearchConfig {
+            beams: 4,
+            candidates: 16,
+            results: 10,
+            prm: true,
+            mix: 0.0,
+        },
+        SearchConfig {
+            beams: 32,
+            candidates: 256,
+            results: 100,
+            prm: true,
+            mix: 0.3,
+        },
+    ] {
         let mut s = Searcher::new(cfg, &cat, 20).unwrap();
         let mut f = Fake { c: 32, h: 0 };
         s.run(&cat, &mut f, &histories[0]).unwrap(); // first request
@@ -81,7 +116,12 @@ fn the_search_allocates_nothing_per_request() {
         }
         let allocs = count() - before;
         assert!(served > 0);
-        assert_eq!(allocs, 0, "{cfg:?}: {allocs} allocations in {} requests", histories.len());
+        assert_eq!(
+            allocs,
+            0,
+            "{cfg:?}: {allocs} allocations in {} requests",
+            histories.len()
+        );
         // errors do not allocate either... except their message: measured, not asserted
         let before = count();
         let _ = s.run(&cat, &mut f, &[]);
@@ -93,7 +133,16 @@ fn the_search_allocates_nothing_per_request() {
 fn tract_forward_passes_allocations_are_measured() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny");
     let model = Model::load(&Bundle::open(dir).unwrap(), Device::Cpu).unwrap();
-    for cfg in [SearchConfig::plain(4, 10), SearchConfig { beams: 16, candidates: 64, results: 10, prm: true, mix: 0.0 }] {
+    for cfg in [
+        SearchConfig::plain(4, 10),
+        SearchConfig {
+            beams: 16,
+            candidates: 64,
+            results: 10,
+            prm: true,
+            mix: 0.0,
+        },
+    ] {
         let mut s = model.session(cfg).unwrap();
         s.recommend(&[1, 2, 3]).unwrap();
         let before = count();
@@ -103,6 +152,9 @@ fn tract_forward_passes_allocations_are_measured() {
         }
         let per = (count() - before) as f64 / n as f64;
         println!("tract backend, {cfg:?}: {per:.0} heap allocations per request, all inside tract's forward passes (the search makes 0, see the other test)");
-        assert!(per > 0.0, "the counter must see tract's allocations, or it counts nothing");
+        assert!(
+            per > 0.0,
+            "the counter must see tract's allocations, or it counts nothing"
+        );
     }
 }

@@ -44,12 +44,23 @@ impl CpuModel {
         let prm = parse(&bundle.prm().bytes, "prm")?;
         let (h, l) = (m.history, m.levels);
         let encoder = enc
-            .with_input_fact(0, InferenceFact::dt_shape(i64::datum_type(), tvec![1, h, l]))
-            .and_then(|g| g.with_input_fact(1, InferenceFact::dt_shape(f32::datum_type(), tvec![1, h])))
+            .with_input_fact(
+                0,
+                InferenceFact::dt_shape(i64::datum_type(), tvec![1, h, l]),
+            )
+            .and_then(|g| {
+                g.with_input_fact(1, InferenceFact::dt_shape(f32::datum_type(), tvec![1, h]))
+            })
             .and_then(|g| g.into_optimized())
             .and_then(|g| g.into_runnable())
             .map_err(tract_err("optimize the encoder"))?;
-        Ok(CpuModel { manifest: m, encoder, decoder, prm, plans: Mutex::new(HashMap::new()) })
+        Ok(CpuModel {
+            manifest: m,
+            encoder,
+            decoder,
+            prm,
+            plans: Mutex::new(HashMap::new()),
+        })
     }
 
     fn plan(&self, role: &'static str, rows: usize) -> Result<Plan> {
@@ -59,12 +70,25 @@ impl CpuModel {
         }
         let m = &self.manifest;
         let (h, l, d) = (m.history, m.levels, m.dims.d_model);
-        let base = if role == "decoder" { &self.decoder } else { &self.prm };
-        let last: TVec<usize> = if role == "decoder" { tvec![rows, l - 1] } else { tvec![rows] };
+        let base = if role == "decoder" {
+            &self.decoder
+        } else {
+            &self.prm
+        };
+        let last: TVec<usize> = if role == "decoder" {
+            tvec![rows, l - 1]
+        } else {
+            tvec![rows]
+        };
         let plan = base
             .clone()
-            .with_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), tvec![1, h, d]))
-            .and_then(|g| g.with_input_fact(1, InferenceFact::dt_shape(f32::datum_type(), tvec![1, h])))
+            .with_input_fact(
+                0,
+                InferenceFact::dt_shape(f32::datum_type(), tvec![1, h, d]),
+            )
+            .and_then(|g| {
+                g.with_input_fact(1, InferenceFact::dt_shape(f32::datum_type(), tvec![1, h]))
+            })
             .and_then(|g| g.with_input_fact(2, InferenceFact::dt_shape(i64::datum_type(), last)))
             .and_then(|g| g.into_optimized())
             .and_then(|g| g.into_runnable())
@@ -121,17 +145,32 @@ pub struct CpuSession {
     pad_nodes: Vec<i64>,    // [K+] padded PRM input
 }
 
-fn pick(states: &mut [(usize, TypedSimpleState)], k: usize) -> Result<&mut (usize, TypedSimpleState)> {
-    states.iter_mut().find(|(rows, _)| *rows >= k).ok_or_else(|| err!(Capacity, "{k} rows requested, the session was built for fewer"))
+fn pick(
+    states: &mut [(usize, TypedSimpleState)],
+    k: usize,
+) -> Result<&mut (usize, TypedSimpleState)> {
+    states
+        .iter_mut()
+        .find(|(rows, _)| *rows >= k)
+        .ok_or_else(|| {
+            err!(
+                Capacity,
+                "{k} rows requested, the session was built for fewer"
+            )
+        })
 }
 
 impl Scorer for CpuSession {
     fn encode(&mut self, codes: &[i64], mask: &[f32]) -> Result<()> {
         let (h, l) = (self.history, self.levels);
-        let codes = Tensor::from_shape(&[1, h, l], codes).map_err(tract_err("build the history tensor"))?;
+        let codes =
+            Tensor::from_shape(&[1, h, l], codes).map_err(tract_err("build the history tensor"))?;
         let mask = Tensor::from_shape(&[1, h], mask).map_err(tract_err("build the mask tensor"))?;
         let mask: TValue = mask.into_tvalue();
-        let mut out = self.encoder.run(tvec![codes.into_tvalue(), mask.clone()]).map_err(tract_err("run the encoder"))?;
+        let mut out = self
+            .encoder
+            .run(tvec![codes.into_tvalue(), mask.clone()])
+            .map_err(tract_err("run the encoder"))?;
         self.memory = Some(out.remove(0));
         self.mask = Some(mask);
         Ok(())
@@ -149,11 +188,21 @@ impl Scorer for CpuSession {
         let buf = &mut self.pad_prefix[..rows * w];
         buf.fill(0);
         buf[..k * w].copy_from_slice(&prefixes[..k * w]);
-        let t = Tensor::from_shape(&[rows, w], buf).map_err(tract_err("build the prefix tensor"))?;
-        let res = state.run(tvec![memory, mask, t.into_tvalue()]).map_err(tract_err("run the decoder"))?;
-        let lp = res[0].try_as_plain_ram().and_then(|v| v.as_slice::<f32>()).map_err(tract_err("read the decoder output"))?;
+        let t =
+            Tensor::from_shape(&[rows, w], buf).map_err(tract_err("build the prefix tensor"))?;
+        let res = state
+            .run(tvec![memory, mask, t.into_tvalue()])
+            .map_err(tract_err("run the decoder"))?;
+        let lp = res[0]
+            .try_as_plain_ram()
+            .and_then(|v| v.as_slice::<f32>())
+            .map_err(tract_err("read the decoder output"))?;
         if lp.len() != rows * l * c {
-            return Err(err!(Backend, "decoder returned {} values, expected {rows} x {l} x {c}", lp.len()));
+            return Err(err!(
+                Backend,
+                "decoder returned {} values, expected {rows} x {l} x {c}",
+                lp.len()
+            ));
         }
         for i in 0..k {
             let src = &lp[(i * l + level) * c..(i * l + level + 1) * c];
@@ -174,10 +223,19 @@ impl Scorer for CpuSession {
         buf.fill(0);
         buf[..m].copy_from_slice(nodes);
         let t = Tensor::from_shape(&[rows], buf).map_err(tract_err("build the node tensor"))?;
-        let res = state.run(tvec![memory, mask, t.into_tvalue()]).map_err(tract_err("run the prm"))?;
-        let s = res[0].try_as_plain_ram().and_then(|v| v.as_slice::<f32>()).map_err(tract_err("read the prm output"))?;
+        let res = state
+            .run(tvec![memory, mask, t.into_tvalue()])
+            .map_err(tract_err("run the prm"))?;
+        let s = res[0]
+            .try_as_plain_ram()
+            .and_then(|v| v.as_slice::<f32>())
+            .map_err(tract_err("read the prm output"))?;
         if s.len() != rows {
-            return Err(err!(Backend, "prm returned {} scores, expected {rows}", s.len()));
+            return Err(err!(
+                Backend,
+                "prm returned {} scores, expected {rows}",
+                s.len()
+            ));
         }
         out[..m].copy_from_slice(&s[..m]);
         Ok(())

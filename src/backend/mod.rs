@@ -24,7 +24,10 @@ impl std::str::FromStr for Device {
             "cpu" => Ok(Device::Cpu),
             "gpu" => Ok(Device::Gpu),
             "auto" => Ok(Device::Auto),
-            other => Err(crate::error::err!(InvalidArgument, "device is {other:?}, expected \"cpu\", \"gpu\" or \"auto\"")),
+            other => Err(crate::error::err!(
+                InvalidArgument,
+                "device is {other:?}, expected \"cpu\", \"gpu\" or \"auto\""
+            )),
         }
     }
 }

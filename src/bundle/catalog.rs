@@ -46,7 +46,15 @@ impl Sections {
         let item_leaf = align8(leaf_item.checked_add(items.checked_mul(4)?)?);
         let item_codes = align8(item_leaf.checked_add(items.checked_mul(4)?)?);
         let end = align8(item_codes.checked_add(items.checked_mul(levels)?.checked_mul(2)?)?);
-        Some(Sections { level_start, first_child, node_code, leaf_item, item_leaf, item_codes, end })
+        Some(Sections {
+            level_start,
+            first_child,
+            node_code,
+            leaf_item,
+            item_leaf,
+            item_codes,
+            end,
+        })
     }
 }
 
@@ -85,14 +93,26 @@ impl Catalog {
     pub(crate) fn parse(bytes: Arc<Bytes>) -> Result<Catalog> {
         let b: &[u8] = &bytes;
         if b.len() < HEADER_BYTES {
-            return Err(err!(Catalog, "catalog.bin is {} bytes, expected at least the {HEADER_BYTES}-byte header", b.len()));
+            return Err(err!(
+                Catalog,
+                "catalog.bin is {} bytes, expected at least the {HEADER_BYTES}-byte header",
+                b.len()
+            ));
         }
         if &b[0..8] != MAGIC {
-            return Err(err!(Catalog, "catalog.bin starts with {:?}, expected the magic {:?}", &b[0..8], std::str::from_utf8(MAGIC).unwrap_or("")));
+            return Err(err!(
+                Catalog,
+                "catalog.bin starts with {:?}, expected the magic {:?}",
+                &b[0..8],
+                std::str::from_utf8(MAGIC).unwrap_or("")
+            ));
         }
         let version = rd_u32(b, 8);
         if version != VERSION {
-            return Err(err!(Catalog, "catalog.bin has format version {version}, this runtime reads version {VERSION}"));
+            return Err(err!(
+                Catalog,
+                "catalog.bin has format version {version}, this runtime reads version {VERSION}"
+            ));
         }
         let bom = rd_u32(b, 12);
         if bom != BYTE_ORDER_MARK {
@@ -103,34 +123,65 @@ impl Catalog {
         let num_nodes = rd_u32(b, 24) as usize;
         let header = rd_u32(b, 28) as usize;
         if header != HEADER_BYTES {
-            return Err(err!(Catalog, "catalog.bin header size is {header}, expected {HEADER_BYTES}"));
+            return Err(err!(
+                Catalog,
+                "catalog.bin header size is {header}, expected {HEADER_BYTES}"
+            ));
         }
         if levels == 0 || levels > MAX_LEVELS {
-            return Err(err!(Catalog, "catalog.bin has {levels} SID levels, expected 1..={MAX_LEVELS}"));
+            return Err(err!(
+                Catalog,
+                "catalog.bin has {levels} SID levels, expected 1..={MAX_LEVELS}"
+            ));
         }
         if num_items == 0 {
             return Err(err!(Catalog, "catalog.bin has no items"));
         }
         if num_nodes < levels + 1 || num_nodes > u32::MAX as usize - 1 {
-            return Err(err!(Catalog, "catalog.bin has {num_nodes} trie nodes, expected at least levels + 1 = {}", levels + 1));
+            return Err(err!(
+                Catalog,
+                "catalog.bin has {num_nodes} trie nodes, expected at least levels + 1 = {}",
+                levels + 1
+            ));
         }
         let mut codebook = [0u32; MAX_LEVELS];
         for (l, c) in codebook.iter_mut().enumerate() {
             *c = rd_u32(b, 32 + 4 * l);
             if l < levels && (*c == 0 || *c > 0xFFFF) {
-                return Err(err!(Catalog, "catalog.bin codebook size of level {} is {}, expected 1..=65535", l + 1, *c));
+                return Err(err!(
+                    Catalog,
+                    "catalog.bin codebook size of level {} is {}, expected 1..=65535",
+                    l + 1,
+                    *c
+                ));
             }
             if l >= levels && *c != 0 {
-                return Err(err!(Catalog, "catalog.bin codebook size of unused level {} is {}, expected 0", l + 1, *c));
+                return Err(err!(
+                    Catalog,
+                    "catalog.bin codebook size of unused level {} is {}, expected 0",
+                    l + 1,
+                    *c
+                ));
             }
         }
         let total = u64::from_le_bytes(b[56..64].try_into().expect("8 bytes")) as usize;
-        let s = Sections::layout(levels, num_nodes, num_items)
-            .ok_or_else(|| err!(Catalog, "catalog.bin section sizes overflow ({num_nodes} nodes, {num_items} items)"))?;
+        let s = Sections::layout(levels, num_nodes, num_items).ok_or_else(|| {
+            err!(
+                Catalog,
+                "catalog.bin section sizes overflow ({num_nodes} nodes, {num_items} items)"
+            )
+        })?;
         if total != s.end || b.len() != s.end {
             return Err(err!(Catalog, "catalog.bin is {} bytes and declares {total}, expected {} for {levels} levels, {num_nodes} nodes, {num_items} items", b.len(), s.end));
         }
-        let cat = Catalog { bytes: bytes.clone(), levels, num_nodes, num_items, codebook, s };
+        let cat = Catalog {
+            bytes: bytes.clone(),
+            levels,
+            num_nodes,
+            num_items,
+            codebook,
+            s,
+        };
         cat.validate_trie()?;
         Ok(cat)
     }
@@ -140,21 +191,39 @@ impl Catalog {
         // level_start: [0] = 0, [1] = 1, strictly increasing, [L+1] = nodes, leaves = items
         let ls = |d: usize| self.level_start_raw(d) as usize;
         if ls(0) != 0 || ls(1) != 1 || ls(l + 1) != n {
-            return Err(err!(Catalog, "catalog.bin level_start is [{}, {}, .., {}], expected [0, 1, .., {n}]", ls(0), ls(1), ls(l + 1)));
+            return Err(err!(
+                Catalog,
+                "catalog.bin level_start is [{}, {}, .., {}], expected [0, 1, .., {n}]",
+                ls(0),
+                ls(1),
+                ls(l + 1)
+            ));
         }
         for d in 1..=l {
             if ls(d + 1) <= ls(d) {
-                return Err(err!(Catalog, "catalog.bin level {d} has no nodes (level_start not increasing)"));
+                return Err(err!(
+                    Catalog,
+                    "catalog.bin level {d} has no nodes (level_start not increasing)"
+                ));
             }
         }
         if ls(l + 1) - ls(l) != m {
-            return Err(err!(Catalog, "catalog.bin has {} leaves and {m} items, expected one leaf per item", ls(l + 1) - ls(l)));
+            return Err(err!(
+                Catalog,
+                "catalog.bin has {} leaves and {m} items, expected one leaf per item",
+                ls(l + 1) - ls(l)
+            ));
         }
         // first_child: CSR over depths; children of depth-d nodes are exactly depth d+1
         let fc = |i: usize| self.first_child_raw(i) as usize;
         for d in 0..l {
             if fc(ls(d)) != ls(d + 1) {
-                return Err(err!(Catalog, "catalog.bin first child of the first depth-{d} node is {}, expected {}", fc(ls(d)), ls(d + 1)));
+                return Err(err!(
+                    Catalog,
+                    "catalog.bin first child of the first depth-{d} node is {}, expected {}",
+                    fc(ls(d)),
+                    ls(d + 1)
+                ));
             }
             for node in ls(d)..ls(d + 1) {
                 if fc(node + 1) <= fc(node) {
@@ -162,17 +231,30 @@ impl Catalog {
                 }
             }
             if fc(ls(d + 1)) != ls(d + 2) {
-                return Err(err!(Catalog, "catalog.bin children of depth {d} end at {}, expected {}", fc(ls(d + 1)), ls(d + 2)));
+                return Err(err!(
+                    Catalog,
+                    "catalog.bin children of depth {d} end at {}, expected {}",
+                    fc(ls(d + 1)),
+                    ls(d + 2)
+                ));
             }
         }
         for node in ls(l)..=n {
             if fc(node) != n {
-                return Err(err!(Catalog, "catalog.bin leaf {node} has first_child {}, expected {n}", fc(node)));
+                return Err(err!(
+                    Catalog,
+                    "catalog.bin leaf {node} has first_child {}, expected {n}",
+                    fc(node)
+                ));
             }
         }
         // node codes: root 0xFFFF, codes in range, strictly increasing among siblings
         if self.node_code(0) != 0xFFFF {
-            return Err(err!(Catalog, "catalog.bin root code is {}, expected 65535", self.node_code(0)));
+            return Err(err!(
+                Catalog,
+                "catalog.bin root code is {}, expected 65535",
+                self.node_code(0)
+            ));
         }
         for d in 0..l {
             let cb = self.codebook[d];
@@ -194,7 +276,11 @@ impl Catalog {
         for leaf in 0..m {
             let it = rd_u32(&self.bytes, self.s.leaf_item + 4 * leaf) as usize;
             if it >= m {
-                return Err(err!(Catalog, "catalog.bin leaf {} maps to item {it}, expected < {m}", ls(l) + leaf));
+                return Err(err!(
+                    Catalog,
+                    "catalog.bin leaf {} maps to item {it}, expected < {m}",
+                    ls(l) + leaf
+                ));
             }
             let back = rd_u32(&self.bytes, self.s.item_leaf + 4 * it) as usize;
             if back != ls(l) + leaf {
@@ -214,7 +300,11 @@ impl Catalog {
                 }
             }
             if node != self.item_leaf(item) {
-                return Err(err!(Catalog, "catalog.bin item {item}'s codes lead to node {node}, but its leaf is {}", self.item_leaf(item)));
+                return Err(err!(
+                    Catalog,
+                    "catalog.bin item {item}'s codes lead to node {node}, but its leaf is {}",
+                    self.item_leaf(item)
+                ));
             }
         }
         Ok(())
@@ -295,7 +385,10 @@ impl Catalog {
     /// The code of `item` at `level` (0-based).
     #[inline]
     pub fn item_code(&self, item: u32, level: usize) -> u16 {
-        rd_u16(&self.bytes, self.s.item_codes + 2 * (item as usize * self.levels + level))
+        rd_u16(
+            &self.bytes,
+            self.s.item_codes + 2 * (item as usize * self.levels + level),
+        )
     }
 }
 
@@ -313,10 +406,20 @@ pub fn build(sids: &[Vec<u16>], codebook: &[u32]) -> Result<Vec<u8>> {
     }
     for (i, s) in sids.iter().enumerate() {
         if s.len() != levels {
-            return Err(err!(Catalog, "item {i} has {} codes, expected {levels}", s.len()));
+            return Err(err!(
+                Catalog,
+                "item {i} has {} codes, expected {levels}",
+                s.len()
+            ));
         }
         if let Some(l) = (0..levels).find(|&l| s[l] as u32 >= codebook[l]) {
-            return Err(err!(Catalog, "item {i} has code {} at level {}, expected < {}", s[l], l + 1, codebook[l]));
+            return Err(err!(
+                Catalog,
+                "item {i} has code {} at level {}, expected < {}",
+                s[l],
+                l + 1,
+                codebook[l]
+            ));
         }
     }
     // per depth: sorted unique prefixes -> BFS node ids
@@ -328,7 +431,12 @@ pub fn build(sids: &[Vec<u16>], codebook: &[u32]) -> Result<Vec<u8>> {
         depth_prefixes.push(ps);
     }
     if depth_prefixes[levels].len() != sids.len() {
-        return Err(err!(Catalog, "SIDs are not unique ({} distinct for {} items)", depth_prefixes[levels].len(), sids.len()));
+        return Err(err!(
+            Catalog,
+            "SIDs are not unique ({} distinct for {} items)",
+            depth_prefixes[levels].len(),
+            sids.len()
+        ));
     }
     let mut level_start = vec![0u32];
     for ps in &depth_prefixes {
@@ -336,7 +444,9 @@ pub fn build(sids: &[Vec<u16>], codebook: &[u32]) -> Result<Vec<u8>> {
         level_start.push(last + ps.len() as u32);
     }
     let num_nodes = *level_start.last().expect("non-empty") as usize;
-    let node_of = |d: usize, p: &[u16]| -> u32 { level_start[d] + depth_prefixes[d].binary_search(&p).expect("prefix exists") as u32 };
+    let node_of = |d: usize, p: &[u16]| -> u32 {
+        level_start[d] + depth_prefixes[d].binary_search(&p).expect("prefix exists") as u32
+    };
     let mut node_code = vec![0xFFFFu16; num_nodes];
     let mut counts = vec![0u32; num_nodes];
     for d in 1..=levels {
@@ -362,7 +472,14 @@ pub fn build(sids: &[Vec<u16>], codebook: &[u32]) -> Result<Vec<u8>> {
     }
     let mut out = Vec::new();
     out.extend_from_slice(MAGIC);
-    for v in [VERSION, BYTE_ORDER_MARK, sids.len() as u32, levels as u32, num_nodes as u32, HEADER_BYTES as u32] {
+    for v in [
+        VERSION,
+        BYTE_ORDER_MARK,
+        sids.len() as u32,
+        levels as u32,
+        num_nodes as u32,
+        HEADER_BYTES as u32,
+    ] {
         out.extend_from_slice(&v.to_le_bytes());
     }
     for l in 0..MAX_LEVELS {

@@ -56,7 +56,10 @@ impl Numeric {
             "f32" => Ok(Numeric::F32),
             "f16" => Ok(Numeric::F16),
             "int8" => Ok(Numeric::Int8),
-            other => Err(err!(Manifest, "manifest numeric is {other:?}, expected \"f32\", \"f16\" or \"int8\"")),
+            other => Err(err!(
+                Manifest,
+                "manifest numeric is {other:?}, expected \"f32\", \"f16\" or \"int8\""
+            )),
         }
     }
     /// The manifest spelling.
@@ -197,7 +200,10 @@ struct BundleInner {
 
 impl std::fmt::Debug for Bundle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bundle").field("dir", &self.inner.dir).field("name", &self.inner.manifest.name).finish()
+        f.debug_struct("Bundle")
+            .field("dir", &self.inner.dir)
+            .field("name", &self.inner.manifest.name)
+            .finish()
     }
 }
 
@@ -207,7 +213,10 @@ fn read_file(path: &Path, in_memory: bool) -> Result<Bytes> {
         let v = std::fs::read(path).map_err(|e| err!(Io, "cannot read {}: {e}", path.display()))?;
         return Ok(Bytes::Owned(v));
     }
-    let len = f.metadata().map_err(|e| err!(Io, "cannot stat {}: {e}", path.display()))?.len();
+    let len = f
+        .metadata()
+        .map_err(|e| err!(Io, "cannot stat {}: {e}", path.display()))?
+        .len();
     if len == 0 {
         // mapping an empty file fails on some platforms; an empty file is simply empty
         return Ok(Bytes::Owned(Vec::new()));
@@ -216,48 +225,101 @@ fn read_file(path: &Path, in_memory: bool) -> Result<Bytes> {
     // not truncated or modified in place while open (replacement by rename is safe, the old
     // inode stays mapped). Callers who cannot promise this use `OpenOptions::in_memory`.
     #[allow(unsafe_code)]
-    let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| err!(Io, "cannot map {}: {e}", path.display()))?;
+    let map = unsafe { memmap2::Mmap::map(&f) }
+        .map_err(|e| err!(Io, "cannot map {}: {e}", path.display()))?;
     Ok(Bytes::Mapped(map))
 }
 
 fn safe_name(name: &str) -> Result<&str> {
     if name.is_empty() || name.contains('/') || name.contains('\\') || name == "." || name == ".." {
-        return Err(err!(Manifest, "manifest file name {name:?} must be a plain file name inside the bundle directory"));
+        return Err(err!(
+            Manifest,
+            "manifest file name {name:?} must be a plain file name inside the bundle directory"
+        ));
     }
     Ok(name)
 }
 
 fn parse_manifest(text: &str) -> Result<(Manifest, RawManifest)> {
-    let raw: RawManifest = serde_json::from_str(text).map_err(|e| err!(Manifest, "manifest.json is not a valid bundle manifest: {e}"))?;
+    let raw: RawManifest = serde_json::from_str(text).map_err(|e| {
+        err!(
+            Manifest,
+            "manifest.json is not a valid bundle manifest: {e}"
+        )
+    })?;
     if raw.format != "promise-bundle" {
-        return Err(err!(Manifest, "manifest format is {:?}, expected \"promise-bundle\"", raw.format));
+        return Err(err!(
+            Manifest,
+            "manifest format is {:?}, expected \"promise-bundle\"",
+            raw.format
+        ));
     }
     if raw.format_version != FORMAT_VERSION {
-        return Err(err!(Manifest, "manifest format_version is {}, this runtime reads version {FORMAT_VERSION}", raw.format_version));
+        return Err(err!(
+            Manifest,
+            "manifest format_version is {}, this runtime reads version {FORMAT_VERSION}",
+            raw.format_version
+        ));
     }
     let numeric = Numeric::parse(&raw.numeric)?;
     let s = &raw.sid;
     if s.levels == 0 || s.levels > catalog::MAX_LEVELS {
-        return Err(err!(Manifest, "manifest sid.levels is {}, expected 1..={}", s.levels, catalog::MAX_LEVELS));
+        return Err(err!(
+            Manifest,
+            "manifest sid.levels is {}, expected 1..={}",
+            s.levels,
+            catalog::MAX_LEVELS
+        ));
     }
     if s.codebook.len() != s.levels {
-        return Err(err!(Manifest, "manifest sid.codebook has {} entries, expected one per level ({})", s.codebook.len(), s.levels));
+        return Err(err!(
+            Manifest,
+            "manifest sid.codebook has {} entries, expected one per level ({})",
+            s.codebook.len(),
+            s.levels
+        ));
     }
-    if let Some((l, c)) = s.codebook.iter().enumerate().find(|(_, &c)| c == 0 || c > 0xFFFF) {
-        return Err(err!(Manifest, "manifest sid.codebook[{l}] is {c}, expected 1..=65535"));
+    if let Some((l, c)) = s
+        .codebook
+        .iter()
+        .enumerate()
+        .find(|(_, &c)| c == 0 || c > 0xFFFF)
+    {
+        return Err(err!(
+            Manifest,
+            "manifest sid.codebook[{l}] is {c}, expected 1..=65535"
+        ));
     }
     if s.num_items == 0 || s.num_items > u32::MAX as usize / 2 {
-        return Err(err!(Manifest, "manifest sid.num_items is {}, expected 1..=2147483647", s.num_items));
+        return Err(err!(
+            Manifest,
+            "manifest sid.num_items is {}, expected 1..=2147483647",
+            s.num_items
+        ));
     }
     if raw.history == 0 || raw.history > 4096 {
-        return Err(err!(Manifest, "manifest history is {}, expected 1..=4096", raw.history));
+        return Err(err!(
+            Manifest,
+            "manifest history is {}, expected 1..=4096",
+            raw.history
+        ));
     }
     let m = &raw.model;
-    for (name, v) in [("d_model", m.d_model), ("heads", m.heads), ("head_dim", m.head_dim), ("ff", m.ff),
-                      ("encoder_layers", m.encoder_layers), ("decoder_layers", m.decoder_layers),
-                      ("prm_heads", m.prm_heads), ("prm_ff", m.prm_ff)] {
+    for (name, v) in [
+        ("d_model", m.d_model),
+        ("heads", m.heads),
+        ("head_dim", m.head_dim),
+        ("ff", m.ff),
+        ("encoder_layers", m.encoder_layers),
+        ("decoder_layers", m.decoder_layers),
+        ("prm_heads", m.prm_heads),
+        ("prm_ff", m.prm_ff),
+    ] {
         if v == 0 || v > 65536 {
-            return Err(err!(Manifest, "manifest model.{name} is {v}, expected 1..=65536"));
+            return Err(err!(
+                Manifest,
+                "manifest model.{name} is {v}, expected 1..=65536"
+            ));
         }
     }
     let manifest = Manifest {
@@ -295,11 +357,17 @@ impl Bundle {
     pub fn open_with(dir: impl AsRef<Path>, opts: OpenOptions) -> Result<Bundle> {
         let dir = dir.as_ref().to_path_buf();
         if !dir.is_dir() {
-            return Err(err!(Io, "bundle directory {} does not exist or is not a directory", dir.display()));
+            return Err(err!(
+                Io,
+                "bundle directory {} does not exist or is not a directory",
+                dir.display()
+            ));
         }
         let mpath = dir.join("manifest.json");
-        let text = std::fs::read(&mpath).map_err(|e| err!(Io, "cannot read {}: {e}", mpath.display()))?;
-        let text = std::str::from_utf8(&text).map_err(|_| err!(Manifest, "{} is not valid UTF-8", mpath.display()))?;
+        let text =
+            std::fs::read(&mpath).map_err(|e| err!(Io, "cannot read {}: {e}", mpath.display()))?;
+        let text = std::str::from_utf8(&text)
+            .map_err(|_| err!(Manifest, "{} is not valid UTF-8", mpath.display()))?;
         let (manifest, raw) = parse_manifest(text)?;
 
         let mut files = std::collections::HashMap::new();
@@ -309,12 +377,26 @@ impl Bundle {
             let p = dir.join(name);
             let bytes = read_file(&p, opts.in_memory)?;
             if bytes.len() as u64 != f.bytes {
-                return Err(err!(Checksum, "{} is {} bytes, the manifest says {}", p.display(), bytes.len(), f.bytes));
+                return Err(err!(
+                    Checksum,
+                    "{} is {} bytes, the manifest says {}",
+                    p.display(),
+                    bytes.len(),
+                    f.bytes
+                ));
             }
             if opts.verify_checksums {
-                let got = Sha256::digest(&bytes[..]).iter().map(|b| format!("{b:02x}")).collect::<String>();
+                let got = Sha256::digest(&bytes[..])
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>();
                 if got != f.sha256.to_ascii_lowercase() {
-                    return Err(err!(Checksum, "{} has sha256 {got}, the manifest says {}", p.display(), f.sha256));
+                    return Err(err!(
+                        Checksum,
+                        "{} has sha256 {got}, the manifest says {}",
+                        p.display(),
+                        f.sha256
+                    ));
                 }
             }
             file_bytes += f.bytes;
@@ -322,7 +404,12 @@ impl Bundle {
         }
         let take = |name: &str, role: &str| -> Result<Arc<Bytes>> {
             let name = safe_name(name)?;
-            files.get(name).cloned().ok_or_else(|| err!(Manifest, "manifest {role} file {name:?} is not listed in manifest files"))
+            files.get(name).cloned().ok_or_else(|| {
+                err!(
+                    Manifest,
+                    "manifest {role} file {name:?} is not listed in manifest files"
+                )
+            })
         };
         let cat_bytes = take(&raw.catalog, "catalog")?;
         let enc_bytes = take(&raw.graphs.encoder, "graphs.encoder")?;
@@ -332,20 +419,48 @@ impl Bundle {
         let catalog = Catalog::parse(cat_bytes)?;
         let mf = &manifest;
         if catalog.levels() != mf.levels {
-            return Err(err!(Manifest, "catalog has {} SID levels, the manifest says {}", catalog.levels(), mf.levels));
+            return Err(err!(
+                Manifest,
+                "catalog has {} SID levels, the manifest says {}",
+                catalog.levels(),
+                mf.levels
+            ));
         }
         for l in 0..mf.levels {
             if catalog.codebook(l) != mf.codebook[l] {
-                return Err(err!(Manifest, "catalog codebook of level {} is {}, the manifest says {}", l + 1, catalog.codebook(l), mf.codebook[l]));
+                return Err(err!(
+                    Manifest,
+                    "catalog codebook of level {} is {}, the manifest says {}",
+                    l + 1,
+                    catalog.codebook(l),
+                    mf.codebook[l]
+                ));
             }
         }
         if catalog.num_items() != mf.num_items || catalog.num_nodes() != mf.num_nodes {
-            return Err(err!(Manifest, "catalog has {} items and {} nodes, the manifest says {} and {}", catalog.num_items(), catalog.num_nodes(), mf.num_items, mf.num_nodes));
+            return Err(err!(
+                Manifest,
+                "catalog has {} items and {} nodes, the manifest says {} and {}",
+                catalog.num_items(),
+                catalog.num_nodes(),
+                mf.num_items,
+                mf.num_nodes
+            ));
         }
         let encoder = check_graph(enc_bytes, "encoder", mf)?;
         let decoder = check_graph(dec_bytes, "decoder", mf)?;
         let prm = check_graph(prm_bytes, "prm", mf)?;
-        Ok(Bundle { inner: Arc::new(BundleInner { dir, manifest, catalog, encoder, decoder, prm, file_bytes }) })
+        Ok(Bundle {
+            inner: Arc::new(BundleInner {
+                dir,
+                manifest,
+                catalog,
+                encoder,
+                decoder,
+                prm,
+                file_bytes,
+            }),
+        })
     }
 
     /// The validated manifest.
@@ -375,13 +490,27 @@ impl Bundle {
     }
 }
 
-fn expect_io(vi: Option<&onnx::ValueInfo>, role: &str, name: &str, elem: ElemType, dims: &[Option<i64>]) -> Result<()> {
+fn expect_io(
+    vi: Option<&onnx::ValueInfo>,
+    role: &str,
+    name: &str,
+    elem: ElemType,
+    dims: &[Option<i64>],
+) -> Result<()> {
     let vi = vi.ok_or_else(|| err!(Graph, "{role} graph has no {name:?} input/output"))?;
     if vi.name != name {
-        return Err(err!(Graph, "{role} graph has {:?} where {name:?} was expected", vi.name));
+        return Err(err!(
+            Graph,
+            "{role} graph has {:?} where {name:?} was expected",
+            vi.name
+        ));
     }
     if vi.elem != elem {
-        return Err(err!(Graph, "{role} graph {name:?} has element type {:?}, expected {elem:?}", vi.elem));
+        return Err(err!(
+            Graph,
+            "{role} graph {name:?} has element type {:?}, expected {elem:?}",
+            vi.elem
+        ));
     }
     let ok = vi.dims.len() == dims.len()
         && vi.dims.iter().zip(dims).all(|(d, w)| match (d, w) {
@@ -390,7 +519,12 @@ fn expect_io(vi: Option<&onnx::ValueInfo>, role: &str, name: &str, elem: ElemTyp
             _ => false,
         });
     if !ok {
-        return Err(err!(Graph, "{role} graph {name:?} has shape {:?}, expected {:?} (None = symbolic)", vi.dims, dims));
+        return Err(err!(
+            Graph,
+            "{role} graph {name:?} has shape {:?}, expected {:?} (None = symbolic)",
+            vi.dims,
+            dims
+        ));
     }
     Ok(())
 }
@@ -398,26 +532,81 @@ fn expect_io(vi: Option<&onnx::ValueInfo>, role: &str, name: &str, elem: ElemTyp
 fn check_graph(bytes: Arc<Bytes>, role: &str, m: &Manifest) -> Result<Graph> {
     let what = format!("{role} graph");
     let index = onnx::index(&bytes, &what)?;
-    let (h, l, d, c) = (m.history as i64, m.levels as i64, m.dims.d_model as i64, m.max_codebook() as i64);
+    let (h, l, d, c) = (
+        m.history as i64,
+        m.levels as i64,
+        m.dims.d_model as i64,
+        m.max_codebook() as i64,
+    );
     let mem = [Some(1), Some(h), Some(d)];
     match role {
         "encoder" => {
-            expect_io(index.inputs.first(), role, "history_codes", ElemType::I64, &[Some(1), Some(h), Some(l)])?;
-            expect_io(index.inputs.get(1), role, "history_mask", ElemType::F32, &[Some(1), Some(h)])?;
+            expect_io(
+                index.inputs.first(),
+                role,
+                "history_codes",
+                ElemType::I64,
+                &[Some(1), Some(h), Some(l)],
+            )?;
+            expect_io(
+                index.inputs.get(1),
+                role,
+                "history_mask",
+                ElemType::F32,
+                &[Some(1), Some(h)],
+            )?;
             expect_io(index.outputs.first(), role, "memory", ElemType::F32, &mem)?;
         }
         "decoder" => {
             expect_io(index.inputs.first(), role, "memory", ElemType::F32, &mem)?;
-            expect_io(index.inputs.get(1), role, "history_mask", ElemType::F32, &[Some(1), Some(h)])?;
-            expect_io(index.inputs.get(2), role, "prefix_codes", ElemType::I64, &[None, Some(l - 1)])?;
-            expect_io(index.outputs.first(), role, "log_probs", ElemType::F32, &[None, Some(l), Some(c)])?;
+            expect_io(
+                index.inputs.get(1),
+                role,
+                "history_mask",
+                ElemType::F32,
+                &[Some(1), Some(h)],
+            )?;
+            expect_io(
+                index.inputs.get(2),
+                role,
+                "prefix_codes",
+                ElemType::I64,
+                &[None, Some(l - 1)],
+            )?;
+            expect_io(
+                index.outputs.first(),
+                role,
+                "log_probs",
+                ElemType::F32,
+                &[None, Some(l), Some(c)],
+            )?;
         }
         _ => {
             expect_io(index.inputs.first(), role, "memory", ElemType::F32, &mem)?;
-            expect_io(index.inputs.get(1), role, "history_mask", ElemType::F32, &[Some(1), Some(h)])?;
-            expect_io(index.inputs.get(2), role, "node_ids", ElemType::I64, &[None])?;
-            expect_io(index.outputs.first(), role, "scores", ElemType::F32, &[None])?;
-            let emb = index.initializer("prm.node_emb").ok_or_else(|| err!(Graph, "prm graph has no \"prm.node_emb\" weight"))?;
+            expect_io(
+                index.inputs.get(1),
+                role,
+                "history_mask",
+                ElemType::F32,
+                &[Some(1), Some(h)],
+            )?;
+            expect_io(
+                index.inputs.get(2),
+                role,
+                "node_ids",
+                ElemType::I64,
+                &[None],
+            )?;
+            expect_io(
+                index.outputs.first(),
+                role,
+                "scores",
+                ElemType::F32,
+                &[None],
+            )?;
+            let emb = index
+                .initializer("prm.node_emb")
+                .ok_or_else(|| err!(Graph, "prm graph has no \"prm.node_emb\" weight"))?;
             if emb.dims[..] != [m.num_nodes as i64, d] {
                 return Err(err!(Graph, "prm graph node table has shape {:?}, expected [{}, {d}] (one row per trie node)", emb.dims, m.num_nodes));
             }
@@ -425,7 +614,12 @@ fn check_graph(bytes: Arc<Bytes>, role: &str, m: &Manifest) -> Result<Graph> {
     }
     let expected_io = if role == "encoder" { 2 } else { 3 };
     if index.inputs.len() != expected_io || index.outputs.len() != 1 {
-        return Err(err!(Graph, "{role} graph has {} inputs and {} outputs, expected {expected_io} and 1", index.inputs.len(), index.outputs.len()));
+        return Err(err!(
+            Graph,
+            "{role} graph has {} inputs and {} outputs, expected {expected_io} and 1",
+            index.inputs.len(),
+            index.outputs.len()
+        ));
     }
     let weight_type = match m.numeric {
         Numeric::F32 => ElemType::F32,
@@ -434,8 +628,18 @@ fn check_graph(bytes: Arc<Bytes>, role: &str, m: &Manifest) -> Result<Graph> {
     };
     // int8 scales (`W.scale`) are f32 by design; every other weight of rank >= 2 has the
     // manifest's type
-    if let Some(w) = index.initializers.iter().find(|i| i.dims.len() >= 2 && i.elem != weight_type && !i.name.ends_with(".scale")) {
-        return Err(err!(Graph, "{role} graph weight {:?} is stored as {:?}, but the manifest says numeric {}", w.name, w.elem, m.numeric.as_str()));
+    if let Some(w) = index
+        .initializers
+        .iter()
+        .find(|i| i.dims.len() >= 2 && i.elem != weight_type && !i.name.ends_with(".scale"))
+    {
+        return Err(err!(
+            Graph,
+            "{role} graph weight {:?} is stored as {:?}, but the manifest says numeric {}",
+            w.name,
+            w.elem,
+            m.numeric.as_str()
+        ));
     }
     index.check_finite(&bytes, &what)?;
     Ok(Graph { bytes, index })

@@ -93,7 +93,12 @@ impl<'a> Reader<'a> {
         let mut v: u64 = 0;
         for shift in (0..64).step_by(7) {
             if self.pos >= self.end {
-                return Err(err!(Graph, "{}: truncated varint at byte {}", self.what, self.pos));
+                return Err(err!(
+                    Graph,
+                    "{}: truncated varint at byte {}",
+                    self.what,
+                    self.pos
+                ));
             }
             let b = self.buf[self.pos];
             self.pos += 1;
@@ -102,7 +107,12 @@ impl<'a> Reader<'a> {
                 return Ok(v);
             }
         }
-        Err(err!(Graph, "{}: varint longer than 10 bytes at byte {}", self.what, self.pos))
+        Err(err!(
+            Graph,
+            "{}: varint longer than 10 bytes at byte {}",
+            self.what,
+            self.pos
+        ))
     }
     /// Next (field, wire type, payload range for length-delimited / value for varint).
     fn field(&mut self) -> Result<Option<(u64, Field)>> {
@@ -127,7 +137,14 @@ impl<'a> Reader<'a> {
                 self.skip(4)?;
                 Field::Fixed
             }
-            w => return Err(err!(Graph, "{}: unsupported protobuf wire type {w} at byte {}", self.what, self.pos)),
+            w => {
+                return Err(err!(
+                    Graph,
+                    "{}: unsupported protobuf wire type {w} at byte {}",
+                    self.what,
+                    self.pos
+                ))
+            }
         };
         Ok(Some((num, f)))
     }
@@ -137,11 +154,21 @@ impl<'a> Reader<'a> {
                 self.pos = e;
                 Ok(())
             }
-            _ => Err(err!(Graph, "{}: field of {n} bytes runs past the end at byte {}", self.what, self.pos)),
+            _ => Err(err!(
+                Graph,
+                "{}: field of {n} bytes runs past the end at byte {}",
+                self.what,
+                self.pos
+            )),
         }
     }
     fn sub(&self, start: usize, end: usize) -> Reader<'a> {
-        Reader { buf: self.buf, pos: start, end, what: self.what }
+        Reader {
+            buf: self.buf,
+            pos: start,
+            end,
+            what: self.what,
+        }
     }
 }
 
@@ -159,7 +186,12 @@ fn string(buf: &[u8], s: usize, e: usize, what: &str) -> Result<String> {
 
 /// Parse the graph I/O and the initializer index of an ONNX model held in `buf`.
 pub fn index(buf: &[u8], what: &str) -> Result<OnnxIndex> {
-    let mut r = Reader { buf, pos: 0, end: buf.len(), what };
+    let mut r = Reader {
+        buf,
+        pos: 0,
+        end: buf.len(),
+        what,
+    };
     let mut graph = None;
     while let Some((num, f)) = r.field()? {
         if let (7, Field::Bytes(s, e)) = (num, f) {
@@ -182,7 +214,11 @@ pub fn index(buf: &[u8], what: &str) -> Result<OnnxIndex> {
 
 fn value_info(r: &Reader) -> Result<ValueInfo> {
     let mut r = r.sub(r.pos, r.end);
-    let mut vi = ValueInfo { name: String::new(), elem: ElemType::Other(0), dims: Dims::new() };
+    let mut vi = ValueInfo {
+        name: String::new(),
+        elem: ElemType::Other(0),
+        dims: Dims::new(),
+    };
     while let Some((num, f)) = r.field()? {
         match (num, f) {
             (1, Field::Bytes(s, e)) => vi.name = string(r.buf, s, e, r.what)?,
@@ -202,8 +238,14 @@ fn value_info(r: &Reader) -> Result<ValueInfo> {
                                             let mut d = Dim::Unknown;
                                             while let Some((n5, f5)) = dm.field()? {
                                                 match (n5, f5) {
-                                                    (1, Field::Varint(v)) => d = Dim::Fixed(v as i64),
-                                                    (2, Field::Bytes(a, b)) => d = Dim::Symbol(string(dm.buf, a, b, dm.what)?),
+                                                    (1, Field::Varint(v)) => {
+                                                        d = Dim::Fixed(v as i64)
+                                                    }
+                                                    (2, Field::Bytes(a, b)) => {
+                                                        d = Dim::Symbol(string(
+                                                            dm.buf, a, b, dm.what,
+                                                        )?)
+                                                    }
                                                     _ => {}
                                                 }
                                             }
@@ -225,7 +267,14 @@ fn value_info(r: &Reader) -> Result<ValueInfo> {
 
 fn tensor(r: &Reader) -> Result<Initializer> {
     let mut r = r.sub(r.pos, r.end);
-    let mut t = Initializer { name: String::new(), elem: ElemType::Other(0), dims: Dims::new(), offset: 0, len: 0, raw: false };
+    let mut t = Initializer {
+        name: String::new(),
+        elem: ElemType::Other(0),
+        dims: Dims::new(),
+        offset: 0,
+        len: 0,
+        raw: false,
+    };
     while let Some((num, f)) = r.field()? {
         match (num, f) {
             (1, Field::Varint(v)) => t.dims.push(v as i64),
@@ -248,17 +297,40 @@ fn tensor(r: &Reader) -> Result<Initializer> {
                 t.len = e - s;
             }
             (14, Field::Varint(1)) => {
-                return Err(err!(Graph, "{}: initializer {:?} uses external data, which bundles do not allow", r.what, t.name));
+                return Err(err!(
+                    Graph,
+                    "{}: initializer {:?} uses external data, which bundles do not allow",
+                    r.what,
+                    t.name
+                ));
             }
             _ => {}
         }
     }
     if t.raw {
-        let n: i64 = t.dims.iter().try_fold(1i64, |a, &d| if d < 0 { None } else { a.checked_mul(d) })
-            .ok_or_else(|| err!(Graph, "{}: initializer {:?} has invalid dims {:?}", r.what, t.name, t.dims))?;
+        let n: i64 = t
+            .dims
+            .iter()
+            .try_fold(1i64, |a, &d| if d < 0 { None } else { a.checked_mul(d) })
+            .ok_or_else(|| {
+                err!(
+                    Graph,
+                    "{}: initializer {:?} has invalid dims {:?}",
+                    r.what,
+                    t.name,
+                    t.dims
+                )
+            })?;
         let want = (n as u128) * t.elem.size() as u128;
         if t.elem.size() != 0 && want != t.len as u128 {
-            return Err(err!(Graph, "{}: initializer {:?} has {} bytes of data, expected {want} for dims {:?}", r.what, t.name, t.len, t.dims));
+            return Err(err!(
+                Graph,
+                "{}: initializer {:?} has {} bytes of data, expected {want} for dims {:?}",
+                r.what,
+                t.name,
+                t.len,
+                t.dims
+            ));
         }
     }
     Ok(t)
@@ -274,12 +346,20 @@ impl OnnxIndex {
         for init in self.initializers.iter().filter(|i| i.raw) {
             let data = &buf[init.offset..init.offset + init.len];
             let bad = match init.elem {
-                ElemType::F32 => data.chunks_exact(4).position(|c| !f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite()),
-                ElemType::F16 => data.chunks_exact(2).position(|c| !half::f16::from_le_bytes([c[0], c[1]]).is_finite()),
+                ElemType::F32 => data
+                    .chunks_exact(4)
+                    .position(|c| !f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite()),
+                ElemType::F16 => data
+                    .chunks_exact(2)
+                    .position(|c| !half::f16::from_le_bytes([c[0], c[1]]).is_finite()),
                 _ => None,
             };
             if let Some(i) = bad {
-                return Err(err!(Graph, "{what}: weight {:?} holds a non-finite value at element {i}", init.name));
+                return Err(err!(
+                    Graph,
+                    "{what}: weight {:?} holds a non-finite value at element {i}",
+                    init.name
+                ));
             }
         }
         Ok(())

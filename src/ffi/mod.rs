@@ -123,8 +123,17 @@ fn guard(f: impl FnOnce() -> Result<(), Error>) -> PromiseStatus {
         }
         Ok(Err(e)) => set_error(&e),
         Err(p) => {
-            let what = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default();
-            set_error(&Error::new(ErrorCode::Panic, format!("internal panic caught at the C boundary (a bug, please report it): {what}")))
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            set_error(&Error::new(
+                ErrorCode::Panic,
+                format!(
+                    "internal panic caught at the C boundary (a bug, please report it): {what}"
+                ),
+            ))
         }
     }
 }
@@ -145,7 +154,9 @@ fn sessions() -> &'static Registry<Mutex<Session>> {
 fn register<T>(reg: &Registry<T>, v: T) -> usize {
     let arc = Arc::new(v);
     let key = Arc::as_ptr(&arc) as usize;
-    reg.lock().unwrap_or_else(|p| p.into_inner()).insert(key, arc);
+    reg.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key, arc);
     key
 }
 
@@ -167,25 +178,45 @@ fn unregister<T>(reg: &Registry<T>, key: usize, what: &str) -> Result<(), Error>
 
 unsafe fn c_str<'a>(p: *const c_char, what: &str) -> Result<&'a str, Error> {
     if p.is_null() {
-        return Err(err!(InvalidArgument, "{what} is NULL, expected a NUL-terminated UTF-8 string"));
+        return Err(err!(
+            InvalidArgument,
+            "{what} is NULL, expected a NUL-terminated UTF-8 string"
+        ));
     }
     // SAFETY: the caller passes a NUL-terminated string (documented contract); non-null checked.
-    unsafe { CStr::from_ptr(p) }.to_str().map_err(|e| err!(InvalidArgument, "{what} is not valid UTF-8 (byte {})", e.valid_up_to()))
+    unsafe { CStr::from_ptr(p) }.to_str().map_err(|e| {
+        err!(
+            InvalidArgument,
+            "{what} is not valid UTF-8 (byte {})",
+            e.valid_up_to()
+        )
+    })
 }
 
 /// The library version, e.g. "0.1.0" (static string).
 #[no_mangle]
 pub extern "C" fn promise_version() -> *const c_char {
     static V: OnceLock<CString> = OnceLock::new();
-    V.get_or_init(|| CString::new(crate::VERSION).unwrap_or_default()).as_ptr()
+    V.get_or_init(|| CString::new(crate::VERSION).unwrap_or_default())
+        .as_ptr()
 }
 
 /// A static, lower-case name for a status code ("ok", "config", ...); "unknown" otherwise.
 #[no_mangle]
 pub extern "C" fn promise_status_text(status: PromiseStatus) -> *const c_char {
     static NAMES: OnceLock<Vec<CString>> = OnceLock::new();
-    let names = NAMES.get_or_init(|| ErrorCode::ALL.iter().map(|c| CString::new(c.name()).unwrap_or_default()).chain([CString::new("unknown").unwrap_or_default()]).collect());
-    let i = if (0..ErrorCode::ALL.len() as i32).contains(&status) { status as usize } else { ErrorCode::ALL.len() };
+    let names = NAMES.get_or_init(|| {
+        ErrorCode::ALL
+            .iter()
+            .map(|c| CString::new(c.name()).unwrap_or_default())
+            .chain([CString::new("unknown").unwrap_or_default()])
+            .collect()
+    });
+    let i = if (0..ErrorCode::ALL.len() as i32).contains(&status) {
+        status as usize
+    } else {
+        ErrorCode::ALL.len()
+    };
     names[i].as_ptr()
 }
 
@@ -198,13 +229,24 @@ pub extern "C" fn promise_last_error() -> *const c_char {
 
 /// Fill `out` with the default search config (K'=16, K+=64, N=10, PRM on, mix 0.5).
 #[no_mangle]
-pub unsafe extern "C" fn promise_search_config_default(out: *mut PromiseSearchConfig) -> PromiseStatus {
+pub unsafe extern "C" fn promise_search_config_default(
+    out: *mut PromiseSearchConfig,
+) -> PromiseStatus {
     guard(|| {
         if out.is_null() {
-            return Err(err!(InvalidArgument, "out is NULL, expected a PromiseSearchConfig to fill"));
+            return Err(err!(
+                InvalidArgument,
+                "out is NULL, expected a PromiseSearchConfig to fill"
+            ));
         }
         let d = SearchConfig::default();
-        let c = PromiseSearchConfig { beams: d.beams as u32, candidates: d.candidates as u32, results: d.results as u32, prm: d.prm as u32, mix: d.mix };
+        let c = PromiseSearchConfig {
+            beams: d.beams as u32,
+            candidates: d.candidates as u32,
+            results: d.results as u32,
+            prm: d.prm as u32,
+            mix: d.mix,
+        };
         // SAFETY: non-null, caller-provided storage for one PromiseSearchConfig.
         unsafe { out.write(c) };
         Ok(())
@@ -215,10 +257,17 @@ pub unsafe extern "C" fn promise_search_config_default(out: *mut PromiseSearchCo
 /// (PROMISE_DEVICE_CPU / _GPU / _AUTO). On success writes a new handle to `*out`;
 /// free it with `promise_model_free`.
 #[no_mangle]
-pub unsafe extern "C" fn promise_model_open(bundle_dir: *const c_char, device: i32, out: *mut *mut PromiseModel) -> PromiseStatus {
+pub unsafe extern "C" fn promise_model_open(
+    bundle_dir: *const c_char,
+    device: i32,
+    out: *mut *mut PromiseModel,
+) -> PromiseStatus {
     guard(|| {
         if out.is_null() {
-            return Err(err!(InvalidArgument, "out is NULL, expected a PromiseModel* to write the handle to"));
+            return Err(err!(
+                InvalidArgument,
+                "out is NULL, expected a PromiseModel* to write the handle to"
+            ));
         }
         // SAFETY: documented contract: NUL-terminated string.
         let dir = unsafe { c_str(bundle_dir, "bundle_dir") }?;
@@ -226,7 +275,12 @@ pub unsafe extern "C" fn promise_model_open(bundle_dir: *const c_char, device: i
             PROMISE_DEVICE_CPU => Device::Cpu,
             PROMISE_DEVICE_GPU => Device::Gpu,
             PROMISE_DEVICE_AUTO => Device::Auto,
-            d => return Err(err!(InvalidArgument, "device is {d}, expected 0 (cpu), 1 (gpu) or 2 (auto)")),
+            d => {
+                return Err(err!(
+                    InvalidArgument,
+                    "device is {d}, expected 0 (cpu), 1 (gpu) or 2 (auto)"
+                ))
+            }
         };
         let model = Model::load(&Bundle::open(dir)?, device)?;
         let key = register(models(), model);
@@ -239,12 +293,21 @@ pub unsafe extern "C" fn promise_model_open(bundle_dir: *const c_char, device: i
 /// Free a model. NULL is a no-op. Sessions created from it stay valid (they share it).
 #[no_mangle]
 pub extern "C" fn promise_model_free(model: *mut PromiseModel) -> PromiseStatus {
-    guard(|| if model.is_null() { Ok(()) } else { unregister(models(), model as usize, "model") })
+    guard(|| {
+        if model.is_null() {
+            Ok(())
+        } else {
+            unregister(models(), model as usize, "model")
+        }
+    })
 }
 
 /// Number of items in the model's catalog (valid ids are 0..count-1).
 #[no_mangle]
-pub unsafe extern "C" fn promise_model_num_items(model: *const PromiseModel, out: *mut u32) -> PromiseStatus {
+pub unsafe extern "C" fn promise_model_num_items(
+    model: *const PromiseModel,
+    out: *mut u32,
+) -> PromiseStatus {
     guard(|| {
         if model.is_null() || out.is_null() {
             return Err(err!(InvalidArgument, "model and out must not be NULL"));
@@ -259,7 +322,11 @@ pub unsafe extern "C" fn promise_model_num_items(model: *const PromiseModel, out
 /// Create a session for `config` (NULL = defaults). Allocates every buffer the search
 /// needs; free it with `promise_session_free`.
 #[no_mangle]
-pub unsafe extern "C" fn promise_session_new(model: *const PromiseModel, config: *const PromiseSearchConfig, out: *mut *mut PromiseSession) -> PromiseStatus {
+pub unsafe extern "C" fn promise_session_new(
+    model: *const PromiseModel,
+    config: *const PromiseSearchConfig,
+    out: *mut *mut PromiseSession,
+) -> PromiseStatus {
     guard(|| {
         if model.is_null() || out.is_null() {
             return Err(err!(InvalidArgument, "model and out must not be NULL"));
@@ -270,7 +337,13 @@ pub unsafe extern "C" fn promise_session_new(model: *const PromiseModel, config:
         } else {
             // SAFETY: non-null pointer to a caller-owned PromiseSearchConfig.
             let c = unsafe { config.read() };
-            SearchConfig { beams: c.beams as usize, candidates: c.candidates as usize, results: c.results as usize, prm: c.prm != 0, mix: c.mix }
+            SearchConfig {
+                beams: c.beams as usize,
+                candidates: c.candidates as usize,
+                results: c.results as usize,
+                prm: c.prm != 0,
+                mix: c.mix,
+            }
         };
         let s = m.session(cfg)?;
         let key = register(sessions(), Mutex::new(s));
@@ -283,7 +356,13 @@ pub unsafe extern "C" fn promise_session_new(model: *const PromiseModel, config:
 /// Free a session. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn promise_session_free(session: *mut PromiseSession) -> PromiseStatus {
-    guard(|| if session.is_null() { Ok(()) } else { unregister(sessions(), session as usize, "session") })
+    guard(|| {
+        if session.is_null() {
+            Ok(())
+        } else {
+            unregister(sessions(), session as usize, "session")
+        }
+    })
 }
 
 /// Recommend for `history` (`history_len` item ids, oldest first). Writes up to
@@ -300,13 +379,24 @@ pub unsafe extern "C" fn promise_recommend(
 ) -> PromiseStatus {
     guard(|| {
         if session.is_null() || out.is_null() || written.is_null() {
-            return Err(err!(InvalidArgument, "session, out and written must not be NULL"));
+            return Err(err!(
+                InvalidArgument,
+                "session, out and written must not be NULL"
+            ));
         }
         if history.is_null() && history_len != 0 {
-            return Err(err!(InvalidArgument, "history is NULL but history_len is {history_len}"));
+            return Err(err!(
+                InvalidArgument,
+                "history is NULL but history_len is {history_len}"
+            ));
         }
         let s = lookup(sessions(), session as usize, "session")?;
-        let mut s = s.try_lock().map_err(|_| err!(InvalidArgument, "the session is in use on another thread (a session is for one thread at a time)"))?;
+        let mut s = s.try_lock().map_err(|_| {
+            err!(
+                InvalidArgument,
+                "the session is in use on another thread (a session is for one thread at a time)"
+            )
+        })?;
         let n = s.config().results;
         if capacity < n {
             return Err(err!(Capacity, "the output buffer holds {capacity} recommendations, this session returns up to {n}"));
@@ -320,7 +410,12 @@ pub unsafe extern "C" fn promise_recommend(
         let recs: &[Recommendation] = s.recommend(hist)?;
         for (i, r) in recs.iter().enumerate() {
             // SAFETY: i < recs.len() <= n <= capacity elements of caller storage.
-            unsafe { out.add(i).write(PromiseRecommendation { item: r.item, score: r.score }) };
+            unsafe {
+                out.add(i).write(PromiseRecommendation {
+                    item: r.item,
+                    score: r.score,
+                })
+            };
         }
         // SAFETY: non-null, caller-provided storage for one usize.
         unsafe { written.write(recs.len()) };

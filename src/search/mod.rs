@@ -54,32 +54,66 @@ pub struct SearchConfig {
 
 impl Default for SearchConfig {
     fn default() -> Self {
-        SearchConfig { beams: 16, candidates: 64, results: 10, prm: true, mix: DEFAULT_MIX }
+        SearchConfig {
+            beams: 16,
+            candidates: 64,
+            results: 10,
+            prm: true,
+            mix: DEFAULT_MIX,
+        }
     }
 }
 
 impl SearchConfig {
     /// Plain beam search with K' beams returning N items (final pool max(K', N)).
     pub fn plain(beams: usize, results: usize) -> SearchConfig {
-        SearchConfig { beams, candidates: beams.max(results), results, prm: false, mix: 0.0 }
+        SearchConfig {
+            beams,
+            candidates: beams.max(results),
+            results,
+            prm: false,
+            mix: 0.0,
+        }
     }
 
     /// Check every knob; the error names the value and the allowed range.
     pub fn validate(&self) -> Result<()> {
         if self.beams == 0 || self.beams > MAX_BEAMS {
-            return Err(err!(Config, "beams (K') is {}, expected 1..={MAX_BEAMS}", self.beams));
+            return Err(err!(
+                Config,
+                "beams (K') is {}, expected 1..={MAX_BEAMS}",
+                self.beams
+            ));
         }
         if self.candidates < self.beams {
-            return Err(err!(Config, "candidates (K+) is {}, expected at least beams (K') = {}", self.candidates, self.beams));
+            return Err(err!(
+                Config,
+                "candidates (K+) is {}, expected at least beams (K') = {}",
+                self.candidates,
+                self.beams
+            ));
         }
         if self.candidates > MAX_CANDIDATES {
-            return Err(err!(Config, "candidates (K+) is {}, expected at most {MAX_CANDIDATES}", self.candidates));
+            return Err(err!(
+                Config,
+                "candidates (K+) is {}, expected at most {MAX_CANDIDATES}",
+                self.candidates
+            ));
         }
         if self.results == 0 || self.results > self.candidates {
-            return Err(err!(Config, "results (N) is {}, expected 1..=candidates (K+) = {}", self.results, self.candidates));
+            return Err(err!(
+                Config,
+                "results (N) is {}, expected 1..=candidates (K+) = {}",
+                self.results,
+                self.candidates
+            ));
         }
         if !(0.0..=1.0).contains(&self.mix) {
-            return Err(err!(Config, "mix is {}, expected a number in 0..=1", self.mix));
+            return Err(err!(
+                Config,
+                "mix is {}, expected a number in 0..=1",
+                self.mix
+            ));
         }
         Ok(())
     }
@@ -123,16 +157,16 @@ pub struct Searcher {
     history: usize,
     cmax: usize,
     num_items: usize,
-    beams: Vec<Beam>,           // [K'] live beams
-    next: Vec<Beam>,            // [K'] beams being built
-    pool: Vec<Scored>,          // [K' * C] children, then the top-K+ pool
-    prefixes: Vec<i64>,         // [K' * (L-1)] decoder input
-    log_probs: Vec<f32>,        // [K' * C] decoder output for the current level
-    nodes: Vec<i64>,            // [K+] PRM input
-    prm_scores: Vec<f32>,       // [K+] PRM output
-    hist_codes: Vec<i64>,       // [H * L] encoder input
-    hist_mask: Vec<f32>,        // [H] encoder input
-    seen: Vec<u64>,             // bitset over items
+    beams: Vec<Beam>,             // [K'] live beams
+    next: Vec<Beam>,              // [K'] beams being built
+    pool: Vec<Scored>,            // [K' * C] children, then the top-K+ pool
+    prefixes: Vec<i64>,           // [K' * (L-1)] decoder input
+    log_probs: Vec<f32>,          // [K' * C] decoder output for the current level
+    nodes: Vec<i64>,              // [K+] PRM input
+    prm_scores: Vec<f32>,         // [K+] PRM output
+    hist_codes: Vec<i64>,         // [H * L] encoder input
+    hist_mask: Vec<f32>,          // [H] encoder input
+    seen: Vec<u64>,               // bitset over items
     results: Vec<Recommendation>, // [N]
 }
 
@@ -171,13 +205,27 @@ impl Searcher {
     /// Check a history: non-empty, not over [`MAX_HISTORY`], every id a catalog item.
     pub fn check_history(history: &[u32], num_items: usize) -> Result<()> {
         if history.is_empty() {
-            return Err(err!(EmptyHistory, "the history is empty, expected at least one item id"));
+            return Err(err!(
+                EmptyHistory,
+                "the history is empty, expected at least one item id"
+            ));
         }
         if history.len() > MAX_HISTORY {
-            return Err(err!(Capacity, "the history has {} items, expected at most {MAX_HISTORY}", history.len()));
+            return Err(err!(
+                Capacity,
+                "the history has {} items, expected at most {MAX_HISTORY}",
+                history.len()
+            ));
         }
-        if let Some((i, &id)) = history.iter().enumerate().find(|(_, &id)| id as usize >= num_items) {
-            return Err(err!(UnknownItem, "history[{i}] is item {id}, which is not in the catalog (expected 0..{num_items})"));
+        if let Some((i, &id)) = history
+            .iter()
+            .enumerate()
+            .find(|(_, &id)| id as usize >= num_items)
+        {
+            return Err(err!(
+                UnknownItem,
+                "history[{i}] is item {id}, which is not in the catalog (expected 0..{num_items})"
+            ));
         }
         Ok(())
     }
@@ -185,7 +233,12 @@ impl Searcher {
     /// Run one request. `history` is oldest-first; the model reads its last H items, the
     /// seen-item filter all of them. Returns at most N recommendations (fewer only if the
     /// trie runs out of unseen items under the surviving beams).
-    pub fn run<S: Scorer + ?Sized>(&mut self, catalog: &Catalog, scorer: &mut S, history: &[u32]) -> Result<&[Recommendation]> {
+    pub fn run<S: Scorer + ?Sized>(
+        &mut self,
+        catalog: &Catalog,
+        scorer: &mut S,
+        history: &[u32],
+    ) -> Result<&[Recommendation]> {
         Self::check_history(history, self.num_items)?;
         let (l, h) = (self.levels, self.history);
         // encoder input: the last H items right-aligned, padding codes 0 with mask 0
@@ -216,7 +269,11 @@ impl Searcher {
         let cfg = self.cfg;
         scorer.encode(&self.hist_codes, &self.hist_mask)?;
         self.beams.clear();
-        self.beams.push(Beam { node: 0, cum: 0.0, codes: [0; MAX_LEVELS] });
+        self.beams.push(Beam {
+            node: 0,
+            cum: 0.0,
+            codes: [0; MAX_LEVELS],
+        });
         self.results.clear();
         for level in 0..l {
             let last = level + 1 == l;
@@ -228,7 +285,12 @@ impl Searcher {
                     self.prefixes[i * w + j] = if j < level { b.codes[j] as i64 } else { 0 };
                 }
             }
-            scorer.decode(level, &self.prefixes[..k * w], k, &mut self.log_probs[..k * c])?;
+            scorer.decode(
+                level,
+                &self.prefixes[..k * w],
+                k,
+                &mut self.log_probs[..k * c],
+            )?;
             // every valid child of every beam (unseen items only at the last level)
             self.pool.clear();
             for (i, b) in self.beams.iter().enumerate() {
@@ -241,7 +303,12 @@ impl Searcher {
                     }
                     let code = catalog.node_code(child) as usize;
                     let cum = b.cum + self.log_probs[i * c + code];
-                    self.pool.push(Scored { node: child, parent: i as u32, cum, key: cum });
+                    self.pool.push(Scored {
+                        node: child,
+                        parent: i as u32,
+                        cum,
+                        key: cum,
+                    });
                 }
             }
             top_k(&mut self.pool, cfg.candidates, by_cum);
@@ -252,14 +319,21 @@ impl Searcher {
                 }
                 scorer.score(&self.nodes[..m], &mut self.prm_scores[..m])?;
                 for (s, &p) in self.pool.iter_mut().zip(&self.prm_scores[..m]) {
-                    s.key = if cfg.mix == 0.0 { p } else { (1.0 - cfg.mix) * p + cfg.mix * s.cum };
+                    s.key = if cfg.mix == 0.0 {
+                        p
+                    } else {
+                        (1.0 - cfg.mix) * p + cfg.mix * s.cum
+                    };
                 }
             }
             let keep = if last { cfg.results } else { cfg.beams };
             top_k(&mut self.pool, keep, by_key);
             if last {
                 for s in &self.pool {
-                    self.results.push(Recommendation { item: catalog.leaf_item(s.node), score: s.key });
+                    self.results.push(Recommendation {
+                        item: catalog.leaf_item(s.node),
+                        score: s.key,
+                    });
                 }
             } else {
                 self.next.clear();
@@ -267,7 +341,11 @@ impl Searcher {
                     let parent = &self.beams[s.parent as usize];
                     let mut codes = parent.codes;
                     codes[level] = catalog.node_code(s.node);
-                    self.next.push(Beam { node: s.node, cum: s.cum, codes });
+                    self.next.push(Beam {
+                        node: s.node,
+                        cum: s.cum,
+                        codes,
+                    });
                 }
                 std::mem::swap(&mut self.beams, &mut self.next);
                 if self.beams.is_empty() {

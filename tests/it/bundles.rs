@@ -6,10 +6,21 @@ use promise_rt::{Bundle, Device, Model, OpenOptions, SearchConfig};
 use crate::util::repo;
 
 fn top10(dir: &str, history: &[u32]) -> Vec<u32> {
-    let b = Bundle::open_with(repo().join(dir), OpenOptions { verify_checksums: true, in_memory: false }).unwrap_or_else(|e| panic!("{dir}: {e}"));
+    let b = Bundle::open_with(
+        repo().join(dir),
+        OpenOptions {
+            verify_checksums: true,
+            in_memory: false,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{dir}: {e}"));
     let m = Model::load(&b, Device::Cpu).unwrap_or_else(|e| panic!("{dir}: {e}"));
     let mut s = m.session(SearchConfig::default()).unwrap();
-    s.recommend(history).unwrap().iter().map(|r| r.item).collect()
+    s.recommend(history)
+        .unwrap()
+        .iter()
+        .map(|r| r.item)
+        .collect()
 }
 
 #[test]
@@ -22,7 +33,10 @@ fn every_shipped_bundle_works_and_variants_agree() {
             let v = top10(&format!("{base}-{variant}"), &history);
             let common = v.iter().filter(|i| f32_top.contains(i)).count();
             println!("{base}-{variant}: {common}/10 items in common with f32");
-            assert!(common >= if variant == "f16" { 8 } else { 5 }, "{base}-{variant}: only {common}/10 in common");
+            assert!(
+                common >= if variant == "f16" { 8 } else { 5 },
+                "{base}-{variant}: only {common}/10 in common"
+            );
         }
     }
     assert_eq!(top10("models/tiny", &history).len(), 10);

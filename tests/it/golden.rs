@@ -13,7 +13,9 @@ const SCORE_TOL: f32 = 1e-4;
 const TIE_TOL: f64 = 1e-5;
 
 pub fn check_golden(bundle_dir: &str, golden: &str, device: Device) -> usize {
-    let g: Value = serde_json::from_str(&std::fs::read_to_string(repo().join(golden)).expect("golden file")).expect("json");
+    let g: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo().join(golden)).expect("golden file"))
+            .expect("json");
     let bundle = Bundle::open(repo().join(bundle_dir)).expect("bundle");
     let model = Model::load(&bundle, device).expect("model");
     let mut checked = 0;
@@ -27,19 +29,57 @@ pub fn check_golden(bundle_dir: &str, golden: &str, device: Device) -> usize {
         };
         let mut s = model.session(cfg).expect("session");
         for case in c["cases"].as_array().unwrap() {
-            let hist: Vec<u32> = case["history"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-            let items: Vec<u32> = case["items"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-            let scores: Vec<f64> = case["scores"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            let hist: Vec<u32> = case["history"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
+            let items: Vec<u32> = case["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
+            let scores: Vec<f64> = case["scores"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
             let got = s.recommend(&hist).expect("recommend");
             let name = c["name"].as_str().unwrap();
-            assert_eq!(got.len(), items.len(), "{name}, case {}: result count", case["user"]);
+            assert_eq!(
+                got.len(),
+                items.len(),
+                "{name}, case {}: result count",
+                case["user"]
+            );
             for (i, r) in got.iter().enumerate() {
                 let same = r.item == items[i];
                 let swapped = !same
-                    && ((i + 1 < items.len() && r.item == items[i + 1] && (scores[i] - scores[i + 1]).abs() < TIE_TOL)
-                        || (i > 0 && r.item == items[i - 1] && (scores[i] - scores[i - 1]).abs() < TIE_TOL));
-                assert!(same || swapped, "{name}, case {}: rank {i} is item {}, expected {} (got {:?}, expected {:?})", case["user"], r.item, items[i], got.iter().map(|r| r.item).collect::<Vec<_>>(), items);
-                assert!((r.score as f64 - scores[i]).abs() < SCORE_TOL as f64 || swapped, "{name}, case {}: rank {i} score {} vs {}", case["user"], r.score, scores[i]);
+                    && ((i + 1 < items.len()
+                        && r.item == items[i + 1]
+                        && (scores[i] - scores[i + 1]).abs() < TIE_TOL)
+                        || (i > 0
+                            && r.item == items[i - 1]
+                            && (scores[i] - scores[i - 1]).abs() < TIE_TOL));
+                assert!(
+                    same || swapped,
+                    "{name}, case {}: rank {i} is item {}, expected {} (got {:?}, expected {:?})",
+                    case["user"],
+                    r.item,
+                    items[i],
+                    got.iter().map(|r| r.item).collect::<Vec<_>>(),
+                    items
+                );
+                assert!(
+                    (r.score as f64 - scores[i]).abs() < SCORE_TOL as f64 || swapped,
+                    "{name}, case {}: rank {i} score {} vs {}",
+                    case["user"],
+                    r.score,
+                    scores[i]
+                );
             }
             checked += 1;
         }

@@ -27,13 +27,26 @@ fn unit(x: u64) -> f32 {
 
 impl Scorer for Fake {
     fn encode(&mut self, codes: &[i64], mask: &[f32]) -> Result<(), Error> {
-        self.hist = codes.iter().zip(mask.iter().cycle()).fold(self.salt, |h, (&c, &m)| mix64(h ^ (c as u64) ^ ((m as u64) << 40)));
+        self.hist = codes
+            .iter()
+            .zip(mask.iter().cycle())
+            .fold(self.salt, |h, (&c, &m)| {
+                mix64(h ^ (c as u64) ^ ((m as u64) << 40))
+            });
         Ok(())
     }
-    fn decode(&mut self, level: usize, prefixes: &[i64], k: usize, out: &mut [f32]) -> Result<(), Error> {
+    fn decode(
+        &mut self,
+        level: usize,
+        prefixes: &[i64],
+        k: usize,
+        out: &mut [f32],
+    ) -> Result<(), Error> {
         let w = (self.l - 1).max(1);
         for i in 0..k {
-            let p = prefixes[i * w..(i + 1) * w].iter().fold(self.hist ^ level as u64, |h, &c| mix64(h ^ c as u64));
+            let p = prefixes[i * w..(i + 1) * w]
+                .iter()
+                .fold(self.hist ^ level as u64, |h, &c| mix64(h ^ c as u64));
             for c in 0..self.c {
                 out[i * self.c + c] = unit(p ^ (c as u64) << 20);
             }
@@ -49,7 +62,13 @@ impl Scorer for Fake {
 }
 
 /// The obvious implementation, for comparison.
-fn naive(cat: &Catalog, f: &mut Fake, cfg: &SearchConfig, history: &[u32], h: usize) -> Vec<(u32, f32)> {
+fn naive(
+    cat: &Catalog,
+    f: &mut Fake,
+    cfg: &SearchConfig,
+    history: &[u32],
+    h: usize,
+) -> Vec<(u32, f32)> {
     let l = cat.levels();
     let n = history.len().min(h);
     let mut codes = vec![0i64; h * l];
@@ -91,12 +110,20 @@ fn naive(cat: &Catalog, f: &mut Fake, cfg: &SearchConfig, history: &[u32], h: us
             let mut s = vec![0f32; nodes.len()];
             f.score(&nodes, &mut s).unwrap();
             for (p, s) in pool.iter_mut().zip(s) {
-                p.3 = if cfg.mix == 0.0 { s } else { (1.0 - cfg.mix) * s + cfg.mix * p.2 };
+                p.3 = if cfg.mix == 0.0 {
+                    s
+                } else {
+                    (1.0 - cfg.mix) * s + cfg.mix * p.2
+                };
             }
         }
         pool.sort_by(|a, b| b.3.total_cmp(&a.3).then(a.0.cmp(&b.0)));
         if last {
-            return pool.iter().take(cfg.results).map(|p| (cat.leaf_item(p.0), p.3)).collect();
+            return pool
+                .iter()
+                .take(cfg.results)
+                .map(|p| (cat.leaf_item(p.0), p.3))
+                .collect();
         }
         pool.truncate(cfg.beams);
         beams = pool
@@ -115,8 +142,11 @@ fn arb_catalog() -> impl Strategy<Value = (Vec<Vec<u16>>, Vec<u32>)> {
     (1usize..=4, 2u32..6).prop_flat_map(|(levels, cb)| {
         let codebook = vec![cb; levels];
         let max_items = (cb as usize).pow(levels as u32).min(60);
-        proptest::collection::btree_set(proptest::collection::vec(0u16..cb as u16, levels), 1..=max_items)
-            .prop_map(move |set| (set.into_iter().collect::<Vec<_>>(), codebook.clone()))
+        proptest::collection::btree_set(
+            proptest::collection::vec(0u16..cb as u16, levels),
+            1..=max_items,
+        )
+        .prop_map(move |set| (set.into_iter().collect::<Vec<_>>(), codebook.clone()))
     })
 }
 
@@ -177,12 +207,18 @@ proptest! {
 
 #[test]
 fn trie_lookup_agrees_with_a_linear_scan() {
-    let sids: Vec<Vec<u16>> = (0..200u16).map(|i| vec![i % 7, (i / 7) % 5, i / 35]).collect();
+    let sids: Vec<Vec<u16>> = (0..200u16)
+        .map(|i| vec![i % 7, (i / 7) % 5, i / 35])
+        .collect();
     let cat = Catalog::from_bytes(build(&sids, &[7, 5, 6]).unwrap()).unwrap();
     for node in 0..cat.num_nodes() as u32 {
         for code in 0..8u16 {
             let linear = cat.children(node).find(|&c| cat.node_code(c) == code);
-            assert_eq!(cat.child_with_code(node, code), linear, "node {node} code {code}");
+            assert_eq!(
+                cat.child_with_code(node, code),
+                linear,
+                "node {node} code {code}"
+            );
         }
     }
     for (i, s) in sids.iter().enumerate() {

