@@ -21,7 +21,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, os.path.dirname(__file__))
-from model import Config, DecoderGraph, EncoderGraph, PrmGraph, Promise  # noqa: E402
+from model import Config, DecoderGraph, EncoderGraph, PrmGraph, Promise, load_trained  # noqa: E402
 from trie import Trie  # noqa: E402
 
 FORMAT_VERSION = 1
@@ -201,11 +201,8 @@ def main():
     ap.add_argument("--name", default=None)
     ap.add_argument("--variants", default="f32,f16,int8")
     args = ap.parse_args()
-    info = json.load(open(os.path.join(args.work, f"{args.model}.json")))
-    cfg = Config(**{k: v for k, v in info["config"].items() if k not in ("prm_heads",)})
-    cfg.prm_heads = info["config"]["prm_heads"]
-    model = Promise(cfg)
-    model.load_state_dict(torch.load(os.path.join(args.work, f"{args.model}.pt")))
+    model, _info = load_trained(args.work, args.model)
+    cfg = model.cfg
     model.eval()
     trie = Trie(np.load(os.path.join(args.work, "sids.npy")))
     g, r = model.n_params()

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
 import data as data_mod  # noqa: E402
-from model import Config, Promise  # noqa: E402
+from model import load_trained  # noqa: E402
 from train import Windows  # noqa: E402
 from trie import Trie  # noqa: E402
 
@@ -44,11 +44,8 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    info = json.load(open(os.path.join(args.work, f"{args.model}.json")))
-    cfg = Config(**{k: v for k, v in info["config"].items() if k != "prm_heads"})
-    cfg.prm_heads = info["config"]["prm_heads"]
-    model = Promise(cfg)
-    model.load_state_dict(torch.load(os.path.join(args.work, f"{args.model}.pt")))
+    model, info = load_trained(args.work, args.model)
+    cfg = model.cfg
     for p in model.gen.parameters():
         p.requires_grad_(False)
     ds = data_mod.load(args.data)

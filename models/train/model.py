@@ -116,6 +116,12 @@ class Config:
     def to_dict(self):
         return {k: v for k, v in self.__dict__.items()}
 
+    @staticmethod
+    def from_dict(d):
+        cfg = Config(**{k: v for k, v in d.items() if k != "prm_heads"})
+        cfg.prm_heads = d["prm_heads"]      # as trained, even if the default formula changes
+        return cfg
+
 
 class Generator(nn.Module):
     def __init__(self, cfg: Config):
@@ -195,6 +201,16 @@ class Promise(nn.Module):
         g = sum(p.numel() for p in self.gen.parameters())
         r = sum(p.numel() for p in self.prm.parameters())
         return g, r
+
+
+def load_trained(work, name):
+    """The model `name` trained into `work` (train.py / finetune_prm.py): (model, info)."""
+    import json
+    import os
+    info = json.load(open(os.path.join(work, f"{name}.json")))
+    model = Promise(Config.from_dict(info["config"]))
+    model.load_state_dict(torch.load(os.path.join(work, f"{name}.pt")))
+    return model, info
 
 
 # Export wrappers: batch of one user, K prefixes / M nodes ---------------------------------

@@ -100,18 +100,13 @@ fn set_error(e: &Error) -> PromiseStatus {
 }
 
 fn clear_error() {
-    LAST_ERROR.with(|l| l.borrow_mut().clear_and_keep());
-}
-
-trait ClearKeep {
-    fn clear_and_keep(&mut self);
-}
-impl ClearKeep for CString {
-    fn clear_and_keep(&mut self) {
-        if !self.as_bytes().is_empty() {
-            *self = CString::default();
+    LAST_ERROR.with(|l| {
+        let mut l = l.borrow_mut();
+        // only replace a non-empty message: a successful call should not allocate
+        if !l.as_bytes().is_empty() {
+            *l = CString::default();
         }
-    }
+    });
 }
 
 /// Run `f` behind the panic boundary, turning errors and panics into statuses.

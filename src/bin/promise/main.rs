@@ -402,6 +402,7 @@ fn bench(
     let rps = requests as f64 / total;
     let peak = rss_kib("VmHWM:");
     let steady = rss_kib("VmRSS:");
+    let growth = steady as i64 - rss_warm as i64;
     let bundle_kib = model.bundle().file_bytes() / 1024;
     if let Some(path) = dump {
         use std::io::Write;
@@ -423,7 +424,7 @@ fn bench(
             "config": cfg_json(session.config()), "requests": requests, "p50_ms": p50, "p99_ms": p99, "requests_per_s": rps,
             "load_ms": load_ms, "peak_rss_kib": peak, "steady_rss_kib": steady, "rss_before_load_kib": rss0,
             "bundle_kib": bundle_kib, "allocs_per_request": allocs, "rss_after_warmup_kib": rss_warm,
-            "rss_growth_kib": steady as i64 - rss_warm as i64})
+            "rss_growth_kib": growth})
         );
     } else {
         println!(
@@ -435,10 +436,7 @@ fn bench(
         println!("{requests} requests over real test-split histories (1 thread)");
         println!("latency p50 {p50:.3} ms  p99 {p99:.3} ms  throughput {rps:.0} requests/s");
         println!("load + session {load_ms:.0} ms; RSS before load {rss0} KiB (evaluation data included), steady {steady} KiB, peak since load {peak} KiB; bundle files {bundle_kib} KiB");
-        println!(
-            "RSS growth over the timed requests: {} KiB (after warm-up {rss_warm} KiB)",
-            steady as i64 - rss_warm as i64
-        );
+        println!("RSS growth over the timed requests: {growth} KiB (after warm-up {rss_warm} KiB)");
         println!("heap allocations per request: {allocs:.1} (all in the backend's forward passes; the search itself makes none)");
     }
     Ok(())
