@@ -4,6 +4,7 @@
 //! 2 bad command line; 3 the MovieLens-1M data for eval/bench is missing (with how to get it).
 
 mod data;
+mod sweep;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
@@ -70,6 +71,22 @@ enum Cmd {
         /// Print one JSON line instead of a table.
         #[arg(long)]
         json: bool,
+        /// Run the test-time scaling sweep instead of one config: for each of
+        /// --sweep-bundles, plain beam search at K' in {1,2,4,8,16,32} and PRM-guided search
+        /// at K+ in {2K',4K',8K'} (with --mix); writes sweep.json, sweep.md and PNG plots
+        /// into --out. --bundle, --beams, --candidates and --no-prm are ignored.
+        #[arg(long)]
+        sweep: bool,
+        /// Bundles the sweep runs, comma-separated.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "models/ml1m,models/ml1m-large"
+        )]
+        sweep_bundles: Vec<PathBuf>,
+        /// Where the sweep writes its outputs.
+        #[arg(long, default_value = "models/results/sweep")]
+        out: PathBuf,
     },
     /// Latency p50/p99, requests/s, peak RSS and allocations per request over real users.
     Bench {
@@ -89,7 +106,7 @@ enum Cmd {
     },
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct Common {
     /// Bundle directory.
     #[arg(long, default_value = "models/ml1m")]
@@ -189,7 +206,17 @@ fn main() {
             common,
             data,
             split,
+            json: _,
+            sweep: true,
+            sweep_bundles,
+            out,
+        } => run_sweep(&common, &data, &split, &sweep_bundles, &out),
+        Cmd::Eval {
+            common,
+            data,
+            split,
             json,
+            ..
         } => eval(&common, &data, &split, json),
         Cmd::Bench {
             common,
@@ -315,25 +342,10 @@ fn eval(c: &Common, d: &DataArgs, split: &str, json: bool) -> Result<(), Failure
         rows.truncate(d.users);
     }
     let mut session = model.session(c.config())?;
-    let bar = indicatif::ProgressBar::new(rows.len() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} users, eta {eta}")
-            .expect("valid template"),
-    );
+    let bar = progress(rows.len() as u64, "users");
     bar.set_message("eval");
-    let mut m = [0.0f64; 4];
-    let t = Instant::now();
-    for (i, (hist, target)) in rows.iter().enumerate() {
-        let recs = session.recommend(hist)?;
-        score(recs, *target, &mut m);
-        if i % 64 == 0 {
-            bar.set_position(i as u64);
-        }
-    }
+    let [r5, r10, n5, n10, ms] = evaluate(&mut session, &rows, &bar)?;
     bar.finish_and_clear();
-    let ms = t.elapsed().as_secs_f64() * 1e3 / rows.len() as f64;
-    let n = rows.len() as f64;
-    let (r5, r10, n5, n10) = (m[0] / n, m[1] / n, m[2] / n, m[3] / n);
     if json {
         println!(
             "{}",
@@ -351,6 +363,145 @@ fn eval(c: &Common, d: &DataArgs, split: &str, json: bool) -> Result<(), Failure
         println!("Recall@5 {r5:.4}  Recall@10 {r10:.4}  NDCG@5 {n5:.4}  NDCG@10 {n10:.4}  ({ms:.2} ms/request)");
     }
     Ok(())
+}
+
+fn progress(len: u64, unit: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{msg}} [{{bar:30}}] {{pos}}/{{len}} {unit}, eta {{eta}}"
+        ))
+        .expect("valid template"),
+    );
+    bar
+}
+
+/// One pass over `rows`: [Recall@5, Recall@10, NDCG@5, NDCG@10, ms per request].
+fn evaluate(
+    session: &mut promise_rt::Session,
+    rows: &[(&[u32], u32)],
+    bar: &indicatif::ProgressBar,
+) -> Result<[f64; 5], Failure> {
+    let mut m = [0.0f64; 4];
+    let t = Instant::now();
+    for (i, (hist, target)) in rows.iter().enumerate() {
+        let recs = session.recommend(hist)?;
+        score(recs, *target, &mut m);
+        if i % 64 == 63 {
+            bar.inc(64);
+        }
+    }
+    bar.inc(rows.len() as u64 % 64);
+    let ms = t.elapsed().as_secs_f64() * 1e3 / rows.len().max(1) as f64;
+    let n = rows.len().max(1) as f64;
+    Ok([m[0] / n, m[1] / n, m[2] / n, m[3] / n, ms])
+}
+
+fn run_sweep(
+    c: &Common,
+    d: &DataArgs,
+    split: &str,
+    bundles: &[PathBuf],
+    out: &std::path::Path,
+) -> Result<(), Failure> {
+    let ds = load_data(d)?;
+    let mut rows = ds.split(split);
+    if d.users > 0 {
+        rows.truncate(d.users);
+    }
+    let mut models = Vec::new();
+    for b in bundles {
+        let common = Common {
+            bundle: b.clone(),
+            ..c.clone()
+        };
+        let model = common.load()?;
+        let n_items = model.bundle().catalog().num_items();
+        if ds.n_items != n_items {
+            return Err(Failure::Other(anyhow::anyhow!(
+                "the data has {} items, bundle {} has {n_items}: not the same catalogue",
+                ds.n_items,
+                b.display()
+            )));
+        }
+        models.push((sweep::label(b), model));
+    }
+    let grid = sweep::grid(c.results, c.mix);
+    let total = (grid.len() * models.len() * rows.len()) as u64;
+    let bar = progress(total, "requests");
+    let mut table = Vec::new();
+    for (name, model) in &models {
+        let (numeric, device) = sweep::describe_model(model);
+        for (curve, cfg) in &grid {
+            bar.set_message(format!("{name} {}", describe(cfg)));
+            let mut session = model.session(*cfg)?;
+            let [r5, r10, n5, n10, ms] = evaluate(&mut session, &rows, &bar)?;
+            bar.suspend(|| {
+                eprintln!(
+                    "{name:>12} {curve:<12} K'={:<3} K+={:<4} Recall@10 {r10:.4}  NDCG@10 {n10:.4}  {ms:.2} ms/request",
+                    cfg.beams, cfg.candidates
+                )
+            });
+            table.push(sweep::Row {
+                model: name.clone(),
+                numeric: numeric.clone(),
+                device: device.clone(),
+                curve: curve.clone(),
+                beams: cfg.beams,
+                candidates: cfg.candidates,
+                prm: cfg.prm,
+                mix: cfg.mix,
+                users: rows.len(),
+                recall5: r5,
+                recall10: r10,
+                ndcg5: n5,
+                ndcg10: n10,
+                ms_per_request: ms,
+            });
+        }
+    }
+    bar.finish_and_clear();
+    let command: Vec<String> = std::env::args().collect();
+    let command = format!("promise {}", command[1..].join(" "));
+    let files = sweep::write_outputs(&table, out, &command)?;
+    for f in files {
+        println!("wrote {}", f.display());
+    }
+    Ok(())
+}
+
+/// Latency histogram with 1%-wide log buckets from 1 us to ~100 s: fixed size, no
+/// allocation per sample. Quantiles are the bucket's upper edge (within 1%).
+struct LatencyHistogram {
+    counts: Vec<u64>,
+    n: u64,
+}
+
+impl LatencyHistogram {
+    const BUCKETS: usize = 1900;
+    const BASE_MS: f64 = 1e-3;
+    fn new() -> Self {
+        LatencyHistogram {
+            counts: vec![0; Self::BUCKETS],
+            n: 0,
+        }
+    }
+    fn add(&mut self, ms: f64) {
+        let b = ((ms / Self::BASE_MS).max(1.0).ln() / 1.01f64.ln()).ceil() as usize;
+        self.counts[b.min(Self::BUCKETS - 1)] += 1;
+        self.n += 1;
+    }
+    fn quantile(&self, q: f64) -> f64 {
+        let target = ((self.n as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (b, &c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= target {
+                return Self::BASE_MS * 1.01f64.powi(b as i32);
+            }
+        }
+        f64::NAN
+    }
 }
 
 fn rss_kib(field: &str) -> u64 {
@@ -371,6 +522,11 @@ fn bench(
     json: bool,
     dump: Option<PathBuf>,
 ) -> Result<(), Failure> {
+    if requests == 0 {
+        return Err(Failure::Other(anyhow::anyhow!(
+            "--requests is 0, expected at least 1"
+        )));
+    }
     let ds = load_data(d)?;
     // reset the peak-RSS mark so that the data loading does not count (Linux >= 4.0)
     let _ = std::fs::write("/proc/self/clear_refs", "5");
@@ -384,21 +540,28 @@ fn bench(
     for (h, _) in rows.iter().take(warm) {
         session.recommend(h)?;
     }
+    // latencies go into a fixed log-scale histogram (1% wide buckets) allocated before
+    // the warm-up RSS is read, so that a million-request soak measures the runtime's
+    // memory and not a growing list of timings
+    let mut hist = LatencyHistogram::new();
+    let mut rss_trace = [0u64; 11];
     let rss_warm = rss_kib("VmRSS:");
-    let mut lat = Vec::with_capacity(requests);
+    rss_trace[0] = rss_warm;
     let a0 = ALLOCS.load(Ordering::Relaxed);
     let t = Instant::now();
     for i in 0..requests {
         let (h, _) = rows[(warm + i) % rows.len()];
         let s = Instant::now();
         session.recommend(h)?;
-        lat.push(s.elapsed().as_secs_f64() * 1e3);
+        hist.add(s.elapsed().as_secs_f64() * 1e3);
+        let tenth = (i + 1) * 10 / requests;
+        if tenth != i * 10 / requests {
+            rss_trace[tenth.min(10)] = rss_kib("VmRSS:");
+        }
     }
     let total = t.elapsed().as_secs_f64();
     let allocs = (ALLOCS.load(Ordering::Relaxed) - a0) as f64 / requests as f64;
-    lat.sort_by(f64::total_cmp);
-    let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p).round() as usize];
-    let (p50, p99) = (pct(0.5), pct(0.99));
+    let (p50, p99) = (hist.quantile(0.5), hist.quantile(0.99));
     let rps = requests as f64 / total;
     let peak = rss_kib("VmHWM:");
     let steady = rss_kib("VmRSS:");
@@ -424,7 +587,7 @@ fn bench(
             "config": cfg_json(session.config()), "requests": requests, "p50_ms": p50, "p99_ms": p99, "requests_per_s": rps,
             "load_ms": load_ms, "peak_rss_kib": peak, "steady_rss_kib": steady, "rss_before_load_kib": rss0,
             "bundle_kib": bundle_kib, "allocs_per_request": allocs, "rss_after_warmup_kib": rss_warm,
-            "rss_growth_kib": growth})
+            "rss_growth_kib": growth, "rss_trace_kib": rss_trace})
         );
     } else {
         println!(
@@ -437,6 +600,7 @@ fn bench(
         println!("latency p50 {p50:.3} ms  p99 {p99:.3} ms  throughput {rps:.0} requests/s");
         println!("load + session {load_ms:.0} ms; RSS before load {rss0} KiB (evaluation data included), steady {steady} KiB, peak since load {peak} KiB; bundle files {bundle_kib} KiB");
         println!("RSS growth over the timed requests: {growth} KiB (after warm-up {rss_warm} KiB)");
+        println!("RSS at each tenth of the run (KiB): {rss_trace:?}");
         println!("heap allocations per request: {allocs:.1} (all in the backend's forward passes; the search itself makes none)");
     }
     Ok(())
