@@ -39,6 +39,9 @@ pub enum ErrorCode {
     Panic = 13,
     /// The GPU device was lost or ran out of memory.
     DeviceLost = 14,
+    /// The GPU adapter's limits are too small for the model or the search config (the
+    /// message names the limit, what is needed and what the adapter offers).
+    Limits = 15,
 }
 
 impl ErrorCode {
@@ -60,11 +63,12 @@ impl ErrorCode {
             ErrorCode::InvalidArgument => "invalid-argument",
             ErrorCode::Panic => "panic",
             ErrorCode::DeviceLost => "device-lost",
+            ErrorCode::Limits => "limits",
         }
     }
 
     /// All codes, in numeric order.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::Ok,
         ErrorCode::Io,
         ErrorCode::Manifest,
@@ -80,6 +84,7 @@ impl ErrorCode {
         ErrorCode::InvalidArgument,
         ErrorCode::Panic,
         ErrorCode::DeviceLost,
+        ErrorCode::Limits,
     ];
 }
 

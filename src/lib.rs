@@ -63,7 +63,7 @@ pub use backend::Device;
 pub use bundle::{Bundle, Catalog, Manifest, Numeric, OpenOptions};
 pub use error::{Error, ErrorCode, Result};
 pub use search::{Recommendation, Scorer, SearchConfig, Searcher};
-pub use session::{Model, Session};
+pub use session::{LoadOptions, Model, Session};
 
 /// The crate version, as the C API reports it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

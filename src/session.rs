@@ -78,28 +78,65 @@ fn load_cpu(_bundle: &Bundle) -> Result<(Device, BackendModel)> {
     ))
 }
 #[cfg(feature = "gpu")]
-fn load_gpu(bundle: &Bundle) -> Result<(Device, BackendModel)> {
+fn load_gpu(
+    bundle: &Bundle,
+    opts: &LoadOptions,
+    allow_software: bool,
+) -> Result<(Device, BackendModel)> {
+    let o = crate::backend::gpu::GpuOptions {
+        shader_f16: opts.gpu_shader_f16,
+        subgroups: opts.gpu_subgroups,
+        allow_software,
+    };
     Ok((
         Device::Gpu,
-        BackendModel::Gpu(crate::backend::gpu::GpuModel::load(bundle)?),
+        BackendModel::Gpu(crate::backend::gpu::GpuModel::load_with(bundle, &o)?),
     ))
 }
 #[cfg(not(feature = "gpu"))]
-fn load_gpu(_bundle: &Bundle) -> Result<(Device, BackendModel)> {
+fn load_gpu(
+    _bundle: &Bundle,
+    _opts: &LoadOptions,
+    _allow_software: bool,
+) -> Result<(Device, BackendModel)> {
     Err(err!(
         BackendUnavailable,
         "the gpu backend is not compiled in (enable the \"gpu\" feature)"
     ))
 }
 
+/// Backend options for [`Model::load_with`]. The defaults are what [`Model::load`] uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// GPU: read f16 weights natively when the adapter has SHADER_F16 (else unpack them).
+    pub gpu_shader_f16: bool,
+    /// GPU: use subgroup reductions when the adapter has SUBGROUP (else shared memory).
+    pub gpu_subgroups: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            gpu_shader_f16: true,
+            gpu_subgroups: true,
+        }
+    }
+}
+
 impl Model {
-    /// Load `bundle` onto `device`. `Device::Auto` takes the GPU when an adapter qualifies
-    /// and falls back to the CPU otherwise.
+    /// Load `bundle` onto `device`. `Device::Auto` takes a hardware GPU when one qualifies
+    /// (found, with the features and limits the model needs) and the CPU otherwise;
+    /// `Device::Gpu` also accepts a software adapter (lavapipe), which is how the tests run.
     pub fn load(bundle: &Bundle, device: Device) -> Result<Model> {
+        Model::load_with(bundle, device, &LoadOptions::default())
+    }
+
+    /// [`Model::load`] with explicit [`LoadOptions`].
+    pub fn load_with(bundle: &Bundle, device: Device, opts: &LoadOptions) -> Result<Model> {
         let (device, backend) = match device {
             Device::Cpu => load_cpu(bundle)?,
-            Device::Gpu => load_gpu(bundle)?,
-            Device::Auto => match load_gpu(bundle) {
+            Device::Gpu => load_gpu(bundle, opts, true)?,
+            Device::Auto => match load_gpu(bundle, opts, false) {
                 Ok(x) => x,
                 Err(_) => load_cpu(bundle)?,
             },
@@ -116,6 +153,15 @@ impl Model {
     /// The device this model actually runs on (never `Auto`).
     pub fn device(&self) -> Device {
         self.inner.device
+    }
+
+    /// The GPU adapter and shader variant this model runs on, or `None` on the CPU.
+    pub fn gpu_adapter(&self) -> Option<String> {
+        match &self.inner.backend {
+            #[cfg(feature = "gpu")]
+            BackendModel::Gpu(m) => Some(format!("{} {:?}", m.adapter(), m.variant())),
+            _ => None,
+        }
     }
 
     /// The bundle this model was loaded from.

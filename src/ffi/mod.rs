@@ -47,6 +47,7 @@ pub const PROMISE_STATUS_BACKEND: PromiseStatus = 11;
 pub const PROMISE_STATUS_INVALID_ARGUMENT: PromiseStatus = 12;
 pub const PROMISE_STATUS_PANIC: PromiseStatus = 13;
 pub const PROMISE_STATUS_DEVICE_LOST: PromiseStatus = 14;
+pub const PROMISE_STATUS_LIMITS: PromiseStatus = 15;
 
 /// Device choice for `promise_model_open`.
 pub const PROMISE_DEVICE_CPU: i32 = 0;

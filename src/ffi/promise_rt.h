@@ -118,6 +118,8 @@ typedef struct {
 
 #define PROMISE_STATUS_DEVICE_LOST 14
 
+#define PROMISE_STATUS_LIMITS 15
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus

@@ -7,5 +7,6 @@ mod concurrency;
 mod errors;
 mod ffi;
 mod golden;
+mod gpu;
 mod search_props;
 mod util;

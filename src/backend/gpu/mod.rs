@@ -1,40 +1,1442 @@
-//! The GPU backend (feature `gpu`): work in progress. Until its kernels land, loading a
-//! model on the GPU answers `BackendUnavailable` with that reason.
+//! The GPU backend (feature `gpu`): our own WGSL kernels ([`kernels.wgsl`](kernels.wgsl))
+//! run through wgpu, on any adapter wgpu finds (Vulkan, Metal, DX12).
+//!
+//! Load: the weights of the three graphs go from the mapped ONNX initializers straight into
+//! two GPU buffers (`wts`: every rank >= 2 weight in the bundle's own format, f32 / f16 /
+//! int8; `aux`: norm gains, biases and int8 scales as f32) through buffers mapped at
+//! creation, so the host never holds a second copy. One shader module is specialised for
+//! the format and for the adapter's SHADER_F16 / SUBGROUP support, and its 7 pipelines are
+//! built once.
+//!
+//! Session: one activation arena, one id buffer, the parameter blocks of every dispatch
+//! (encoder, the decoder at each level, the PRM) and their bind groups are built once for
+//! the config; a request only writes its inputs (`write_buffer`) and submits.
+//!
+//! Per request (L levels, PRM on): the encoder is recorded into the first level's decoder
+//! submission; each level is one submission for the decoder (+ log-softmax) and one for the
+//! PRM, each followed by one read-back: `k * C * 4` bytes of log-probs for the k live beams
+//! and `m * 4` bytes of PRM scores for the m candidates. The trie walk and the top-k stay
+//! on the CPU (a few microseconds: `benches/search.rs`), so the search code is the same
+//! for both backends. The decoder's and the PRM's cross-attention keys and values of the
+//! encoder memory are computed once per request, not once per level as in the ONNX graphs.
 
-use crate::bundle::Bundle;
+mod shader;
+
+#[cfg(test)]
+mod reference;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::bundle::onnx::{ElemType, Initializer};
+use crate::bundle::{Bundle, Manifest, Numeric};
 use crate::error::{err, Result};
 use crate::search::{Scorer, SearchConfig};
 
-/// Placeholder for the wgpu model.
-pub struct GpuModel {
-    _never: std::convert::Infallible,
+pub use shader::Variant;
+
+/// Which optional adapter features the GPU backend may use (both default to on; switching
+/// one off forces the portable fallback, e.g. to test it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GpuOptions {
+    /// Read f16 weights as `f16` when the adapter has SHADER_F16 (else unpack from `u32`).
+    pub shader_f16: bool,
+    /// Reduce with subgroup operations when the adapter has SUBGROUP (else shared memory).
+    pub subgroups: bool,
+    /// Accept a software adapter (llvmpipe/lavapipe, WARP). `Device::Gpu` does;
+    /// `Device::Auto` does not, since the CPU backend is faster than a software GPU.
+    pub allow_software: bool,
 }
 
-/// Placeholder for the wgpu session.
-pub struct GpuSession {
-    _never: std::convert::Infallible,
+impl Default for GpuOptions {
+    fn default() -> Self {
+        GpuOptions {
+            shader_f16: true,
+            subgroups: true,
+            allow_software: true,
+        }
+    }
+}
+
+const NONE: u32 = u32::MAX;
+const PARAMS_STRIDE: u64 = 256;
+const WG: u32 = 64;
+/// Largest head_dim the attention kernel holds in registers.
+pub const MAX_HEAD_DIM: usize = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+struct Params {
+    rows: u32,
+    live: u32,
+    live_mul: u32,
+    n: u32,
+    k: u32,
+    a: u32,
+    lda: u32,
+    o: u32,
+    ldo: u32,
+    b: u32,
+    c: u32,
+    ldk: u32,
+    flags: u32,
+    w0: u32,
+    s0: u32,
+    ss0: u32,
+    w1: u32,
+    s1: u32,
+    ss1: u32,
+    w2: u32,
+    s2: u32,
+    ss2: u32,
+    x0: u32,
+    i0: u32,
+    heads: u32,
+    dh: u32,
+    tq: u32,
+    skv: u32,
+    kvrow: u32,
+    mask: u32,
+    causal: u32,
+    cb: u32,
+    scale: f32,
+    eps: f32,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            live: NONE,
+            live_mul: 1,
+            mask: NONE,
+            eps: 1e-6,
+            ..Zeroable::zeroed()
+        }
+    }
+}
+
+const RELU: u32 = 1;
+const ACCUMULATE: u32 = 2;
+const BIAS: u32 = 4;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Kernel {
+    EmbedEnc,
+    EmbedDec,
+    EmbedPrm,
+    RmsNorm,
+    Matmul,
+    Attention,
+    LogSoftmax,
+}
+
+const KERNELS: [(Kernel, &str); 7] = [
+    (Kernel::EmbedEnc, "embed_enc"),
+    (Kernel::EmbedDec, "embed_dec"),
+    (Kernel::EmbedPrm, "embed_prm"),
+    (Kernel::RmsNorm, "rmsnorm"),
+    (Kernel::Matmul, "matmul"),
+    (Kernel::Attention, "attention"),
+    (Kernel::LogSoftmax, "log_softmax"),
+];
+
+/// A weight in the arenas: first element, and where its scales are (stride 0 and the
+/// constant 1.0 at aux[0] for unscaled formats).
+#[derive(Clone, Copy, Debug)]
+struct W {
+    off: u32,
+    scale: u32,
+    stride: u32,
+}
+
+/// A rank-1 f32 tensor in `aux`.
+#[derive(Clone, Copy, Debug)]
+struct V(u32);
+
+/// The device, its queue and what went wrong on it.
+struct Gpu {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    variant: Variant,
+    limits: wgpu::Limits,
+    /// Set by the device-lost callback.
+    lost: Arc<Mutex<Option<String>>>,
+    /// Set by the uncaptured-error handler (validation, out of memory).
+    error: Arc<Mutex<Option<String>>>,
+}
+
+impl Gpu {
+    fn check(&self) -> Result<()> {
+        if let Some(why) = self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Err(err!(DeviceLost, "the GPU device was lost: {why}"));
+        }
+        if let Some(e) = self.error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(err!(Backend, "the GPU reported an error: {e}"));
+        }
+        Ok(())
+    }
+}
+
+/// Pick an adapter: discrete > integrated > virtual > software, as allowed by `opts`.
+fn open(numeric: Numeric, opts: &GpuOptions) -> Result<Gpu> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: wgpu::Backends::PRIMARY,
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY));
+    let rank = |t: wgpu::DeviceType| match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    };
+    let found: Vec<String> = adapters
+        .iter()
+        .map(|a| {
+            let i = a.get_info();
+            format!("{} ({:?}, {:?})", i.name, i.device_type, i.backend)
+        })
+        .collect();
+    let adapter = adapters
+        .into_iter()
+        .filter(|a| opts.allow_software || a.get_info().device_type != wgpu::DeviceType::Cpu)
+        .min_by_key(|a| rank(a.get_info().device_type))
+        .ok_or_else(|| {
+            if found.is_empty() {
+                err!(
+                    BackendUnavailable,
+                    "no GPU adapter found (Vulkan, Metal or DX12); on Linux install a Vulkan driver, e.g. Debian's mesa-vulkan-drivers"
+                )
+            } else {
+                err!(
+                    BackendUnavailable,
+                    "no hardware GPU adapter found, only software ones: {}",
+                    found.join(", ")
+                )
+            }
+        })?;
+    let info = adapter.get_info();
+    let have = adapter.features();
+    let native_f16 =
+        opts.shader_f16 && numeric == Numeric::F16 && have.contains(wgpu::Features::SHADER_F16);
+    let subgroups = opts.subgroups && have.contains(wgpu::Features::SUBGROUP);
+    let mut features = wgpu::Features::empty();
+    if native_f16 {
+        features |= wgpu::Features::SHADER_F16;
+    }
+    if subgroups {
+        features |= wgpu::Features::SUBGROUP;
+    }
+    let limits = adapter.limits();
+    check_limit(
+        "max_bind_groups",
+        2,
+        limits.max_bind_groups as u64,
+        &info.name,
+    )?;
+    check_limit(
+        "max_storage_buffers_per_shader_stage",
+        3,
+        limits.max_storage_buffers_per_shader_stage as u64,
+        &info.name,
+    )?;
+    check_limit(
+        "max_compute_workgroup_size_x",
+        WG as u64,
+        limits.max_compute_workgroup_size_x as u64,
+        &info.name,
+    )?;
+    check_limit(
+        "max_compute_invocations_per_workgroup",
+        WG as u64,
+        limits.max_compute_invocations_per_workgroup as u64,
+        &info.name,
+    )?;
+    check_limit(
+        "max_dynamic_uniform_buffers_per_pipeline_layout",
+        1,
+        limits.max_dynamic_uniform_buffers_per_pipeline_layout as u64,
+        &info.name,
+    )?;
+    if limits.min_uniform_buffer_offset_alignment as u64 > PARAMS_STRIDE {
+        return Err(err!(
+            Limits,
+            "GPU {}: min_uniform_buffer_offset_alignment is {}, the kernels need at most {PARAMS_STRIDE}",
+            info.name,
+            limits.min_uniform_buffer_offset_alignment
+        ));
+    }
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("promise-rt"),
+        required_features: features,
+        required_limits: limits.clone(),
+        ..Default::default()
+    }))
+    .map_err(|e| {
+        err!(
+            BackendUnavailable,
+            "GPU {} refused a device: {e}",
+            info.name
+        )
+    })?;
+    let lost = Arc::new(Mutex::new(None));
+    let l2 = lost.clone();
+    device.set_device_lost_callback(move |reason, msg| {
+        *l2.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{reason:?}: {msg}"));
+    });
+    let error = Arc::new(Mutex::new(None));
+    let e2 = error.clone();
+    device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+        *e2.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+    }));
+    Ok(Gpu {
+        device,
+        queue,
+        info,
+        variant: Variant {
+            numeric,
+            native_f16,
+            subgroups,
+        },
+        limits,
+        lost,
+        error,
+    })
+}
+
+fn map_err(e: impl std::fmt::Display) -> crate::Error {
+    err!(Backend, "a GPU buffer could not be mapped: {e}")
+}
+
+fn check_limit(name: &str, need: u64, have: u64, gpu: &str) -> Result<()> {
+    if have < need {
+        return Err(err!(
+            Limits,
+            "GPU {gpu}: {name} is {have}, the model needs {need}"
+        ));
+    }
+    Ok(())
+}
+
+fn check_buffer(gpu: &Gpu, what: &str, bytes: u64) -> Result<()> {
+    let l = &gpu.limits;
+    let max = (l.max_storage_buffer_binding_size as u64).min(l.max_buffer_size);
+    if bytes > max {
+        return Err(err!(
+            Limits,
+            "GPU {}: the {what} needs a {bytes}-byte storage buffer, the adapter allows {max}",
+            gpu.info.name
+        ));
+    }
+    Ok(())
+}
+
+/// Where every weight went, by its name in the bundle's graphs.
+struct Weights {
+    w: HashMap<String, (W, Vec<usize>)>,
+    v: HashMap<String, (V, usize)>,
+}
+
+impl Weights {
+    fn w(&self, name: &str, dims: &[usize]) -> Result<W> {
+        match self.w.get(name) {
+            Some((w, d)) if d == dims => Ok(*w),
+            Some((_, d)) => Err(err!(
+                Graph,
+                "weight {name:?} has shape {d:?}, the manifest implies {dims:?}"
+            )),
+            None => Err(err!(
+                Graph,
+                "weight {name:?} (shape {dims:?}) is missing from the bundle's graphs"
+            )),
+        }
+    }
+    fn v(&self, name: &str, len: usize) -> Result<V> {
+        match self.v.get(name) {
+            Some((v, n)) if *n == len => Ok(*v),
+            Some((_, n)) => Err(err!(
+                Graph,
+                "weight {name:?} has {n} values, the manifest implies {len}"
+            )),
+            None => Err(err!(
+                Graph,
+                "weight {name:?} ({len} values) is missing from the bundle's graphs"
+            )),
+        }
+    }
+}
+
+/// Lay out every initializer of the three graphs in the two arenas and copy the bytes
+/// from the mapped files into buffers mapped at creation.
+fn upload(gpu: &Gpu, bundle: &Bundle) -> Result<(wgpu::Buffer, wgpu::Buffer, Weights)> {
+    let numeric = bundle.manifest().numeric;
+    let want = match numeric {
+        Numeric::F32 => ElemType::F32,
+        Numeric::F16 => ElemType::F16,
+        Numeric::Int8 => ElemType::I8,
+    };
+    let eb = shader::elem_bytes(numeric);
+    let graphs = [bundle.encoder(), bundle.decoder(), bundle.prm()];
+    // pass 1: offsets
+    let mut wts_bytes = 0usize; // arena of rank >= 2 weights
+    let mut aux_len = 1usize; // f32 values; aux[0] = 1.0
+    struct Place<'a> {
+        init: &'a Initializer,
+        graph: usize,
+        to_aux: bool,
+        at: usize, // byte offset (wts) or f32 index (aux)
+    }
+    let mut places: Vec<Place> = Vec::new();
+    let mut seen: HashMap<&str, ()> = HashMap::new();
+    for (gi, g) in graphs.iter().enumerate() {
+        for init in &g.index.initializers {
+            if seen.insert(&init.name, ()).is_some() {
+                continue; // the same weight in two graphs: one copy
+            }
+            if !init.raw {
+                return Err(err!(
+                    Graph,
+                    "weight {:?} is not stored as raw_data; the GPU backend reads raw bytes",
+                    init.name
+                ));
+            }
+            let rank = init.dims.len();
+            let to_aux = init.elem == ElemType::F32 && (rank <= 1 || init.name.ends_with(".scale"));
+            if to_aux {
+                places.push(Place {
+                    init,
+                    graph: gi,
+                    to_aux,
+                    at: aux_len,
+                });
+                aux_len += init.len / 4;
+            } else {
+                if init.elem != want {
+                    return Err(err!(
+                        Graph,
+                        "weight {:?} is {:?}, the manifest's numeric {:?} means {want:?}",
+                        init.name,
+                        init.elem,
+                        numeric.as_str()
+                    ));
+                }
+                places.push(Place {
+                    init,
+                    graph: gi,
+                    to_aux,
+                    at: wts_bytes,
+                });
+                wts_bytes += init.len.div_ceil(4) * 4;
+            }
+        }
+    }
+    let wts_size = (wts_bytes.max(4)) as u64;
+    let aux_size = (aux_len * 4) as u64;
+    check_buffer(gpu, "weights", wts_size)?;
+    check_buffer(gpu, "norm gains, biases and scales", aux_size)?;
+    let make = |label, size| {
+        gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: true,
+        })
+    };
+    let wts = make("weights", wts_size);
+    let aux = make("aux", aux_size);
+    let mut weights = Weights {
+        w: HashMap::new(),
+        v: HashMap::new(),
+    };
+    {
+        let mut wmap = wts.slice(..).get_mapped_range_mut().map_err(map_err)?;
+        let mut amap = aux.slice(..).get_mapped_range_mut().map_err(map_err)?;
+        amap.slice(..4).copy_from_slice(&1.0f32.to_le_bytes());
+        for p in &places {
+            let bytes = &graphs[p.graph].bytes[p.init.offset..p.init.offset + p.init.len];
+            let dims: Vec<usize> = p.init.dims.iter().map(|&d| d as usize).collect();
+            if p.to_aux {
+                amap.slice(p.at * 4..p.at * 4 + bytes.len())
+                    .copy_from_slice(bytes);
+                weights
+                    .v
+                    .insert(p.init.name.clone(), (V(p.at as u32), p.init.len / 4));
+            } else {
+                wmap.slice(p.at..p.at + bytes.len()).copy_from_slice(bytes);
+                weights.w.insert(
+                    p.init.name.clone(),
+                    (
+                        W {
+                            off: (p.at / eb) as u32,
+                            scale: 0,
+                            stride: 0,
+                        },
+                        dims,
+                    ),
+                );
+            }
+        }
+    }
+    wts.unmap();
+    aux.unmap();
+    // int8: attach each weight's scales (checked against the weight's shape)
+    let names: Vec<String> = weights.w.keys().cloned().collect();
+    for name in names {
+        let sname = format!("{name}.scale");
+        let Some(&(V(at), len)) = weights.v.get(&sname) else {
+            if numeric == Numeric::Int8 {
+                return Err(err!(Graph, "int8 weight {name:?} has no {sname:?}"));
+            }
+            continue;
+        };
+        let entry = weights.w.get_mut(&name).expect("listed above");
+        let dims = &entry.1;
+        let cols = *dims.last().unwrap_or(&1);
+        let rows = if dims.len() >= 2 {
+            dims[dims.len() - 2]
+        } else {
+            1
+        };
+        let per_col = len * rows == dims.iter().product::<usize>();
+        let per_row = dims.len() == 2 && len == rows;
+        if !(per_col || per_row) || cols == 0 {
+            return Err(err!(
+                Graph,
+                "scale {sname:?} has {len} values, expected one per column or per row of {dims:?}"
+            ));
+        }
+        entry.0.scale = at;
+        entry.0.stride = 1;
+    }
+    Ok((wts, aux, weights))
+}
+
+/// Everything a session needs from the model, shared by all its sessions.
+struct Shared {
+    gpu: Gpu,
+    manifest: Manifest,
+    weights: Weights,
+    model_bg: wgpu::BindGroup,
+    session_layout: wgpu::BindGroupLayout,
+    pipelines: HashMap<Kernel, wgpu::ComputePipeline>,
+    _wts: wgpu::Buffer,
+    _aux: wgpu::Buffer,
+}
+
+/// A bundle loaded onto the GPU. `Send + Sync`; sessions share it.
+pub struct GpuModel {
+    shared: Arc<Shared>,
 }
 
 impl GpuModel {
-    pub fn load(_bundle: &Bundle) -> Result<GpuModel> {
-        Err(err!(
-            BackendUnavailable,
-            "the gpu backend's kernels are not implemented yet in this build"
-        ))
+    /// Load with the default [`GpuOptions`].
+    pub fn load(bundle: &Bundle) -> Result<GpuModel> {
+        GpuModel::load_with(bundle, &GpuOptions::default())
     }
-    pub fn session(&self, _cfg: &SearchConfig) -> Result<GpuSession> {
-        match self._never {}
+
+    pub fn load_with(bundle: &Bundle, opts: &GpuOptions) -> Result<GpuModel> {
+        let m = bundle.manifest().clone();
+        if m.dims.head_dim > MAX_HEAD_DIM {
+            return Err(err!(
+                Limits,
+                "head_dim is {}, the GPU attention kernel holds at most {MAX_HEAD_DIM}",
+                m.dims.head_dim
+            ));
+        }
+        let gpu = open(m.numeric, opts)?;
+        let (wts, aux, weights) = upload(&gpu, bundle)?;
+        let device = &gpu.device;
+        let (model_layout, session_layout) = layouts(device);
+        let model_bg = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("model"),
+            layout: &model_layout,
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wts.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: aux.as_entire_binding(),
+                },
+            ],
+        });
+        let pipelines = build_pipelines(&gpu, &model_layout, &session_layout)?;
+        let shared = Shared {
+            gpu,
+            manifest: m,
+            weights,
+            model_bg,
+            session_layout,
+            pipelines,
+            _wts: wts,
+            _aux: aux,
+        };
+        // resolve every weight now, so a bundle that lacks one fails at load
+        Plan::build(&shared, &SearchConfig::default(), true)?;
+        Ok(GpuModel {
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// The adapter this model runs on, e.g. "NVIDIA H200 (Vulkan)".
+    pub fn adapter(&self) -> String {
+        let i = &self.shared.gpu.info;
+        format!("{} ({:?})", i.name, i.backend)
+    }
+
+    /// The shader specialisation in use (weight format, SHADER_F16, SUBGROUP).
+    pub fn variant(&self) -> Variant {
+        self.shared.gpu.variant
+    }
+
+    pub fn session(&self, cfg: &SearchConfig) -> Result<GpuSession> {
+        GpuSession::new(self.shared.clone(), cfg)
+    }
+}
+
+/// The two bind group layouts every kernel shares: group 0 the model's weights (`wts`,
+/// `aux`), group 1 the session's activations, ids and dynamic parameter block.
+fn layouts(device: &wgpu::Device) -> (wgpu::BindGroupLayout, wgpu::BindGroupLayout) {
+    let storage = |binding, read_only| wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    };
+    let model_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some("model"),
+        entries: &[storage(0, true), storage(1, true)],
+    });
+    let session_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some("session"),
+        entries: &[
+            storage(0, false),
+            storage(1, true),
+            wgpu::BindGroupLayoutEntry {
+                binding: 2,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Uniform,
+                    has_dynamic_offset: true,
+                    min_binding_size: wgpu::BufferSize::new(std::mem::size_of::<Params>() as u64),
+                },
+                count: None,
+            },
+        ],
+    });
+    (model_layout, session_layout)
+}
+
+fn build_pipelines(
+    gpu: &Gpu,
+    model_layout: &wgpu::BindGroupLayout,
+    session_layout: &wgpu::BindGroupLayout,
+) -> Result<HashMap<Kernel, wgpu::ComputePipeline>> {
+    let device = &gpu.device;
+    let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some("promise kernels"),
+        source: wgpu::ShaderSource::Wgsl(shader::source(gpu.variant).into()),
+    });
+    let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some("promise"),
+        bind_group_layouts: &[Some(model_layout), Some(session_layout)],
+        immediate_size: 0,
+    });
+    let mut out = HashMap::new();
+    for (k, entry) in KERNELS {
+        let p = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: Some(&layout),
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        out.insert(k, p);
+    }
+    if let Some(e) = pollster::block_on(scope.pop()) {
+        return Err(err!(
+            Backend,
+            "the GPU kernels failed to build for {:?} on {}: {e}",
+            gpu.variant,
+            gpu.info.name
+        ));
+    }
+    gpu.check()?;
+    Ok(out)
+}
+
+/// One dispatch: kernel, parameter block, workgroup counts.
+#[derive(Clone, Copy, Debug)]
+struct Step {
+    kernel: Kernel,
+    params: u32,
+    groups: [u32; 3],
+}
+
+/// The static forward passes of one session: the activation arena's layout, the id
+/// buffer's layout and every dispatch.
+struct Plan {
+    params: Vec<Params>,
+    encoder: Vec<Step>,
+    decoder: Vec<Vec<Step>>, // per level
+    prm: Vec<Step>,
+    act_len: usize,
+    ints_len: usize,
+    // act offsets
+    mask: u32,
+    logp: u32,
+    scores: u32,
+    // ints offsets
+    codes: u32,
+    prefix: u32,
+    nodes: u32,
+}
+
+/// `ints` slots holding the live counts.
+const LIVE_BEAMS: u32 = 0;
+const LIVE_NODES: u32 = 1;
+
+struct Arena(usize);
+impl Arena {
+    fn take(&mut self, n: usize) -> u32 {
+        let at = self.0;
+        self.0 += n;
+        at as u32
+    }
+}
+
+impl Plan {
+    /// `dry`: only resolve weights and sizes (used at load to fail early).
+    fn build(s: &Shared, cfg: &SearchConfig, dry: bool) -> Result<Plan> {
+        let m = &s.manifest;
+        let wt = &s.weights;
+        let (d, heads, dh, ff) = (m.dims.d_model, m.dims.heads, m.dims.head_dim, m.dims.ff);
+        let hd = heads * dh;
+        let (ph, pff) = (m.dims.prm_heads, m.dims.prm_ff);
+        let pd = ph * dh;
+        let (h, l, c) = (m.history, m.levels, m.max_codebook());
+        let (kb, mc) = (cfg.beams, cfg.candidates);
+        let u = |x: usize| x as u32;
+        let mut act = Arena(0);
+        let mask = act.take(h);
+        // encoder
+        let ex = act.take(h * d);
+        let eh = act.take(h * d);
+        let eq = act.take(h * hd);
+        let ek = act.take(h * hd);
+        let ev = act.take(h * hd);
+        let ea = act.take(h * hd);
+        let ef = act.take(h * ff);
+        let mem = act.take(h * d);
+        let cross: Vec<(u32, u32)> = (0..m.dims.decoder_layers)
+            .map(|_| (act.take(h * hd), act.take(h * hd)))
+            .collect();
+        let (pk, pv) = (act.take(h * pd), act.take(h * pd));
+        // decoder (K' beams x up to L tokens)
+        let tok = kb * l;
+        let dx = act.take(tok * d);
+        let dhn = act.take(tok * d);
+        let dq = act.take(tok * hd);
+        let dk = act.take(tok * hd);
+        let dv = act.take(tok * hd);
+        let da = act.take(tok * hd);
+        let df = act.take(tok * ff);
+        let logits = act.take(kb * c);
+        let logp = act.take(kb * c);
+        // prm (K+ nodes)
+        let px = act.take(mc * d);
+        let phn = act.take(mc * d);
+        let pq = act.take(mc * pd);
+        let pa = act.take(mc * pd);
+        let pf = act.take(mc * pff);
+        let po = act.take(mc * d);
+        let scores = act.take(mc);
+
+        let mut ints = Arena(2);
+        let codes = ints.take(h * l);
+        let prefix = ints.take(kb * (l - 1).max(1));
+        let nodes = ints.take(mc);
+
+        let mut params: Vec<Params> = Vec::new();
+        let mut push = |steps: &mut Vec<Step>, kernel: Kernel, p: Params, groups: [u32; 3]| {
+            steps.push(Step {
+                kernel,
+                params: u(params.len()),
+                groups,
+            });
+            params.push(p);
+        };
+        let groups_of = |n: usize| u(n.div_ceil(WG as usize));
+
+        // building blocks -------------------------------------------------------------
+        struct Rows {
+            rows: usize,
+            live: u32,
+            mul: u32,
+        }
+        let norm = |steps: &mut Vec<Step>,
+                    push: &mut dyn FnMut(&mut Vec<Step>, Kernel, Params, [u32; 3]),
+                    r: &Rows,
+                    a: u32,
+                    o: u32,
+                    g: V| {
+            push(
+                steps,
+                Kernel::RmsNorm,
+                Params {
+                    rows: u(r.rows),
+                    live: r.live,
+                    live_mul: r.mul,
+                    n: u(d),
+                    a,
+                    lda: u(d),
+                    o,
+                    ldo: u(d),
+                    x0: g.0,
+                    ..Params::default()
+                },
+                [u(r.rows), 1, 1],
+            )
+        };
+        #[allow(clippy::too_many_arguments)]
+        let matmul = |steps: &mut Vec<Step>,
+                      push: &mut dyn FnMut(&mut Vec<Step>, Kernel, Params, [u32; 3]),
+                      r: &Rows,
+                      a: u32,
+                      lda: usize,
+                      k: usize,
+                      w: W,
+                      n: usize,
+                      o: u32,
+                      flags: u32,
+                      bias: Option<V>| {
+            push(
+                steps,
+                Kernel::Matmul,
+                Params {
+                    rows: u(r.rows),
+                    live: r.live,
+                    live_mul: r.mul,
+                    n: u(n),
+                    k: u(k),
+                    a,
+                    lda: u(lda),
+                    o,
+                    ldo: u(n),
+                    w0: w.off,
+                    s0: w.scale,
+                    ss0: w.stride,
+                    flags: flags | if bias.is_some() { BIAS } else { 0 },
+                    x0: bias.map(|b| b.0).unwrap_or(0),
+                    ..Params::default()
+                },
+                [groups_of(n), u(r.rows.div_ceil(4)), 1],
+            )
+        };
+        #[allow(clippy::too_many_arguments)]
+        let attention = |steps: &mut Vec<Step>,
+                         push: &mut dyn FnMut(&mut Vec<Step>, Kernel, Params, [u32; 3]),
+                         rows: &Rows,
+                         tq: usize,
+                         heads: usize,
+                         q: u32,
+                         k: u32,
+                         v: u32,
+                         skv: usize,
+                         kvrow: usize,
+                         masked: bool,
+                         causal: bool,
+                         o: u32| {
+            let w = heads * dh;
+            push(
+                steps,
+                Kernel::Attention,
+                Params {
+                    rows: u(rows.rows),
+                    live: rows.live,
+                    live_mul: rows.mul,
+                    a: q,
+                    lda: u(w),
+                    b: k,
+                    c: v,
+                    ldk: u(w),
+                    o,
+                    ldo: u(w),
+                    heads: u(heads),
+                    dh: u(dh),
+                    tq: u(tq),
+                    skv: u(skv),
+                    kvrow: u(kvrow),
+                    mask: if masked { mask } else { NONE },
+                    causal: causal as u32,
+                    scale: 1.0 / (dh as f32).sqrt(),
+                    ..Params::default()
+                },
+                [groups_of(rows.rows * tq * heads), 1, 1],
+            )
+        };
+
+        // encoder ---------------------------------------------------------------------
+        let mut enc = Vec::new();
+        let er = Rows {
+            rows: h,
+            live: NONE,
+            mul: 1,
+        };
+        let emb = wt.w("gen.enc_code_emb", &[l * c, d])?;
+        let pos = wt.w("gen.enc_pos", &[h, d])?;
+        push(
+            &mut enc,
+            Kernel::EmbedEnc,
+            Params {
+                rows: u(h),
+                n: u(d),
+                k: u(l),
+                o: ex,
+                ldo: u(d),
+                w0: emb.off,
+                s0: emb.scale,
+                ss0: emb.stride,
+                w1: pos.off,
+                s1: pos.scale,
+                ss1: pos.stride,
+                i0: codes,
+                ..Params::default()
+            },
+            [groups_of(d), u(h), 1],
+        );
+        for i in 0..m.dims.encoder_layers {
+            let p = |n: &str| format!("gen.enc.{i}.{n}");
+            norm(&mut enc, &mut push, &er, ex, eh, wt.v(&p("n1.w"), d)?);
+            for (name, o) in [("att.wq", eq), ("att.wk", ek), ("att.wv", ev)] {
+                let w = wt.w(&p(name), &[d, hd])?;
+                matmul(&mut enc, &mut push, &er, eh, d, d, w, hd, o, 0, None);
+            }
+            let one_row = Rows {
+                rows: 1,
+                live: NONE,
+                mul: 1,
+            };
+            attention(
+                &mut enc, &mut push, &one_row, h, heads, eq, ek, ev, h, 0, true, false, ea,
+            );
+            let wo = wt.w(&p("att.wo"), &[hd, d])?;
+            matmul(
+                &mut enc, &mut push, &er, ea, hd, hd, wo, d, ex, ACCUMULATE, None,
+            );
+            norm(&mut enc, &mut push, &er, ex, eh, wt.v(&p("n2.w"), d)?);
+            let w1 = wt.w(&p("ffn.w1"), &[d, ff])?;
+            matmul(&mut enc, &mut push, &er, eh, d, d, w1, ff, ef, RELU, None);
+            let w2 = wt.w(&p("ffn.w2"), &[ff, d])?;
+            matmul(
+                &mut enc, &mut push, &er, ef, ff, ff, w2, d, ex, ACCUMULATE, None,
+            );
+        }
+        norm(
+            &mut enc,
+            &mut push,
+            &er,
+            ex,
+            mem,
+            wt.v("gen.enc_norm.w", d)?,
+        );
+        for (j, &(ck, cv)) in cross.iter().enumerate() {
+            let wk = wt.w(&format!("gen.dec.{j}.cross_att.wk"), &[d, hd])?;
+            let wv = wt.w(&format!("gen.dec.{j}.cross_att.wv"), &[d, hd])?;
+            matmul(&mut enc, &mut push, &er, mem, d, d, wk, hd, ck, 0, None);
+            matmul(&mut enc, &mut push, &er, mem, d, d, wv, hd, cv, 0, None);
+        }
+        if cfg.prm || dry {
+            let wk = wt.w("prm.att.wk", &[d, pd])?;
+            let wv = wt.w("prm.att.wv", &[d, pd])?;
+            matmul(&mut enc, &mut push, &er, mem, d, d, wk, pd, pk, 0, None);
+            matmul(&mut enc, &mut push, &er, mem, d, d, wv, pd, pv, 0, None);
+        }
+
+        // decoder, one step list per level --------------------------------------------
+        let demb = wt.w("gen.dec_code_emb", &[l * c, d])?;
+        let bos = wt.w("gen.dec_bos", &[1, d])?;
+        let dpos = wt.w("gen.dec_pos", &[l, d])?;
+        let head = wt.w("gen.head", &[l, d, c])?;
+        let mut decoder = Vec::new();
+        for level in 0..l {
+            let t = level + 1;
+            let mut st = Vec::new();
+            let tr = Rows {
+                rows: kb * t,
+                live: LIVE_BEAMS,
+                mul: u(t),
+            };
+            let br = Rows {
+                rows: kb,
+                live: LIVE_BEAMS,
+                mul: 1,
+            };
+            push(
+                &mut st,
+                Kernel::EmbedDec,
+                Params {
+                    rows: u(kb * t),
+                    live: LIVE_BEAMS,
+                    live_mul: u(t),
+                    n: u(d),
+                    k: u((l - 1).max(1)),
+                    o: dx,
+                    ldo: u(d),
+                    w0: demb.off,
+                    s0: demb.scale,
+                    ss0: demb.stride,
+                    w1: bos.off,
+                    s1: bos.scale,
+                    ss1: bos.stride,
+                    w2: dpos.off,
+                    s2: dpos.scale,
+                    ss2: dpos.stride,
+                    tq: u(t),
+                    i0: prefix,
+                    ..Params::default()
+                },
+                [groups_of(d), u(kb * t), 1],
+            );
+            for (i, &(ck, cv)) in cross.iter().enumerate() {
+                let p = |n: &str| format!("gen.dec.{i}.{n}");
+                norm(&mut st, &mut push, &tr, dx, dhn, wt.v(&p("n1.w"), d)?);
+                for (name, o) in [
+                    ("self_att.wq", dq),
+                    ("self_att.wk", dk),
+                    ("self_att.wv", dv),
+                ] {
+                    let w = wt.w(&p(name), &[d, hd])?;
+                    matmul(&mut st, &mut push, &tr, dhn, d, d, w, hd, o, 0, None);
+                }
+                attention(
+                    &mut st, &mut push, &br, t, heads, dq, dk, dv, t, t, false, true, da,
+                );
+                let wo = wt.w(&p("self_att.wo"), &[hd, d])?;
+                matmul(
+                    &mut st, &mut push, &tr, da, hd, hd, wo, d, dx, ACCUMULATE, None,
+                );
+                norm(&mut st, &mut push, &tr, dx, dhn, wt.v(&p("n2.w"), d)?);
+                let wq = wt.w(&p("cross_att.wq"), &[d, hd])?;
+                matmul(&mut st, &mut push, &tr, dhn, d, d, wq, hd, dq, 0, None);
+                attention(
+                    &mut st, &mut push, &br, t, heads, dq, ck, cv, h, 0, true, false, da,
+                );
+                let wo = wt.w(&p("cross_att.wo"), &[hd, d])?;
+                matmul(
+                    &mut st, &mut push, &tr, da, hd, hd, wo, d, dx, ACCUMULATE, None,
+                );
+                norm(&mut st, &mut push, &tr, dx, dhn, wt.v(&p("n3.w"), d)?);
+                let w1 = wt.w(&p("ffn.w1"), &[d, ff])?;
+                matmul(&mut st, &mut push, &tr, dhn, d, d, w1, ff, df, RELU, None);
+                let w2 = wt.w(&p("ffn.w2"), &[ff, d])?;
+                matmul(
+                    &mut st, &mut push, &tr, df, ff, ff, w2, d, dx, ACCUMULATE, None,
+                );
+            }
+            norm(&mut st, &mut push, &tr, dx, dhn, wt.v("gen.dec_norm.w", d)?);
+            // the head reads each beam's last token: row stride t*d, offset (t-1)*d
+            let hw = W {
+                off: head.off + u(level * d * c),
+                scale: head.scale + head.stride * u(level * c),
+                stride: head.stride,
+            };
+            matmul(
+                &mut st,
+                &mut push,
+                &br,
+                dhn + u((t - 1) * d),
+                t * d,
+                d,
+                hw,
+                c,
+                logits,
+                0,
+                None,
+            );
+            push(
+                &mut st,
+                Kernel::LogSoftmax,
+                Params {
+                    rows: u(kb),
+                    live: LIVE_BEAMS,
+                    n: u(c),
+                    a: logits,
+                    lda: u(c),
+                    o: logp,
+                    ldo: u(c),
+                    cb: u(m.codebook[level]),
+                    ..Params::default()
+                },
+                [u(kb), 1, 1],
+            );
+            decoder.push(st);
+        }
+
+        // prm -------------------------------------------------------------------------
+        let mut prm = Vec::new();
+        if cfg.prm || dry {
+            let pr = Rows {
+                rows: mc,
+                live: LIVE_NODES,
+                mul: 1,
+            };
+            let ne = wt.w("prm.node_emb", &[m.num_nodes, d])?;
+            push(
+                &mut prm,
+                Kernel::EmbedPrm,
+                Params {
+                    rows: u(mc),
+                    live: LIVE_NODES,
+                    n: u(d),
+                    o: px,
+                    ldo: u(d),
+                    w0: ne.off,
+                    s0: ne.scale,
+                    ss0: ne.stride,
+                    i0: nodes,
+                    ..Params::default()
+                },
+                [groups_of(d), u(mc), 1],
+            );
+            norm(&mut prm, &mut push, &pr, px, phn, wt.v("prm.n1.w", d)?);
+            let wq = wt.w("prm.att.wq", &[d, pd])?;
+            matmul(&mut prm, &mut push, &pr, phn, d, d, wq, pd, pq, 0, None);
+            attention(
+                &mut prm, &mut push, &pr, 1, ph, pq, pk, pv, h, 0, true, false, pa,
+            );
+            let wo = wt.w("prm.att.wo", &[pd, d])?;
+            matmul(
+                &mut prm, &mut push, &pr, pa, pd, pd, wo, d, px, ACCUMULATE, None,
+            );
+            norm(&mut prm, &mut push, &pr, px, phn, wt.v("prm.n2.w", d)?);
+            let w1 = wt.w("prm.ffn.w1", &[d, pff])?;
+            matmul(&mut prm, &mut push, &pr, phn, d, d, w1, pff, pf, RELU, None);
+            let w2 = wt.w("prm.ffn.w2", &[pff, d])?;
+            matmul(
+                &mut prm, &mut push, &pr, pf, pff, pff, w2, d, px, ACCUMULATE, None,
+            );
+            norm(&mut prm, &mut push, &pr, px, phn, wt.v("prm.n3.w", d)?);
+            let w = wt.w("prm.w_out1", &[d, d])?;
+            let b = wt.v("prm.b_out1", d)?;
+            matmul(&mut prm, &mut push, &pr, phn, d, d, w, d, po, RELU, Some(b));
+            let w = wt.w("prm.w_out2", &[d, 1])?;
+            let b = wt.v("prm.b_out2", 1)?;
+            matmul(&mut prm, &mut push, &pr, po, d, d, w, 1, scores, 0, Some(b));
+        }
+        Ok(Plan {
+            params,
+            encoder: enc,
+            decoder,
+            prm,
+            act_len: act.0,
+            ints_len: ints.0,
+            mask,
+            logp,
+            scores,
+            codes,
+            prefix,
+            nodes,
+        })
+    }
+}
+
+/// Per-session GPU buffers, bind group and the static dispatch lists.
+pub struct GpuSession {
+    s: Arc<Shared>,
+    plan: Plan,
+    act: wgpu::Buffer,
+    ints: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    _params: wgpu::Buffer,
+    bg: wgpu::BindGroup,
+    ints_host: Vec<i32>,
+    encoder_pending: bool,
+    encoded: bool,
+    beams: usize,
+    candidates: usize,
+    /// Result of the last read-back mapping: 0 pending, 1 mapped, 2 failed.
+    mapped: Arc<std::sync::atomic::AtomicU8>,
+}
+
+impl GpuSession {
+    fn new(s: Arc<Shared>, cfg: &SearchConfig) -> Result<GpuSession> {
+        let plan = Plan::build(&s, cfg, false)?;
+        let gpu = &s.gpu;
+        let act_bytes = (plan.act_len * 4) as u64;
+        check_buffer(gpu, "activation arena", act_bytes)?;
+        let max_groups = [&plan.encoder, &plan.prm]
+            .into_iter()
+            .chain(plan.decoder.iter())
+            .flatten()
+            .flat_map(|st| st.groups)
+            .max()
+            .unwrap_or(1);
+        check_limit(
+            "max_compute_workgroups_per_dimension",
+            max_groups as u64,
+            gpu.limits.max_compute_workgroups_per_dimension as u64,
+            &gpu.info.name,
+        )?;
+        let device = &gpu.device;
+        let act = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("activations"),
+            size: act_bytes,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let ints = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("ids"),
+            size: (plan.ints_len * 4) as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let m = &s.manifest;
+        let rb_len = (cfg.beams * m.max_codebook()).max(cfg.candidates);
+        let readback = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("read-back"),
+            size: (rb_len * 4) as u64,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let params = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("params"),
+            size: plan.params.len().max(1) as u64 * PARAMS_STRIDE,
+            usage: wgpu::BufferUsages::UNIFORM,
+            mapped_at_creation: true,
+        });
+        {
+            let mut map = params.slice(..).get_mapped_range_mut().map_err(map_err)?;
+            for (i, p) in plan.params.iter().enumerate() {
+                let at = i * PARAMS_STRIDE as usize;
+                let b = bytemuck::bytes_of(p);
+                map.slice(at..at + b.len()).copy_from_slice(b);
+            }
+        }
+        params.unmap();
+        let bg = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("session"),
+            layout: &s.session_layout,
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: act.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: ints.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 2,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &params,
+                        offset: 0,
+                        size: wgpu::BufferSize::new(std::mem::size_of::<Params>() as u64),
+                    }),
+                },
+            ],
+        });
+        gpu.check()?;
+        let ints_host = vec![0i32; plan.ints_len];
+        Ok(GpuSession {
+            s: s.clone(),
+            plan,
+            act,
+            ints,
+            readback,
+            _params: params,
+            bg,
+            ints_host,
+            encoder_pending: false,
+            encoded: false,
+            beams: cfg.beams,
+            candidates: cfg.candidates,
+            mapped: Arc::new(std::sync::atomic::AtomicU8::new(0)),
+        })
+    }
+
+    fn record(&self, pass: &mut wgpu::ComputePass<'_>, steps: &[Step]) {
+        pass.set_bind_group(0, &self.s.model_bg, &[]);
+        for st in steps {
+            pass.set_pipeline(&self.s.pipelines[&st.kernel]);
+            pass.set_bind_group(1, &self.bg, &[st.params * PARAMS_STRIDE as u32]);
+            pass.dispatch_workgroups(st.groups[0], st.groups[1], st.groups[2]);
+        }
+    }
+
+    /// Write ints[range] to the GPU.
+    fn upload_ints(&self, from: usize, to: usize) {
+        self.s.gpu.queue.write_buffer(
+            &self.ints,
+            (from * 4) as u64,
+            bytemuck::cast_slice(&self.ints_host[from..to]),
+        );
+    }
+
+    /// Record `steps` (after the pending encoder, if any), copy `floats` values from act
+    /// offset `src` to the read-back buffer, submit, wait, and copy them into `out`.
+    fn run(
+        &mut self,
+        level: Option<usize>,
+        src: u32,
+        floats: usize,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let gpu = &self.s.gpu;
+        gpu.check()?;
+        let mut enc = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: None,
+            });
+            if self.encoder_pending {
+                self.record(&mut pass, &self.plan.encoder);
+            }
+            let steps = match level {
+                Some(l) => &self.plan.decoder[l],
+                None => &self.plan.prm,
+            };
+            self.record(&mut pass, steps);
+        }
+        let bytes = (floats * 4) as u64;
+        enc.copy_buffer_to_buffer(&self.act, src as u64 * 4, &self.readback, 0, bytes);
+        gpu.queue.submit(Some(enc.finish()));
+        self.encoder_pending = false;
+        let slice = self.readback.slice(..bytes);
+        use std::sync::atomic::Ordering;
+        self.mapped.store(0, Ordering::Release);
+        let flag = self.mapped.clone();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            flag.store(if r.is_ok() { 1 } else { 2 }, Ordering::Release);
+        });
+        gpu.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| err!(DeviceLost, "waiting for the GPU failed: {e}"))?;
+        if self.mapped.load(Ordering::Acquire) != 1 {
+            gpu.check()?;
+            return Err(err!(DeviceLost, "the GPU results could not be read back"));
+        }
+        if let Err(e) = gpu.check() {
+            self.readback.unmap();
+            return Err(e);
+        }
+        {
+            let view = slice.get_mapped_range().map_err(map_err)?;
+            out[..floats].copy_from_slice(bytemuck::cast_slice(&view[..]));
+        }
+        self.readback.unmap();
+        Ok(())
     }
 }
 
 impl Scorer for GpuSession {
-    fn encode(&mut self, _: &[i64], _: &[f32]) -> Result<()> {
-        match self._never {}
+    fn encode(&mut self, codes: &[i64], mask: &[f32]) -> Result<()> {
+        let m = &self.s.manifest;
+        let (h, l, c) = (m.history, m.levels, m.max_codebook());
+        if codes.len() != h * l || mask.len() != h {
+            return Err(err!(
+                Backend,
+                "encode got {} codes and {} mask values, expected {} and {h}",
+                codes.len(),
+                mask.len(),
+                h * l
+            ));
+        }
+        let at = self.plan.codes as usize;
+        for (i, &code) in codes.iter().enumerate() {
+            self.ints_host[at + i] = (code as usize + (i % l) * c) as i32;
+        }
+        self.upload_ints(at, at + h * l);
+        self.s.gpu.queue.write_buffer(
+            &self.act,
+            self.plan.mask as u64 * 4,
+            bytemuck::cast_slice(mask),
+        );
+        self.encoder_pending = true;
+        self.encoded = true;
+        Ok(())
     }
-    fn decode(&mut self, _: usize, _: &[i64], _: usize, _: &mut [f32]) -> Result<()> {
-        match self._never {}
+
+    fn decode(&mut self, level: usize, prefixes: &[i64], k: usize, out: &mut [f32]) -> Result<()> {
+        if !self.encoded {
+            return Err(err!(Backend, "decode called before encode"));
+        }
+        let m = &self.s.manifest;
+        let (l, c) = (m.levels, m.max_codebook());
+        let w = (l - 1).max(1);
+        if k > self.beams || prefixes.len() < k * w || out.len() < k * c {
+            return Err(err!(
+                Capacity,
+                "decode of {k} beams, the session holds {} (prefixes {}, output {})",
+                self.beams,
+                prefixes.len(),
+                out.len()
+            ));
+        }
+        let at = self.plan.prefix as usize;
+        for i in 0..k {
+            for j in 0..w {
+                self.ints_host[at + i * w + j] = (prefixes[i * w + j] as usize + j * c) as i32;
+            }
+        }
+        self.ints_host[LIVE_BEAMS as usize] = k as i32;
+        self.upload_ints(0, 1);
+        self.upload_ints(at, at + k * w);
+        self.run(Some(level), self.plan.logp, k * c, out)
     }
-    fn score(&mut self, _: &[i64], _: &mut [f32]) -> Result<()> {
-        match self._never {}
+
+    fn score(&mut self, nodes: &[i64], out: &mut [f32]) -> Result<()> {
+        if !self.encoded {
+            return Err(err!(Backend, "score called before encode"));
+        }
+        let n = nodes.len();
+        if n > self.candidates || out.len() < n {
+            return Err(err!(
+                Capacity,
+                "{n} PRM candidates, the session holds {}",
+                self.candidates
+            ));
+        }
+        let at = self.plan.nodes as usize;
+        for (i, &node) in nodes.iter().enumerate() {
+            self.ints_host[at + i] = node as i32;
+        }
+        self.ints_host[LIVE_NODES as usize] = n as i32;
+        self.upload_ints(1, 2);
+        self.upload_ints(at, at + n);
+        self.run(None, self.plan.scores, n, out)
     }
+}
+
+impl std::fmt::Debug for GpuModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuModel")
+            .field("adapter", &self.adapter())
+            .field("variant", &self.variant())
+            .finish()
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<GpuModel>();
 }

@@ -133,6 +133,10 @@ struct Common {
     /// Verify the bundle's sha256 checksums at open.
     #[arg(long)]
     verify: bool,
+    /// GPU: use the portable kernels (no SHADER_F16, no SUBGROUP) even where the adapter
+    /// has those features.
+    #[arg(long)]
+    gpu_portable: bool,
 }
 
 #[derive(Args)]
@@ -174,7 +178,11 @@ impl Common {
                 in_memory: false,
             },
         )?;
-        Model::load(&bundle, device)
+        let opts = promise_rt::LoadOptions {
+            gpu_shader_f16: !self.gpu_portable,
+            gpu_subgroups: !self.gpu_portable,
+        };
+        Model::load_with(&bundle, device, &opts)
     }
 }
 
@@ -586,7 +594,7 @@ fn bench(
             serde_json::json!({"bundle": model.bundle().manifest().name, "device": format!("{:?}", model.device()),
             "config": cfg_json(session.config()), "requests": requests, "p50_ms": p50, "p99_ms": p99, "requests_per_s": rps,
             "load_ms": load_ms, "peak_rss_kib": peak, "steady_rss_kib": steady, "rss_before_load_kib": rss0,
-            "bundle_kib": bundle_kib, "allocs_per_request": allocs, "rss_after_warmup_kib": rss_warm,
+            "bundle_kib": bundle_kib, "allocs_per_request": allocs, "gpu_adapter": model.gpu_adapter(), "rss_after_warmup_kib": rss_warm,
             "rss_growth_kib": growth, "rss_trace_kib": rss_trace})
         );
     } else {
@@ -596,6 +604,9 @@ fn bench(
             model.device(),
             describe(session.config())
         );
+        if let Some(a) = model.gpu_adapter() {
+            println!("GPU adapter {a}");
+        }
         println!("{requests} requests over real test-split histories (1 thread)");
         println!("latency p50 {p50:.3} ms  p99 {p99:.3} ms  throughput {rps:.0} requests/s");
         println!("load + session {load_ms:.0} ms; RSS before load {rss0} KiB (evaluation data included), steady {steady} KiB, peak since load {peak} KiB; bundle files {bundle_kib} KiB");

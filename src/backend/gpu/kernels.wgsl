@@ -1,0 +1,281 @@
+// promise-rt GPU kernels: the encoder, decoder and PRM of models/train/model.py.
+//
+// Activations are f32 in one arena (`act`); every dispatch reads its offsets, widths and
+// weight descriptors from a 256-byte `Params` block (dynamic uniform offset), so a whole
+// forward pass is a static list of dispatches built once per session.
+//
+// Weights stay in the bundle's storage format in one arena (`wts`): f32, f16 or int8,
+// dequantized here on load with f32 accumulation. int8 carries one f32 scale per output
+// column (matmul weights, position tables) or per row (gathered embedding tables), kept
+// in `aux` with the rank-1 weights (norm gains, biases); a descriptor (offset, scale
+// offset, scale stride) addresses each tensor, and f32/f16 tensors point their scale at a
+// constant 1.0 with stride 0.
+//
+// Lines starting with `//!` are replaced by the host (src/backend/gpu/shader.rs) to pick
+// the weight format and whether SHADER_F16 / SUBGROUP are used.
+
+//!ENABLES
+
+const NONE: u32 = 0xffffffffu;
+const NEG: f32 = -1e9;
+const WG: u32 = 64u;
+
+struct Params {
+    rows: u32,     // rows (tokens, beams or nodes) this dispatch is sized for
+    live: u32,     // index into `ints` of the live count, or NONE (= rows)
+    live_mul: u32, // live rows = ints[live] * live_mul
+    n: u32,        // output width
+    k: u32,        // reduction width / gathers per row
+    a: u32,        // input offset in act
+    lda: u32,      // input row stride
+    o: u32,        // output offset in act
+    ldo: u32,      // output row stride
+    b: u32,        // second input (attention keys)
+    c: u32,        // third input (attention values)
+    ldk: u32,      // key/value row stride
+    flags: u32,    // 1 relu, 2 accumulate into the output, 4 add bias aux[x0 + col]
+    w0: u32, s0: u32, ss0: u32, // weight 0: first element, scale offset, scale stride
+    w1: u32, s1: u32, ss1: u32, // weight 1
+    w2: u32, s2: u32, ss2: u32, // weight 2
+    x0: u32,       // aux offset (norm gain, bias)
+    i0: u32,       // ints offset of the input ids
+    heads: u32,
+    dh: u32,
+    tq: u32,       // tokens (queries) per row
+    skv: u32,      // keys per row
+    kvrow: u32,    // key rows per batch row (0 = keys shared by every row)
+    mask: u32,     // act offset of the key mask (1 = real), or NONE
+    causal: u32,   // 1 = query t sees keys 0..=t
+    cb: u32,       // log_softmax: codes >= cb get NEG (the level's codebook)
+    scale: f32,    // attention: 1/sqrt(dh)
+    eps: f32,      // rmsnorm
+}
+
+//!WTS_DECL
+@group(0) @binding(1) var<storage, read> aux: array<f32>;
+@group(1) @binding(0) var<storage, read_write> act: array<f32>;
+@group(1) @binding(1) var<storage, read> ints: array<i32>;
+@group(1) @binding(2) var<uniform> p: Params;
+
+// element i of the weight arena, dequantized but not yet scaled
+fn wraw(i: u32) -> f32 {
+//!WRAW
+}
+
+fn live_rows() -> u32 {
+    if (p.live == NONE) {
+        return p.rows;
+    }
+    return min(p.rows, u32(ints[p.live]) * p.live_mul);
+}
+
+// ---- embeddings --------------------------------------------------------------------
+
+// encoder token r (one per history item) = sum over the k levels of the code embedding
+// (table w0 [L*C, n], per-row scale; ids already offset by level*C) + position w1 [r].
+@compute @workgroup_size(64)
+fn embed_enc(@builtin(global_invocation_id) g: vec3<u32>) {
+    let j = g.x;
+    let r = g.y;
+    if (j >= p.n || r >= p.rows) {
+        return;
+    }
+    var s = 0.0;
+    for (var l = 0u; l < p.k; l++) {
+        let id = u32(ints[p.i0 + r * p.k + l]);
+        s += wraw(p.w0 + id * p.n + j) * aux[p.s0 + id * p.ss0];
+    }
+    s += wraw(p.w1 + r * p.n + j) * aux[p.s1 + j * p.ss1];
+    act[p.o + r * p.ldo + j] = s;
+}
+
+// decoder token t of beam b (row r = b * tq + t): BOS (w1) at t = 0, else the embedding of
+// the beam's level-(t-1) code (table w0, ids offset by level*C, k ids per beam), plus the
+// position w2 [t].
+@compute @workgroup_size(64)
+fn embed_dec(@builtin(global_invocation_id) g: vec3<u32>) {
+    let j = g.x;
+    let r = g.y;
+    if (j >= p.n || r >= live_rows()) {
+        return;
+    }
+    let t = r % p.tq;
+    let b = r / p.tq;
+    var s: f32;
+    if (t == 0u) {
+        s = wraw(p.w1 + j) * aux[p.s1 + j * p.ss1];
+    } else {
+        let id = u32(ints[p.i0 + b * p.k + t - 1u]);
+        s = wraw(p.w0 + id * p.n + j) * aux[p.s0 + id * p.ss0];
+    }
+    s += wraw(p.w2 + t * p.n + j) * aux[p.s2 + j * p.ss2];
+    act[p.o + r * p.ldo + j] = s;
+}
+
+// PRM query r = node embedding of ints[i0 + r] (table w0, per-row scale).
+@compute @workgroup_size(64)
+fn embed_prm(@builtin(global_invocation_id) g: vec3<u32>) {
+    let j = g.x;
+    let r = g.y;
+    if (j >= p.n || r >= live_rows()) {
+        return;
+    }
+    let id = u32(ints[p.i0 + r]);
+    act[p.o + r * p.ldo + j] = wraw(p.w0 + id * p.n + j) * aux[p.s0 + id * p.ss0];
+}
+
+// ---- workgroup reductions (subgroup or shared-memory version spliced in) -------------
+
+var<workgroup> red: array<f32, 64>;
+
+//!REDUCE
+
+// ---- RMSNorm: one workgroup per row --------------------------------------------------
+
+@compute @workgroup_size(64)
+fn rmsnorm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32 /*!SG_ARGS*/) {
+    let r = wg.x;
+    if (r >= live_rows()) {
+        return; // uniform: the whole workgroup has the same r
+    }
+    let x = p.a + r * p.lda;
+    var ss = 0.0;
+    for (var j = lid; j < p.n; j += WG) {
+        let v = act[x + j];
+        ss += v * v;
+    }
+    ss = wg_sum(ss, lid /*!SG_PASS*/);
+    let inv = 1.0 / sqrt(ss / f32(p.n) + p.eps);
+    let y = p.o + r * p.ldo;
+    for (var j = lid; j < p.n; j += WG) {
+        act[y + j] = act[x + j] * inv * aux[p.x0 + j];
+    }
+}
+
+// ---- matmul: out[r, col] (+)= act(A[r, :] . W[:, col] * scale[col] + bias[col]) -------
+// One invocation per output column and 4 rows: each weight element is loaded once per 4
+// rows; A's row is the same for the whole workgroup (a broadcast load).
+
+const RB: u32 = 4u;
+
+@compute @workgroup_size(64)
+fn matmul(@builtin(global_invocation_id) g: vec3<u32>) {
+    let col = g.x;
+    let r0 = g.y * RB;
+    let rows = live_rows();
+    if (col >= p.n || r0 >= rows) {
+        return;
+    }
+    let nr = min(RB, rows - r0);
+    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    for (var kk = 0u; kk < p.k; kk++) {
+        let w = wraw(p.w0 + kk * p.n + col);
+        for (var i = 0u; i < nr; i++) {
+            acc[i] += act[p.a + (r0 + i) * p.lda + kk] * w;
+        }
+    }
+    let sc = aux[p.s0 + col * p.ss0];
+    for (var i = 0u; i < nr; i++) {
+        var v = acc[i] * sc;
+        if ((p.flags & 4u) != 0u) {
+            v += aux[p.x0 + col];
+        }
+        if ((p.flags & 1u) != 0u) {
+            v = max(v, 0.0);
+        }
+        let y = p.o + (r0 + i) * p.ldo + col;
+        if ((p.flags & 2u) != 0u) {
+            act[y] += v;
+        } else {
+            act[y] = v;
+        }
+    }
+}
+
+// ---- attention: one invocation per (row, query, head), online softmax over the keys ----
+// q at a + (row*tq + t)*lda + h*dh; keys/values of row b start at key row b*kvrow
+// (kvrow = 0: one set shared by all rows, the encoder memory); bias = NEG where the key
+// mask is 0, and keys after the query are skipped when causal (they get NEG in the graph,
+// whose softmax weight is exactly 0 in f32).
+
+const MAX_DH: u32 = 64u;
+
+@compute @workgroup_size(64)
+fn attention(@builtin(global_invocation_id) g: vec3<u32>) {
+    let id = g.x;
+    let h = id % p.heads;
+    let qi = id / p.heads; // = row * tq + t
+    let t = qi % p.tq;
+    let b = qi / p.tq;
+    if (qi >= live_rows() * p.tq) {
+        return;
+    }
+    let q = p.a + qi * p.lda + h * p.dh;
+    let kbase = b * p.kvrow;
+    var nk = p.skv;
+    if (p.causal == 1u) {
+        nk = min(nk, t + 1u);
+    }
+    var m = -3.0e38;
+    var l = 0.0;
+    var acc: array<f32, MAX_DH>;
+    for (var i = 0u; i < p.dh; i++) {
+        acc[i] = 0.0;
+    }
+    for (var s = 0u; s < nk; s++) {
+        let kr = (kbase + s) * p.ldk + h * p.dh;
+        var dot = 0.0;
+        for (var i = 0u; i < p.dh; i++) {
+            dot += act[q + i] * act[p.b + kr + i];
+        }
+        var x = dot * p.scale;
+        if (p.mask != NONE) {
+            x += (1.0 - act[p.mask + s]) * NEG;
+        }
+        let m2 = max(m, x);
+        let corr = exp(m - m2);
+        let e = exp(x - m2);
+        l = l * corr + e;
+        for (var i = 0u; i < p.dh; i++) {
+            acc[i] = acc[i] * corr + e * act[p.c + kr + i];
+        }
+        m = m2;
+    }
+    let y = p.o + qi * p.ldo + h * p.dh;
+    for (var i = 0u; i < p.dh; i++) {
+        act[y + i] = acc[i] / l;
+    }
+}
+
+// ---- log-softmax over one level's codes: one workgroup per row -----------------------
+
+@compute @workgroup_size(64)
+fn log_softmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32 /*!SG_ARGS*/) {
+    let r = wg.x;
+    if (r >= live_rows()) {
+        return;
+    }
+    let x = p.a + r * p.lda;
+    var mx = -3.0e38;
+    for (var j = lid; j < p.n; j += WG) {
+        mx = max(mx, masked(act[x + j], j));
+    }
+    mx = wg_max(mx, lid /*!SG_PASS*/);
+    var se = 0.0;
+    for (var j = lid; j < p.n; j += WG) {
+        se += exp(masked(act[x + j], j) - mx);
+    }
+    se = wg_sum(se, lid /*!SG_PASS*/);
+    let lse = mx + log(se);
+    let y = p.o + r * p.ldo;
+    for (var j = lid; j < p.n; j += WG) {
+        act[y + j] = masked(act[x + j], j) - lse;
+    }
+}
+
+fn masked(v: f32, j: u32) -> f32 {
+    if (j >= p.cb) {
+        return v + NEG;
+    }
+    return v;
+}

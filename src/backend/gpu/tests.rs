@@ -1,0 +1,629 @@
+//! Every kernel against its plain Rust reference (`reference.rs`) on fresh random inputs,
+//! for each weight format and with SHADER_F16 / SUBGROUP on and off. Runs on whatever
+//! adapter wgpu finds (lavapipe in CI). Without an adapter the tests skip with a printed
+//! reason on a developer machine and fail under `CI=true`.
+
+use wgpu::util::DeviceExt;
+
+use super::reference as r;
+use super::*;
+
+/// |gpu - ref| <= atol + rtol * |ref| for f32 kernels against the f64 reference.
+const MATMUL_TOL: (f32, f32) = (5e-5, 1e-5);
+const NORM_TOL: (f32, f32) = (1e-5, 1e-5);
+const ATTENTION_TOL: (f32, f32) = (1e-5, 1e-5);
+const LOG_SOFTMAX_TOL: (f32, f32) = (2e-5, 1e-6);
+const EMBED_TOL: (f32, f32) = (1e-6, 1e-6);
+
+struct Rng(u64);
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    /// Uniform in [-1, 1).
+    fn f(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.f()).collect()
+    }
+    fn below(&mut self, n: usize) -> usize {
+        ((self.f() + 1.0) * 0.5 * n as f32) as usize % n
+    }
+}
+
+/// A weight stored in `numeric`: its arena bytes, the values the kernel sees before
+/// scaling, and the scales (one per column, or per row with `per_row`).
+struct Stored {
+    bytes: Vec<u8>,
+    values: Vec<f32>,
+    scales: Vec<f32>,
+}
+
+fn store(numeric: Numeric, w: &[f32], rows: usize, cols: usize, per_row: bool) -> Stored {
+    match numeric {
+        Numeric::F32 => Stored {
+            bytes: w.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            values: w.to_vec(),
+            scales: vec![1.0; if per_row { rows } else { cols }],
+        },
+        Numeric::F16 => {
+            let h: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
+            Stored {
+                bytes: h.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                values: h.iter().map(|v| v.to_f32()).collect(),
+                scales: vec![1.0; if per_row { rows } else { cols }],
+            }
+        }
+        Numeric::Int8 => {
+            let groups = if per_row { rows } else { cols };
+            let mut scales = vec![0f32; groups];
+            for i in 0..rows {
+                for j in 0..cols {
+                    let g = if per_row { i } else { j };
+                    scales[g] = scales[g].max(w[i * cols + j].abs() / 127.0);
+                }
+            }
+            let q: Vec<i8> = (0..rows * cols)
+                .map(|x| {
+                    let g = if per_row { x / cols } else { x % cols };
+                    (w[x] / scales[g]).round().clamp(-127.0, 127.0) as i8
+                })
+                .collect();
+            Stored {
+                bytes: q.iter().map(|&v| v as u8).collect(),
+                values: q.iter().map(|&v| v as f32).collect(),
+                scales,
+            }
+        }
+    }
+}
+
+/// Arena builder mirroring `upload`: weights 4-byte aligned, aux[0] = 1.0.
+struct Arenas {
+    numeric: Numeric,
+    wts: Vec<u8>,
+    aux: Vec<f32>,
+}
+
+impl Arenas {
+    fn new(numeric: Numeric) -> Arenas {
+        Arenas {
+            numeric,
+            wts: Vec::new(),
+            aux: vec![1.0],
+        }
+    }
+    /// Add a weight; returns its descriptor and the reference's (values, scales).
+    fn weight(&mut self, w: &[f32], rows: usize, cols: usize, per_row: bool) -> (W, Stored) {
+        let s = store(self.numeric, w, rows, cols, per_row);
+        let off = (self.wts.len() / shader::elem_bytes(self.numeric)) as u32;
+        self.wts.extend_from_slice(&s.bytes);
+        while self.wts.len() % 4 != 0 {
+            self.wts.push(0);
+        }
+        let desc = if self.numeric == Numeric::Int8 {
+            let at = self.aux.len() as u32;
+            self.aux.extend_from_slice(&s.scales);
+            W {
+                off,
+                scale: at,
+                stride: 1,
+            }
+        } else {
+            W {
+                off,
+                scale: 0,
+                stride: 0,
+            }
+        };
+        (desc, s)
+    }
+    fn vector(&mut self, v: &[f32]) -> V {
+        let at = self.aux.len() as u32;
+        self.aux.extend_from_slice(v);
+        V(at)
+    }
+}
+
+struct Rig {
+    gpu: Gpu,
+    model_layout: wgpu::BindGroupLayout,
+    session_layout: wgpu::BindGroupLayout,
+    pipelines: HashMap<Kernel, wgpu::ComputePipeline>,
+}
+
+fn rig(numeric: Numeric, shader_f16: bool, subgroups: bool) -> Option<Rig> {
+    let opts = GpuOptions {
+        shader_f16,
+        subgroups,
+        allow_software: true,
+    };
+    let gpu = match open(numeric, &opts) {
+        Ok(g) => g,
+        Err(e) if e.code() == crate::ErrorCode::BackendUnavailable => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("CI=true and no GPU adapter: {e}");
+            }
+            eprintln!("skipping the GPU kernel test: {e}");
+            return None;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let (model_layout, session_layout) = layouts(&gpu.device);
+    let pipelines = build_pipelines(&gpu, &model_layout, &session_layout).expect("kernels build");
+    Some(Rig {
+        gpu,
+        model_layout,
+        session_layout,
+        pipelines,
+    })
+}
+
+impl Rig {
+    /// Run one dispatch over `act` (read back in place).
+    fn run(
+        &self,
+        kernel: Kernel,
+        p: Params,
+        groups: [u32; 3],
+        ar: &Arenas,
+        act: &mut [f32],
+        ints: &[i32],
+    ) {
+        let d = &self.gpu.device;
+        let init = |label, contents: &[u8], usage| {
+            d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents,
+                usage,
+            })
+        };
+        let mut wbytes = ar.wts.clone();
+        wbytes.resize(wbytes.len().max(4), 0);
+        let wts = init("wts", &wbytes, wgpu::BufferUsages::STORAGE);
+        let aux = init(
+            "aux",
+            bytemuck::cast_slice(&ar.aux),
+            wgpu::BufferUsages::STORAGE,
+        );
+        let actb = init(
+            "act",
+            bytemuck::cast_slice(act),
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        );
+        let mut iv = ints.to_vec();
+        iv.resize(iv.len().max(1), 0);
+        let intb = init(
+            "ints",
+            bytemuck::cast_slice(&iv),
+            wgpu::BufferUsages::STORAGE,
+        );
+        let mut pbytes = vec![0u8; PARAMS_STRIDE as usize];
+        pbytes[..std::mem::size_of::<Params>()].copy_from_slice(bytemuck::bytes_of(&p));
+        let pb = init("params", &pbytes, wgpu::BufferUsages::UNIFORM);
+        let out = d.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: (act.len() * 4) as u64,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
+            wgpu::BindGroupEntry {
+                binding,
+                resource: buffer.as_entire_binding(),
+            }
+        }
+        let mbg = d.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &self.model_layout,
+            entries: &[entry(0, &wts), entry(1, &aux)],
+        });
+        let sbg = d.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &self.session_layout,
+            entries: &[
+                entry(0, &actb),
+                entry(1, &intb),
+                wgpu::BindGroupEntry {
+                    binding: 2,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &pb,
+                        offset: 0,
+                        size: wgpu::BufferSize::new(std::mem::size_of::<Params>() as u64),
+                    }),
+                },
+            ],
+        });
+        let mut enc = d.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&self.pipelines[&kernel]);
+            pass.set_bind_group(0, &mbg, &[]);
+            pass.set_bind_group(1, &sbg, &[0]);
+            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        }
+        enc.copy_buffer_to_buffer(&actb, 0, &out, 0, (act.len() * 4) as u64);
+        self.gpu.queue.submit(Some(enc.finish()));
+        out.slice(..)
+            .map_async(wgpu::MapMode::Read, |r| r.expect("map"));
+        d.poll(wgpu::PollType::wait_indefinitely()).expect("poll");
+        self.gpu.check().expect("no GPU error");
+        let view = out.slice(..).get_mapped_range().expect("mapped");
+        act.copy_from_slice(bytemuck::cast_slice(&view[..]));
+    }
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32], (atol, rtol): (f32, f32)) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs();
+        assert!(
+            err <= atol + rtol * w.abs() && g.is_finite() == w.is_finite(),
+            "{what}: element {i} is {g}, reference {w} (|diff| {err} > {atol} + {rtol} * |ref|)"
+        );
+    }
+}
+
+/// Every shader variant the adapter can run: (numeric, SHADER_F16 wanted, SUBGROUP wanted).
+fn variants() -> Vec<(Numeric, bool, bool)> {
+    let mut v = Vec::new();
+    for numeric in [Numeric::F32, Numeric::F16, Numeric::Int8] {
+        for f16 in [true, false] {
+            if numeric != Numeric::F16 && !f16 {
+                continue; // the switch only matters for f16 weights
+            }
+            for sg in [true, false] {
+                v.push((numeric, f16, sg));
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn matmul_matches_reference() {
+    let mut rng = Rng::new(1);
+    for (numeric, f16, sg) in variants() {
+        let Some(rig) = rig(numeric, f16, sg) else {
+            return;
+        };
+        let v = rig.gpu.variant;
+        // (rows, k, n, lda, relu+bias, accumulate, live rows)
+        for &(rows, k, n, lda, rb, accumulate, live) in &[
+            (1usize, 64usize, 64usize, 64usize, false, false, None),
+            (5, 64, 256, 64, true, false, None),
+            (33, 100, 24, 100, false, true, None),
+            (7, 16, 130, 48, true, true, Some(3usize)),
+            (64, 128, 1, 128, true, false, None),
+        ] {
+            let mut ar = Arenas::new(numeric);
+            let wv = rng.vec(k * n);
+            let (w, st) = ar.weight(&wv, k, n, false);
+            let bias = rng.vec(n);
+            let bv = ar.vector(&bias);
+            let x = rng.vec(rows * lda);
+            let y0 = rng.vec(rows * n);
+            let mut act = x.clone();
+            let o = act.len() as u32;
+            act.extend_from_slice(&y0);
+            let p = Params {
+                rows: rows as u32,
+                live: if live.is_some() { 0 } else { NONE },
+                n: n as u32,
+                k: k as u32,
+                a: 0,
+                lda: lda as u32,
+                o,
+                ldo: n as u32,
+                w0: w.off,
+                s0: w.scale,
+                ss0: w.stride,
+                flags: if rb { RELU | BIAS } else { 0 } | if accumulate { ACCUMULATE } else { 0 },
+                x0: bv.0,
+                ..Params::default()
+            };
+            let ints = [live.unwrap_or(0) as i32];
+            rig.run(
+                Kernel::Matmul,
+                p,
+                [n.div_ceil(64) as u32, rows.div_ceil(4) as u32, 1],
+                &ar,
+                &mut act,
+                &ints,
+            );
+            let xs: Vec<f32> = (0..rows)
+                .flat_map(|r| x[r * lda..r * lda + k].to_vec())
+                .collect();
+            let mut want = r::matmul(
+                &xs,
+                &st.values,
+                &st.scales,
+                rb.then_some(&bias[..]),
+                rb,
+                accumulate.then_some(&y0[..]),
+                rows,
+                k,
+                n,
+            );
+            if let Some(lv) = live {
+                want[lv * n..].copy_from_slice(&y0[lv * n..]); // rows past live untouched
+            }
+            assert_close(
+                &format!("matmul {rows}x{k}x{n} {v:?}"),
+                &act[o as usize..],
+                &want,
+                MATMUL_TOL,
+            );
+        }
+    }
+}
+
+#[test]
+fn rmsnorm_matches_reference() {
+    let mut rng = Rng::new(2);
+    for sg in [true, false] {
+        let Some(rig) = rig(Numeric::F32, true, sg) else {
+            return;
+        };
+        for &(rows, n) in &[(1usize, 16usize), (7, 64), (5, 100), (3, 130)] {
+            let mut ar = Arenas::new(Numeric::F32);
+            let gain = rng.vec(n);
+            let g = ar.vector(&gain);
+            let x: Vec<f32> = rng.vec(rows * n).iter().map(|v| v * 3.0).collect();
+            let mut act = x.clone();
+            act.resize(2 * rows * n, 0.0);
+            let p = Params {
+                rows: rows as u32,
+                n: n as u32,
+                a: 0,
+                lda: n as u32,
+                o: (rows * n) as u32,
+                ldo: n as u32,
+                x0: g.0,
+                ..Params::default()
+            };
+            rig.run(Kernel::RmsNorm, p, [rows as u32, 1, 1], &ar, &mut act, &[0]);
+            let want = r::rmsnorm(&x, &gain, rows, n, 1e-6);
+            assert_close(
+                &format!("rmsnorm {rows}x{n} subgroups={}", rig.gpu.variant.subgroups),
+                &act[rows * n..],
+                &want,
+                NORM_TOL,
+            );
+        }
+    }
+}
+
+#[test]
+fn attention_matches_reference() {
+    let mut rng = Rng::new(3);
+    let Some(rig) = rig(Numeric::F32, true, true) else {
+        return;
+    };
+    // (rows, tq, skv, kvrow, heads, dh, masked, causal): encoder self-attention, decoder
+    // self-attention (causal, per-beam keys), cross-attention and the PRM's (shared keys)
+    for &(rows, tq, skv, kvrow, heads, dh, masked, causal) in &[
+        (
+            1usize, 20usize, 20usize, 0usize, 4usize, 16usize, true, false,
+        ),
+        (5, 3, 3, 3, 4, 16, false, true),
+        (5, 2, 20, 0, 8, 16, true, false),
+        (64, 1, 20, 0, 1, 16, true, false),
+        (3, 3, 7, 0, 2, 64, true, false),
+    ] {
+        let w = heads * dh;
+        let krows = if kvrow == 0 { skv } else { rows * kvrow };
+        let q = rng.vec(rows * tq * w);
+        let k: Vec<f32> = rng.vec(krows * w).iter().map(|v| v * 2.0).collect();
+        let v = rng.vec(krows * w);
+        let mask: Vec<f32> = (0..skv)
+            .map(|s| if s == 0 || rng.f() > -0.4 { 1.0 } else { 0.0 })
+            .collect();
+        let mut act = Vec::new();
+        let place = |act: &mut Vec<f32>, x: &[f32]| {
+            let at = act.len() as u32;
+            act.extend_from_slice(x);
+            at
+        };
+        let (qa, ka, va, ma) = (
+            place(&mut act, &q),
+            place(&mut act, &k),
+            place(&mut act, &v),
+            place(&mut act, &mask),
+        );
+        let o = place(&mut act, &vec![0.0; rows * tq * w]);
+        let p = Params {
+            rows: rows as u32,
+            a: qa,
+            lda: w as u32,
+            b: ka,
+            c: va,
+            ldk: w as u32,
+            o,
+            ldo: w as u32,
+            heads: heads as u32,
+            dh: dh as u32,
+            tq: tq as u32,
+            skv: skv as u32,
+            kvrow: kvrow as u32,
+            mask: if masked { ma } else { NONE },
+            causal: causal as u32,
+            scale: 1.0 / (dh as f32).sqrt(),
+            ..Params::default()
+        };
+        let groups = (rows * tq * heads).div_ceil(64) as u32;
+        rig.run(
+            Kernel::Attention,
+            p,
+            [groups, 1, 1],
+            &Arenas::new(Numeric::F32),
+            &mut act,
+            &[0],
+        );
+        let want = r::attention(
+            &q,
+            &k,
+            &v,
+            masked.then_some(&mask[..]),
+            rows,
+            tq,
+            skv,
+            kvrow,
+            heads,
+            dh,
+            causal,
+        );
+        assert_close(
+            &format!("attention rows={rows} tq={tq} skv={skv} heads={heads} causal={causal}"),
+            &act[o as usize..],
+            &want,
+            ATTENTION_TOL,
+        );
+    }
+}
+
+#[test]
+fn log_softmax_matches_reference() {
+    let mut rng = Rng::new(4);
+    for sg in [true, false] {
+        let Some(rig) = rig(Numeric::F32, true, sg) else {
+            return;
+        };
+        for &(rows, n, cb) in &[
+            (1usize, 32usize, 32usize),
+            (6, 32, 24),
+            (4, 100, 77),
+            (2, 300, 256),
+        ] {
+            let x: Vec<f32> = rng.vec(rows * n).iter().map(|v| v * 8.0).collect();
+            let mut act = x.clone();
+            act.resize(2 * rows * n, 0.0);
+            let p = Params {
+                rows: rows as u32,
+                n: n as u32,
+                a: 0,
+                lda: n as u32,
+                o: (rows * n) as u32,
+                ldo: n as u32,
+                cb: cb as u32,
+                ..Params::default()
+            };
+            rig.run(
+                Kernel::LogSoftmax,
+                p,
+                [rows as u32, 1, 1],
+                &Arenas::new(Numeric::F32),
+                &mut act,
+                &[0],
+            );
+            let want = r::log_softmax(&x, rows, n, cb);
+            assert_close(
+                &format!("log_softmax {rows}x{n} cb={cb} subgroups={sg}"),
+                &act[rows * n..],
+                &want,
+                LOG_SOFTMAX_TOL,
+            );
+        }
+    }
+}
+
+#[test]
+fn embed_matches_reference() {
+    let mut rng = Rng::new(5);
+    for (numeric, f16, sg) in variants() {
+        if !sg {
+            continue; // no reductions in the embedding kernels
+        }
+        let Some(rig) = rig(numeric, f16, sg) else {
+            return;
+        };
+        let (h, l, c, d) = (20usize, 3usize, 32usize, 64usize);
+        let mut ar = Arenas::new(numeric);
+        let table = rng.vec(l * c * d);
+        let (tw, ts) = ar.weight(&table, l * c, d, true);
+        let pos = rng.vec(h * d);
+        let (pw, ps) = ar.weight(&pos, h, d, false);
+        let ids: Vec<i32> = (0..h * l)
+            .map(|i| (rng.below(c) + (i % l) * c) as i32)
+            .collect();
+        let mut act = vec![0.0; h * d];
+        let p = Params {
+            rows: h as u32,
+            n: d as u32,
+            k: l as u32,
+            o: 0,
+            ldo: d as u32,
+            w0: tw.off,
+            s0: tw.scale,
+            ss0: tw.stride,
+            w1: pw.off,
+            s1: pw.scale,
+            ss1: pw.stride,
+            i0: 0,
+            ..Params::default()
+        };
+        rig.run(Kernel::EmbedEnc, p, [1, h as u32, 1], &ar, &mut act, &ids);
+        let want = r::embed_enc(
+            &ts.values, &ts.scales, &ps.values, &ps.scales, &ids, h, l, d,
+        );
+        assert_close(
+            &format!("embed_enc {:?}", rig.gpu.variant),
+            &act,
+            &want,
+            EMBED_TOL,
+        );
+    }
+}
+
+#[test]
+fn variants_follow_the_options() {
+    let Some(on) = rig(Numeric::F16, true, true) else {
+        return;
+    };
+    let Some(off) = rig(Numeric::F16, false, false) else {
+        return;
+    };
+    assert!(!off.gpu.variant.native_f16 && !off.gpu.variant.subgroups);
+    let have = on.gpu.device.features();
+    assert_eq!(
+        on.gpu.variant.native_f16,
+        have.contains(wgpu::Features::SHADER_F16)
+    );
+    assert_eq!(
+        on.gpu.variant.subgroups,
+        have.contains(wgpu::Features::SUBGROUP)
+    );
+    eprintln!(
+        "adapter {}: SHADER_F16 {}, SUBGROUP {}",
+        on.gpu.info.name, on.gpu.variant.native_f16, on.gpu.variant.subgroups
+    );
+}
+
+#[test]
+fn limits_and_lost_devices_have_their_own_codes() {
+    let e = check_limit("max_bind_groups", 2, 1, "test gpu").unwrap_err();
+    assert_eq!(e.code(), crate::ErrorCode::Limits);
+    assert!(e
+        .message()
+        .contains("max_bind_groups is 1, the model needs 2"));
+    let bundle = Bundle::open(concat!(env!("CARGO_MANIFEST_DIR"), "/models/tiny")).unwrap();
+    if rig(Numeric::F32, true, true).is_none() {
+        return;
+    }
+    let model = GpuModel::load(&bundle).expect("tiny loads on the GPU");
+    let mut s = model.session(&SearchConfig::default()).unwrap();
+    let m = bundle.manifest();
+    let (h, l, c) = (m.history, m.levels, m.max_codebook());
+    s.encode(&vec![0; h * l], &vec![1.0; h]).unwrap();
+    let mut out = vec![0.0; 16 * c];
+    s.decode(0, &vec![0; 16 * (l - 1)], 1, &mut out).unwrap();
+    model.shared.gpu.device.destroy();
+    let e = s
+        .decode(0, &vec![0; 16 * (l - 1)], 1, &mut out)
+        .unwrap_err();
+    assert_eq!(e.code(), crate::ErrorCode::DeviceLost, "{e}");
+}
