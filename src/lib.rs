@@ -35,8 +35,9 @@
 //!   PRM scores. **result** (N): a returned item.
 //!
 //! ## Features
-//! - `cpu` (default): tract-onnx backend. `gpu`: wgpu backend (not implemented yet: it
-//!   answers `BackendUnavailable`). `ffi`: the C ABI. `cli`: the `promise` binary.
+//! - `cpu` (default): tract-onnx backend. `gpu`: our WGSL kernels through wgpu
+//!   ([`backend::gpu`]; `Device::Gpu`, or `Device::Auto` for a hardware GPU when one
+//!   qualifies). `ffi`: the C ABI. `cli`: the `promise` binary.
 //!
 //! ## Guarantees and their scope
 //! - Bundles are validated once at [`Bundle::open`]; afterwards accessors cannot fail.

@@ -14,7 +14,7 @@ enum BackendModel {
     #[allow(dead_code)]
     Never(std::convert::Infallible),
     #[cfg(feature = "cpu")]
-    Cpu(crate::backend::cpu::CpuModel),
+    Cpu(Box<crate::backend::cpu::CpuModel>),
     #[cfg(feature = "gpu")]
     Gpu(crate::backend::gpu::GpuModel),
 }
@@ -67,7 +67,7 @@ impl std::fmt::Debug for Model {
 fn load_cpu(bundle: &Bundle) -> Result<(Device, BackendModel)> {
     Ok((
         Device::Cpu,
-        BackendModel::Cpu(crate::backend::cpu::CpuModel::load(bundle)?),
+        BackendModel::Cpu(Box::new(crate::backend::cpu::CpuModel::load(bundle)?)),
     ))
 }
 #[cfg(not(feature = "cpu"))]

@@ -11,9 +11,11 @@ pub mod gpu;
 pub enum Device {
     /// tract-onnx on the CPU (feature `cpu`, default).
     Cpu,
-    /// wgpu compute shaders on the device GPU (feature `gpu`).
+    /// Our WGSL kernels through wgpu on the device GPU (feature `gpu`); any adapter,
+    /// software ones (lavapipe) included.
     Gpu,
-    /// The GPU when an adapter qualifies, else the CPU.
+    /// A hardware GPU when one qualifies (found, with the limits the model needs), else
+    /// the CPU. Never a software adapter: the CPU backend is faster than one.
     Auto,
 }
 

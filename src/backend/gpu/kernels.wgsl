@@ -37,7 +37,8 @@ struct Params {
     w0: u32, s0: u32, ss0: u32, // weight 0: first element, scale offset, scale stride
     w1: u32, s1: u32, ss1: u32, // weight 1
     w2: u32, s2: u32, ss2: u32, // weight 2
-    x0: u32,       // aux offset (norm gain, bias)
+    x0: u32,       // aux offset of the bias
+    g0: u32,       // aux offset of an RMSNorm gain applied to A's rows first, or NONE
     i0: u32,       // ints offset of the input ids
     heads: u32,
     dh: u32,
@@ -130,60 +131,93 @@ var<workgroup> red: array<f32, 64>;
 
 //!REDUCE
 
-// ---- RMSNorm: one workgroup per row --------------------------------------------------
-
-@compute @workgroup_size(64)
-fn rmsnorm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32 /*!SG_ARGS*/) {
-    let r = wg.x;
-    if (r >= live_rows()) {
-        return; // uniform: the whole workgroup has the same r
-    }
-    let x = p.a + r * p.lda;
-    var ss = 0.0;
-    for (var j = lid; j < p.n; j += WG) {
-        let v = act[x + j];
-        ss += v * v;
-    }
-    ss = wg_sum(ss, lid /*!SG_PASS*/);
-    let inv = 1.0 / sqrt(ss / f32(p.n) + p.eps);
-    let y = p.o + r * p.ldo;
-    for (var j = lid; j < p.n; j += WG) {
-        act[y + j] = act[x + j] * inv * aux[p.x0 + j];
-    }
-}
-
-// ---- matmul: out[r, col] (+)= act(A[r, :] . W[:, col] * scale[col] + bias[col]) -------
-// One invocation per output column and 4 rows: each weight element is loaded once per 4
-// rows; A's row is the same for the whole workgroup (a broadcast load).
+// ---- matmul: out[r, col] (+)= act(norm(A[r, :]) . W[:, col] * scale[col] + bias[col]) --
+// A workgroup computes 8 output columns x 4 rows; its 64 invocations split the reduction
+// dimension k into 8 interleaved slices (invocation = slice * 8 + column), so each one
+// runs k/8 steps instead of k (these layers are far too small to fill a GPU with one
+// invocation per output: the serial loop's latency is the cost), then the 8 partial sums
+// meet in workgroup memory.
+// g.z picks one of up to three weights (w0, w1, w2) writing to consecutive output blocks
+// of rows * ldo values: q, k and v (or a memory's k and v) in one dispatch.
+// With g0 != NONE the rows of A are RMS-normalised with gain aux[g0..] on the fly (the
+// layer's pre-norm), so no normalised copy is written.
 
 const RB: u32 = 4u;
+const MM_COLS: u32 = 8u;
+const MM_SLICES: u32 = 8u;
+
+var<workgroup> part: array<f32, 256>;   // [invocation][row] partial sums
+var<workgroup> sq: array<f32, 256>;     // [invocation][row] partial sums of squares
 
 @compute @workgroup_size(64)
-fn matmul(@builtin(global_invocation_id) g: vec3<u32>) {
-    let col = g.x;
-    let r0 = g.y * RB;
+fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let ci = lid % MM_COLS;
+    let slice = lid / MM_COLS;
+    let col = wg.x * MM_COLS + ci;
+    let r0 = wg.y * RB;
     let rows = live_rows();
-    if (col >= p.n || r0 >= rows) {
-        return;
+    if (r0 >= rows) {
+        return; // uniform: the whole workgroup shares r0
     }
     let nr = min(RB, rows - r0);
+    let in_range = col < p.n;
+    var w = p.w0;
+    var s = p.s0;
+    var ss = p.ss0;
+    if (wg.z == 1u) {
+        w = p.w1;
+        s = p.s1;
+        ss = p.ss1;
+    } else if (wg.z == 2u) {
+        w = p.w2;
+        s = p.s2;
+        ss = p.ss2;
+    }
+    let norm = p.g0 != NONE;
     var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
-    for (var kk = 0u; kk < p.k; kk++) {
-        let w = wraw(p.w0 + kk * p.n + col);
+    var sqs = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    for (var kk = slice; kk < p.k; kk += MM_SLICES) {
+        var wv = 0.0;
+        if (in_range) {
+            wv = wraw(w + kk * p.n + col);
+        }
+        if (norm) {
+            wv *= aux[p.g0 + kk];
+        }
         for (var i = 0u; i < nr; i++) {
-            acc[i] += act[p.a + (r0 + i) * p.lda + kk] * w;
+            let x = act[p.a + (r0 + i) * p.lda + kk];
+            acc[i] += x * wv;
+            sqs[i] += x * x;
         }
     }
-    let sc = aux[p.s0 + col * p.ss0];
+    for (var i = 0u; i < RB; i++) {
+        part[lid * RB + i] = acc[i];
+        sq[lid * RB + i] = sqs[i];
+    }
+    workgroupBarrier();
+    if (slice != 0u || !in_range) {
+        return;
+    }
+    let sc = aux[s + col * ss];
+    let out = p.o + wg.z * p.rows * p.ldo;
     for (var i = 0u; i < nr; i++) {
-        var v = acc[i] * sc;
+        var t = 0.0;
+        var q = 0.0;
+        for (var j = 0u; j < MM_SLICES; j++) {
+            t += part[(j * MM_COLS + ci) * RB + i];
+            q += sq[(j * MM_COLS + ci) * RB + i];
+        }
+        var v = t * sc;
+        if (norm) {
+            v *= 1.0 / sqrt(q / f32(p.k) + p.eps);
+        }
         if ((p.flags & 4u) != 0u) {
             v += aux[p.x0 + col];
         }
         if ((p.flags & 1u) != 0u) {
             v = max(v, 0.0);
         }
-        let y = p.o + (r0 + i) * p.ldo + col;
+        let y = out + (r0 + i) * p.ldo + col;
         if ((p.flags & 2u) != 0u) {
             act[y] += v;
         } else {

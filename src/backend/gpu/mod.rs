@@ -63,6 +63,8 @@ impl Default for GpuOptions {
 }
 
 const NONE: u32 = u32::MAX;
+/// Longest wait for one submission before the device is reported lost.
+const GPU_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 const PARAMS_STRIDE: u64 = 256;
 const WG: u32 = 64;
 /// Largest head_dim the attention kernel holds in registers.
@@ -94,6 +96,7 @@ struct Params {
     s2: u32,
     ss2: u32,
     x0: u32,
+    g0: u32,
     i0: u32,
     heads: u32,
     dh: u32,
@@ -113,6 +116,7 @@ impl Default for Params {
             live: NONE,
             live_mul: 1,
             mask: NONE,
+            g0: NONE,
             eps: 1e-6,
             ..Zeroable::zeroed()
         }
@@ -128,17 +132,15 @@ enum Kernel {
     EmbedEnc,
     EmbedDec,
     EmbedPrm,
-    RmsNorm,
     Matmul,
     Attention,
     LogSoftmax,
 }
 
-const KERNELS: [(Kernel, &str); 7] = [
+const KERNELS: [(Kernel, &str); 6] = [
     (Kernel::EmbedEnc, "embed_enc"),
     (Kernel::EmbedDec, "embed_dec"),
     (Kernel::EmbedPrm, "embed_prm"),
-    (Kernel::RmsNorm, "rmsnorm"),
     (Kernel::Matmul, "matmul"),
     (Kernel::Attention, "attention"),
     (Kernel::LogSoftmax, "log_softmax"),
@@ -326,7 +328,7 @@ fn check_limit(name: &str, need: u64, have: u64, gpu: &str) -> Result<()> {
 
 fn check_buffer(gpu: &Gpu, what: &str, bytes: u64) -> Result<()> {
     let l = &gpu.limits;
-    let max = (l.max_storage_buffer_binding_size as u64).min(l.max_buffer_size);
+    let max = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
     if bytes > max {
         return Err(err!(
             Limits,
@@ -718,8 +720,141 @@ impl Arena {
     }
 }
 
+/// Rows a dispatch covers: allocated `rows`, live count `ints[live] * mul` (NONE: all).
+#[derive(Clone, Copy)]
+struct Rows {
+    rows: usize,
+    live: u32,
+    mul: u32,
+}
+
+/// Collects parameter blocks and steps.
+struct Builder {
+    params: Vec<Params>,
+    dh: usize,
+    mask: u32,
+}
+
+fn u(x: usize) -> u32 {
+    x as u32
+}
+
+impl Builder {
+    fn push(&mut self, steps: &mut Vec<Step>, kernel: Kernel, p: Params, groups: [u32; 3]) {
+        steps.push(Step {
+            kernel,
+            params: u(self.params.len()),
+            groups,
+        });
+        self.params.push(p);
+    }
+
+    /// out (+)= act(rmsnorm?(A) @ W_z + bias) for each of the 1..=3 weights `ws` (block z
+    /// written at o + z * rows * n).
+    #[allow(clippy::too_many_arguments)]
+    fn matmul(
+        &mut self,
+        steps: &mut Vec<Step>,
+        r: Rows,
+        (a, lda): (u32, usize),
+        k: usize,
+        ws: &[W],
+        n: usize,
+        o: u32,
+        flags: u32,
+        bias: Option<V>,
+        gain: Option<V>,
+    ) {
+        let w = |i: usize| ws.get(i).copied().unwrap_or(ws[0]);
+        let p = Params {
+            rows: u(r.rows),
+            live: r.live,
+            live_mul: r.mul,
+            n: u(n),
+            k: u(k),
+            a,
+            lda: u(lda),
+            o,
+            ldo: u(n),
+            w0: w(0).off,
+            s0: w(0).scale,
+            ss0: w(0).stride,
+            w1: w(1).off,
+            s1: w(1).scale,
+            ss1: w(1).stride,
+            w2: w(2).off,
+            s2: w(2).scale,
+            ss2: w(2).stride,
+            flags: flags | if bias.is_some() { BIAS } else { 0 },
+            x0: bias.map(|b| b.0).unwrap_or(0),
+            g0: gain.map(|g| g.0).unwrap_or(NONE),
+            ..Params::default()
+        };
+        // 8 output columns x 4 rows per workgroup (see the kernel)
+        let groups = [u(n.div_ceil(8)), u(r.rows.div_ceil(4)), u(ws.len())];
+        self.push(steps, Kernel::Matmul, p, groups);
+    }
+
+    /// out += A @ W: the residual add of an attention output or FFN projection.
+    fn residual(
+        &mut self,
+        steps: &mut Vec<Step>,
+        r: Rows,
+        (a, k): (u32, usize),
+        w: &[W],
+        n: usize,
+        out: u32,
+    ) {
+        self.matmul(steps, r, (a, k), k, w, n, out, ACCUMULATE, None, None);
+    }
+
+    /// softmax(q k^T / sqrt(dh) + bias) v for `r.rows` rows of `tq` queries; keys of row b
+    /// start at key row b * kvrow (0 = shared).
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &mut self,
+        steps: &mut Vec<Step>,
+        r: Rows,
+        tq: usize,
+        heads: usize,
+        (q, k, v): (u32, u32, u32),
+        (skv, kvrow): (usize, usize),
+        masked: bool,
+        causal: bool,
+        o: u32,
+    ) {
+        let (dh, w) = (self.dh, heads * self.dh);
+        let p = Params {
+            rows: u(r.rows),
+            live: r.live,
+            live_mul: r.mul,
+            a: q,
+            lda: u(w),
+            b: k,
+            c: v,
+            ldk: u(w),
+            o,
+            ldo: u(w),
+            heads: u(heads),
+            dh: u(dh),
+            tq: u(tq),
+            skv: u(skv),
+            kvrow: u(kvrow),
+            mask: if masked { self.mask } else { NONE },
+            causal: causal as u32,
+            scale: 1.0 / (dh as f32).sqrt(),
+            ..Params::default()
+        };
+        let groups = [u((r.rows * tq * heads).div_ceil(WG as usize)), 1, 1];
+        self.push(steps, Kernel::Attention, p, groups);
+    }
+}
+
 impl Plan {
-    /// `dry`: only resolve weights and sizes (used at load to fail early).
+    /// The dispatches of one session. Every pre-norm RMSNorm is fused into the matmul that
+    /// reads it, and q/k/v (and the memory's k/v) are one dispatch each: 14 dispatches for
+    /// the small model's encoder, 19 per decoder level, 8 for the PRM.
+    /// `dry`: resolve every weight (used at load to fail early).
     fn build(s: &Shared, cfg: &SearchConfig, dry: bool) -> Result<Plan> {
         let m = &s.manifest;
         let wt = &s.weights;
@@ -729,165 +864,48 @@ impl Plan {
         let pd = ph * dh;
         let (h, l, c) = (m.history, m.levels, m.max_codebook());
         let (kb, mc) = (cfg.beams, cfg.candidates);
-        let u = |x: usize| x as u32;
+        let with_prm = cfg.prm || dry;
+
+        // the activation arena (f32 offsets)
         let mut act = Arena(0);
         let mask = act.take(h);
-        // encoder
-        let ex = act.take(h * d);
-        let eh = act.take(h * d);
-        let eq = act.take(h * hd);
-        let ek = act.take(h * hd);
-        let ev = act.take(h * hd);
+        let ex = act.take(h * d); // encoder residual stream
+        let eqkv = act.take(3 * h * hd); // q, k, v blocks
         let ea = act.take(h * hd);
         let ef = act.take(h * ff);
-        let mem = act.take(h * d);
-        let cross: Vec<(u32, u32)> = (0..m.dims.decoder_layers)
-            .map(|_| (act.take(h * hd), act.take(h * hd)))
+        // the memory's keys and values for each decoder layer's cross-attention, and the
+        // PRM's: [k block, v block] each, computed once per request
+        let cross: Vec<u32> = (0..m.dims.decoder_layers)
+            .map(|_| act.take(2 * h * hd))
             .collect();
-        let (pk, pv) = (act.take(h * pd), act.take(h * pd));
-        // decoder (K' beams x up to L tokens)
-        let tok = kb * l;
+        let pkv = act.take(2 * h * pd);
+        let tok = kb * l; // decoder: K' beams x up to L tokens
         let dx = act.take(tok * d);
-        let dhn = act.take(tok * d);
+        let dqkv = act.take(3 * tok * hd);
         let dq = act.take(tok * hd);
-        let dk = act.take(tok * hd);
-        let dv = act.take(tok * hd);
         let da = act.take(tok * hd);
         let df = act.take(tok * ff);
         let logits = act.take(kb * c);
         let logp = act.take(kb * c);
-        // prm (K+ nodes)
-        let px = act.take(mc * d);
-        let phn = act.take(mc * d);
+        let px = act.take(mc * d); // prm: K+ candidates
         let pq = act.take(mc * pd);
         let pa = act.take(mc * pd);
         let pf = act.take(mc * pff);
         let po = act.take(mc * d);
         let scores = act.take(mc);
 
+        // the id buffer: [live beams, live candidates, codes, prefixes, nodes]
         let mut ints = Arena(2);
         let codes = ints.take(h * l);
         let prefix = ints.take(kb * (l - 1).max(1));
         let nodes = ints.take(mc);
 
-        let mut params: Vec<Params> = Vec::new();
-        let mut push = |steps: &mut Vec<Step>, kernel: Kernel, p: Params, groups: [u32; 3]| {
-            steps.push(Step {
-                kernel,
-                params: u(params.len()),
-                groups,
-            });
-            params.push(p);
+        let mut b = Builder {
+            params: Vec::new(),
+            dh,
+            mask,
         };
         let groups_of = |n: usize| u(n.div_ceil(WG as usize));
-
-        // building blocks -------------------------------------------------------------
-        struct Rows {
-            rows: usize,
-            live: u32,
-            mul: u32,
-        }
-        let norm = |steps: &mut Vec<Step>,
-                    push: &mut dyn FnMut(&mut Vec<Step>, Kernel, Params, [u32; 3]),
-                    r: &Rows,
-                    a: u32,
-                    o: u32,
-                    g: V| {
-            push(
-                steps,
-                Kernel::RmsNorm,
-                Params {
-                    rows: u(r.rows),
-                    live: r.live,
-                    live_mul: r.mul,
-                    n: u(d),
-                    a,
-                    lda: u(d),
-                    o,
-                    ldo: u(d),
-                    x0: g.0,
-                    ..Params::default()
-                },
-                [u(r.rows), 1, 1],
-            )
-        };
-        #[allow(clippy::too_many_arguments)]
-        let matmul = |steps: &mut Vec<Step>,
-                      push: &mut dyn FnMut(&mut Vec<Step>, Kernel, Params, [u32; 3]),
-                      r: &Rows,
-                      a: u32,
-                      lda: usize,
-                      k: usize,
-                      w: W,
-                      n: usize,
-                      o: u32,
-                      flags: u32,
-                      bias: Option<V>| {
-            push(
-                steps,
-                Kernel::Matmul,
-                Params {
-                    rows: u(r.rows),
-                    live: r.live,
-                    live_mul: r.mul,
-                    n: u(n),
-                    k: u(k),
-                    a,
-                    lda: u(lda),
-                    o,
-                    ldo: u(n),
-                    w0: w.off,
-                    s0: w.scale,
-                    ss0: w.stride,
-                    flags: flags | if bias.is_some() { BIAS } else { 0 },
-                    x0: bias.map(|b| b.0).unwrap_or(0),
-                    ..Params::default()
-                },
-                [groups_of(n), u(r.rows.div_ceil(4)), 1],
-            )
-        };
-        #[allow(clippy::too_many_arguments)]
-        let attention = |steps: &mut Vec<Step>,
-                         push: &mut dyn FnMut(&mut Vec<Step>, Kernel, Params, [u32; 3]),
-                         rows: &Rows,
-                         tq: usize,
-                         heads: usize,
-                         q: u32,
-                         k: u32,
-                         v: u32,
-                         skv: usize,
-                         kvrow: usize,
-                         masked: bool,
-                         causal: bool,
-                         o: u32| {
-            let w = heads * dh;
-            push(
-                steps,
-                Kernel::Attention,
-                Params {
-                    rows: u(rows.rows),
-                    live: rows.live,
-                    live_mul: rows.mul,
-                    a: q,
-                    lda: u(w),
-                    b: k,
-                    c: v,
-                    ldk: u(w),
-                    o,
-                    ldo: u(w),
-                    heads: u(heads),
-                    dh: u(dh),
-                    tq: u(tq),
-                    skv: u(skv),
-                    kvrow: u(kvrow),
-                    mask: if masked { mask } else { NONE },
-                    causal: causal as u32,
-                    scale: 1.0 / (dh as f32).sqrt(),
-                    ..Params::default()
-                },
-                [groups_of(rows.rows * tq * heads), 1, 1],
-            )
-        };
 
         // encoder ---------------------------------------------------------------------
         let mut enc = Vec::new();
@@ -896,81 +914,74 @@ impl Plan {
             live: NONE,
             mul: 1,
         };
+        let one_row = Rows { rows: 1, ..er };
         let emb = wt.w("gen.enc_code_emb", &[l * c, d])?;
         let pos = wt.w("gen.enc_pos", &[h, d])?;
-        push(
-            &mut enc,
-            Kernel::EmbedEnc,
-            Params {
-                rows: u(h),
-                n: u(d),
-                k: u(l),
-                o: ex,
-                ldo: u(d),
-                w0: emb.off,
-                s0: emb.scale,
-                ss0: emb.stride,
-                w1: pos.off,
-                s1: pos.scale,
-                ss1: pos.stride,
-                i0: codes,
-                ..Params::default()
-            },
-            [groups_of(d), u(h), 1],
-        );
+        let p = Params {
+            rows: u(h),
+            n: u(d),
+            k: u(l),
+            o: ex,
+            ldo: u(d),
+            w0: emb.off,
+            s0: emb.scale,
+            ss0: emb.stride,
+            w1: pos.off,
+            s1: pos.scale,
+            ss1: pos.stride,
+            i0: codes,
+            ..Params::default()
+        };
+        b.push(&mut enc, Kernel::EmbedEnc, p, [groups_of(d), u(h), 1]);
+        let (ek, ev) = (eqkv + u(h * hd), eqkv + u(2 * h * hd));
         for i in 0..m.dims.encoder_layers {
             let p = |n: &str| format!("gen.enc.{i}.{n}");
-            norm(&mut enc, &mut push, &er, ex, eh, wt.v(&p("n1.w"), d)?);
-            for (name, o) in [("att.wq", eq), ("att.wk", ek), ("att.wv", ev)] {
-                let w = wt.w(&p(name), &[d, hd])?;
-                matmul(&mut enc, &mut push, &er, eh, d, d, w, hd, o, 0, None);
-            }
-            let one_row = Rows {
-                rows: 1,
-                live: NONE,
-                mul: 1,
-            };
-            attention(
-                &mut enc, &mut push, &one_row, h, heads, eq, ek, ev, h, 0, true, false, ea,
+            let qkv = [
+                wt.w(&p("att.wq"), &[d, hd])?,
+                wt.w(&p("att.wk"), &[d, hd])?,
+                wt.w(&p("att.wv"), &[d, hd])?,
+            ];
+            let n1 = Some(wt.v(&p("n1.w"), d)?);
+            b.matmul(&mut enc, er, (ex, d), d, &qkv, hd, eqkv, 0, None, n1);
+            b.attention(
+                &mut enc,
+                one_row,
+                h,
+                heads,
+                (eqkv, ek, ev),
+                (h, 0),
+                true,
+                false,
+                ea,
             );
-            let wo = wt.w(&p("att.wo"), &[hd, d])?;
-            matmul(
-                &mut enc, &mut push, &er, ea, hd, hd, wo, d, ex, ACCUMULATE, None,
-            );
-            norm(&mut enc, &mut push, &er, ex, eh, wt.v(&p("n2.w"), d)?);
-            let w1 = wt.w(&p("ffn.w1"), &[d, ff])?;
-            matmul(&mut enc, &mut push, &er, eh, d, d, w1, ff, ef, RELU, None);
-            let w2 = wt.w(&p("ffn.w2"), &[ff, d])?;
-            matmul(
-                &mut enc, &mut push, &er, ef, ff, ff, w2, d, ex, ACCUMULATE, None,
-            );
+            let wo = [wt.w(&p("att.wo"), &[hd, d])?];
+            b.residual(&mut enc, er, (ea, hd), &wo, d, ex);
+            let w1 = [wt.w(&p("ffn.w1"), &[d, ff])?];
+            let n2 = Some(wt.v(&p("n2.w"), d)?);
+            b.matmul(&mut enc, er, (ex, d), d, &w1, ff, ef, RELU, None, n2);
+            let w2 = [wt.w(&p("ffn.w2"), &[ff, d])?];
+            b.residual(&mut enc, er, (ef, ff), &w2, d, ex);
         }
-        norm(
-            &mut enc,
-            &mut push,
-            &er,
-            ex,
-            mem,
-            wt.v("gen.enc_norm.w", d)?,
-        );
-        for (j, &(ck, cv)) in cross.iter().enumerate() {
-            let wk = wt.w(&format!("gen.dec.{j}.cross_att.wk"), &[d, hd])?;
-            let wv = wt.w(&format!("gen.dec.{j}.cross_att.wv"), &[d, hd])?;
-            matmul(&mut enc, &mut push, &er, mem, d, d, wk, hd, ck, 0, None);
-            matmul(&mut enc, &mut push, &er, mem, d, d, wv, hd, cv, 0, None);
+        // the memory is enc_norm(ex): fused into the projections that read it
+        let enc_norm = Some(wt.v("gen.enc_norm.w", d)?);
+        for (j, &kv) in cross.iter().enumerate() {
+            let w = [
+                wt.w(&format!("gen.dec.{j}.cross_att.wk"), &[d, hd])?,
+                wt.w(&format!("gen.dec.{j}.cross_att.wv"), &[d, hd])?,
+            ];
+            b.matmul(&mut enc, er, (ex, d), d, &w, hd, kv, 0, None, enc_norm);
         }
-        if cfg.prm || dry {
-            let wk = wt.w("prm.att.wk", &[d, pd])?;
-            let wv = wt.w("prm.att.wv", &[d, pd])?;
-            matmul(&mut enc, &mut push, &er, mem, d, d, wk, pd, pk, 0, None);
-            matmul(&mut enc, &mut push, &er, mem, d, d, wv, pd, pv, 0, None);
+        if with_prm {
+            let w = [wt.w("prm.att.wk", &[d, pd])?, wt.w("prm.att.wv", &[d, pd])?];
+            b.matmul(&mut enc, er, (ex, d), d, &w, pd, pkv, 0, None, enc_norm);
         }
 
-        // decoder, one step list per level --------------------------------------------
+        // decoder, one step list per level: tokens 0..=level of each live beam ----------
         let demb = wt.w("gen.dec_code_emb", &[l * c, d])?;
         let bos = wt.w("gen.dec_bos", &[1, d])?;
         let dpos = wt.w("gen.dec_pos", &[l, d])?;
         let head = wt.w("gen.head", &[l, d, c])?;
+        let dec_norm = Some(wt.v("gen.dec_norm.w", d)?);
         let mut decoder = Vec::new();
         for level in 0..l {
             let t = level + 1;
@@ -985,160 +996,131 @@ impl Plan {
                 live: LIVE_BEAMS,
                 mul: 1,
             };
-            push(
-                &mut st,
-                Kernel::EmbedDec,
-                Params {
-                    rows: u(kb * t),
-                    live: LIVE_BEAMS,
-                    live_mul: u(t),
-                    n: u(d),
-                    k: u((l - 1).max(1)),
-                    o: dx,
-                    ldo: u(d),
-                    w0: demb.off,
-                    s0: demb.scale,
-                    ss0: demb.stride,
-                    w1: bos.off,
-                    s1: bos.scale,
-                    ss1: bos.stride,
-                    w2: dpos.off,
-                    s2: dpos.scale,
-                    ss2: dpos.stride,
-                    tq: u(t),
-                    i0: prefix,
-                    ..Params::default()
-                },
-                [groups_of(d), u(kb * t), 1],
-            );
-            for (i, &(ck, cv)) in cross.iter().enumerate() {
+            let p = Params {
+                rows: u(kb * t),
+                live: LIVE_BEAMS,
+                live_mul: u(t),
+                n: u(d),
+                k: u((l - 1).max(1)),
+                o: dx,
+                ldo: u(d),
+                w0: demb.off,
+                s0: demb.scale,
+                ss0: demb.stride,
+                w1: bos.off,
+                s1: bos.scale,
+                ss1: bos.stride,
+                w2: dpos.off,
+                s2: dpos.scale,
+                ss2: dpos.stride,
+                tq: u(t),
+                i0: prefix,
+                ..Params::default()
+            };
+            b.push(&mut st, Kernel::EmbedDec, p, [groups_of(d), u(kb * t), 1]);
+            let (dk, dv) = (dqkv + u(kb * t * hd), dqkv + u(2 * kb * t * hd));
+            for (i, &kv) in cross.iter().enumerate() {
                 let p = |n: &str| format!("gen.dec.{i}.{n}");
-                norm(&mut st, &mut push, &tr, dx, dhn, wt.v(&p("n1.w"), d)?);
-                for (name, o) in [
-                    ("self_att.wq", dq),
-                    ("self_att.wk", dk),
-                    ("self_att.wv", dv),
-                ] {
-                    let w = wt.w(&p(name), &[d, hd])?;
-                    matmul(&mut st, &mut push, &tr, dhn, d, d, w, hd, o, 0, None);
-                }
-                attention(
-                    &mut st, &mut push, &br, t, heads, dq, dk, dv, t, t, false, true, da,
+                let qkv = [
+                    wt.w(&p("self_att.wq"), &[d, hd])?,
+                    wt.w(&p("self_att.wk"), &[d, hd])?,
+                    wt.w(&p("self_att.wv"), &[d, hd])?,
+                ];
+                let n1 = Some(wt.v(&p("n1.w"), d)?);
+                b.matmul(&mut st, tr, (dx, d), d, &qkv, hd, dqkv, 0, None, n1);
+                b.attention(
+                    &mut st,
+                    br,
+                    t,
+                    heads,
+                    (dqkv, dk, dv),
+                    (t, t),
+                    false,
+                    true,
+                    da,
                 );
-                let wo = wt.w(&p("self_att.wo"), &[hd, d])?;
-                matmul(
-                    &mut st, &mut push, &tr, da, hd, hd, wo, d, dx, ACCUMULATE, None,
-                );
-                norm(&mut st, &mut push, &tr, dx, dhn, wt.v(&p("n2.w"), d)?);
-                let wq = wt.w(&p("cross_att.wq"), &[d, hd])?;
-                matmul(&mut st, &mut push, &tr, dhn, d, d, wq, hd, dq, 0, None);
-                attention(
-                    &mut st, &mut push, &br, t, heads, dq, ck, cv, h, 0, true, false, da,
-                );
-                let wo = wt.w(&p("cross_att.wo"), &[hd, d])?;
-                matmul(
-                    &mut st, &mut push, &tr, da, hd, hd, wo, d, dx, ACCUMULATE, None,
-                );
-                norm(&mut st, &mut push, &tr, dx, dhn, wt.v(&p("n3.w"), d)?);
-                let w1 = wt.w(&p("ffn.w1"), &[d, ff])?;
-                matmul(&mut st, &mut push, &tr, dhn, d, d, w1, ff, df, RELU, None);
-                let w2 = wt.w(&p("ffn.w2"), &[ff, d])?;
-                matmul(
-                    &mut st, &mut push, &tr, df, ff, ff, w2, d, dx, ACCUMULATE, None,
-                );
+                let wo = [wt.w(&p("self_att.wo"), &[hd, d])?];
+                b.residual(&mut st, tr, (da, hd), &wo, d, dx);
+                let wq = [wt.w(&p("cross_att.wq"), &[d, hd])?];
+                let n2 = Some(wt.v(&p("n2.w"), d)?);
+                b.matmul(&mut st, tr, (dx, d), d, &wq, hd, dq, 0, None, n2);
+                let kv = (dq, kv, kv + u(h * hd));
+                b.attention(&mut st, br, t, heads, kv, (h, 0), true, false, da);
+                let wo = [wt.w(&p("cross_att.wo"), &[hd, d])?];
+                b.residual(&mut st, tr, (da, hd), &wo, d, dx);
+                let w1 = [wt.w(&p("ffn.w1"), &[d, ff])?];
+                let n3 = Some(wt.v(&p("n3.w"), d)?);
+                b.matmul(&mut st, tr, (dx, d), d, &w1, ff, df, RELU, None, n3);
+                let w2 = [wt.w(&p("ffn.w2"), &[ff, d])?];
+                b.residual(&mut st, tr, (df, ff), &w2, d, dx);
             }
-            norm(&mut st, &mut push, &tr, dx, dhn, wt.v("gen.dec_norm.w", d)?);
-            // the head reads each beam's last token: row stride t*d, offset (t-1)*d
-            let hw = W {
+            // the head reads each beam's last token (row stride t*d, offset (t-1)*d)
+            let hw = [W {
                 off: head.off + u(level * d * c),
                 scale: head.scale + head.stride * u(level * c),
                 stride: head.stride,
+            }];
+            let last = (dx + u((t - 1) * d), t * d);
+            b.matmul(&mut st, br, last, d, &hw, c, logits, 0, None, dec_norm);
+            let p = Params {
+                rows: u(kb),
+                live: LIVE_BEAMS,
+                n: u(c),
+                a: logits,
+                lda: u(c),
+                o: logp,
+                ldo: u(c),
+                cb: u(m.codebook[level]),
+                ..Params::default()
             };
-            matmul(
-                &mut st,
-                &mut push,
-                &br,
-                dhn + u((t - 1) * d),
-                t * d,
-                d,
-                hw,
-                c,
-                logits,
-                0,
-                None,
-            );
-            push(
-                &mut st,
-                Kernel::LogSoftmax,
-                Params {
-                    rows: u(kb),
-                    live: LIVE_BEAMS,
-                    n: u(c),
-                    a: logits,
-                    lda: u(c),
-                    o: logp,
-                    ldo: u(c),
-                    cb: u(m.codebook[level]),
-                    ..Params::default()
-                },
-                [u(kb), 1, 1],
-            );
+            b.push(&mut st, Kernel::LogSoftmax, p, [u(kb), 1, 1]);
             decoder.push(st);
         }
 
         // prm -------------------------------------------------------------------------
         let mut prm = Vec::new();
-        if cfg.prm || dry {
+        if with_prm {
             let pr = Rows {
                 rows: mc,
                 live: LIVE_NODES,
                 mul: 1,
             };
             let ne = wt.w("prm.node_emb", &[m.num_nodes, d])?;
-            push(
-                &mut prm,
-                Kernel::EmbedPrm,
-                Params {
-                    rows: u(mc),
-                    live: LIVE_NODES,
-                    n: u(d),
-                    o: px,
-                    ldo: u(d),
-                    w0: ne.off,
-                    s0: ne.scale,
-                    ss0: ne.stride,
-                    i0: nodes,
-                    ..Params::default()
-                },
-                [groups_of(d), u(mc), 1],
-            );
-            norm(&mut prm, &mut push, &pr, px, phn, wt.v("prm.n1.w", d)?);
-            let wq = wt.w("prm.att.wq", &[d, pd])?;
-            matmul(&mut prm, &mut push, &pr, phn, d, d, wq, pd, pq, 0, None);
-            attention(
-                &mut prm, &mut push, &pr, 1, ph, pq, pk, pv, h, 0, true, false, pa,
-            );
-            let wo = wt.w("prm.att.wo", &[pd, d])?;
-            matmul(
-                &mut prm, &mut push, &pr, pa, pd, pd, wo, d, px, ACCUMULATE, None,
-            );
-            norm(&mut prm, &mut push, &pr, px, phn, wt.v("prm.n2.w", d)?);
-            let w1 = wt.w("prm.ffn.w1", &[d, pff])?;
-            matmul(&mut prm, &mut push, &pr, phn, d, d, w1, pff, pf, RELU, None);
-            let w2 = wt.w("prm.ffn.w2", &[pff, d])?;
-            matmul(
-                &mut prm, &mut push, &pr, pf, pff, pff, w2, d, px, ACCUMULATE, None,
-            );
-            norm(&mut prm, &mut push, &pr, px, phn, wt.v("prm.n3.w", d)?);
-            let w = wt.w("prm.w_out1", &[d, d])?;
-            let b = wt.v("prm.b_out1", d)?;
-            matmul(&mut prm, &mut push, &pr, phn, d, d, w, d, po, RELU, Some(b));
-            let w = wt.w("prm.w_out2", &[d, 1])?;
-            let b = wt.v("prm.b_out2", 1)?;
-            matmul(&mut prm, &mut push, &pr, po, d, d, w, 1, scores, 0, Some(b));
+            let p = Params {
+                rows: u(mc),
+                live: LIVE_NODES,
+                n: u(d),
+                o: px,
+                ldo: u(d),
+                w0: ne.off,
+                s0: ne.scale,
+                ss0: ne.stride,
+                i0: nodes,
+                ..Params::default()
+            };
+            b.push(&mut prm, Kernel::EmbedPrm, p, [groups_of(d), u(mc), 1]);
+            let wq = [wt.w("prm.att.wq", &[d, pd])?];
+            let n1 = Some(wt.v("prm.n1.w", d)?);
+            b.matmul(&mut prm, pr, (px, d), d, &wq, pd, pq, 0, None, n1);
+            let kv = (pq, pkv, pkv + u(h * pd));
+            b.attention(&mut prm, pr, 1, ph, kv, (h, 0), true, false, pa);
+            let wo = [wt.w("prm.att.wo", &[pd, d])?];
+            b.residual(&mut prm, pr, (pa, pd), &wo, d, px);
+            let w1 = [wt.w("prm.ffn.w1", &[d, pff])?];
+            let n2 = Some(wt.v("prm.n2.w", d)?);
+            b.matmul(&mut prm, pr, (px, d), d, &w1, pff, pf, RELU, None, n2);
+            let w2 = [wt.w("prm.ffn.w2", &[pff, d])?];
+            b.residual(&mut prm, pr, (pf, pff), &w2, d, px);
+            let w = [wt.w("prm.w_out1", &[d, d])?];
+            let bias = Some(wt.v("prm.b_out1", d)?);
+            let n3 = Some(wt.v("prm.n3.w", d)?);
+            b.matmul(&mut prm, pr, (px, d), d, &w, d, po, RELU, bias, n3);
+            let w = [wt.w("prm.w_out2", &[d, 1])?];
+            let bias = Some(wt.v("prm.b_out2", 1)?);
+            b.matmul(&mut prm, pr, (po, d), d, &w, 1, scores, 0, bias, None);
         }
         Ok(Plan {
-            params,
+            params: b.params,
             encoder: enc,
             decoder,
             prm,
@@ -1318,7 +1300,7 @@ impl GpuSession {
         }
         let bytes = (floats * 4) as u64;
         enc.copy_buffer_to_buffer(&self.act, src as u64 * 4, &self.readback, 0, bytes);
-        gpu.queue.submit(Some(enc.finish()));
+        let submission = gpu.queue.submit(Some(enc.finish()));
         self.encoder_pending = false;
         let slice = self.readback.slice(..bytes);
         use std::sync::atomic::Ordering;
@@ -1327,12 +1309,25 @@ impl GpuSession {
         slice.map_async(wgpu::MapMode::Read, move |r| {
             flag.store(if r.is_ok() { 1 } else { 2 }, Ordering::Release);
         });
-        gpu.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| err!(DeviceLost, "waiting for the GPU failed: {e}"))?;
-        if self.mapped.load(Ordering::Acquire) != 1 {
-            gpu.check()?;
-            return Err(err!(DeviceLost, "the GPU results could not be read back"));
+        // Wait for this submission. With several sessions on one device, another thread's
+        // poll can be the one that runs our map callback, a moment after our own poll
+        // returns: so wait on the flag, polling again until it is set.
+        let start = std::time::Instant::now();
+        loop {
+            gpu.device
+                .poll(wgpu::PollType::Wait {
+                    submission_index: Some(submission.clone()),
+                    timeout: Some(GPU_TIMEOUT),
+                })
+                .map_err(|e| err!(DeviceLost, "waiting for the GPU failed: {e}"))?;
+            match self.mapped.load(Ordering::Acquire) {
+                1 => break,
+                0 if start.elapsed() < GPU_TIMEOUT => std::thread::yield_now(),
+                _ => {
+                    gpu.check()?;
+                    return Err(err!(DeviceLost, "the GPU results could not be read back"));
+                }
+            }
         }
         if let Err(e) = gpu.check() {
             self.readback.unmap();
@@ -1423,6 +1418,16 @@ impl Scorer for GpuSession {
         self.upload_ints(1, 2);
         self.upload_ints(at, at + n);
         self.run(None, self.plan.scores, n, out)
+    }
+}
+
+impl std::fmt::Debug for GpuSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuSession")
+            .field("beams", &self.beams)
+            .field("candidates", &self.candidates)
+            .field("dispatches", &self.plan.params.len())
+            .finish()
     }
 }
 

@@ -4,6 +4,7 @@
 
 /// `embed_enc`: token r = sum over levels of `table[ids[r*k + l]] * row_scale[id]`
 /// + `pos[r] * col_scale`.
+#[allow(clippy::too_many_arguments)]
 pub fn embed_enc(
     table: &[f32],
     row_scale: &[f32],
@@ -29,7 +30,7 @@ pub fn embed_enc(
     out
 }
 
-/// `rmsnorm`: x / sqrt(mean(x^2) + eps) * gain, per row.
+/// RMSNorm (fused into `matmul` when `g0` is set): x / sqrt(mean(x^2) + eps) * gain, per row.
 pub fn rmsnorm(x: &[f32], gain: &[f32], rows: usize, n: usize, eps: f32) -> Vec<f32> {
     let mut out = vec![0.0; rows * n];
     for r in 0..rows {

@@ -10,7 +10,6 @@ use super::*;
 
 /// |gpu - ref| <= atol + rtol * |ref| for f32 kernels against the f64 reference.
 const MATMUL_TOL: (f32, f32) = (5e-5, 1e-5);
-const NORM_TOL: (f32, f32) = (1e-5, 1e-5);
 const ATTENTION_TOL: (f32, f32) = (1e-5, 1e-5);
 const LOG_SOFTMAX_TOL: (f32, f32) = (2e-5, 1e-6);
 const EMBED_TOL: (f32, f32) = (1e-6, 1e-6);
@@ -292,24 +291,36 @@ fn matmul_matches_reference() {
             return;
         };
         let v = rig.gpu.variant;
-        // (rows, k, n, lda, relu+bias, accumulate, live rows)
-        for &(rows, k, n, lda, rb, accumulate, live) in &[
-            (1usize, 64usize, 64usize, 64usize, false, false, None),
-            (5, 64, 256, 64, true, false, None),
-            (33, 100, 24, 100, false, true, None),
-            (7, 16, 130, 48, true, true, Some(3usize)),
-            (64, 128, 1, 128, true, false, None),
+        // (rows, k, n, lda, relu+bias, accumulate, live rows, fused rmsnorm, weights)
+        for &(rows, k, n, lda, rb, accumulate, live, norm, blocks) in &[
+            (
+                1usize, 64usize, 64usize, 64usize, false, false, None, false, 1usize,
+            ),
+            (5, 64, 256, 64, true, false, None, true, 1),
+            (33, 100, 24, 100, false, true, None, false, 1),
+            (7, 16, 130, 48, true, true, Some(3usize), true, 1),
+            (64, 128, 1, 128, true, false, None, false, 1),
+            (20, 64, 64, 64, false, false, None, true, 3),
+            (9, 48, 16, 96, false, false, Some(6), true, 2),
         ] {
             let mut ar = Arenas::new(numeric);
-            let wv = rng.vec(k * n);
-            let (w, st) = ar.weight(&wv, k, n, false);
+            let mut ws = Vec::new();
+            let mut stored = Vec::new();
+            for _ in 0..blocks {
+                let (w, st) = ar.weight(&rng.vec(k * n), k, n, false);
+                ws.push(w);
+                stored.push(st);
+            }
             let bias = rng.vec(n);
             let bv = ar.vector(&bias);
-            let x = rng.vec(rows * lda);
-            let y0 = rng.vec(rows * n);
+            let gain = rng.vec(k);
+            let gv = ar.vector(&gain);
+            let x: Vec<f32> = rng.vec(rows * lda).iter().map(|v| v * 2.0).collect();
+            let y0 = rng.vec(blocks * rows * n);
             let mut act = x.clone();
             let o = act.len() as u32;
             act.extend_from_slice(&y0);
+            let w = |i: usize| ws[i.min(blocks - 1)];
             let p = Params {
                 rows: rows as u32,
                 live: if live.is_some() { 0 } else { NONE },
@@ -319,81 +330,53 @@ fn matmul_matches_reference() {
                 lda: lda as u32,
                 o,
                 ldo: n as u32,
-                w0: w.off,
-                s0: w.scale,
-                ss0: w.stride,
+                w0: w(0).off,
+                s0: w(0).scale,
+                ss0: w(0).stride,
+                w1: w(1).off,
+                s1: w(1).scale,
+                ss1: w(1).stride,
+                w2: w(2).off,
+                s2: w(2).scale,
+                ss2: w(2).stride,
                 flags: if rb { RELU | BIAS } else { 0 } | if accumulate { ACCUMULATE } else { 0 },
                 x0: bv.0,
+                g0: if norm { gv.0 } else { NONE },
                 ..Params::default()
             };
             let ints = [live.unwrap_or(0) as i32];
-            rig.run(
-                Kernel::Matmul,
-                p,
-                [n.div_ceil(64) as u32, rows.div_ceil(4) as u32, 1],
-                &ar,
-                &mut act,
-                &ints,
-            );
-            let xs: Vec<f32> = (0..rows)
+            let groups = [n.div_ceil(8) as u32, rows.div_ceil(4) as u32, blocks as u32];
+            rig.run(Kernel::Matmul, p, groups, &ar, &mut act, &ints);
+            let mut xs: Vec<f32> = (0..rows)
                 .flat_map(|r| x[r * lda..r * lda + k].to_vec())
                 .collect();
-            let mut want = r::matmul(
-                &xs,
-                &st.values,
-                &st.scales,
-                rb.then_some(&bias[..]),
-                rb,
-                accumulate.then_some(&y0[..]),
-                rows,
-                k,
-                n,
-            );
-            if let Some(lv) = live {
-                want[lv * n..].copy_from_slice(&y0[lv * n..]); // rows past live untouched
+            if norm {
+                xs = r::rmsnorm(&xs, &gain, rows, k, 1e-6);
             }
-            assert_close(
-                &format!("matmul {rows}x{k}x{n} {v:?}"),
-                &act[o as usize..],
-                &want,
-                MATMUL_TOL,
-            );
-        }
-    }
-}
-
-#[test]
-fn rmsnorm_matches_reference() {
-    let mut rng = Rng::new(2);
-    for sg in [true, false] {
-        let Some(rig) = rig(Numeric::F32, true, sg) else {
-            return;
-        };
-        for &(rows, n) in &[(1usize, 16usize), (7, 64), (5, 100), (3, 130)] {
-            let mut ar = Arenas::new(Numeric::F32);
-            let gain = rng.vec(n);
-            let g = ar.vector(&gain);
-            let x: Vec<f32> = rng.vec(rows * n).iter().map(|v| v * 3.0).collect();
-            let mut act = x.clone();
-            act.resize(2 * rows * n, 0.0);
-            let p = Params {
-                rows: rows as u32,
-                n: n as u32,
-                a: 0,
-                lda: n as u32,
-                o: (rows * n) as u32,
-                ldo: n as u32,
-                x0: g.0,
-                ..Params::default()
-            };
-            rig.run(Kernel::RmsNorm, p, [rows as u32, 1, 1], &ar, &mut act, &[0]);
-            let want = r::rmsnorm(&x, &gain, rows, n, 1e-6);
-            assert_close(
-                &format!("rmsnorm {rows}x{n} subgroups={}", rig.gpu.variant.subgroups),
-                &act[rows * n..],
-                &want,
-                NORM_TOL,
-            );
+            for (z, st) in stored.iter().enumerate() {
+                let before = &y0[z * rows * n..(z + 1) * rows * n];
+                let mut want = r::matmul(
+                    &xs,
+                    &st.values,
+                    &st.scales,
+                    rb.then_some(&bias[..]),
+                    rb,
+                    accumulate.then_some(before),
+                    rows,
+                    k,
+                    n,
+                );
+                if let Some(lv) = live {
+                    want[lv * n..].copy_from_slice(&before[lv * n..]); // rows past live untouched
+                }
+                let at = o as usize + z * rows * n;
+                assert_close(
+                    &format!("matmul {rows}x{k}x{n} norm={norm} block {z} {v:?}"),
+                    &act[at..at + rows * n],
+                    &want,
+                    MATMUL_TOL,
+                );
+            }
         }
     }
 }
