@@ -9,8 +9,7 @@
 # default 1000), OUT (output folder, default bench-gpu). Writes $OUT/runs.jsonl (one
 # `promise bench --json` line per run), $OUT/summary.md and $OUT/log.txt.
 #
-# Configs: K' in {4, 16}, K+ in {K', 4K'} (PRM-guided, N = min(10, K+)), on the small
-# and the large f32 bundles and the small int8 bundle. Each run is 1 thread, one session,
+# Configs: CONFIGS below (PRM-guided, N = min(10, K+)). Each run is 1 thread, one session,
 # real test-split histories; the GPU and CPU runs of a config use the same users.
 set -u
 BIN=${PROMISE_BIN:-target/release/promise}
@@ -46,21 +45,24 @@ cat "$OUT/first.txt"
 
 : >"$OUT/runs.jsonl"
 bad=0
-for bundle in ml1m ml1m-large ml1m-int8; do
-    for beams in 4 16; do
-        for mult in 1 4; do
-            cand=$((beams * mult))
-            n=$((cand < 10 ? cand : 10))
-            args=(--bundle "models/$bundle" --beams "$beams" --candidates "$cand" --results "$n" --data "$DATA")
-            for dev in cpu gpu; do
-                "$BIN" bench "${args[@]}" --device "$dev" --requests "$REQUESTS" --json \
-                    --dump "$OUT/top_${dev}.txt" >>"$OUT/runs.jsonl" || bad=1
-            done
-            same=$(paste -d'|' "$OUT/top_cpu.txt" "$OUT/top_gpu.txt" | awk -F'|' '$1==$2' | wc -l)
-            echo "$bundle K'=$beams K+=$cand N=$n: $same/$REQUESTS top-$n lists identical (GPU vs CPU)"
-            echo "{\"check\": \"$bundle:$beams:$cand\", \"identical\": $same, \"of\": $REQUESTS}" >>"$OUT/runs.jsonl"
-        done
+# bundle K' K+: the issue's grid (K' in {4, 16}, K+ in {K', 4K'}) on the small and large
+# models, larger budgets to see how each backend scales with search compute, and the
+# default config on the f16 and int8 variants
+CONFIGS=${CONFIGS:-"ml1m 4 4, ml1m 4 16, ml1m 16 16, ml1m 16 64, ml1m 32 128, ml1m 64 256,
+  ml1m-large 4 4, ml1m-large 4 16, ml1m-large 16 16, ml1m-large 16 64, ml1m-large 32 128, ml1m-large 64 256,
+  ml1m-f16 16 64, ml1m-int8 16 64"}
+IFS=',' read -ra LIST <<<"$(echo $CONFIGS)"
+for entry in "${LIST[@]}"; do
+    read -r bundle beams cand <<<"$entry"
+    n=$((cand < 10 ? cand : 10))
+    args=(--bundle "models/$bundle" --beams "$beams" --candidates "$cand" --results "$n" --data "$DATA")
+    for dev in cpu gpu; do
+        "$BIN" bench "${args[@]}" --device "$dev" --requests "$REQUESTS" --json \
+            --dump "$OUT/top_${dev}.txt" >>"$OUT/runs.jsonl" || bad=1
     done
+    same=$(paste -d'|' "$OUT/top_cpu.txt" "$OUT/top_gpu.txt" | awk -F'|' '$1==$2' | wc -l)
+    echo "$bundle K'=$beams K+=$cand N=$n: $same/$REQUESTS top-$n lists identical (GPU vs CPU)"
+    echo "{\"check\": \"$bundle:$beams:$cand\", \"identical\": $same, \"of\": $REQUESTS}" >>"$OUT/runs.jsonl"
 done
 
 python3 - "$OUT" <<'EOF'
@@ -74,17 +76,17 @@ for line in open(f"{out}/runs.jsonl"):
         continue
     c = d["config"]
     runs[(d["bundle"], c["beams"], c["candidates"], d["device"])] = d
-rows = ["| bundle | K' | K+ | N | CPU p50 ms | GPU p50 ms | GPU p99 ms | CPU/GPU (p50) | identical top-N | GPU steady RSS MiB | bundle MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|"]
+rows = ["| bundle | K' | K+ | N | CPU p50 ms | GPU p50 ms | GPU p99 ms | CPU/GPU (p50) | identical top-N | GPU steady RSS MiB | GPU model heap KiB | bundle MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 adapter = None
-for (b, k, kp, dev), d in sorted(runs.items()):
+for (b, k, kp, dev), d in sorted(runs.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], kv[0][3])):
     if dev != "Gpu":
         continue
     cpu = runs.get((b, k, kp, "Cpu"))
     adapter = d.get("gpu_adapter")
     same = checks.get(f"{b}:{k}:{kp}", (0, 0))
     rows.append(f"| {b} | {k} | {kp} | {d['config']['results']} | {cpu['p50_ms']:.3f} | {d['p50_ms']:.3f} | {d['p99_ms']:.3f} | "
-                f"{cpu['p50_ms'] / d['p50_ms']:.2f}x | {same[0]}/{same[1]} | {d['steady_rss_kib'] / 1024:.1f} | {d['bundle_kib'] / 1024:.1f} |")
+                f"{cpu['p50_ms'] / d['p50_ms']:.2f}x | {same[0]}/{same[1]} | {d['steady_rss_kib'] / 1024:.1f} | {d.get('model_heap_kib', '-')} | {d['bundle_kib'] / 1024:.1f} |")
 text = f"GPU adapter: {adapter}\n\n" + "\n".join(rows) + "\n"
 open(f"{out}/summary.md", "w").write(text)
 print(text)

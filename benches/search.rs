@@ -3,6 +3,8 @@
 //!   model cost cannot hide a regression in the beam tables, top-k or trie walk;
 //! - `cpu_request/*`: whole requests on the default bundle through tract (the anchor for
 //!   the bookkeeping numbers: bookkeeping / request is the search's share);
+//! - `gpu_request/*`: the same through the GPU backend, when built with `--features gpu`
+//!   and an adapter exists;
 //! - `cold_start`: open bundle -> load model -> session -> first recommendation.
 //! Run: `cargo bench --bench search`.
 
@@ -108,18 +110,13 @@ fn bench(c: &mut Criterion) {
     }
     g.finish();
     let model = Model::load(&bundle, Device::Cpu).unwrap();
-    let mut g = c.benchmark_group("cpu_request");
-    for (name, cfg) in configs() {
-        let mut s = model.session(cfg).unwrap();
-        let mut i = 0;
-        g.bench_function(BenchmarkId::from_parameter(&name), |b| {
-            b.iter(|| {
-                i = (i + 1) % hs.len();
-                s.recommend(&hs[i]).unwrap().len()
-            })
-        });
+    requests(c, "cpu_request", &model, &hs);
+    // the GPU backend's whole requests, where an adapter exists (on lavapipe these time
+    // a software rasterizer: read them only on a real GPU)
+    match Model::load(&bundle, Device::Gpu) {
+        Ok(gpu) => requests(c, "gpu_request", &gpu, &hs),
+        Err(e) => eprintln!("gpu_request skipped: {e}"),
     }
-    g.finish();
     let mut g = c.benchmark_group("cold_start");
     g.sample_size(10);
     g.bench_function("open_load_session_first_request", |b| {
@@ -130,6 +127,22 @@ fn bench(c: &mut Criterion) {
             s.recommend(&hs[0]).unwrap().len()
         })
     });
+    g.finish();
+}
+
+/// Whole requests of `model` for every config, one group.
+fn requests(c: &mut Criterion, group: &str, model: &Model, hs: &[Vec<u32>]) {
+    let mut g = c.benchmark_group(group);
+    for (name, cfg) in configs() {
+        let mut s = model.session(cfg).unwrap();
+        let mut i = 0;
+        g.bench_function(BenchmarkId::from_parameter(&name), |b| {
+            b.iter(|| {
+                i = (i + 1) % hs.len();
+                s.recommend(&hs[i]).unwrap().len()
+            })
+        });
+    }
     g.finish();
 }
 
