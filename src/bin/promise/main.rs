@@ -4,31 +4,38 @@
 //! 2 bad command line; 3 the MovieLens-1M data for eval/bench is missing (with how to get it).
 
 mod data;
+#[cfg(feature = "cpu")]
+mod flops;
 mod sweep;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
 use promise_rt::{Bundle, Device, Model, OpenOptions, Recommendation, SearchConfig};
 
-/// Counts heap allocations so that `bench` can report allocations per request.
+/// Counts heap allocations (and the bytes live on the Rust heap) so that `bench` can report
+/// allocations per request and what a loaded model holds on the heap.
 struct Counting;
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
+static LIVE: AtomicI64 = AtomicI64::new(0);
+// SAFETY: forwards to the system allocator unchanged; only counts calls and bytes.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
+        LIVE.fetch_add(l.size() as i64, Ordering::Relaxed);
         unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size() as i64, Ordering::Relaxed);
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
+        LIVE.fetch_add(n as i64 - l.size() as i64, Ordering::Relaxed);
         unsafe { System.realloc(p, l, n) }
     }
 }
@@ -103,6 +110,11 @@ enum Cmd {
         /// to check them against the reference (benches/side_by_side.sh).
         #[arg(long)]
         dump: Option<PathBuf>,
+        /// Also report multiply-adds per request and achieved/peak against this machine's
+        /// single-core matmul rate (reads benches/data/matmul_128x256x256.onnx from the
+        /// current directory).
+        #[arg(long)]
+        flops: bool,
     },
 }
 
@@ -232,7 +244,8 @@ fn main() {
             requests,
             json,
             dump,
-        } => bench(&common, &data, requests, json, dump),
+            flops,
+        } => bench(&common, &data, requests, json, dump, flops),
     };
     match res {
         Ok(()) => {}
@@ -512,6 +525,29 @@ impl LatencyHistogram {
     }
 }
 
+fn cfg_of(s: &promise_rt::Session) -> SearchConfig {
+    *s.config()
+}
+
+/// The floor figures for `bench --flops` (JSON object).
+#[cfg(feature = "cpu")]
+fn floor(model: &Model, cfg: &SearchConfig, p50_ms: f64) -> Result<serde_json::Value, Failure> {
+    let macs = flops::per_request(model.bundle().manifest(), cfg);
+    let peak = flops::peak_gmacs(std::path::Path::new("."))?;
+    let achieved = macs.graph as f64 / (p50_ms * 1e-3) / 1e9;
+    Ok(
+        serde_json::json!({"graph_macs": macs.graph, "minimal_macs": macs.minimal,
+        "peak_gmacs": peak, "achieved_gmacs": achieved, "achieved_over_peak": achieved / peak,
+        "floor_ms": macs.minimal as f64 / (peak * 1e9) * 1e3}),
+    )
+}
+#[cfg(not(feature = "cpu"))]
+fn floor(_: &Model, _: &SearchConfig, _: f64) -> Result<serde_json::Value, Failure> {
+    Err(Failure::Other(anyhow::anyhow!(
+        "--flops needs the cpu feature (tract)"
+    )))
+}
+
 fn rss_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -529,6 +565,7 @@ fn bench(
     requests: usize,
     json: bool,
     dump: Option<PathBuf>,
+    flops: bool,
 ) -> Result<(), Failure> {
     if requests == 0 {
         return Err(Failure::Other(anyhow::anyhow!(
@@ -540,7 +577,9 @@ fn bench(
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let rss0 = rss_kib("VmRSS:");
     let t_load = Instant::now();
+    let heap0 = LIVE.load(Ordering::Relaxed);
     let model = c.load()?;
+    let model_heap_kib = (LIVE.load(Ordering::Relaxed) - heap0) / 1024;
     let mut session = model.session(c.config())?;
     let load_ms = t_load.elapsed().as_secs_f64() * 1e3;
     let rows = ds.split("test");
@@ -588,14 +627,19 @@ fn bench(
                 .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
         }
     }
+    let floor = if flops {
+        Some(floor(&model, &cfg_of(&session), p50)?)
+    } else {
+        None
+    };
     if json {
         println!(
             "{}",
-            serde_json::json!({"bundle": model.bundle().manifest().name, "device": format!("{:?}", model.device()),
+            serde_json::json!({"bundle": model.bundle().manifest().name, "device": format!("{:?}", model.device()), "floor": floor,
             "config": cfg_json(session.config()), "requests": requests, "p50_ms": p50, "p99_ms": p99, "requests_per_s": rps,
             "load_ms": load_ms, "peak_rss_kib": peak, "steady_rss_kib": steady, "rss_before_load_kib": rss0,
             "bundle_kib": bundle_kib, "allocs_per_request": allocs, "gpu_adapter": model.gpu_adapter(), "rss_after_warmup_kib": rss_warm,
-            "rss_growth_kib": growth, "rss_trace_kib": rss_trace})
+            "rss_growth_kib": growth, "model_heap_kib": model_heap_kib, "rss_trace_kib": rss_trace})
         );
     } else {
         println!(
@@ -610,9 +654,21 @@ fn bench(
         println!("{requests} requests over real test-split histories (1 thread)");
         println!("latency p50 {p50:.3} ms  p99 {p99:.3} ms  throughput {rps:.0} requests/s");
         println!("load + session {load_ms:.0} ms; RSS before load {rss0} KiB (evaluation data included), steady {steady} KiB, peak since load {peak} KiB; bundle files {bundle_kib} KiB");
+        println!("Rust heap held by the loaded model: {model_heap_kib} KiB (bundle files {bundle_kib} KiB; driver memory not included)");
         println!("RSS growth over the timed requests: {growth} KiB (after warm-up {rss_warm} KiB)");
         println!("RSS at each tenth of the run (KiB): {rss_trace:?}");
         println!("heap allocations per request: {allocs:.1} (all in the backend's forward passes; the search itself makes none)");
+        if let Some(f) = floor {
+            println!(
+                "multiply-adds per request: {:.2} M as the CPU graphs run them, {:.2} M minimal; at p50 that is {:.2} GMAC/s = {:.1}% of this core's matmul peak {:.2} GMAC/s (tract, 128x256x256 f32); the minimal work at peak would take {:.3} ms",
+                f["graph_macs"].as_f64().unwrap_or(0.0) / 1e6,
+                f["minimal_macs"].as_f64().unwrap_or(0.0) / 1e6,
+                f["achieved_gmacs"].as_f64().unwrap_or(0.0),
+                f["achieved_over_peak"].as_f64().unwrap_or(0.0) * 100.0,
+                f["peak_gmacs"].as_f64().unwrap_or(0.0),
+                f["floor_ms"].as_f64().unwrap_or(0.0)
+            );
+        }
     }
     Ok(())
 }

@@ -177,7 +177,7 @@ fn plot(rows: &[Row], path: &Path, by_latency: bool) -> Result<()> {
             if pts.is_empty() {
                 continue;
             }
-            pts.sort_by(|a, b| a.2.cmp(&b.2));
+            pts.sort_by_key(|p| p.2);
             let color = palette[mi % 2][ci];
             let style = ShapeStyle::from(&color).stroke_width(if ci == 0 { 3 } else { 2 });
             chart
