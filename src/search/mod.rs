@@ -302,7 +302,14 @@ impl Searcher {
                         }
                     }
                     let code = catalog.node_code(child) as usize;
-                    let cum = b.cum + self.log_probs[i * c + code];
+                    let lp = self.log_probs[i * c + code];
+                    if !lp.is_finite() {
+                        return Err(err!(
+                            Backend,
+                            "the decoder gave a non-finite log-probability ({lp}) at level {level} for code {code}: the model's weights or the backend are broken"
+                        ));
+                    }
+                    let cum = b.cum + lp;
                     self.pool.push(Scored {
                         node: child,
                         parent: i as u32,
@@ -318,6 +325,12 @@ impl Searcher {
                     *dst = s.node as i64;
                 }
                 scorer.score(&self.nodes[..m], &mut self.prm_scores[..m])?;
+                if let Some(p) = self.prm_scores[..m].iter().find(|p| !p.is_finite()) {
+                    return Err(err!(
+                        Backend,
+                        "the PRM gave a non-finite score ({p}) at level {level}: the model's weights or the backend are broken"
+                    ));
+                }
                 for (s, &p) in self.pool.iter_mut().zip(&self.prm_scores[..m]) {
                     s.key = if cfg.mix == 0.0 {
                         p

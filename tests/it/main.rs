@@ -8,5 +8,6 @@ mod errors;
 mod ffi;
 mod golden;
 mod gpu;
+mod matrix;
 mod search_props;
 mod util;
