@@ -13,10 +13,31 @@ use std::sync::{Arc, Mutex};
 use tract_onnx::prelude::*;
 
 use crate::bundle::{Bundle, Manifest};
-use crate::error::{err, Error, Result};
+use crate::error::{err, Error, ErrorCode, Result};
 use crate::search::{Scorer, SearchConfig};
 
 type Plan = Arc<TypedRunnableModel>;
+
+/// tract can panic on a malformed graph instead of returning an error (the `bundle` fuzz
+/// target found one: a mutated Unsqueeze axis makes its shape inference index past a
+/// SmallVec). A library inside someone else's app must not take the app down, so every
+/// call into tract runs under `catch_unwind`, and a panic becomes an error with `code`.
+fn contain<T>(code: ErrorCode, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let why = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(Error::new(
+                code,
+                format!("tract panicked while trying to {what} ({why}): the graph is malformed"),
+            ))
+        }
+    }
+}
 
 fn tract_err(what: &str) -> impl Fn(TractError) -> Error + '_ {
     move |e| err!(Backend, "tract failed to {what}: {e:#}")
@@ -35,16 +56,18 @@ impl CpuModel {
     pub fn load(bundle: &Bundle) -> Result<CpuModel> {
         let m = bundle.manifest().clone();
         let parse = |bytes: &[u8], role: &str| -> Result<InferenceModel> {
-            tract_onnx::onnx()
-                .model_for_read(&mut &bytes[..])
-                .map_err(|e| err!(Graph, "tract cannot read the {role} graph: {e:#}"))
+            contain(ErrorCode::Graph, &format!("read the {role} graph"), || {
+                tract_onnx::onnx()
+                    .model_for_read(&mut &bytes[..])
+                    .map_err(|e| err!(Graph, "tract cannot read the {role} graph: {e:#}"))
+            })
         };
         let enc = parse(&bundle.encoder().bytes, "encoder")?;
         let decoder = parse(&bundle.decoder().bytes, "decoder")?;
         let prm = parse(&bundle.prm().bytes, "prm")?;
         let (h, l) = (m.history, m.levels);
-        let encoder = enc
-            .with_input_fact(
+        let encoder = contain(ErrorCode::Graph, "optimize the encoder", || {
+            enc.with_input_fact(
                 0,
                 InferenceFact::dt_shape(i64::datum_type(), tvec![1, h, l]),
             )
@@ -53,7 +76,8 @@ impl CpuModel {
             })
             .and_then(|g| g.into_optimized())
             .and_then(|g| g.into_runnable())
-            .map_err(tract_err("optimize the encoder"))?;
+            .map_err(tract_err("optimize the encoder"))
+        })?;
         Ok(CpuModel {
             manifest: m,
             encoder,
@@ -80,19 +104,22 @@ impl CpuModel {
         } else {
             tvec![rows]
         };
-        let plan = base
-            .clone()
-            .with_input_fact(
-                0,
-                InferenceFact::dt_shape(f32::datum_type(), tvec![1, h, d]),
-            )
-            .and_then(|g| {
-                g.with_input_fact(1, InferenceFact::dt_shape(f32::datum_type(), tvec![1, h]))
-            })
-            .and_then(|g| g.with_input_fact(2, InferenceFact::dt_shape(i64::datum_type(), last)))
-            .and_then(|g| g.into_optimized())
-            .and_then(|g| g.into_runnable())
-            .map_err(tract_err("optimize a plan"))?;
+        let plan = contain(ErrorCode::Graph, &format!("optimize the {role}"), || {
+            base.clone()
+                .with_input_fact(
+                    0,
+                    InferenceFact::dt_shape(f32::datum_type(), tvec![1, h, d]),
+                )
+                .and_then(|g| {
+                    g.with_input_fact(1, InferenceFact::dt_shape(f32::datum_type(), tvec![1, h]))
+                })
+                .and_then(|g| {
+                    g.with_input_fact(2, InferenceFact::dt_shape(i64::datum_type(), last))
+                })
+                .and_then(|g| g.into_optimized())
+                .and_then(|g| g.into_runnable())
+                .map_err(tract_err("optimize a plan"))
+        })?;
         cache.insert((role, rows), plan.clone());
         Ok(plan)
     }
@@ -167,10 +194,12 @@ impl Scorer for CpuSession {
             Tensor::from_shape(&[1, h, l], codes).map_err(tract_err("build the history tensor"))?;
         let mask = Tensor::from_shape(&[1, h], mask).map_err(tract_err("build the mask tensor"))?;
         let mask: TValue = mask.into_tvalue();
-        let mut out = self
-            .encoder
-            .run(tvec![codes.into_tvalue(), mask.clone()])
-            .map_err(tract_err("run the encoder"))?;
+        let inputs = tvec![codes.into_tvalue(), mask.clone()];
+        let mut out = contain(ErrorCode::Backend, "run the encoder", || {
+            self.encoder
+                .run(inputs)
+                .map_err(tract_err("run the encoder"))
+        })?;
         self.memory = Some(out.remove(0));
         self.mask = Some(mask);
         Ok(())
@@ -190,9 +219,10 @@ impl Scorer for CpuSession {
         buf[..k * w].copy_from_slice(&prefixes[..k * w]);
         let t =
             Tensor::from_shape(&[rows, w], buf).map_err(tract_err("build the prefix tensor"))?;
-        let res = state
-            .run(tvec![memory, mask, t.into_tvalue()])
-            .map_err(tract_err("run the decoder"))?;
+        let inputs = tvec![memory, mask, t.into_tvalue()];
+        let res = contain(ErrorCode::Backend, "run the decoder", || {
+            state.run(inputs).map_err(tract_err("run the decoder"))
+        })?;
         let lp = res[0]
             .try_as_plain_ram()
             .and_then(|v| v.as_slice::<f32>())
@@ -223,9 +253,10 @@ impl Scorer for CpuSession {
         buf.fill(0);
         buf[..m].copy_from_slice(nodes);
         let t = Tensor::from_shape(&[rows], buf).map_err(tract_err("build the node tensor"))?;
-        let res = state
-            .run(tvec![memory, mask, t.into_tvalue()])
-            .map_err(tract_err("run the prm"))?;
+        let inputs = tvec![memory, mask, t.into_tvalue()];
+        let res = contain(ErrorCode::Backend, "run the prm", || {
+            state.run(inputs).map_err(tract_err("run the prm"))
+        })?;
         let s = res[0]
             .try_as_plain_ram()
             .and_then(|v| v.as_slice::<f32>())

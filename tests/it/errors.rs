@@ -415,3 +415,27 @@ fn in_memory_open_survives_the_files_being_replaced() {
     assert_eq!(a.recommend(&[1, 2, 3]).unwrap(), &before[..]);
     assert_eq!(b.recommend(&[1, 2, 3]).unwrap(), &before[..]);
 }
+
+/// Regression test for the `bundle` fuzz target's first crash
+/// (tests/fuzz/corpus/bundle/regression-tract-unsqueeze-panic): xor-ing 4 bytes of the
+/// decoder graph made tract panic inside its shape inference. Now a Graph error.
+#[test]
+fn a_graph_that_makes_tract_panic_is_an_error() {
+    let d = copy_bundle(&tiny());
+    let p = d.path().join("decoder.onnx");
+    let mut b = fs::read(&p).unwrap();
+    let at = u32::from_le_bytes([0x20, 0x02, 0x01, 0x00]) as usize % b.len();
+    for (x, m) in b[at..].iter_mut().zip([0x00u8, 0x01, 0x27, 0x80]) {
+        *x ^= m;
+    }
+    fs::write(&p, &b).unwrap();
+    let bundle = Bundle::open(d.path()).expect("sizes and I/O still check out");
+    let e = Model::load(&bundle, Device::Cpu)
+        .and_then(|m| m.session(SearchConfig::default()).map(|_| ()))
+        .expect_err("a malformed graph must be rejected");
+    assert_eq!(e.code(), ErrorCode::Graph, "{e}");
+    assert!(
+        e.to_string().contains("decoder") && e.to_string().contains("panicked"),
+        "{e}"
+    );
+}
