@@ -1,0 +1,93 @@
+//! open -> recommend on mutated whole bundles: the tiny bundle with one of its five files
+//! patched (bytes overwritten, bits flipped, or the file cut short), opened and, if that
+//! succeeds, loaded on the CPU backend and asked for recommendations. Property: every
+//! step either returns an error or gives valid output (items of the catalogue, distinct,
+//! not in the history, finite scores); nothing panics.
+//!
+//! Input: [file, mode, offset u32 LE, payload...]; file = manifest, encoder, decoder, prm,
+//! catalog (mod 5); mode 0 overwrite with payload, 1 xor with payload, 2 truncate.
+#![no_main]
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use libfuzzer_sys::fuzz_target;
+use promise_rt::{Bundle, Device, Model, SearchConfig};
+
+const FILES: [&str; 5] = [
+    "manifest.json",
+    "encoder.onnx",
+    "decoder.onnx",
+    "prm.onnx",
+    "catalog.bin",
+];
+
+fn base() -> &'static Vec<Vec<u8>> {
+    static B: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    B.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/tiny");
+        FILES
+            .iter()
+            .map(|f| std::fs::read(dir.join(f)).expect("the tiny bundle"))
+            .collect()
+    })
+}
+
+fn scratch() -> &'static PathBuf {
+    static D: OnceLock<PathBuf> = OnceLock::new();
+    D.get_or_init(|| {
+        let d = std::env::temp_dir().join(format!("promise-fuzz-bundle-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("scratch dir");
+        d
+    })
+}
+
+fuzz_target!(
+    init: {
+        // libfuzzer-sys aborts in its panic hook, before the runtime's catch_unwind around
+        // tract can turn a tract panic into an error; print instead. A panic that escapes
+        // the runtime still aborts: libfuzzer-sys catches it around this closure.
+        std::panic::set_hook(Box::new(|info| eprintln!("{info}")));
+    },
+    |data: &[u8]| {
+    if data.len() < 6 {
+        return;
+    }
+    let which = data[0] as usize % FILES.len();
+    let mode = data[1] % 3;
+    let payload = &data[6..];
+    let dir = scratch();
+    for (i, (name, bytes)) in FILES.iter().zip(base()).enumerate() {
+        let mut b = bytes.clone();
+        if i == which && !b.is_empty() {
+            let at = u32::from_le_bytes([data[2], data[3], data[4], data[5]]) as usize % b.len();
+            match mode {
+                0 => {
+                    let n = payload.len().min(b.len() - at);
+                    b[at..at + n].copy_from_slice(&payload[..n]);
+                }
+                1 => {
+                    for (x, p) in b[at..].iter_mut().zip(payload) {
+                        *x ^= p;
+                    }
+                }
+                _ => b.truncate(at),
+            }
+        }
+        std::fs::write(dir.join(name), &b).expect("write scratch bundle");
+    }
+    let Ok(bundle) = Bundle::open(dir) else { return };
+    let Ok(model) = Model::load(&bundle, Device::Cpu) else { return };
+    let cfg = SearchConfig { beams: 2, candidates: 4, results: 3, prm: true, mix: 0.5 };
+    let Ok(mut session) = model.session(cfg) else { return };
+    let n_items = bundle.catalog().num_items() as u32;
+    let history = [0u32, 1, 2];
+    if let Ok(recs) = session.recommend(&history) {
+        assert!(recs.len() <= 3);
+        for (i, r) in recs.iter().enumerate() {
+            assert!(r.item < n_items, "item {} out of the catalogue", r.item);
+            assert!(!history.contains(&r.item), "a seen item was recommended");
+            assert!(r.score.is_finite(), "non-finite score {}", r.score);
+            assert!(recs[..i].iter().all(|o| o.item != r.item), "duplicate item");
+        }
+    }
+});
