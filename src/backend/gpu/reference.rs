@@ -147,3 +147,44 @@ pub fn log_softmax(x: &[f32], rows: usize, n: usize, cb: usize) -> Vec<f32> {
     }
     out
 }
+
+/// `embed_dec`: token t of beam b (row b * tq + t) = BOS (t = 0) or the beam's level-(t-1)
+/// code embedding `table[ids[b * k + t - 1]] * row_scale[id]`, plus `pos[t] * pos_scale`.
+#[allow(clippy::too_many_arguments)]
+pub fn embed_dec(
+    table: &[f32],
+    row_scale: &[f32],
+    (bos, bos_scale): (&[f32], &[f32]),
+    (pos, pos_scale): (&[f32], &[f32]),
+    ids: &[i32],
+    beams: usize,
+    tq: usize,
+    k: usize,
+    n: usize,
+) -> Vec<f32> {
+    let mut out = vec![0.0; beams * tq * n];
+    for b in 0..beams {
+        for t in 0..tq {
+            for j in 0..n {
+                let tok = if t == 0 {
+                    bos[j] * bos_scale[j]
+                } else {
+                    let id = ids[b * k + t - 1] as usize;
+                    table[id * n + j] * row_scale[id]
+                };
+                out[(b * tq + t) * n + j] = tok + pos[t * n + j] * pos_scale[j];
+            }
+        }
+    }
+    out
+}
+
+/// `embed_prm`: row r = `table[ids[r]] * row_scale[id]`.
+pub fn embed_prm(table: &[f32], row_scale: &[f32], ids: &[i32], n: usize) -> Vec<f32> {
+    ids.iter()
+        .flat_map(|&id| {
+            let id = id as usize;
+            (0..n).map(move |j| table[id * n + j] * row_scale[id])
+        })
+        .collect()
+}

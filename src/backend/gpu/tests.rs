@@ -559,6 +559,84 @@ fn embed_matches_reference() {
             &want,
             EMBED_TOL,
         );
+
+        // decoder tokens: 5 beams (3 live) x 3 tokens, BOS + code embeddings + positions
+        let (beams, tq, k) = (5usize, 3usize, l - 1);
+        let bos = rng.vec(d);
+        let (bw, bs) = ar.weight(&bos, 1, d, false);
+        let dpos = rng.vec(l * d);
+        let (dw, ds) = ar.weight(&dpos, l, d, false);
+        let mut ints = vec![3i32]; // live beams
+        let pids: Vec<i32> = (0..beams * k)
+            .map(|i| (rng.below(c) + (i % k) * c) as i32)
+            .collect();
+        ints.extend_from_slice(&pids);
+        let mut act = vec![-7.0; beams * tq * d];
+        let p = Params {
+            rows: (beams * tq) as u32,
+            live: 0,
+            live_mul: tq as u32,
+            n: d as u32,
+            k: k as u32,
+            ldo: d as u32,
+            w0: tw.off,
+            s0: tw.scale,
+            ss0: tw.stride,
+            w1: bw.off,
+            s1: bw.scale,
+            ss1: bw.stride,
+            w2: dw.off,
+            s2: dw.scale,
+            ss2: dw.stride,
+            tq: tq as u32,
+            i0: 1,
+            ..Params::default()
+        };
+        let groups = [1, (beams * tq) as u32, 1];
+        rig.run(Kernel::EmbedDec, p, groups, &ar, &mut act, &ints);
+        let mut want = r::embed_dec(
+            &ts.values,
+            &ts.scales,
+            (&bs.values, &bs.scales),
+            (&ds.values, &ds.scales),
+            &pids,
+            beams,
+            tq,
+            k,
+            d,
+        );
+        want[3 * tq * d..].fill(-7.0); // beams past the live count are not written
+        assert_close(
+            &format!("embed_dec {:?}", rig.gpu.variant),
+            &act,
+            &want,
+            EMBED_TOL,
+        );
+
+        // PRM queries: node embeddings of 6 nodes (table shared with the codes above)
+        let nids: Vec<i32> = (0..6).map(|_| rng.below(l * c) as i32).collect();
+        let mut ints = vec![0i32, 6];
+        ints.extend_from_slice(&nids);
+        let mut act = vec![0.0; 6 * d];
+        let p = Params {
+            rows: 6,
+            live: 1,
+            n: d as u32,
+            ldo: d as u32,
+            w0: tw.off,
+            s0: tw.scale,
+            ss0: tw.stride,
+            i0: 2,
+            ..Params::default()
+        };
+        rig.run(Kernel::EmbedPrm, p, [1, 6, 1], &ar, &mut act, &ints);
+        let want = r::embed_prm(&ts.values, &ts.scales, &nids, d);
+        assert_close(
+            &format!("embed_prm {:?}", rig.gpu.variant),
+            &act,
+            &want,
+            EMBED_TOL,
+        );
     }
 }
 
