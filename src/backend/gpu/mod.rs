@@ -5,7 +5,7 @@
 //! two GPU buffers (`wts`: every rank >= 2 weight in the bundle's own format, f32 / f16 /
 //! int8; `aux`: norm gains, biases and int8 scales as f32) through buffers mapped at
 //! creation, so the host never holds a second copy. One shader module is specialised for
-//! the format and for the adapter's SHADER_F16 / SUBGROUP support, and its 7 pipelines are
+//! the format and for the adapter's SHADER_F16 / SUBGROUP support, and its 6 pipelines are
 //! built once.
 //!
 //! Session: one activation arena, one id buffer, the parameter blocks of every dispatch
@@ -27,7 +27,7 @@ mod reference;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use bytemuck::{Pod, Zeroable};
@@ -127,7 +127,7 @@ const RELU: u32 = 1;
 const ACCUMULATE: u32 = 2;
 const BIAS: u32 = 4;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kernel {
     EmbedEnc,
     EmbedDec,
@@ -137,14 +137,31 @@ enum Kernel {
     LogSoftmax,
 }
 
-const KERNELS: [(Kernel, &str); 6] = [
-    (Kernel::EmbedEnc, "embed_enc"),
-    (Kernel::EmbedDec, "embed_dec"),
-    (Kernel::EmbedPrm, "embed_prm"),
-    (Kernel::Matmul, "matmul"),
-    (Kernel::Attention, "attention"),
-    (Kernel::LogSoftmax, "log_softmax"),
-];
+impl Kernel {
+    /// Every kernel, in the order of `Kernel as usize` (the index into the pipelines).
+    const ALL: [Kernel; 6] = [
+        Kernel::EmbedEnc,
+        Kernel::EmbedDec,
+        Kernel::EmbedPrm,
+        Kernel::Matmul,
+        Kernel::Attention,
+        Kernel::LogSoftmax,
+    ];
+    /// Its entry point in kernels.wgsl.
+    fn entry(self) -> &'static str {
+        match self {
+            Kernel::EmbedEnc => "embed_enc",
+            Kernel::EmbedDec => "embed_dec",
+            Kernel::EmbedPrm => "embed_prm",
+            Kernel::Matmul => "matmul",
+            Kernel::Attention => "attention",
+            Kernel::LogSoftmax => "log_softmax",
+        }
+    }
+}
+
+/// One compute pipeline per [`Kernel`], indexed by `Kernel as usize`.
+type Pipelines = Vec<wgpu::ComputePipeline>;
 
 /// A weight in the arenas: first element, and where its scales are (stride 0 and the
 /// constant 1.0 at aux[0] for unscaled formats).
@@ -395,10 +412,10 @@ fn upload(gpu: &Gpu, bundle: &Bundle) -> Result<(wgpu::Buffer, wgpu::Buffer, Wei
         at: usize, // byte offset (wts) or f32 index (aux)
     }
     let mut places: Vec<Place> = Vec::new();
-    let mut seen: HashMap<&str, ()> = HashMap::new();
+    let mut seen: HashSet<&str> = HashSet::new();
     for (gi, g) in graphs.iter().enumerate() {
         for init in &g.index.initializers {
-            if seen.insert(&init.name, ()).is_some() {
+            if !seen.insert(&init.name) {
                 continue; // the same weight in two graphs: one copy
             }
             if !init.raw {
@@ -526,7 +543,7 @@ struct Shared {
     weights: Weights,
     model_bg: wgpu::BindGroup,
     session_layout: wgpu::BindGroupLayout,
-    pipelines: HashMap<Kernel, wgpu::ComputePipeline>,
+    pipelines: Pipelines,
     _wts: wgpu::Buffer,
     _aux: wgpu::Buffer,
 }
@@ -644,7 +661,7 @@ fn build_pipelines(
     gpu: &Gpu,
     model_layout: &wgpu::BindGroupLayout,
     session_layout: &wgpu::BindGroupLayout,
-) -> Result<HashMap<Kernel, wgpu::ComputePipeline>> {
+) -> Result<Pipelines> {
     let device = &gpu.device;
     let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -656,18 +673,19 @@ fn build_pipelines(
         bind_group_layouts: &[Some(model_layout), Some(session_layout)],
         immediate_size: 0,
     });
-    let mut out = HashMap::new();
-    for (k, entry) in KERNELS {
-        let p = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(entry),
-            layout: Some(&layout),
-            module: &module,
-            entry_point: Some(entry),
-            compilation_options: Default::default(),
-            cache: None,
-        });
-        out.insert(k, p);
-    }
+    let out: Pipelines = Kernel::ALL
+        .iter()
+        .map(|k| {
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(k.entry()),
+                layout: Some(&layout),
+                module: &module,
+                entry_point: Some(k.entry()),
+                compilation_options: Default::default(),
+                cache: None,
+            })
+        })
+        .collect();
     if let Some(e) = pollster::block_on(scope.pop()) {
         return Err(err!(
             Backend,
@@ -1255,7 +1273,7 @@ impl GpuSession {
     fn record(&self, pass: &mut wgpu::ComputePass<'_>, steps: &[Step]) {
         pass.set_bind_group(0, &self.s.model_bg, &[]);
         for st in steps {
-            pass.set_pipeline(&self.s.pipelines[&st.kernel]);
+            pass.set_pipeline(&self.s.pipelines[st.kernel as usize]);
             pass.set_bind_group(1, &self.bg, &[st.params * PARAMS_STRIDE as u32]);
             pass.dispatch_workgroups(st.groups[0], st.groups[1], st.groups[2]);
         }
@@ -1438,10 +1456,4 @@ impl std::fmt::Debug for GpuModel {
             .field("variant", &self.variant())
             .finish()
     }
-}
-
-#[allow(dead_code)]
-fn _assert_send_sync() {
-    fn is<T: Send + Sync>() {}
-    is::<GpuModel>();
 }

@@ -132,7 +132,7 @@ struct Rig {
     gpu: Gpu,
     model_layout: wgpu::BindGroupLayout,
     session_layout: wgpu::BindGroupLayout,
-    pipelines: HashMap<Kernel, wgpu::ComputePipeline>,
+    pipelines: Pipelines,
 }
 
 fn rig(numeric: Numeric, shader_f16: bool, subgroups: bool) -> Option<Rig> {
@@ -240,7 +240,7 @@ impl Rig {
         let mut enc = d.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
-            pass.set_pipeline(&self.pipelines[&kernel]);
+            pass.set_pipeline(&self.pipelines[kernel as usize]);
             pass.set_bind_group(0, &mbg, &[]);
             pass.set_bind_group(1, &sbg, &[0]);
             pass.dispatch_workgroups(groups[0], groups[1], groups[2]);

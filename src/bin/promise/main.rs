@@ -525,24 +525,33 @@ impl LatencyHistogram {
     }
 }
 
-fn cfg_of(s: &promise_rt::Session) -> SearchConfig {
-    *s.config()
+/// The floor figures for `bench --flops`.
+#[derive(serde::Serialize)]
+struct Floor {
+    graph_macs: u64,
+    minimal_macs: u64,
+    peak_gmacs: f64,
+    achieved_gmacs: f64,
+    achieved_over_peak: f64,
+    floor_ms: f64,
 }
 
-/// The floor figures for `bench --flops` (JSON object).
 #[cfg(feature = "cpu")]
-fn floor(model: &Model, cfg: &SearchConfig, p50_ms: f64) -> Result<serde_json::Value, Failure> {
+fn floor(model: &Model, cfg: &SearchConfig, p50_ms: f64) -> Result<Floor, Failure> {
     let macs = flops::per_request(model.bundle().manifest(), cfg);
     let peak = flops::peak_gmacs(std::path::Path::new("."))?;
     let achieved = macs.graph as f64 / (p50_ms * 1e-3) / 1e9;
-    Ok(
-        serde_json::json!({"graph_macs": macs.graph, "minimal_macs": macs.minimal,
-        "peak_gmacs": peak, "achieved_gmacs": achieved, "achieved_over_peak": achieved / peak,
-        "floor_ms": macs.minimal as f64 / (peak * 1e9) * 1e3}),
-    )
+    Ok(Floor {
+        graph_macs: macs.graph,
+        minimal_macs: macs.minimal,
+        peak_gmacs: peak,
+        achieved_gmacs: achieved,
+        achieved_over_peak: achieved / peak,
+        floor_ms: macs.minimal as f64 / (peak * 1e9) * 1e3,
+    })
 }
 #[cfg(not(feature = "cpu"))]
-fn floor(_: &Model, _: &SearchConfig, _: f64) -> Result<serde_json::Value, Failure> {
+fn floor(_: &Model, _: &SearchConfig, _: f64) -> Result<Floor, Failure> {
     Err(Failure::Other(anyhow::anyhow!(
         "--flops needs the cpu feature (tract)"
     )))
@@ -628,7 +637,7 @@ fn bench(
         }
     }
     let floor = if flops {
-        Some(floor(&model, &cfg_of(&session), p50)?)
+        Some(floor(&model, session.config(), p50)?)
     } else {
         None
     };
@@ -661,12 +670,12 @@ fn bench(
         if let Some(f) = floor {
             println!(
                 "multiply-adds per request: {:.2} M as the CPU graphs run them, {:.2} M minimal; at p50 that is {:.2} GMAC/s = {:.1}% of this core's matmul peak {:.2} GMAC/s (tract, 128x256x256 f32); the minimal work at peak would take {:.3} ms",
-                f["graph_macs"].as_f64().unwrap_or(0.0) / 1e6,
-                f["minimal_macs"].as_f64().unwrap_or(0.0) / 1e6,
-                f["achieved_gmacs"].as_f64().unwrap_or(0.0),
-                f["achieved_over_peak"].as_f64().unwrap_or(0.0) * 100.0,
-                f["peak_gmacs"].as_f64().unwrap_or(0.0),
-                f["floor_ms"].as_f64().unwrap_or(0.0)
+                f.graph_macs as f64 / 1e6,
+                f.minimal_macs as f64 / 1e6,
+                f.achieved_gmacs,
+                f.achieved_over_peak * 100.0,
+                f.peak_gmacs,
+                f.floor_ms
             );
         }
     }
