@@ -5,17 +5,10 @@ use std::fs;
 
 use promise_rt::{Bundle, Device, ErrorCode, Model, OpenOptions, SearchConfig};
 
-use crate::util::{copy_bundle, tiny};
+use crate::util::{copy_bundle, edit_manifest, poison_weight, rewrite, tiny};
 
 fn open_err(dir: &std::path::Path) -> promise_rt::Error {
     Bundle::open(dir).expect_err("the bundle must be rejected")
-}
-
-fn edit_manifest(dir: &std::path::Path, f: impl Fn(&mut serde_json::Value)) {
-    let p = dir.join("manifest.json");
-    let mut v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&p).unwrap()).unwrap();
-    f(&mut v);
-    fs::write(&p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
 }
 
 #[test]
@@ -146,18 +139,9 @@ fn checksum_mismatch_is_caught_on_request() {
 
 fn with_catalog(f: impl Fn(&mut Vec<u8>)) -> promise_rt::Error {
     let d = copy_bundle(&tiny());
-    let p = d.path().join("catalog.bin");
-    let mut b = fs::read(&p).unwrap();
+    let mut b = fs::read(d.path().join("catalog.bin")).unwrap();
     f(&mut b);
-    let len = b.len();
-    fs::write(&p, &b).unwrap();
-    edit_manifest(d.path(), |v| {
-        for f in v["files"].as_array_mut().unwrap() {
-            if f["name"] == "catalog.bin" {
-                f["bytes"] = len.into();
-            }
-        }
-    });
+    rewrite(d.path(), "catalog.bin", &b);
     open_err(d.path())
 }
 
@@ -230,50 +214,24 @@ fn catalog_problems() {
 fn graph_problems() {
     // truncated ONNX (size updated so only the graph parser can notice)
     let d = copy_bundle(&tiny());
-    let p = d.path().join("decoder.onnx");
-    let b = fs::read(&p).unwrap();
-    fs::write(&p, &b[..b.len() / 2]).unwrap();
-    let half = b.len() / 2;
-    edit_manifest(d.path(), |v| {
-        for f in v["files"].as_array_mut().unwrap() {
-            if f["name"] == "decoder.onnx" {
-                f["bytes"] = half.into();
-            }
-        }
-    });
+    let b = fs::read(d.path().join("decoder.onnx")).unwrap();
+    rewrite(d.path(), "decoder.onnx", &b[..b.len() / 2]);
     let e = open_err(d.path());
     assert_eq!(e.code(), ErrorCode::Graph, "{e}");
     // a graph swapped for another role
     let d = copy_bundle(&tiny());
-    fs::copy(d.path().join("encoder.onnx"), d.path().join("prm.onnx")).unwrap();
-    let len = fs::metadata(d.path().join("prm.onnx")).unwrap().len();
-    edit_manifest(d.path(), |v| {
-        for f in v["files"].as_array_mut().unwrap() {
-            if f["name"] == "prm.onnx" {
-                f["bytes"] = len.into();
-            }
-        }
-    });
+    let b = fs::read(d.path().join("encoder.onnx")).unwrap();
+    rewrite(d.path(), "prm.onnx", &b);
     let e = open_err(d.path());
     assert_eq!(e.code(), ErrorCode::Graph, "{e}");
     assert!(e.to_string().contains("prm graph"), "{e}");
     // a NaN weight
     let d = copy_bundle(&tiny());
-    let p = d.path().join("encoder.onnx");
-    let mut b = fs::read(&p).unwrap();
-    let idx = promise_rt::bundle::onnx::index(&b, "encoder").unwrap();
-    let w = idx
-        .initializers
-        .iter()
-        .find(|i| i.raw && i.dims.len() == 2)
-        .unwrap()
-        .clone();
-    b[w.offset..w.offset + 4].copy_from_slice(&f32::NAN.to_le_bytes());
-    fs::write(&p, &b).unwrap();
+    let name = poison_weight(d.path(), "encoder.onnx", f32::NAN);
     let e = open_err(d.path());
     assert_eq!(e.code(), ErrorCode::Graph, "{e}");
     assert!(
-        e.to_string().contains(&w.name) && e.to_string().contains("non-finite"),
+        e.to_string().contains(&name) && e.to_string().contains("non-finite"),
         "{e}"
     );
 }

@@ -13,47 +13,12 @@ use std::process::Command;
 use promise_rt::ffi::*;
 use promise_rt::{Bundle, Device, ErrorCode, Model, SearchConfig};
 
-use crate::util::{copy_bundle, tiny};
-
-fn edit_manifest(dir: &Path, f: impl Fn(&mut serde_json::Value)) {
-    let p = dir.join("manifest.json");
-    let mut v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&p).unwrap()).unwrap();
-    f(&mut v);
-    fs::write(&p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
-}
-
-/// Replace `file` by `bytes` and record its new size in the manifest, so that only the
-/// file's own parser can notice what is wrong with it.
-fn rewrite(dir: &Path, file: &str, bytes: &[u8]) {
-    fs::write(dir.join(file), bytes).unwrap();
-    let len = bytes.len();
-    edit_manifest(dir, |v| {
-        for f in v["files"].as_array_mut().unwrap() {
-            if f["name"] == file {
-                f["bytes"] = len.into();
-            }
-        }
-    });
-}
+use crate::util::{copy_bundle, edit_manifest, poison_weight, rewrite, tiny};
 
 fn patch(dir: &Path, file: &str, f: impl Fn(&mut Vec<u8>)) {
     let mut b = fs::read(dir.join(file)).unwrap();
     f(&mut b);
     rewrite(dir, file, &b);
-}
-
-/// Overwrite the first value of the first rank-2 weight of `file` with `v`.
-fn poison_weight(dir: &Path, file: &str, v: f32) {
-    patch(dir, file, |b| {
-        let idx = promise_rt::bundle::onnx::index(b, file).unwrap();
-        let w = idx
-            .initializers
-            .iter()
-            .find(|i| i.raw && i.dims.len() == 2)
-            .unwrap()
-            .clone();
-        b[w.offset..w.offset + 4].copy_from_slice(&v.to_le_bytes());
-    });
 }
 
 type Corrupt = Box<dyn Fn(&Path)>;
@@ -188,12 +153,16 @@ fn bundle_cases() -> Vec<(&'static str, Corrupt, ErrorCode)> {
         ),
         (
             "NaN weight",
-            Box::new(|d: &Path| poison_weight(d, "decoder.onnx", f32::NAN)),
+            Box::new(|d: &Path| {
+                poison_weight(d, "decoder.onnx", f32::NAN);
+            }),
             Graph,
         ),
         (
             "Inf weight",
-            Box::new(|d: &Path| poison_weight(d, "prm.onnx", f32::INFINITY)),
+            Box::new(|d: &Path| {
+                poison_weight(d, "prm.onnx", f32::INFINITY);
+            }),
             Graph,
         ),
     ]
