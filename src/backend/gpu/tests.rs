@@ -688,3 +688,21 @@ fn limits_and_lost_devices_have_their_own_codes() {
         .unwrap_err();
     assert_eq!(e.code(), crate::ErrorCode::DeviceLost, "{e}");
 }
+
+/// The dispatch counts the README quotes for the small model (2+2 layers): 14 for the
+/// encoder (with the memory's k/v for both decoder layers and the PRM), 19 per decoder
+/// level, 8 per PRM call: 14 + 3 * (19 + 8) = 95 per request.
+#[test]
+fn the_default_bundle_needs_95_dispatches_per_request() {
+    let bundle = Bundle::open(concat!(env!("CARGO_MANIFEST_DIR"), "/models/ml1m")).unwrap();
+    if rig(Numeric::F32, true, true).is_none() {
+        return;
+    }
+    let model = GpuModel::load(&bundle).expect("ml1m loads on the GPU");
+    let s = model.session(&SearchConfig::default()).unwrap();
+    let dec: Vec<usize> = s.plan.decoder.iter().map(|l| l.len()).collect();
+    assert_eq!(
+        (s.plan.encoder.len(), dec, s.plan.prm.len()),
+        (14, vec![19, 19, 19], 8)
+    );
+}
