@@ -1,15 +1,20 @@
 //! Criterion benches, named by what they time:
 //! - `search_bookkeeping/*`: the search alone against a fake scorer (pure arithmetic), so
 //!   model cost cannot hide a regression in the beam tables, top-k or trie walk;
-//! - `cpu_request/*`: whole requests on the default bundle through tract (the anchor for
-//!   the bookkeeping numbers: bookkeeping / request is the search's share);
+//! - `cpu_request/*`: whole requests on the default bundle on the CPU's fused engine (the
+//!   anchor for the bookkeeping numbers: bookkeeping / request is the search's share);
+//! - `cpu_tract_request/*`: the same through the tract engine (the ONNX graphs);
 //! - `gpu_request/*`: the same through the GPU backend, when built with `--features gpu`
 //!   and an adapter exists;
-//! - `cold_start`: open bundle -> load model -> session -> first recommendation.
+//! - `cold_start/*`: open bundle -> load model -> session -> first recommendation, per CPU
+//!   engine.
+//!
 //! Run: `cargo bench --bench search`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use promise_rt::{Bundle, Device, Error, Model, Scorer, SearchConfig, Searcher};
+use promise_rt::{
+    Bundle, CpuEngine, Device, Error, LoadOptions, Model, Scorer, SearchConfig, Searcher,
+};
 
 struct Fake {
     c: usize,
@@ -33,8 +38,8 @@ impl Scorer for Fake {
             for c in 0..self.c {
                 let x = self.h
                     ^ (level as u64 * 1315423911)
-                    ^ (prefixes[i] as u64) << 7
-                    ^ c as u64 * 2654435761;
+                    ^ ((prefixes[i] as u64) << 7)
+                    ^ (c as u64 * 2654435761);
                 out[i * self.c + c] = -((x % 1000) as f32) / 100.0;
             }
         }
@@ -42,7 +47,7 @@ impl Scorer for Fake {
     }
     fn score(&mut self, nodes: &[i64], out: &mut [f32]) -> Result<(), Error> {
         for (o, &n) in out.iter_mut().zip(nodes) {
-            *o = ((self.h ^ n as u64 * 40503) % 997) as f32 / 97.0;
+            *o = ((self.h ^ (n as u64 * 40503)) % 997) as f32 / 97.0;
         }
         Ok(())
     }
@@ -109,8 +114,14 @@ fn bench(c: &mut Criterion) {
         });
     }
     g.finish();
+    let engine = |cpu_engine| LoadOptions {
+        cpu_engine,
+        ..LoadOptions::default()
+    };
     let model = Model::load(&bundle, Device::Cpu).unwrap();
     requests(c, "cpu_request", &model, &hs);
+    let tract = Model::load_with(&bundle, Device::Cpu, &engine(CpuEngine::Tract)).unwrap();
+    requests(c, "cpu_tract_request", &tract, &hs);
     // the GPU backend's whole requests, where an adapter exists (on lavapipe these time
     // a software rasterizer: read them only on a real GPU)
     match Model::load(&bundle, Device::Gpu) {
@@ -119,14 +130,16 @@ fn bench(c: &mut Criterion) {
     }
     let mut g = c.benchmark_group("cold_start");
     g.sample_size(10);
-    g.bench_function("open_load_session_first_request", |b| {
-        b.iter(|| {
-            let bundle = Bundle::open(bundle_dir()).unwrap();
-            let model = Model::load(&bundle, Device::Cpu).unwrap();
-            let mut s = model.session(SearchConfig::default()).unwrap();
-            s.recommend(&hs[0]).unwrap().len()
-        })
-    });
+    for (name, e) in [("fused", CpuEngine::Fused), ("tract", CpuEngine::Tract)] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let bundle = Bundle::open(bundle_dir()).unwrap();
+                let model = Model::load_with(&bundle, Device::Cpu, &engine(e)).unwrap();
+                let mut s = model.session(SearchConfig::default()).unwrap();
+                s.recommend(&hs[0]).unwrap().len()
+            })
+        });
+    }
     g.finish();
 }
 

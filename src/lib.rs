@@ -35,15 +35,21 @@
 //!   PRM scores. **result** (N): a returned item.
 //!
 //! ## Features
-//! - `cpu` (default): tract-onnx backend. `gpu`: our WGSL kernels through wgpu
+//! - `cpu` (default): the CPU backend ([`backend::cpu`]) with two engines
+//!   ([`CpuEngine`]): `Fused` (default), our own kernels for the bundle's architecture
+//!   with a key/value cache across levels, and `Tract`, the bundle's ONNX graphs through
+//!   tract-onnx. They return the same items (tests/it/cpu_engines.rs); the fused one is
+//!   about 5x faster (README "Results"). `gpu`: our WGSL kernels through wgpu
 //!   ([`backend::gpu`]; `Device::Gpu`, or `Device::Auto` for a hardware GPU when one
 //!   qualifies). `ffi`: the C ABI. `cli`: the `promise` binary.
 //!
 //! ## Guarantees and their scope
 //! - Bundles are validated once at [`Bundle::open`]; afterwards accessors cannot fail.
 //! - After a session is created, the search and its bookkeeping allocate nothing
-//!   (`tests/alloc.rs` proves it with a counting allocator and a fake scorer); the tract
-//!   forward passes do allocate, and that test prints how much.
+//!   (`tests/alloc.rs` proves it with a counting allocator and a fake scorer), and a whole
+//!   request on the fused CPU engine allocates nothing either (same test binary); the tract
+//!   engine's and the GPU backend's forward passes do allocate (measured by
+//!   `promise bench`).
 //!
 //! ## Non-goals
 //! Training (Python, `models/train/`), batching many users in one call, catalogs that
@@ -60,7 +66,7 @@ pub mod ffi;
 pub mod search;
 mod session;
 
-pub use backend::Device;
+pub use backend::{CpuEngine, Device};
 pub use bundle::{Bundle, Catalog, Manifest, Numeric, OpenOptions};
 pub use error::{Error, ErrorCode, Result};
 pub use search::{Recommendation, Scorer, SearchConfig, Searcher};

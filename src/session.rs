@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::backend::Device;
+use crate::backend::{CpuEngine, Device};
 use crate::bundle::Bundle;
 #[allow(unused_imports)]
 use crate::error::{err, Result};
@@ -64,14 +64,17 @@ impl std::fmt::Debug for Model {
 }
 
 #[cfg(feature = "cpu")]
-fn load_cpu(bundle: &Bundle) -> Result<(Device, BackendModel)> {
+fn load_cpu(bundle: &Bundle, opts: &LoadOptions) -> Result<(Device, BackendModel)> {
     Ok((
         Device::Cpu,
-        BackendModel::Cpu(Box::new(crate::backend::cpu::CpuModel::load(bundle)?)),
+        BackendModel::Cpu(Box::new(crate::backend::cpu::CpuModel::load(
+            bundle,
+            opts.cpu_engine,
+        )?)),
     ))
 }
 #[cfg(not(feature = "cpu"))]
-fn load_cpu(_bundle: &Bundle) -> Result<(Device, BackendModel)> {
+fn load_cpu(_bundle: &Bundle, _opts: &LoadOptions) -> Result<(Device, BackendModel)> {
     Err(err!(
         BackendUnavailable,
         "the cpu backend is not compiled in (enable the \"cpu\" feature)"
@@ -108,6 +111,8 @@ fn load_gpu(
 /// Backend options for [`Model::load_with`]. The defaults are what [`Model::load`] uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LoadOptions {
+    /// CPU: our fused kernels (default) or the ONNX graphs through tract.
+    pub cpu_engine: CpuEngine,
     /// GPU: read f16 weights natively when the adapter has SHADER_F16 (else unpack them).
     pub gpu_shader_f16: bool,
     /// GPU: use subgroup reductions when the adapter has SUBGROUP (else shared memory).
@@ -117,6 +122,7 @@ pub struct LoadOptions {
 impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {
+            cpu_engine: CpuEngine::Fused,
             gpu_shader_f16: true,
             gpu_subgroups: true,
         }
@@ -134,11 +140,11 @@ impl Model {
     /// [`Model::load`] with explicit [`LoadOptions`].
     pub fn load_with(bundle: &Bundle, device: Device, opts: &LoadOptions) -> Result<Model> {
         let (device, backend) = match device {
-            Device::Cpu => load_cpu(bundle)?,
+            Device::Cpu => load_cpu(bundle, opts)?,
             Device::Gpu => load_gpu(bundle, opts, true)?,
             Device::Auto => match load_gpu(bundle, opts, false) {
                 Ok(x) => x,
-                Err(_) => load_cpu(bundle)?,
+                Err(_) => load_cpu(bundle, opts)?,
             },
         };
         Ok(Model {
@@ -161,6 +167,18 @@ impl Model {
             #[cfg(feature = "gpu")]
             BackendModel::Gpu(m) => Some(format!("{} {:?}", m.adapter(), m.variant())),
             _ => None,
+        }
+    }
+
+    /// What computes on the device: the CPU engine (and its instruction set) or the GPU
+    /// adapter and shader variant.
+    pub fn backend_name(&self) -> String {
+        match &self.inner.backend {
+            BackendModel::Never(n) => match *n {},
+            #[cfg(feature = "cpu")]
+            BackendModel::Cpu(m) => format!("cpu {}", m.describe()),
+            #[cfg(feature = "gpu")]
+            BackendModel::Gpu(m) => format!("gpu {} {:?}", m.adapter(), m.variant()),
         }
     }
 

@@ -1,14 +1,17 @@
 //! Proof of "allocation-free": a counting global allocator (this binary only) shows that,
 //! after a session exists and has served one request, `recommend` makes zero heap
 //! allocations in the search and its bookkeeping (fake scorer), for plain and PRM search.
-//! It also prints what the tract forward passes allocate per request (not asserted: that
-//! is tract's, measured and reported).
+//! The fused CPU engine's whole request (search and forward passes) allocates nothing
+//! either. It also prints what the tract engine's forward passes allocate per request (not
+//! asserted: that is tract's, measured and reported).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use promise_rt::bundle::catalog::{build, Catalog};
-use promise_rt::{Bundle, Device, Error, Model, Scorer, SearchConfig, Searcher};
+use promise_rt::{
+    Bundle, CpuEngine, Device, Error, LoadOptions, Model, Scorer, SearchConfig, Searcher,
+};
 
 struct Counting;
 thread_local! {
@@ -59,8 +62,8 @@ impl Scorer for Fake {
             for c in 0..self.c {
                 let x = self.h
                     ^ (level as u64 * 1315423911)
-                    ^ (prefixes[i] as u64) << 7
-                    ^ c as u64 * 2654435761;
+                    ^ ((prefixes[i] as u64) << 7)
+                    ^ (c as u64 * 2654435761);
                 out[i * self.c + c] = -((x % 1000) as f32) / 100.0;
             }
         }
@@ -68,7 +71,7 @@ impl Scorer for Fake {
     }
     fn score(&mut self, nodes: &[i64], out: &mut [f32]) -> Result<(), Error> {
         for (o, &n) in out.iter_mut().zip(nodes) {
-            *o = ((self.h ^ n as u64 * 40503) % 997) as f32 / 97.0;
+            *o = ((self.h ^ (n as u64 * 40503)) % 997) as f32 / 97.0;
         }
         Ok(())
     }
@@ -129,10 +132,54 @@ fn the_search_allocates_nothing_per_request() {
     }
 }
 
+fn cpu_model(bundle: &str, engine: CpuEngine) -> Model {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(bundle);
+    let opts = LoadOptions {
+        cpu_engine: engine,
+        ..LoadOptions::default()
+    };
+    Model::load_with(&Bundle::open(dir).unwrap(), Device::Cpu, &opts).unwrap()
+}
+
+#[test]
+fn a_whole_request_on_the_fused_cpu_engine_allocates_nothing() {
+    for bundle in ["models/tiny", "models/ml1m"] {
+        let model = cpu_model(bundle, CpuEngine::Fused);
+        for cfg in [
+            SearchConfig::plain(1, 1),
+            SearchConfig::plain(4, 10),
+            SearchConfig::default(),
+            SearchConfig {
+                beams: 32,
+                candidates: 256,
+                results: 100,
+                prm: true,
+                mix: 0.3,
+            },
+        ] {
+            let mut s = model.session(cfg).unwrap();
+            s.recommend(&[1, 2, 3]).unwrap(); // first request
+            let before = count();
+            let mut served = 0;
+            for u in 0..20u32 {
+                served += s
+                    .recommend(&[u, u + 1, u + 7, 100 + u, 3 * u])
+                    .unwrap()
+                    .len();
+            }
+            let allocs = count() - before;
+            assert!(served > 0);
+            assert_eq!(
+                allocs, 0,
+                "{bundle} {cfg:?}: {allocs} allocations in 20 requests"
+            );
+        }
+    }
+}
+
 #[test]
 fn tract_forward_passes_allocations_are_measured() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny");
-    let model = Model::load(&Bundle::open(dir).unwrap(), Device::Cpu).unwrap();
+    let model = cpu_model("models/tiny", CpuEngine::Tract);
     for cfg in [
         SearchConfig::plain(4, 10),
         SearchConfig {
@@ -151,7 +198,7 @@ fn tract_forward_passes_allocations_are_measured() {
             s.recommend(&[u, u + 1, u + 7, 100 + u]).unwrap();
         }
         let per = (count() - before) as f64 / n as f64;
-        println!("tract backend, {cfg:?}: {per:.0} heap allocations per request, all inside tract's forward passes (the search makes 0, see the other test)");
+        println!("tract engine, {cfg:?}: {per:.0} heap allocations per request, all inside tract's forward passes (the search makes 0, see the other test)");
         assert!(
             per > 0.0,
             "the counter must see tract's allocations, or it counts nothing"

@@ -5,11 +5,38 @@
 pub mod cpu;
 #[cfg(feature = "gpu")]
 pub mod gpu;
+#[cfg(test)]
+#[cfg_attr(not(feature = "gpu"), allow(dead_code))] // the embeddings are GPU kernels only
+pub(crate) mod reference;
+
+/// Which engine the CPU backend runs ([`LoadOptions::cpu_engine`](crate::LoadOptions)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum CpuEngine {
+    /// Our fused kernels for the bundle's architecture (default; several times faster).
+    #[default]
+    Fused,
+    /// The bundle's ONNX graphs through tract-onnx.
+    Tract,
+}
+
+impl std::str::FromStr for CpuEngine {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> crate::Result<CpuEngine> {
+        match s {
+            "fused" => Ok(CpuEngine::Fused),
+            "tract" => Ok(CpuEngine::Tract),
+            other => Err(crate::error::err!(
+                InvalidArgument,
+                "cpu engine is {other:?}, expected \"fused\" or \"tract\""
+            )),
+        }
+    }
+}
 
 /// Where a [`Model`](crate::Model) runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Device {
-    /// tract-onnx on the CPU (feature `cpu`, default).
+    /// The CPU (feature `cpu`, default): our fused kernels or tract-onnx ([`CpuEngine`]).
     Cpu,
     /// Our WGSL kernels through wgpu on the device GPU (feature `gpu`); any adapter,
     /// software ones (lavapipe) included.

@@ -55,11 +55,13 @@ pub const PROMISE_DEVICE_GPU: i32 = 1;
 pub const PROMISE_DEVICE_AUTO: i32 = 2;
 
 /// A loaded model (opaque). Thread-safe.
+#[derive(Debug)]
 pub struct PromiseModel {
     _private: [u8; 0],
 }
 
 /// A search session (opaque). One thread at a time.
+#[derive(Debug)]
 pub struct PromiseSession {
     _private: [u8; 0],
 }

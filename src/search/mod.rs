@@ -170,6 +170,14 @@ pub struct Searcher {
     results: Vec<Recommendation>, // [N]
 }
 
+impl std::fmt::Debug for Searcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Searcher")
+            .field("config", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Searcher {
     /// Validate `cfg` and allocate every buffer for it.
     pub fn new(cfg: SearchConfig, catalog: &Catalog, history: usize) -> Result<Searcher> {

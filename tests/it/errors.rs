@@ -3,7 +3,9 @@
 
 use std::fs;
 
-use promise_rt::{Bundle, Device, ErrorCode, Model, OpenOptions, SearchConfig};
+use promise_rt::{
+    Bundle, CpuEngine, Device, ErrorCode, LoadOptions, Model, OpenOptions, SearchConfig,
+};
 
 use crate::util::{copy_bundle, edit_manifest, poison_weight, rewrite, tiny};
 
@@ -388,7 +390,12 @@ fn a_graph_that_makes_tract_panic_is_an_error() {
     }
     fs::write(&p, &b).unwrap();
     let bundle = Bundle::open(d.path()).expect("sizes and I/O still check out");
-    let e = Model::load(&bundle, Device::Cpu)
+    // the graph's nodes are tract's business (the fused engine reads only the weights)
+    let tract = LoadOptions {
+        cpu_engine: CpuEngine::Tract,
+        ..LoadOptions::default()
+    };
+    let e = Model::load_with(&bundle, Device::Cpu, &tract)
         .and_then(|m| m.session(SearchConfig::default()).map(|_| ()))
         .expect_err("a malformed graph must be rejected");
     assert_eq!(e.code(), ErrorCode::Graph, "{e}");

@@ -1,10 +1,11 @@
 //! The CPU runtime against the golden files written by `models/train/reference.py`
-//! (onnxruntime + NumPy): same items in the same order, scores within 1e-4.
+//! (onnxruntime + NumPy): same items in the same order, scores within 1e-4, on both CPU
+//! engines (the GPU's run in gpu.rs).
 //! Tolerance for order: two adjacent items may swap only when the reference's own
 //! scores for them differ by less than 1e-5 (an exact near-tie that float rounding
 //! between onnxruntime and tract can flip).
 
-use promise_rt::{Bundle, Device, Model, SearchConfig};
+use promise_rt::{Bundle, CpuEngine, Device, LoadOptions, Model, SearchConfig};
 use serde_json::Value;
 
 use crate::util::repo;
@@ -13,11 +14,20 @@ const SCORE_TOL: f32 = 1e-4;
 const TIE_TOL: f64 = 1e-5;
 
 pub fn check_golden(bundle_dir: &str, golden: &str, device: Device) -> usize {
+    check_golden_with(bundle_dir, golden, device, &LoadOptions::default())
+}
+
+pub fn check_golden_with(
+    bundle_dir: &str,
+    golden: &str,
+    device: Device,
+    opts: &LoadOptions,
+) -> usize {
     let g: Value =
         serde_json::from_str(&std::fs::read_to_string(repo().join(golden)).expect("golden file"))
             .expect("json");
     let bundle = Bundle::open(repo().join(bundle_dir)).expect("bundle");
-    let model = Model::load(&bundle, device).expect("model");
+    let model = Model::load_with(&bundle, device, opts).expect("model");
     let mut checked = 0;
     for c in g["configs"].as_array().expect("configs") {
         let cfg = SearchConfig {
@@ -97,4 +107,19 @@ fn tiny_bundle_matches_the_reference_on_the_cpu() {
 fn default_bundle_matches_the_reference_on_the_cpu() {
     let n = check_golden("models/ml1m", "tests/golden/ml1m.json", Device::Cpu);
     assert!(n >= 400, "only {n} golden cases");
+}
+
+#[test]
+fn the_tract_engine_matches_the_reference_too() {
+    let opts = LoadOptions {
+        cpu_engine: CpuEngine::Tract,
+        ..LoadOptions::default()
+    };
+    for (bundle, golden) in [
+        ("models/tiny", "tests/golden/tiny.json"),
+        ("models/ml1m", "tests/golden/ml1m.json"),
+    ] {
+        let n = check_golden_with(bundle, golden, Device::Cpu, &opts);
+        assert!(n >= 400, "only {n} golden cases");
+    }
 }

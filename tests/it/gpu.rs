@@ -3,9 +3,7 @@
 //! histories no other test uses, for every search config and every numeric variant, with
 //! SHADER_F16 / SUBGROUP on and off.
 //!
-//! Order tolerance: two adjacent items may swap only when the CPU's own scores for them
-//! differ by less than `TIE_TOL` (an exact near-tie that float rounding can flip); scores
-//! of the same item agree within `SCORE_TOL`.
+//! Order tolerance: see `agree.rs`.
 //!
 //! Without an adapter these tests skip with a printed reason, except under `CI=true`,
 //! where they fail.
@@ -13,11 +11,9 @@
 
 use promise_rt::{Bundle, Device, ErrorCode, LoadOptions, Model, SearchConfig};
 
+use crate::agree::{agree, fresh_histories};
 use crate::golden::check_golden;
 use crate::util::repo;
-
-const SCORE_TOL: f32 = 1e-4;
-const TIE_TOL: f32 = 1e-5;
 
 /// The GPU model, or `None` (skip) when no adapter exists outside CI.
 fn gpu_model(bundle: &Bundle, opts: &LoadOptions) -> Option<Model> {
@@ -32,86 +28,6 @@ fn gpu_model(bundle: &Bundle, opts: &LoadOptions) -> Option<Model> {
         }
         Err(e) => panic!("GPU load failed: {e}"),
     }
-}
-
-/// Histories of 1..40 random catalogue items from a generator no other test uses.
-fn fresh_histories(n: usize, items: u32, seed: u64) -> Vec<Vec<u32>> {
-    let mut s = seed | 1;
-    let mut next = move || {
-        s ^= s << 7;
-        s ^= s >> 9;
-        s
-    };
-    (0..n)
-        .map(|_| {
-            let len = 1 + (next() % 40) as usize;
-            (0..len).map(|_| (next() % items as u64) as u32).collect()
-        })
-        .collect()
-}
-
-fn configs() -> Vec<SearchConfig> {
-    let prm = |beams, candidates, results, mix| SearchConfig {
-        beams,
-        candidates,
-        results,
-        prm: true,
-        mix,
-    };
-    vec![
-        SearchConfig::plain(1, 1),
-        SearchConfig::plain(4, 10),
-        SearchConfig::plain(16, 10),
-        prm(1, 4, 3, 0.0),
-        prm(4, 16, 10, 0.0),
-        prm(4, 16, 10, 0.5),
-        prm(8, 32, 10, 0.5),
-        SearchConfig::default(), // K'=16, K+=64
-    ]
-}
-
-/// Compare GPU and CPU on every config over `histories`; returns (requests, near-tie swaps).
-fn agree(cpu: &Model, gpu: &Model, histories: &[Vec<u32>], what: &str) -> (usize, usize) {
-    let (mut n, mut swaps) = (0, 0);
-    for cfg in configs() {
-        let mut c = cpu.session(cfg).expect("cpu session");
-        let mut g = gpu.session(cfg).expect("gpu session");
-        for h in histories {
-            let want = c.recommend(h).expect("cpu").to_vec();
-            let got = g.recommend(h).expect("gpu").to_vec();
-            assert_eq!(got.len(), want.len(), "{what} {cfg:?}: result count");
-            for (i, r) in got.iter().enumerate() {
-                let same = r.item == want[i].item;
-                let near = |j: usize| {
-                    j < want.len()
-                        && r.item == want[j].item
-                        && (want[i].score - want[j].score).abs() < TIE_TOL
-                };
-                let swapped = !same && ((i > 0 && near(i - 1)) || near(i + 1));
-                assert!(
-                    same || swapped,
-                    "{what} {cfg:?} history {h:?}: rank {i} is item {} on the GPU, {} on the CPU\n gpu {:?}\n cpu {:?}",
-                    r.item,
-                    want[i].item,
-                    got,
-                    want
-                );
-                if swapped {
-                    swaps += 1;
-                } else {
-                    assert!(
-                        (r.score - want[i].score).abs() <= SCORE_TOL,
-                        "{what} {cfg:?}: item {} scores {} on the GPU, {} on the CPU",
-                        r.item,
-                        r.score,
-                        want[i].score
-                    );
-                }
-            }
-            n += 1;
-        }
-    }
-    (n, swaps)
 }
 
 #[test]
@@ -137,6 +53,7 @@ fn gpu_matches_the_cpu_on_fresh_histories_for_every_variant() {
             options.push(LoadOptions {
                 gpu_shader_f16: false,
                 gpu_subgroups: false,
+                ..LoadOptions::default()
             });
         }
         for opts in options {

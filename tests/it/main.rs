@@ -1,9 +1,11 @@
 //! The integration test binary: golden files from the Python reference, bad inputs,
 //! search properties against a naive reference, and the CLI.
 
+mod agree;
 mod bundles;
 mod cli;
 mod concurrency;
+mod cpu_engines;
 mod errors;
 mod ffi;
 mod golden;

@@ -23,8 +23,6 @@
 mod shader;
 
 #[cfg(test)]
-mod reference;
-#[cfg(test)]
 mod tests;
 
 use std::collections::{HashMap, HashSet};

@@ -5,34 +5,15 @@
 
 use wgpu::util::DeviceExt;
 
-use super::reference as r;
 use super::*;
+use crate::backend::reference as r;
+use crate::backend::reference::{assert_close, Rng};
 
 /// |gpu - ref| <= atol + rtol * |ref| for f32 kernels against the f64 reference.
 const MATMUL_TOL: (f32, f32) = (5e-5, 1e-5);
 const ATTENTION_TOL: (f32, f32) = (1e-5, 1e-5);
 const LOG_SOFTMAX_TOL: (f32, f32) = (2e-5, 1e-6);
 const EMBED_TOL: (f32, f32) = (1e-6, 1e-6);
-
-struct Rng(u64);
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    /// Uniform in [-1, 1).
-    fn f(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.f()).collect()
-    }
-    fn below(&mut self, n: usize) -> usize {
-        ((self.f() + 1.0) * 0.5 * n as f32) as usize % n
-    }
-}
 
 /// A weight stored in `numeric`: its arena bytes, the values the kernel sees before
 /// scaling, and the scales (one per column, or per row with `per_row`).
@@ -253,17 +234,6 @@ impl Rig {
         self.gpu.check().expect("no GPU error");
         let view = out.slice(..).get_mapped_range().expect("mapped");
         act.copy_from_slice(bytemuck::cast_slice(&view[..]));
-    }
-}
-
-fn assert_close(what: &str, got: &[f32], want: &[f32], (atol, rtol): (f32, f32)) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let err = (g - w).abs();
-        assert!(
-            err <= atol + rtol * w.abs() && g.is_finite() == w.is_finite(),
-            "{what}: element {i} is {g}, reference {w} (|diff| {err} > {atol} + {rtol} * |ref|)"
-        );
     }
 }
 

@@ -1,17 +1,19 @@
 //! `promise bench --flops`: the floor. Counts the multiply-adds of one request and measures
 //! this machine's single-core f32 matmul rate, so a latency can be read as achieved/peak.
 //!
-//! Two counts (matmuls and attention products; embeddings, norms and softmax are left out,
-//! they are O(d) per token):
-//! - `graph`: what the CPU backend executes. tract runs the exported ONNX graphs at the
+//! Three counts (matmuls and attention products; embeddings, norms and softmax are left
+//! out, they are O(d) per token), live counts taken as their upper bounds
+//! min(K', prefixes) and min(K+, K' * C_level):
+//! - `graph`: what the tract engine executes. It runs the exported ONNX graphs at the
 //!   session's padded shapes: the decoder at 1 row for level 0 and K' rows after, always
 //!   for all L tokens, recomputing the cross-attention keys/values of the memory on every
 //!   call; the PRM at min(K+, C0) rows for level 0 and K+ rows after.
-//! - `minimal`: what the model needs: the decoder only for the live beams and the tokens
-//!   up to the current level, the memory's keys/values once per request, the head only for
-//!   the last token, the PRM only for the live candidates (live counts taken as their
-//!   upper bounds min(K', prefixes) and min(K+, K' * C_level)). This is what the GPU
-//!   backend computes.
+//! - `gpu`: what the GPU backend computes: the memory's keys/values once per request, the
+//!   decoder for the live beams over the tokens up to the current level, the head on the
+//!   last token, the PRM on the live candidates.
+//! - `fused`: what the fused CPU engine computes, the minimal: as `gpu`, but the decoder
+//!   runs only each beam's new token (the earlier tokens' keys/values are cached from its
+//!   parent), attending over the cached ones.
 
 use std::path::Path;
 use std::time::Instant;
@@ -20,7 +22,8 @@ use promise_rt::{Manifest, SearchConfig};
 
 pub struct Macs {
     pub graph: u64,
-    pub minimal: u64,
+    pub gpu: u64,
+    pub fused: u64,
 }
 
 pub fn per_request(m: &Manifest, cfg: &SearchConfig) -> Macs {
@@ -51,14 +54,21 @@ pub fn per_request(m: &Manifest, cfg: &SearchConfig) -> Macs {
             + if with_kv { prm_kv } else { 0 }
     };
 
+    // one new token per beam at position `t - 1` (t tokens in the cache), head on it
+    let step = |rows: u64, t: u64| {
+        let per_layer = rows * (6 * d * hd + 2 * d * ff) + 2 * rows * t * hd + 2 * rows * h * hd;
+        dec_layers * per_layer + rows * d * c
+    };
     let mut graph = encoder;
-    let mut minimal = encoder + mem_kv + if cfg.prm { prm_kv } else { 0 };
+    let mut gpu = encoder + mem_kv + if cfg.prm { prm_kv } else { 0 };
+    let mut fused = gpu;
     let mut prefixes = 1u64; // trie prefixes at the current depth (upper bound)
     for level in 0..l {
         let rows = if level == 0 { 1 } else { kb };
         graph += decoder(rows, l, l, true);
         let live = kb.min(prefixes);
-        minimal += decoder(live, level + 1, 1, false);
+        gpu += decoder(live, level + 1, 1, false);
+        fused += step(live, level + 1);
         let cl = m.codebook[level as usize] as u64;
         prefixes *= cl;
         if cfg.prm {
@@ -68,10 +78,40 @@ pub fn per_request(m: &Manifest, cfg: &SearchConfig) -> Macs {
                 kp
             };
             graph += prm(graph_rows, true);
-            minimal += prm(kp.min(live * cl), false);
+            gpu += prm(kp.min(live * cl), false);
+            fused += prm(kp.min(live * cl), false);
         }
     }
-    Macs { graph, minimal }
+    Macs { graph, gpu, fused }
+}
+
+/// Single-core f32 matmul rate of the fused engine's kernel at the same shape as
+/// [`peak_gmacs`] (128 x 256 x 256), in GMAC/s.
+pub fn fused_peak_gmacs() -> f64 {
+    use promise_rt::backend::cpu::kernels::{matmul, Epilogue, Isa};
+    let (m, k, n) = (128, 256, 256);
+    let x: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.1).collect();
+    let w: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.1).collect();
+    let mut out = vec![0.0f32; m * n];
+    let isa = Isa::detect();
+    let mut run = |reps: usize| {
+        let t = Instant::now();
+        for _ in 0..reps {
+            matmul(
+                isa,
+                (&x, k),
+                m,
+                &w,
+                (k, n),
+                (&mut out, n),
+                Epilogue::default(),
+            );
+        }
+        t.elapsed().as_secs_f64()
+    };
+    run(50); // warm-up
+    let best = (0..5).map(|_| run(200)).fold(f64::MAX, f64::min);
+    (m * k * n * 200) as f64 / best / 1e9
 }
 
 /// Single-core f32 matmul rate of tract on `benches/data/matmul_128x256x256.onnx` (the

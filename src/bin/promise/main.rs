@@ -149,6 +149,9 @@ struct Common {
     /// has those features.
     #[arg(long)]
     gpu_portable: bool,
+    /// CPU engine: fused (our kernels) or tract (the ONNX graphs through tract-onnx).
+    #[arg(long, default_value = "fused")]
+    cpu_engine: String,
 }
 
 #[derive(Args)]
@@ -191,6 +194,7 @@ impl Common {
             },
         )?;
         let opts = promise_rt::LoadOptions {
+            cpu_engine: self.cpu_engine.parse()?,
             gpu_shader_f16: !self.gpu_portable,
             gpu_subgroups: !self.gpu_portable,
         };
@@ -528,26 +532,48 @@ impl LatencyHistogram {
 /// The floor figures for `bench --flops`.
 #[derive(serde::Serialize)]
 struct Floor {
+    /// multiply-adds per request as the tract engine, the GPU and the fused engine run it
     graph_macs: u64,
-    minimal_macs: u64,
+    gpu_macs: u64,
+    fused_macs: u64,
+    /// the count for this model's backend
+    backend_macs: u64,
+    /// single-core f32 matmul rate at 128x256x256: tract's, the fused kernel's, the best
+    tract_peak_gmacs: f64,
+    fused_peak_gmacs: f64,
     peak_gmacs: f64,
     achieved_gmacs: f64,
     achieved_over_peak: f64,
+    /// the fused (minimal) count at the peak rate
     floor_ms: f64,
 }
 
 #[cfg(feature = "cpu")]
 fn floor(model: &Model, cfg: &SearchConfig, p50_ms: f64) -> Result<Floor, Failure> {
     let macs = flops::per_request(model.bundle().manifest(), cfg);
-    let peak = flops::peak_gmacs(std::path::Path::new("."))?;
-    let achieved = macs.graph as f64 / (p50_ms * 1e-3) / 1e9;
+    let tract_peak = flops::peak_gmacs(std::path::Path::new("."))?;
+    let fused_peak = flops::fused_peak_gmacs();
+    let peak = tract_peak.max(fused_peak);
+    let name = model.backend_name();
+    let backend_macs = if name.starts_with("cpu tract") {
+        macs.graph
+    } else if name.starts_with("gpu") {
+        macs.gpu
+    } else {
+        macs.fused
+    };
+    let achieved = backend_macs as f64 / (p50_ms * 1e-3) / 1e9;
     Ok(Floor {
         graph_macs: macs.graph,
-        minimal_macs: macs.minimal,
+        gpu_macs: macs.gpu,
+        fused_macs: macs.fused,
+        backend_macs,
+        tract_peak_gmacs: tract_peak,
+        fused_peak_gmacs: fused_peak,
         peak_gmacs: peak,
         achieved_gmacs: achieved,
         achieved_over_peak: achieved / peak,
-        floor_ms: macs.minimal as f64 / (peak * 1e9) * 1e3,
+        floor_ms: macs.fused as f64 / (peak * 1e9) * 1e3,
     })
 }
 #[cfg(not(feature = "cpu"))]
@@ -603,20 +629,22 @@ fn bench(
     let mut rss_trace = [0u64; 11];
     let rss_warm = rss_kib("VmRSS:");
     rss_trace[0] = rss_warm;
-    let a0 = ALLOCS.load(Ordering::Relaxed);
+    let mut request_allocs = 0u64; // counted around `recommend` only, not the RSS probes
     let t = Instant::now();
     for i in 0..requests {
         let (h, _) = rows[(warm + i) % rows.len()];
+        let a0 = ALLOCS.load(Ordering::Relaxed);
         let s = Instant::now();
         session.recommend(h)?;
         hist.add(s.elapsed().as_secs_f64() * 1e3);
+        request_allocs += ALLOCS.load(Ordering::Relaxed) - a0;
         let tenth = (i + 1) * 10 / requests;
         if tenth != i * 10 / requests {
             rss_trace[tenth.min(10)] = rss_kib("VmRSS:");
         }
     }
     let total = t.elapsed().as_secs_f64();
-    let allocs = (ALLOCS.load(Ordering::Relaxed) - a0) as f64 / requests as f64;
+    let allocs = request_allocs as f64 / requests as f64;
     let (p50, p99) = (hist.quantile(0.5), hist.quantile(0.99));
     let rps = requests as f64 / total;
     let peak = rss_kib("VmHWM:");
@@ -647,34 +675,36 @@ fn bench(
             serde_json::json!({"bundle": model.bundle().manifest().name, "device": format!("{:?}", model.device()), "floor": floor,
             "config": cfg_json(session.config()), "requests": requests, "p50_ms": p50, "p99_ms": p99, "requests_per_s": rps,
             "load_ms": load_ms, "peak_rss_kib": peak, "steady_rss_kib": steady, "rss_before_load_kib": rss0,
-            "bundle_kib": bundle_kib, "allocs_per_request": allocs, "gpu_adapter": model.gpu_adapter(), "rss_after_warmup_kib": rss_warm,
+            "bundle_kib": bundle_kib, "allocs_per_request": allocs, "gpu_adapter": model.gpu_adapter(), "backend": model.backend_name(), "rss_after_warmup_kib": rss_warm,
             "rss_growth_kib": growth, "model_heap_kib": model_heap_kib, "rss_trace_kib": rss_trace})
         );
     } else {
         println!(
-            "bundle {} on {:?}, {}",
+            "bundle {} on {}, {}",
             model.bundle().manifest().name,
-            model.device(),
+            model.backend_name(),
             describe(session.config())
         );
-        if let Some(a) = model.gpu_adapter() {
-            println!("GPU adapter {a}");
-        }
         println!("{requests} requests over real test-split histories (1 thread)");
         println!("latency p50 {p50:.3} ms  p99 {p99:.3} ms  throughput {rps:.0} requests/s");
         println!("load + session {load_ms:.0} ms; RSS before load {rss0} KiB (evaluation data included), steady {steady} KiB, peak since load {peak} KiB; bundle files {bundle_kib} KiB");
         println!("Rust heap held by the loaded model: {model_heap_kib} KiB (bundle files {bundle_kib} KiB; driver memory not included)");
         println!("RSS growth over the timed requests: {growth} KiB (after warm-up {rss_warm} KiB)");
         println!("RSS at each tenth of the run (KiB): {rss_trace:?}");
-        println!("heap allocations per request: {allocs:.1} (all in the backend's forward passes; the search itself makes none)");
+        println!("heap allocations per request: {allocs:.1} (the search itself makes none; the fused CPU engine none either; tract and wgpu do)");
         if let Some(f) = floor {
             println!(
-                "multiply-adds per request: {:.2} M as the CPU graphs run them, {:.2} M minimal; at p50 that is {:.2} GMAC/s = {:.1}% of this core's matmul peak {:.2} GMAC/s (tract, 128x256x256 f32); the minimal work at peak would take {:.3} ms",
+                "multiply-adds per request: {:.2} M as the tract engine runs the graphs, {:.2} M on the GPU backend, {:.2} M on the fused CPU engine (the minimal)",
                 f.graph_macs as f64 / 1e6,
-                f.minimal_macs as f64 / 1e6,
+                f.gpu_macs as f64 / 1e6,
+                f.fused_macs as f64 / 1e6,
+            );
+            println!(
+                "this core's f32 matmul rate at 128x256x256: tract {:.2} GMAC/s, fused kernel {:.2} GMAC/s; at p50 this backend does {:.2} GMAC/s = {:.1}% of the best; the minimal work at that rate would take {:.3} ms",
+                f.tract_peak_gmacs,
+                f.fused_peak_gmacs,
                 f.achieved_gmacs,
                 f.achieved_over_peak * 100.0,
-                f.peak_gmacs,
                 f.floor_ms
             );
         }

@@ -1,5 +1,5 @@
-//! The CPU backend: tract-onnx. Each graph is parsed once from the mapped bytes when the
-//! [`Model`](crate::Model) loads (tract copies the weights into its own tensors: see the
+//! The tract engine of the CPU backend: the bundle's ONNX graphs through tract-onnx. Each
+//! graph is parsed once from the mapped bytes when the [`Model`](crate::Model) loads (tract copies the weights into its own tensors: see the
 //! README's memory table); an optimized plan is built per concrete batch size (K' rows for
 //! the decoder, K+ rows for the PRM) the first time a session needs it, and shared by every
 //! later session through a cache. A session owns one tract state per plan.
@@ -44,7 +44,7 @@ fn tract_err(what: &str) -> impl Fn(TractError) -> Error + '_ {
 }
 
 /// The loaded graphs and the plan cache (shared by all sessions of a model).
-pub struct CpuModel {
+pub struct TractModel {
     manifest: Manifest,
     encoder: Plan,
     decoder: InferenceModel,
@@ -52,8 +52,8 @@ pub struct CpuModel {
     plans: Mutex<HashMap<(&'static str, usize), Plan>>,
 }
 
-impl CpuModel {
-    pub fn load(bundle: &Bundle) -> Result<CpuModel> {
+impl TractModel {
+    pub fn load(bundle: &Bundle) -> Result<TractModel> {
         let m = bundle.manifest().clone();
         let parse = |bytes: &[u8], role: &str| -> Result<InferenceModel> {
             contain(ErrorCode::Graph, &format!("read the {role} graph"), || {
@@ -78,7 +78,7 @@ impl CpuModel {
             .and_then(|g| g.into_runnable())
             .map_err(tract_err("optimize the encoder"))
         })?;
-        Ok(CpuModel {
+        Ok(TractModel {
             manifest: m,
             encoder,
             decoder,
@@ -125,7 +125,7 @@ impl CpuModel {
     }
 
     /// Build (or reuse) every plan a session with `cfg` needs and spawn its states.
-    pub fn session(&self, cfg: &SearchConfig) -> Result<CpuSession> {
+    pub fn session(&self, cfg: &SearchConfig) -> Result<TractSession> {
         let m = &self.manifest;
         let first_pool = cfg.candidates.min(m.codebook[0]);
         let mut dec_sizes = vec![1, cfg.beams];
@@ -143,7 +143,7 @@ impl CpuModel {
                 prms.push((k, spawn(self.plan("prm", k)?)?));
             }
         }
-        Ok(CpuSession {
+        Ok(TractSession {
             levels: m.levels,
             history: m.history,
             cmax: m.max_codebook(),
@@ -159,7 +159,7 @@ impl CpuModel {
 }
 
 /// Per-session tract states and the current request's encoder output.
-pub struct CpuSession {
+pub struct TractSession {
     levels: usize,
     history: usize,
     cmax: usize,
@@ -170,6 +170,29 @@ pub struct CpuSession {
     mask: Option<TValue>,   // [1, H]
     pad_prefix: Vec<i64>,   // [K' * (L-1)] padded decoder input
     pad_nodes: Vec<i64>,    // [K+] padded PRM input
+}
+
+impl std::fmt::Debug for TractModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TractModel")
+            .field("bundle", &self.manifest.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for TractSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TractSession")
+            .field(
+                "decoder_rows",
+                &self.decoders.iter().map(|d| d.0).collect::<Vec<_>>(),
+            )
+            .field(
+                "prm_rows",
+                &self.prms.iter().map(|d| d.0).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 fn pick(
@@ -187,7 +210,7 @@ fn pick(
         })
 }
 
-impl Scorer for CpuSession {
+impl Scorer for TractSession {
     fn encode(&mut self, codes: &[i64], mask: &[f32]) -> Result<()> {
         let (h, l) = (self.history, self.levels);
         let codes =

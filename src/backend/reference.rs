@@ -1,6 +1,7 @@
-//! Plain Rust references of the kernels in `kernels.wgsl`, one per entry point, written
-//! straight from models/train/model.py and accumulating in f64. The kernel tests
-//! (`tests.rs`) run each kernel on random inputs and compare with these.
+//! Plain Rust references of the kernels, one per GPU entry point (`gpu/kernels.wgsl`) and
+//! per CPU kernel (`cpu/kernels.rs`), written straight from models/train/model.py and
+//! accumulating in f64. Each backend's kernel tests run its kernels on fresh random
+//! inputs and compare with these (test-only code).
 
 /// `embed_enc`: token r = sum over levels of `table[ids[r*k + l]] * row_scale[id]`
 /// + `pos[r] * col_scale`.
@@ -187,4 +188,37 @@ pub fn embed_prm(table: &[f32], row_scale: &[f32], ids: &[i32], n: usize) -> Vec
             (0..n).map(move |j| table[id * n + j] * row_scale[id])
         })
         .collect()
+}
+
+/// The kernel tests' random source (xorshift; fresh inputs, never zeros).
+pub struct Rng(u64);
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    /// Uniform in [-1, 1).
+    pub fn f(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    pub fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.f()).collect()
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        ((self.f() + 1.0) * 0.5 * n as f32) as usize % n
+    }
+}
+
+/// |got - want| <= atol + rtol * |want| elementwise, finiteness equal.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], (atol, rtol): (f32, f32)) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs();
+        assert!(
+            err <= atol + rtol * w.abs() && g.is_finite() == w.is_finite(),
+            "{what}: element {i} is {g}, reference {w} (|diff| {err} > {atol} + {rtol} * |ref|)"
+        );
+    }
 }

@@ -1,0 +1,52 @@
+//! The CPU backend's two engines agree: the fused kernels (default) return the same items
+//! in the same order as the bundle's ONNX graphs run by tract, on histories no other test
+//! uses, for every search config and every shipped bundle (f32, f16, int8; small, large).
+
+use promise_rt::{Bundle, CpuEngine, Device, LoadOptions, Model};
+
+use crate::agree::{agree, fresh_histories};
+use crate::util::repo;
+
+fn load(bundle: &Bundle, engine: CpuEngine) -> Model {
+    let opts = LoadOptions {
+        cpu_engine: engine,
+        ..LoadOptions::default()
+    };
+    Model::load_with(bundle, Device::Cpu, &opts).expect("cpu model")
+}
+
+#[test]
+fn fused_engine_matches_tract_on_fresh_histories_for_every_bundle() {
+    let bundles = [
+        "models/tiny",
+        "models/ml1m",
+        "models/ml1m-f16",
+        "models/ml1m-int8",
+        "models/ml1m-large",
+        "models/ml1m-large-f16",
+        "models/ml1m-large-int8",
+    ];
+    for (bi, dir) in bundles.iter().enumerate() {
+        let bundle = Bundle::open(repo().join(dir)).expect("bundle");
+        let tract = load(&bundle, CpuEngine::Tract);
+        let fused = load(&bundle, CpuEngine::Fused);
+        assert!(
+            fused.backend_name().starts_with("cpu fused"),
+            "{}",
+            fused.backend_name()
+        );
+        let items = bundle.catalog().num_items() as u32;
+        let hist = fresh_histories(8, items, 0xF05ED + bi as u64);
+        let (n, swaps) = agree(&tract, &fused, &hist, dir);
+        eprintln!("{dir}: fused == tract on {n} requests ({swaps} near-tie swaps)");
+    }
+}
+
+#[test]
+fn the_cpu_engine_is_named_and_parsed() {
+    assert_eq!("fused".parse::<CpuEngine>().unwrap(), CpuEngine::Fused);
+    assert_eq!("tract".parse::<CpuEngine>().unwrap(), CpuEngine::Tract);
+    let e = "onnx".parse::<CpuEngine>().unwrap_err();
+    assert!(e.to_string().contains("\"onnx\""), "{e}");
+    assert_eq!(LoadOptions::default().cpu_engine, CpuEngine::Fused);
+}
