@@ -90,6 +90,7 @@ fn load_gpu(
         shader_f16: opts.gpu_shader_f16,
         subgroups: opts.gpu_subgroups,
         allow_software,
+        search: opts.gpu_search,
     };
     Ok((
         Device::Gpu,
@@ -117,6 +118,9 @@ pub struct LoadOptions {
     pub gpu_shader_f16: bool,
     /// GPU: use subgroup reductions when the adapter has SUBGROUP (else shared memory).
     pub gpu_subgroups: bool,
+    /// GPU: run the whole search on the device, one submission per request (default);
+    /// false runs it on the CPU with two submissions per level.
+    pub gpu_search: bool,
 }
 
 impl Default for LoadOptions {
@@ -125,6 +129,7 @@ impl Default for LoadOptions {
             cpu_engine: CpuEngine::Fused,
             gpu_shader_f16: true,
             gpu_subgroups: true,
+            gpu_search: true,
         }
     }
 }

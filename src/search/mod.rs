@@ -140,6 +140,21 @@ pub trait Scorer {
     fn decode(&mut self, level: usize, prefixes: &[i64], k: usize, out: &mut [f32]) -> Result<()>;
     /// PRM scores of trie nodes: writes `out[i]` for every `nodes[i]`.
     fn score(&mut self, nodes: &[i64], out: &mut [f32]) -> Result<()>;
+    /// The whole search of one request inside the backend, for a backend that runs it
+    /// there (the GPU: one submission per request instead of two per level). Gets the
+    /// encoder input (as [`Scorer::encode`]) and the seen-item bitset (bit `i % 64` of
+    /// word `i / 64`), writes up to N `(leaf node, key)` best first (the same order and
+    /// keys as [`Searcher`]) and returns how many. `None` (the default): the [`Searcher`]
+    /// drives the search through the three methods above.
+    fn search(
+        &mut self,
+        _codes: &[i64],
+        _mask: &[f32],
+        _seen: &[u64],
+        _out: &mut [(u32, f32)],
+    ) -> Option<Result<usize>> {
+        None
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -168,6 +183,7 @@ pub struct Searcher {
     hist_mask: Vec<f32>,          // [H] encoder input
     seen: Vec<u64>,               // bitset over items
     results: Vec<Recommendation>, // [N]
+    found: Vec<(u32, f32)>,       // [N] (leaf, key) from a backend that searches itself
 }
 
 impl std::fmt::Debug for Searcher {
@@ -202,6 +218,7 @@ impl Searcher {
             hist_mask: vec![0.0; history],
             seen: vec![0; catalog.num_items().div_ceil(64)],
             results: Vec::with_capacity(cfg.results),
+            found: vec![(0, 0.0); cfg.results],
         })
     }
 
@@ -275,6 +292,31 @@ impl Searcher {
     fn search<S: Scorer + ?Sized>(&mut self, catalog: &Catalog, scorer: &mut S) -> Result<()> {
         let (l, c) = (self.levels, self.cmax);
         let cfg = self.cfg;
+        self.results.clear();
+        let (codes, mask) = (&self.hist_codes, &self.hist_mask);
+        if let Some(n) = scorer.search(codes, mask, &self.seen, &mut self.found) {
+            let n = n?;
+            if n > self.found.len() {
+                return Err(err!(
+                    Backend,
+                    "the backend's search returned {n} results, expected at most {}",
+                    self.found.len()
+                ));
+            }
+            for &(node, key) in &self.found[..n] {
+                if node as usize >= catalog.num_nodes() || !catalog.is_leaf(node) {
+                    return Err(err!(
+                        Backend,
+                        "the backend's search returned node {node}, which is not a leaf of the trie"
+                    ));
+                }
+                self.results.push(Recommendation {
+                    item: catalog.leaf_item(node),
+                    score: key,
+                });
+            }
+            return Ok(());
+        }
         scorer.encode(&self.hist_codes, &self.hist_mask)?;
         self.beams.clear();
         self.beams.push(Beam {

@@ -46,8 +46,9 @@ fn gpu_matches_the_cpu_on_fresh_histories_for_every_variant() {
         let cpu = Model::load(&bundle, Device::Cpu).expect("cpu");
         let items = bundle.catalog().num_items() as u32;
         let hist = fresh_histories(8, items, 0xC0FFEE + bi as u64);
-        // the default shader, and for the small models also the portable one (no
-        // SHADER_F16, no SUBGROUP: the same kernels whatever the model's size)
+        // the default (the whole search on the GPU, native shader), and for the small
+        // models also the portable shader (no SHADER_F16, no SUBGROUP: the same kernels
+        // whatever the model's size) and the search on the CPU (two submissions a level)
         let mut options = vec![LoadOptions::default()];
         if !dir.contains("large") {
             options.push(LoadOptions {
@@ -55,12 +56,21 @@ fn gpu_matches_the_cpu_on_fresh_histories_for_every_variant() {
                 gpu_subgroups: false,
                 ..LoadOptions::default()
             });
+            options.push(LoadOptions {
+                gpu_search: false,
+                ..LoadOptions::default()
+            });
         }
         for opts in options {
             let Some(gpu) = gpu_model(&bundle, &opts) else {
                 return;
             };
-            let what = format!("{dir} on {}", gpu.gpu_adapter().unwrap_or_default());
+            let how = if opts.gpu_search {
+                "search on the GPU"
+            } else {
+                "search on the CPU"
+            };
+            let what = format!("{dir} on {} ({how})", gpu.gpu_adapter().unwrap_or_default());
             let (n, swaps) = agree(&cpu, &gpu, &hist, &what);
             eprintln!("{what}: {n} requests agree ({swaps} near-tie swaps)");
         }

@@ -50,12 +50,27 @@ struct Params {
     cb: u32,       // log_softmax: codes >= cb get NEG (the level's codebook)
     scale: f32,    // attention: 1/sqrt(dh)
     eps: f32,      // rmsnorm
+    // the search kernels (expand, select_candidates, select_beams)
+    i1: u32,       // ints offset of a second id array
+    i2: u32,       // ints offset of a third id array
+    count: u32,    // ints offset where a kept count is written
+    keep: u32,     // how many to keep (K+, K' or N)
+    err: u32,      // ints offset of the request's error flag
+    seen: u32,     // ints offset of the seen-item bitset (last level), or NONE
+    t_code: u32,   // trie offset of node_code
+    t_item: u32,   // trie offset of leaf_item
+    leaf0: u32,    // first leaf node id
+    level: u32,    // the search level
+    width: u32,    // prefix codes per beam (L - 1)
+    prm: u32,      // 1 = rank by the PRM score mixed with the cumulative log-prob
+    mix: f32,      // weight of the cumulative log-prob in the key
 }
 
 //!WTS_DECL
 @group(0) @binding(1) var<storage, read> aux: array<f32>;
 @group(1) @binding(0) var<storage, read_write> act: array<f32>;
-@group(1) @binding(1) var<storage, read> ints: array<i32>;
+@group(0) @binding(2) var<storage, read> trie: array<u32>;
+@group(1) @binding(1) var<storage, read_write> ints: array<i32>;
 @group(1) @binding(2) var<uniform> p: Params;
 
 // element i of the weight arena, dequantized but not yet scaled
@@ -312,4 +327,164 @@ fn masked(v: f32, j: u32) -> f32 {
         return v + NEG;
     }
     return v;
+}
+
+// ---- the search: trie masking, exact top-k, beam update ------------------------------
+//
+// The same search as src/search/mod.rs, on the device: one submission per request.
+// Order everywhere: higher key first, ties to the smaller node id (node ids are unique,
+// so every kept entry has exactly one rank and the result is deterministic).
+// `trie` holds, as u32: first_child [nodes + 1] at 0 (node n's children are
+// first_child[n]..first_child[n + 1], in code order), node_code [nodes] at t_code,
+// leaf_item [items] at t_item (indexed by node - leaf0).
+
+fn non_finite(x: f32) -> bool {
+    // WGSL has no isnan/isinf, and compilers may fold `x != x`: test the exponent bits
+    return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u;
+}
+
+// Thread e = (beam i, child slot j) of K' x C: the j-th child of live beam i, if it exists
+// (and at the last level, if its item is not in the seen set), gets key = cum_i + logp[i,
+// its code] at act[o + e] and its node id at ints[i1 + e]; any other slot gets node -1.
+// Reads: live beams ints[live], beam nodes ints[i0 + i], beam cums act[a + i], log-probs
+// act[b + i * n + code]. Thread 0 zeroes the pool count ints[count] for select_candidates.
+@compute @workgroup_size(64)
+fn expand(@builtin(global_invocation_id) g: vec3<u32>) {
+    let e = g.x;
+    if (e >= p.rows * p.n) {
+        return;
+    }
+    if (e == 0u) {
+        ints[p.count] = 0;
+    }
+    let i = e / p.n;
+    let j = e % p.n;
+    var node = -1;
+    var key = 0.0;
+    if (i < u32(ints[p.live])) {
+        let parent = u32(ints[p.i0 + i]);
+        let child = trie[parent] + j;
+        if (child < trie[parent + 1u]) {
+            var keep = true;
+            if (p.seen != NONE) {
+                let item = trie[p.t_item + child - p.leaf0];
+                keep = ((u32(ints[p.seen + item / 32u]) >> (item % 32u)) & 1u) == 0u;
+            }
+            if (keep) {
+                let lp = act[p.b + i * p.n + trie[p.t_code + child]];
+                if (non_finite(lp)) {
+                    ints[p.err] = 1;
+                }
+                node = i32(child);
+                key = act[p.a + i] + lp;
+            }
+        }
+    }
+    act[p.o + e] = key;
+    ints[p.i1 + e] = node;
+}
+
+// Thread e of `rows` expanded slots: its rank among the valid slots by (key desc, node
+// asc); the top `keep` go to the candidate pool at their rank: node ints[i1 + r], cum
+// act[o + r], parent beam ints[i2 + r] (= e / n). Rank 0 writes the pool size to
+// ints[count]. Inputs: keys act[a + e], nodes ints[i0 + e] (-1 = not a candidate).
+// Thread 0 zeroes the next beam count ints[live] (select_beams sets it).
+@compute @workgroup_size(64)
+fn select_candidates(@builtin(global_invocation_id) g: vec3<u32>) {
+    let e = g.x;
+    if (e >= p.rows) {
+        return;
+    }
+    if (e == 0u) {
+        ints[p.live] = 0;
+    }
+    let node = ints[p.i0 + e];
+    if (node < 0) {
+        return;
+    }
+    let key = act[p.a + e];
+    var rank = 0u;
+    var valid = 0u;
+    for (var f = 0u; f < p.rows; f++) {
+        let nf = ints[p.i0 + f];
+        if (nf >= 0) {
+            valid++;
+            let kf = act[p.a + f];
+            if (kf > key || (kf == key && nf < node)) {
+                rank++;
+            }
+        }
+    }
+    if (rank < p.keep) {
+        ints[p.i1 + rank] = node;
+        act[p.o + rank] = key;
+        ints[p.i2 + rank] = i32(e / p.n);
+    }
+    if (rank == 0u) {
+        ints[p.count] = i32(min(valid, p.keep));
+    }
+}
+
+// the selection key of pool entry r: (1 - mix) * PRM + mix * cum with the PRM (PRM alone
+// when mix = 0, as the CPU search computes it), cum without
+fn pool_key(r: u32) -> f32 {
+    let cum = act[p.a + r];
+    if (p.prm == 0u) {
+        return cum;
+    }
+    let s = act[p.b + r];
+    if (non_finite(s)) {
+        ints[p.err] = 2;
+    }
+    if (p.mix == 0.0) {
+        return s;
+    }
+    return (1.0 - p.mix) * s + p.mix * cum;
+}
+
+// Thread r of the pool (size ints[live]): its rank by (key desc, node asc); the top `keep`
+// become the next beams (node ints[i1 + r'], cum act[o + r'], prefix codes = the parent's
+// (ints[x0 + parent * width ..]) and its own code at `level`, offset by level * C as the
+// decoder reads them, to ints[g0 + r' * width ..]) or, at the last level (width = 0), the
+// results (node ints[i1 + r'], key act[o + r']). Rank 0 writes the kept count to
+// ints[count]. Inputs: nodes ints[i0 + r], cums act[a + r], PRM scores act[b + r],
+// parents ints[i2 + r].
+@compute @workgroup_size(64)
+fn select_beams(@builtin(global_invocation_id) g: vec3<u32>) {
+    let r = g.x;
+    let m = u32(ints[p.live]);
+    if (r >= m) {
+        return;
+    }
+    let node = ints[p.i0 + r];
+    let key = pool_key(r);
+    var rank = 0u;
+    for (var f = 0u; f < m; f++) {
+        let kf = pool_key(f);
+        let nf = ints[p.i0 + f];
+        if (kf > key || (kf == key && nf < node)) {
+            rank++;
+        }
+    }
+    if (rank < p.keep) {
+        ints[p.i1 + rank] = node;
+        if (p.width == 0u) {
+            act[p.o + rank] = key;
+        } else {
+            act[p.o + rank] = act[p.a + r];
+            let parent = u32(ints[p.i2 + r]);
+            for (var j = 0u; j < p.width; j++) {
+                var id = ints[p.x0 + parent * p.width + j];
+                if (j == p.level) {
+                    id = i32(trie[p.t_code + u32(node)] + p.level * p.n);
+                } else if (j > p.level) {
+                    id = 0;
+                }
+                ints[p.g0 + rank * p.width + j] = id;
+            }
+        }
+    }
+    if (rank == 0u) {
+        ints[p.count] = i32(min(m, p.keep));
+    }
 }

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use bytemuck::{Pod, Zeroable};
 
 use crate::bundle::onnx::{ElemType, Initializer};
-use crate::bundle::{Bundle, Manifest, Numeric};
+use crate::bundle::{Bundle, Catalog, Manifest, Numeric};
 use crate::error::{err, Result};
 use crate::search::{Scorer, SearchConfig};
 
@@ -48,6 +48,10 @@ pub struct GpuOptions {
     /// Accept a software adapter (llvmpipe/lavapipe, WARP). `Device::Gpu` does;
     /// `Device::Auto` does not, since the CPU backend is faster than a software GPU.
     pub allow_software: bool,
+    /// Run the whole search on the GPU (trie masking, top-K+, top-K', beam update): one
+    /// submission and one read-back of the N results per request. Off: the search runs on
+    /// the CPU and each level is two submissions with two read-backs (log-probs, scores).
+    pub search: bool,
 }
 
 impl Default for GpuOptions {
@@ -56,6 +60,7 @@ impl Default for GpuOptions {
             shader_f16: true,
             subgroups: true,
             allow_software: true,
+            search: true,
         }
     }
 }
@@ -106,6 +111,20 @@ struct Params {
     cb: u32,
     scale: f32,
     eps: f32,
+    // the search kernels (see kernels.wgsl)
+    i1: u32,
+    i2: u32,
+    count: u32,
+    keep: u32,
+    err: u32,
+    seen: u32,
+    t_code: u32,
+    t_item: u32,
+    leaf0: u32,
+    level: u32,
+    width: u32,
+    prm: u32,
+    mix: f32,
 }
 
 impl Default for Params {
@@ -115,6 +134,7 @@ impl Default for Params {
             live_mul: 1,
             mask: NONE,
             g0: NONE,
+            seen: NONE,
             eps: 1e-6,
             ..Zeroable::zeroed()
         }
@@ -133,17 +153,23 @@ enum Kernel {
     Matmul,
     Attention,
     LogSoftmax,
+    Expand,
+    SelectCandidates,
+    SelectBeams,
 }
 
 impl Kernel {
     /// Every kernel, in the order of `Kernel as usize` (the index into the pipelines).
-    const ALL: [Kernel; 6] = [
+    const ALL: [Kernel; 9] = [
         Kernel::EmbedEnc,
         Kernel::EmbedDec,
         Kernel::EmbedPrm,
         Kernel::Matmul,
         Kernel::Attention,
         Kernel::LogSoftmax,
+        Kernel::Expand,
+        Kernel::SelectCandidates,
+        Kernel::SelectBeams,
     ];
     /// Its entry point in kernels.wgsl.
     fn entry(self) -> &'static str {
@@ -154,6 +180,9 @@ impl Kernel {
             Kernel::Matmul => "matmul",
             Kernel::Attention => "attention",
             Kernel::LogSoftmax => "log_softmax",
+            Kernel::Expand => "expand",
+            Kernel::SelectCandidates => "select_candidates",
+            Kernel::SelectBeams => "select_beams",
         }
     }
 }
@@ -542,8 +571,58 @@ struct Shared {
     model_bg: wgpu::BindGroup,
     session_layout: wgpu::BindGroupLayout,
     pipelines: Pipelines,
+    trie: TrieLayout,
+    search: bool,
     _wts: wgpu::Buffer,
     _aux: wgpu::Buffer,
+    _trie: wgpu::Buffer,
+}
+
+/// Where the catalog's trie is in the `trie` buffer (u32 words): first_child
+/// [nodes + 1] at 0, node_code [nodes] at `code`, leaf_item [items] at `item`.
+#[derive(Clone, Copy, Debug)]
+struct TrieLayout {
+    code: u32,
+    item: u32,
+    leaf0: u32,
+    num_items: usize,
+}
+
+/// The catalog's trie for the search kernels, built from the mapped catalog (53 KiB for
+/// ML-1M), uploaded through a buffer mapped at creation.
+fn upload_trie(gpu: &Gpu, catalog: &Catalog) -> Result<(wgpu::Buffer, TrieLayout)> {
+    let nodes = catalog.num_nodes() as u32;
+    let leaves = catalog.depth_nodes(catalog.levels());
+    let layout = TrieLayout {
+        code: nodes + 1,
+        item: 2 * nodes + 1,
+        leaf0: leaves.start,
+        num_items: catalog.num_items(),
+    };
+    let words = layout.item as usize + leaves.len();
+    let size = (words * 4) as u64;
+    check_buffer(gpu, "trie", size)?;
+    let buf = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("trie"),
+        size,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: true,
+    });
+    let mut out = vec![0u32; words]; // transient: the catalog is read in place elsewhere
+    for n in 0..nodes {
+        out[n as usize] = catalog.children(n).start;
+        out[(layout.code + n) as usize] = catalog.node_code(n) as u32;
+    }
+    out[nodes as usize] = catalog.children(nodes - 1).end;
+    for (i, leaf) in leaves.enumerate() {
+        out[layout.item as usize + i] = catalog.leaf_item(leaf);
+    }
+    {
+        let mut map = buf.slice(..).get_mapped_range_mut().map_err(map_err)?;
+        map.slice(..).copy_from_slice(bytemuck::cast_slice(&out));
+    }
+    buf.unmap();
+    Ok((buf, layout))
 }
 
 /// A bundle loaded onto the GPU. `Send + Sync`; sessions share it.
@@ -568,6 +647,7 @@ impl GpuModel {
         }
         let gpu = open(m.numeric, opts)?;
         let (wts, aux, weights) = upload(&gpu, bundle)?;
+        let (trie_buf, trie) = upload_trie(&gpu, bundle.catalog())?;
         let device = &gpu.device;
         let (model_layout, session_layout) = layouts(device);
         let model_bg = device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -582,6 +662,10 @@ impl GpuModel {
                     binding: 1,
                     resource: aux.as_entire_binding(),
                 },
+                wgpu::BindGroupEntry {
+                    binding: 2,
+                    resource: trie_buf.as_entire_binding(),
+                },
             ],
         });
         let pipelines = build_pipelines(&gpu, &model_layout, &session_layout)?;
@@ -592,8 +676,11 @@ impl GpuModel {
             model_bg,
             session_layout,
             pipelines,
+            trie,
+            search: opts.search,
             _wts: wts,
             _aux: aux,
+            _trie: trie_buf,
         };
         // resolve every weight now, so a bundle that lacks one fails at load
         Plan::build(&shared, &SearchConfig::default(), true)?;
@@ -633,13 +720,13 @@ fn layouts(device: &wgpu::Device) -> (wgpu::BindGroupLayout, wgpu::BindGroupLayo
     };
     let model_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
         label: Some("model"),
-        entries: &[storage(0, true), storage(1, true)],
+        entries: &[storage(0, true), storage(1, true), storage(2, true)],
     });
     let session_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
         label: Some("session"),
         entries: &[
             storage(0, false),
-            storage(1, true),
+            storage(1, false),
             wgpu::BindGroupLayoutEntry {
                 binding: 2,
                 visibility: wgpu::ShaderStages::COMPUTE,
@@ -711,6 +798,10 @@ struct Plan {
     encoder: Vec<Step>,
     decoder: Vec<Vec<Step>>, // per level
     prm: Vec<Step>,
+    /// per level: trie masking + top-K+ (expand, select_candidates), then after the PRM
+    /// the top-K' / top-N (select_beams)
+    select: Vec<[Step; 2]>,
+    finish: Vec<Step>,
     act_len: usize,
     ints_len: usize,
     // act offsets
@@ -719,13 +810,22 @@ struct Plan {
     scores: u32,
     // ints offsets
     codes: u32,
-    prefix: u32,
+    prefix: [u32; 2], // level l's decoder reads prefix[l % 2]
     nodes: u32,
+    beam_node: u32, // level 0's beam (the root) for the GPU search
+    seen: u32,
+    res_node: u32,
+    // act offsets
+    beam_cum: u32,
+    res_key: u32,
 }
 
-/// `ints` slots holding the live counts.
+/// `ints` slots: the live counts, the result count and the request's error flag (1: a
+/// non-finite log-probability, 2: a non-finite PRM score).
 const LIVE_BEAMS: u32 = 0;
 const LIVE_NODES: u32 = 1;
+const RESULTS: u32 = 2;
+const ERR: u32 = 3;
 
 struct Arena(usize);
 impl Arena {
@@ -910,11 +1010,27 @@ impl Plan {
         let po = act.take(mc * d);
         let scores = act.take(mc);
 
-        // the id buffer: [live beams, live candidates, codes, prefixes, nodes]
-        let mut ints = Arena(2);
+        // the search's own buffers: candidates (K' x C slots), the pool's cums and parents,
+        // the beams (two sets: level l reads set l % 2, writes the other), the results
+        let slots = kb * c;
+        let cand_key = act.take(slots);
+        let pool_cum = act.take(mc);
+        let beam_cum = [act.take(kb), act.take(kb)];
+        let res_key = act.take(cfg.results);
+
+        // the id buffer: [live beams, live candidates, results, error, codes, prefixes
+        // (two sets), nodes, candidate nodes, pool parents, beam nodes (two sets), result
+        // nodes, seen-item bitset]
+        let mut ints = Arena(4);
         let codes = ints.take(h * l);
-        let prefix = ints.take(kb * (l - 1).max(1));
+        let w = (l - 1).max(1);
+        let prefix = [ints.take(kb * w), ints.take(kb * w)];
         let nodes = ints.take(mc);
+        let cand_node = ints.take(slots);
+        let pool_parent = ints.take(mc);
+        let beam_node = [ints.take(kb), ints.take(kb)];
+        let res_node = ints.take(cfg.results);
+        let seen = ints.take(s.trie.num_items.div_ceil(32));
 
         let mut b = Builder {
             params: Vec::new(),
@@ -1030,7 +1146,7 @@ impl Plan {
                 s2: dpos.scale,
                 ss2: dpos.stride,
                 tq: u(t),
-                i0: prefix,
+                i0: prefix[level % 2],
                 ..Params::default()
             };
             b.push(&mut st, Kernel::EmbedDec, p, [groups_of(d), u(kb * t), 1]);
@@ -1135,11 +1251,88 @@ impl Plan {
             let bias = Some(wt.v("prm.b_out2", 1)?);
             b.matmul(&mut prm, pr, (po, d), d, &w, 1, scores, 0, bias, None);
         }
+        // the search on the device, per level ----------------------------------------------
+        let tr = s.trie;
+        let (mut select, mut finish) = (Vec::new(), Vec::new());
+        for level in 0..l {
+            let (cur, next) = (level % 2, (level + 1) % 2);
+            let last = level + 1 == l;
+            let mut st = Vec::new();
+            let p = Params {
+                rows: u(kb),
+                n: u(c),
+                live: LIVE_BEAMS,
+                i0: beam_node[cur],
+                a: beam_cum[cur],
+                b: logp,
+                o: cand_key,
+                i1: cand_node,
+                count: LIVE_NODES,
+                err: ERR,
+                seen: if last { seen } else { NONE },
+                t_code: tr.code,
+                t_item: tr.item,
+                leaf0: tr.leaf0,
+                ..Params::default()
+            };
+            b.push(&mut st, Kernel::Expand, p, [groups_of(slots), 1, 1]);
+            let p = Params {
+                rows: u(slots),
+                n: u(c),
+                live: LIVE_BEAMS,
+                i0: cand_node,
+                a: cand_key,
+                keep: u(mc),
+                i1: nodes,
+                o: pool_cum,
+                i2: pool_parent,
+                count: LIVE_NODES,
+                ..Params::default()
+            };
+            b.push(
+                &mut st,
+                Kernel::SelectCandidates,
+                p,
+                [groups_of(slots), 1, 1],
+            );
+            select.push([st[0], st[1]]);
+            st.clear();
+            let p = Params {
+                n: u(c),
+                live: LIVE_NODES,
+                i0: nodes,
+                a: pool_cum,
+                b: scores,
+                i2: pool_parent,
+                prm: cfg.prm as u32,
+                mix: cfg.mix,
+                err: ERR,
+                t_code: tr.code,
+                level: u(level),
+                keep: u(if last { cfg.results } else { kb }),
+                i1: if last { res_node } else { beam_node[next] },
+                o: if last { res_key } else { beam_cum[next] },
+                count: if last { RESULTS } else { LIVE_BEAMS },
+                width: if last { 0 } else { u(w) },
+                x0: prefix[cur],
+                g0: prefix[next],
+                ..Params::default()
+            };
+            b.push(&mut st, Kernel::SelectBeams, p, [groups_of(mc), 1, 1]);
+            finish.push(st[0]);
+        }
         Ok(Plan {
             params: b.params,
             encoder: enc,
             decoder,
             prm,
+            select,
+            finish,
+            beam_node: beam_node[0],
+            beam_cum: beam_cum[0],
+            seen,
+            res_node,
+            res_key,
             act_len: act.0,
             ints_len: ints.0,
             mask,
@@ -1166,6 +1359,10 @@ pub struct GpuSession {
     encoded: bool,
     beams: usize,
     candidates: usize,
+    results: usize,
+    prm: bool,
+    seen_words: Vec<u32>, // the request's seen items as the kernels read them
+    rb_host: Vec<u32>,    // the last read-back, as words
     /// Result of the last read-back mapping: 0 pending, 1 mapped, 2 failed.
     mapped: Arc<std::sync::atomic::AtomicU8>,
 }
@@ -1201,11 +1398,16 @@ impl GpuSession {
         let ints = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("ids"),
             size: (plan.ints_len * 4) as u64,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
         let m = &s.manifest;
-        let rb_len = (cfg.beams * m.max_codebook()).max(cfg.candidates);
+        // the step-by-step path reads back log-probs or scores, the search N results
+        let rb_len = (cfg.beams * m.max_codebook())
+            .max(cfg.candidates)
+            .max(2 + 2 * cfg.results);
         let readback = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("read-back"),
             size: (rb_len * 4) as u64,
@@ -1251,6 +1453,7 @@ impl GpuSession {
         });
         gpu.check()?;
         let ints_host = vec![0i32; plan.ints_len];
+        let seen_words = vec![0u32; s.trie.num_items.div_ceil(32)];
         Ok(GpuSession {
             s: s.clone(),
             plan,
@@ -1264,6 +1467,10 @@ impl GpuSession {
             encoded: false,
             beams: cfg.beams,
             candidates: cfg.candidates,
+            results: cfg.results,
+            prm: cfg.prm,
+            seen_words,
+            rb_host: vec![0u32; rb_len],
             mapped: Arc::new(std::sync::atomic::AtomicU8::new(0)),
         })
     }
@@ -1316,8 +1523,20 @@ impl GpuSession {
         }
         let bytes = (floats * 4) as u64;
         enc.copy_buffer_to_buffer(&self.act, src as u64 * 4, &self.readback, 0, bytes);
-        let submission = gpu.queue.submit(Some(enc.finish()));
         self.encoder_pending = false;
+        self.submit_and_read(enc, floats)?;
+        for (o, &w) in out[..floats].iter_mut().zip(&self.rb_host) {
+            *o = f32::from_bits(w);
+        }
+        Ok(())
+    }
+
+    /// Submit `enc` (which ends with copies into the read-back buffer), wait for it, and
+    /// copy the first `words` words of the read-back buffer into `rb_host`.
+    fn submit_and_read(&mut self, enc: wgpu::CommandEncoder, words: usize) -> Result<()> {
+        let gpu = &self.s.gpu;
+        let submission = gpu.queue.submit(Some(enc.finish()));
+        let bytes = (words * 4) as u64;
         let slice = self.readback.slice(..bytes);
         use std::sync::atomic::Ordering;
         self.mapped.store(0, Ordering::Release);
@@ -1351,10 +1570,110 @@ impl GpuSession {
         }
         {
             let view = slice.get_mapped_range().map_err(map_err)?;
-            out[..floats].copy_from_slice(bytemuck::cast_slice(&view[..]));
+            self.rb_host[..words].copy_from_slice(bytemuck::cast_slice(&view[..]));
         }
         self.readback.unmap();
         Ok(())
+    }
+
+    /// The whole request on the device: the encoder, then per level the decoder, the trie
+    /// masking and top-K+ (`expand`, `select_candidates`), the PRM, and the top-K' (or
+    /// top-N at the last level, `select_beams`), recorded into one compute pass and one
+    /// submission; the read-back is the result count, the error flag and N (node, key)
+    /// pairs: 8 + 8 N bytes.
+    fn search_on_device(
+        &mut self,
+        codes: &[i64],
+        mask: &[f32],
+        seen: &[u64],
+        out: &mut [(u32, f32)],
+    ) -> Result<usize> {
+        self.encode(codes, mask)?;
+        let n = self.results;
+        if out.len() < n {
+            return Err(err!(
+                Capacity,
+                "the result buffer holds {}, the session returns up to {n}",
+                out.len()
+            ));
+        }
+        let plan = &self.plan;
+        // counts (1 live beam: the root), the root beam, the seen items
+        self.ints_host[..4].copy_from_slice(&[1, 0, 0, 0]);
+        self.upload_ints(0, 4);
+        let at = plan.beam_node as usize;
+        self.ints_host[at] = 0;
+        self.upload_ints(at, at + 1);
+        let queue = &self.s.gpu.queue;
+        queue.write_buffer(&self.act, plan.beam_cum as u64 * 4, &0f32.to_le_bytes());
+        for (i, w) in self.seen_words.iter_mut().enumerate() {
+            let word = seen.get(i / 2).copied().unwrap_or(0);
+            *w = (word >> (32 * (i % 2))) as u32;
+        }
+        queue.write_buffer(
+            &self.ints,
+            plan.seen as u64 * 4,
+            bytemuck::cast_slice(&self.seen_words),
+        );
+        let gpu = &self.s.gpu;
+        gpu.check()?;
+        let mut enc = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: None,
+            });
+            self.record(&mut pass, &plan.encoder);
+            for level in 0..plan.decoder.len() {
+                self.record(&mut pass, &plan.decoder[level]);
+                self.record(&mut pass, &plan.select[level]);
+                if self.prm {
+                    self.record(&mut pass, &plan.prm);
+                }
+                self.record(&mut pass, std::slice::from_ref(&plan.finish[level]));
+            }
+        }
+        // read-back: [result count, error flag, N nodes, N keys]
+        enc.copy_buffer_to_buffer(&self.ints, RESULTS as u64 * 4, &self.readback, 0, 8);
+        let nb = (n * 4) as u64;
+        enc.copy_buffer_to_buffer(&self.ints, plan.res_node as u64 * 4, &self.readback, 8, nb);
+        enc.copy_buffer_to_buffer(
+            &self.act,
+            plan.res_key as u64 * 4,
+            &self.readback,
+            8 + nb,
+            nb,
+        );
+        self.encoder_pending = false;
+        self.submit_and_read(enc, 2 + 2 * n)?;
+        let (count, flag) = (self.rb_host[0] as usize, self.rb_host[1]);
+        match flag {
+            0 => {}
+            1 => {
+                return Err(err!(
+                    Backend,
+                    "the decoder gave a non-finite log-probability on the GPU: the model's weights or the backend are broken"
+                ))
+            }
+            _ => {
+                return Err(err!(
+                    Backend,
+                    "the PRM gave a non-finite score on the GPU: the model's weights or the backend are broken"
+                ))
+            }
+        }
+        if count > n {
+            return Err(err!(
+                Backend,
+                "the GPU search returned {count} results, expected at most {n}"
+            ));
+        }
+        for (i, o) in out[..count].iter_mut().enumerate() {
+            *o = (self.rb_host[2 + i], f32::from_bits(self.rb_host[2 + n + i]));
+        }
+        Ok(count)
     }
 }
 
@@ -1402,7 +1721,7 @@ impl Scorer for GpuSession {
                 out.len()
             ));
         }
-        let at = self.plan.prefix as usize;
+        let at = self.plan.prefix[level % 2] as usize;
         for i in 0..k {
             for j in 0..w {
                 self.ints_host[at + i * w + j] = (prefixes[i * w + j] as usize + j * c) as i32;
@@ -1434,6 +1753,19 @@ impl Scorer for GpuSession {
         self.upload_ints(1, 2);
         self.upload_ints(at, at + n);
         self.run(None, self.plan.scores, n, out)
+    }
+
+    fn search(
+        &mut self,
+        codes: &[i64],
+        mask: &[f32],
+        seen: &[u64],
+        out: &mut [(u32, f32)],
+    ) -> Option<Result<usize>> {
+        if !self.s.search {
+            return None;
+        }
+        Some(self.search_on_device(codes, mask, seen, out))
     }
 }
 

@@ -120,7 +120,7 @@ fn rig(numeric: Numeric, shader_f16: bool, subgroups: bool) -> Option<Rig> {
     let opts = GpuOptions {
         shader_f16,
         subgroups,
-        allow_software: true,
+        ..GpuOptions::default()
     };
     let gpu = match open(numeric, &opts) {
         Ok(g) => g,
@@ -197,10 +197,11 @@ impl Rig {
                 resource: buffer.as_entire_binding(),
             }
         }
+        let trie = init("trie", &[0u8; 4], wgpu::BufferUsages::STORAGE); // unused here
         let mbg = d.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
             layout: &self.model_layout,
-            entries: &[entry(0, &wts), entry(1, &aux)],
+            entries: &[entry(0, &wts), entry(1, &aux), entry(2, &trie)],
         });
         let sbg = d.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
@@ -661,9 +662,10 @@ fn limits_and_lost_devices_have_their_own_codes() {
 
 /// The dispatch counts the README quotes for the small model (2+2 layers): 14 for the
 /// encoder (with the memory's k/v for both decoder layers and the PRM), 19 per decoder
-/// level, 8 per PRM call: 14 + 3 * (19 + 8) = 95 per request.
+/// level, 8 per PRM call, and the search's 3 per level (expand, select_candidates,
+/// select_beams): 14 + 3 * (19 + 2 + 8 + 1) = 104 per request, in one submission.
 #[test]
-fn the_default_bundle_needs_95_dispatches_per_request() {
+fn the_default_bundle_needs_104_dispatches_per_request() {
     let bundle = Bundle::open(concat!(env!("CARGO_MANIFEST_DIR"), "/models/ml1m")).unwrap();
     if rig(Numeric::F32, true, true).is_none() {
         return;
@@ -675,4 +677,11 @@ fn the_default_bundle_needs_95_dispatches_per_request() {
         (s.plan.encoder.len(), dec, s.plan.prm.len()),
         (14, vec![19, 19, 19], 8)
     );
+    assert_eq!((s.plan.select.len(), s.plan.finish.len()), (3, 3));
+    let per_request = 14 + (0..3).map(|l| dec_len(&s, l) + 2 + 8 + 1).sum::<usize>();
+    assert_eq!(per_request, 104);
+}
+
+fn dec_len(s: &GpuSession, level: usize) -> usize {
+    s.plan.decoder[level].len()
 }

@@ -149,6 +149,10 @@ struct Common {
     /// has those features.
     #[arg(long)]
     gpu_portable: bool,
+    /// GPU: run the search on the CPU (two submissions per level) instead of on the GPU
+    /// (one submission per request).
+    #[arg(long)]
+    gpu_host_search: bool,
     /// CPU engine: fused (our kernels) or tract (the ONNX graphs through tract-onnx).
     #[arg(long, default_value = "fused")]
     cpu_engine: String,
@@ -197,6 +201,7 @@ impl Common {
             cpu_engine: self.cpu_engine.parse()?,
             gpu_shader_f16: !self.gpu_portable,
             gpu_subgroups: !self.gpu_portable,
+            gpu_search: !self.gpu_host_search,
         };
         Model::load_with(&bundle, device, &opts)
     }
