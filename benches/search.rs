@@ -159,5 +159,11 @@ fn requests(c: &mut Criterion, group: &str, model: &Model, hs: &[Vec<u32>]) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+// no plots: criterion's plotters backend panics on machines without a system font
+// (FontUnavailable), and the numbers are what we read
+criterion_group! {
+    name = benches;
+    config = Criterion::default().without_plots();
+    targets = bench
+}
 criterion_main!(benches);

@@ -131,7 +131,7 @@ pub struct Recommendation {
 
 /// What the search needs from a model. Implemented by each backend's session state.
 pub trait Scorer {
-    /// Encode one history: `codes` is [H * L] (row-major, item-major), `mask` [H] with 1.0
+    /// Encode one history: `codes` is [H * L] (row-major, item-major), `mask` `[H]` with 1.0
     /// for real items. Keeps the encoder output for the next calls.
     fn encode(&mut self, codes: &[i64], mask: &[f32]) -> Result<()>;
     /// Log-probabilities of the level-`level` (0-based) code for `k` prefixes given as

@@ -29,7 +29,8 @@ fn missing_directory_and_files() {
 
 #[test]
 fn manifest_problems() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, ErrorCode, &str)> = vec![
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit, ErrorCode, &str)> = vec![
         (
             "version",
             Box::new(|v| v["format_version"] = 99.into()),
@@ -149,7 +150,8 @@ fn with_catalog(f: impl Fn(&mut Vec<u8>)) -> promise_rt::Error {
 
 #[test]
 fn catalog_problems() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>, &str)> = vec![
+    type Patch = Box<dyn Fn(&mut Vec<u8>)>;
+    let cases: Vec<(&str, Patch, &str)> = vec![
         ("truncated header", Box::new(|b| b.truncate(40)), "header"),
         (
             "truncated body",

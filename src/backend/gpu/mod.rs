@@ -4,21 +4,26 @@
 //! Load: the weights of the three graphs go from the mapped ONNX initializers straight into
 //! two GPU buffers (`wts`: every rank >= 2 weight in the bundle's own format, f32 / f16 /
 //! int8; `aux`: norm gains, biases and int8 scales as f32) through buffers mapped at
-//! creation, so the host never holds a second copy. One shader module is specialised for
-//! the format and for the adapter's SHADER_F16 / SUBGROUP support, and its 6 pipelines are
-//! built once.
+//! creation, so the host never holds a second copy; the catalog's trie goes to a third
+//! (`trie`: first child, code and item per node, 53 KiB for ML-1M). One shader module is
+//! specialised for the format and for the adapter's SHADER_F16 / SUBGROUP support, and its
+//! 9 pipelines are built once.
 //!
 //! Session: one activation arena, one id buffer, the parameter blocks of every dispatch
-//! (encoder, the decoder at each level, the PRM) and their bind groups are built once for
-//! the config; a request only writes its inputs (`write_buffer`) and submits.
+//! (encoder, the decoder at each level, the PRM, the search kernels) and their bind groups
+//! are built once for the config; a request only writes its inputs (`write_buffer`: the
+//! history's codes and mask, the seen-item bitset, the root beam) and submits.
 //!
-//! Per request (L levels, PRM on): the encoder is recorded into the first level's decoder
-//! submission; each level is one submission for the decoder (+ log-softmax) and one for the
-//! PRM, each followed by one read-back: `k * C * 4` bytes of log-probs for the k live beams
-//! and `m * 4` bytes of PRM scores for the m candidates. The trie walk and the top-k stay
-//! on the CPU (a few microseconds: `benches/search.rs`), so the search code is the same
-//! for both backends. The decoder's and the PRM's cross-attention keys and values of the
-//! encoder memory are computed once per request, not once per level as in the ONNX graphs.
+//! Per request (default, [`GpuOptions::search`]): one submission. The encoder, then per
+//! level the decoder (+ log-softmax), `expand` (trie masking), `select_candidates` (top-K+),
+//! the PRM and `select_beams` (top-K', or top-N at the last level) run as one compute
+//! pass, and one read-back returns `8 + 8 N` bytes (result count, error flag, N leaf nodes
+//! and keys). The search kernels follow `src/search/mod.rs` exactly (same order and
+//! tie-break); the CPU turns the leaves into items. With `search: false` the
+//! [`Searcher`](crate::Searcher) drives instead: per level one submission for the decoder
+//! and one for the PRM, reading back `k * C * 4` bytes of log-probs and `m * 4` bytes of
+//! PRM scores. Either way the memory's cross-attention keys and values are computed once
+//! per request, not once per level as in the ONNX graphs.
 
 mod shader;
 
@@ -1484,6 +1489,23 @@ impl GpuSession {
         }
     }
 
+    /// A command encoder holding one compute pass that `f` records into.
+    fn pass(&self, f: impl FnOnce(&mut wgpu::ComputePass<'_>)) -> wgpu::CommandEncoder {
+        let mut enc = self
+            .s
+            .gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: None,
+            });
+            f(&mut pass);
+        }
+        enc
+    }
+
     /// Write ints[range] to the GPU.
     fn upload_ints(&self, from: usize, to: usize) {
         self.s.gpu.queue.write_buffer(
@@ -1502,25 +1524,17 @@ impl GpuSession {
         floats: usize,
         out: &mut [f32],
     ) -> Result<()> {
-        let gpu = &self.s.gpu;
-        gpu.check()?;
-        let mut enc = gpu
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: None,
-                timestamp_writes: None,
-            });
+        self.s.gpu.check()?;
+        let mut enc = self.pass(|pass| {
             if self.encoder_pending {
-                self.record(&mut pass, &self.plan.encoder);
+                self.record(pass, &self.plan.encoder);
             }
             let steps = match level {
                 Some(l) => &self.plan.decoder[l],
                 None => &self.plan.prm,
             };
-            self.record(&mut pass, steps);
-        }
+            self.record(pass, steps);
+        });
         let bytes = (floats * 4) as u64;
         enc.copy_buffer_to_buffer(&self.act, src as u64 * 4, &self.readback, 0, bytes);
         self.encoder_pending = false;
@@ -1615,26 +1629,18 @@ impl GpuSession {
             plan.seen as u64 * 4,
             bytemuck::cast_slice(&self.seen_words),
         );
-        let gpu = &self.s.gpu;
-        gpu.check()?;
-        let mut enc = gpu
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: None,
-                timestamp_writes: None,
-            });
-            self.record(&mut pass, &plan.encoder);
+        self.s.gpu.check()?;
+        let mut enc = self.pass(|pass| {
+            self.record(pass, &plan.encoder);
             for level in 0..plan.decoder.len() {
-                self.record(&mut pass, &plan.decoder[level]);
-                self.record(&mut pass, &plan.select[level]);
+                self.record(pass, &plan.decoder[level]);
+                self.record(pass, &plan.select[level]);
                 if self.prm {
-                    self.record(&mut pass, &plan.prm);
+                    self.record(pass, &plan.prm);
                 }
-                self.record(&mut pass, std::slice::from_ref(&plan.finish[level]));
+                self.record(pass, std::slice::from_ref(&plan.finish[level]));
             }
-        }
+        });
         // read-back: [result count, error flag, N nodes, N keys]
         enc.copy_buffer_to_buffer(&self.ints, RESULTS as u64 * 4, &self.readback, 0, 8);
         let nb = (n * 4) as u64;

@@ -685,3 +685,48 @@ fn the_default_bundle_needs_104_dispatches_per_request() {
 fn dec_len(s: &GpuSession, level: usize) -> usize {
     s.plan.decoder[level].len()
 }
+
+/// The device search flags a non-finite log-probability or PRM score (a norm gain of
+/// 3e38, finite so the bundle opens, makes the head's or the PRM's input overflow) and the
+/// session reports it as a Backend error naming which, like the CPU search does.
+#[test]
+fn the_device_search_reports_non_finite_values() {
+    let tiny = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny");
+    if rig(Numeric::F32, true, true).is_none() {
+        return;
+    }
+    for (file, gain, what) in [
+        ("decoder.onnx", "gen.dec_norm.w", "log-probability"),
+        ("prm.onnx", "prm.n3.w", "PRM"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        for e in std::fs::read_dir(&tiny).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+        }
+        let path = dir.path().join(file);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let idx = crate::bundle::onnx::index(&bytes, file).unwrap();
+        let w = idx.initializers.iter().find(|i| i.name == gain).unwrap();
+        for v in bytes[w.offset..w.offset + w.len].chunks_exact_mut(4) {
+            v.copy_from_slice(&3e38f32.to_le_bytes());
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let bundle = Bundle::open(dir.path()).expect("finite weights open");
+        let m = bundle.manifest();
+        let codes = vec![1i64; m.history * m.levels];
+        let mask = vec![1.0f32; m.history];
+        let seen = vec![0u64; m.num_items.div_ceil(64)];
+        let model = GpuModel::load(&bundle).unwrap();
+        let mut s = model.session(&SearchConfig::default()).unwrap();
+        let mut out = vec![(0u32, 0.0f32); 10];
+        let e = s
+            .search_on_device(&codes, &mask, &seen, &mut out)
+            .expect_err("an overflowing gain must be reported");
+        assert_eq!(e.code(), crate::ErrorCode::Backend, "{e}");
+        assert!(
+            e.to_string().contains(what) && e.to_string().contains("non-finite"),
+            "{gain}: {e}"
+        );
+    }
+}
