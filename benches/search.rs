@@ -6,6 +6,9 @@
 //! - `cpu_tract_request/*`: the same through the tract engine (the ONNX graphs);
 //! - `gpu_request/*`: the same through the GPU backend, when built with `--features gpu`
 //!   and an adapter exists;
+//! - `forward/<engine>/*`: each CPU engine's forward passes alone, through the backend's
+//!   `Scorer` (no search): the encoder; the encoder plus the decoder over a request's
+//!   three levels (1, 16, 16 beams, as K'=16 runs them); the PRM on 64 candidates;
 //! - `cold_start/*`: open bundle -> load model -> session -> first recommendation, per CPU
 //!   engine.
 //!
@@ -120,8 +123,14 @@ fn bench(c: &mut Criterion) {
     };
     let model = Model::load(&bundle, Device::Cpu).unwrap();
     requests(c, "cpu_request", &model, &hs);
-    let tract = Model::load_with(&bundle, Device::Cpu, &engine(CpuEngine::Tract)).unwrap();
-    requests(c, "cpu_tract_request", &tract, &hs);
+    #[cfg(feature = "cpu")]
+    forward(c, &bundle, CpuEngine::Fused, "fused");
+    if cfg!(feature = "tract") {
+        let tract = Model::load_with(&bundle, Device::Cpu, &engine(CpuEngine::Tract)).unwrap();
+        requests(c, "cpu_tract_request", &tract, &hs);
+        #[cfg(feature = "cpu")]
+        forward(c, &bundle, CpuEngine::Tract, "tract");
+    }
     // the GPU backend's whole requests, where an adapter exists (on lavapipe these time
     // a software rasterizer: read them only on a real GPU)
     match Model::load(&bundle, Device::Gpu) {
@@ -131,6 +140,9 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("cold_start");
     g.sample_size(10);
     for (name, e) in [("fused", CpuEngine::Fused), ("tract", CpuEngine::Tract)] {
+        if e == CpuEngine::Tract && !cfg!(feature = "tract") {
+            continue;
+        }
         g.bench_function(name, |b| {
             b.iter(|| {
                 let bundle = Bundle::open(bundle_dir()).unwrap();
@@ -140,6 +152,44 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    g.finish();
+}
+
+/// The forward passes of one CPU engine at K'=16, K+=64, without the search.
+#[cfg(feature = "cpu")]
+fn forward(c: &mut Criterion, bundle: &Bundle, engine: CpuEngine, name: &str) {
+    use promise_rt::backend::cpu::CpuModel;
+    let m = bundle.manifest();
+    let (h, l, cmax) = (m.history, m.levels, m.max_codebook());
+    let cfg = SearchConfig::default();
+    let model = CpuModel::load(bundle, engine).unwrap();
+    let mut s = model.session(&cfg).unwrap();
+    let codes: Vec<i64> = (0..h * l).map(|i| (i * 7 % 24) as i64).collect();
+    let mask = vec![1.0f32; h];
+    let w = l - 1;
+    // 16 beams: distinct level-0 codes at level 1, then each extended at level 2
+    let lvl1: Vec<i64> = (0..16).flat_map(|b| [b as i64, 0]).collect();
+    let lvl2: Vec<i64> = (0..16)
+        .flat_map(|b| [b as i64, (b * 5 % 24) as i64])
+        .collect();
+    let nodes: Vec<i64> = (0..64).map(|i| 33 + i as i64 * 11).collect();
+    let root = vec![0i64; w];
+    let mut out = vec![0.0f32; 64 * cmax];
+    let mut g = c.benchmark_group(format!("forward/{name}"));
+    g.bench_function("encoder", |b| b.iter(|| s.encode(&codes, &mask).unwrap()));
+    // the encoder resets the request (and the fused engine's cache): subtract `encoder`
+    g.bench_function("encoder_and_decoder_3_levels_k16", |b| {
+        b.iter(|| {
+            s.encode(&codes, &mask).unwrap();
+            s.decode(0, &root, 1, &mut out).unwrap();
+            s.decode(1, &lvl1, 16, &mut out).unwrap();
+            s.decode(2, &lvl2, 16, &mut out).unwrap();
+        })
+    });
+    s.encode(&codes, &mask).unwrap();
+    g.bench_function("prm_64", |b| {
+        b.iter(|| s.score(&nodes, &mut out[..64]).unwrap())
+    });
     g.finish();
 }
 

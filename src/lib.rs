@@ -35,11 +35,13 @@
 //!   PRM scores. **result** (N): a returned item.
 //!
 //! ## Features
-//! - `cpu` (default): the CPU backend ([`backend::cpu`]) with two engines
-//!   ([`CpuEngine`]): `Fused` (default), our own kernels for the bundle's architecture
-//!   with a key/value cache across levels, and `Tract`, the bundle's ONNX graphs through
-//!   tract-onnx. They return the same items (tests/it/cpu_engines.rs); the fused one is
-//!   about 5x faster (README "Results"). `gpu`: our WGSL kernels through wgpu
+//! - `cpu` (default): the CPU backend ([`backend::cpu`]) with its `Fused` engine
+//!   ([`CpuEngine`], default): our own kernels for the bundle's architecture with a
+//!   key/value cache across levels; no dependencies. `tract` (default, implies `cpu`): the
+//!   `Tract` engine, the bundle's ONNX graphs through tract-onnx. They return the same
+//!   items (tests/it/cpu_engines.rs); the fused one is about 5x faster (README
+//!   "Results"); an app that wants a small library builds `cpu` without `tract`.
+//!   `gpu`: our WGSL kernels through wgpu
 //!   ([`backend::gpu`]; `Device::Gpu`, or `Device::Auto` for a hardware GPU when one
 //!   qualifies). `ffi`: the C ABI. `cli`: the `promise` binary.
 //!

@@ -177,6 +177,7 @@ fn a_whole_request_on_the_fused_cpu_engine_allocates_nothing() {
     }
 }
 
+#[cfg(feature = "tract")]
 #[test]
 fn tract_forward_passes_allocations_are_measured() {
     let model = cpu_model("models/tiny", CpuEngine::Tract);

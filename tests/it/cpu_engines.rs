@@ -2,11 +2,16 @@
 //! in the same order as the bundle's ONNX graphs run by tract, on histories no other test
 //! uses, for every search config and every shipped bundle (f32, f16, int8; small, large).
 
-use promise_rt::{Bundle, CpuEngine, Device, LoadOptions, Model};
+#[cfg(feature = "tract")]
+use promise_rt::{Bundle, Device, Model};
+use promise_rt::{CpuEngine, LoadOptions};
 
+#[cfg(feature = "tract")]
 use crate::agree::{agree, fresh_histories};
+#[cfg(feature = "tract")]
 use crate::util::repo;
 
+#[cfg(feature = "tract")]
 fn load(bundle: &Bundle, engine: CpuEngine) -> Model {
     let opts = LoadOptions {
         cpu_engine: engine,
@@ -15,6 +20,7 @@ fn load(bundle: &Bundle, engine: CpuEngine) -> Model {
     Model::load_with(bundle, Device::Cpu, &opts).expect("cpu model")
 }
 
+#[cfg(feature = "tract")]
 #[test]
 fn fused_engine_matches_tract_on_fresh_histories_for_every_bundle() {
     let bundles = [

@@ -5,7 +5,7 @@
 //! scores for them differ by less than 1e-5 (an exact near-tie that float rounding
 //! between onnxruntime and tract can flip).
 
-use promise_rt::{Bundle, CpuEngine, Device, LoadOptions, Model, SearchConfig};
+use promise_rt::{Bundle, Device, LoadOptions, Model, SearchConfig};
 use serde_json::Value;
 
 use crate::util::repo;
@@ -109,8 +109,10 @@ fn default_bundle_matches_the_reference_on_the_cpu() {
     assert!(n >= 400, "only {n} golden cases");
 }
 
+#[cfg(feature = "tract")]
 #[test]
 fn the_tract_engine_matches_the_reference_too() {
+    use promise_rt::CpuEngine;
     let opts = LoadOptions {
         cpu_engine: CpuEngine::Tract,
         ..LoadOptions::default()

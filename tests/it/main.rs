@@ -1,6 +1,7 @@
 //! The integration test binary: golden files from the Python reference, bad inputs,
 //! search properties against a naive reference, and the CLI.
 
+#[cfg(any(feature = "gpu", feature = "tract"))]
 mod agree;
 mod bundles;
 mod cli;

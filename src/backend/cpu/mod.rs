@@ -14,6 +14,7 @@
 
 mod fused;
 pub mod kernels;
+#[cfg(feature = "tract")]
 mod tract;
 
 use std::sync::Arc;
@@ -29,6 +30,7 @@ pub use kernels::Isa;
 #[derive(Debug)]
 pub enum CpuModel {
     Fused(Arc<fused::FusedModel>),
+    #[cfg(feature = "tract")]
     Tract(Box<tract::TractModel>),
 }
 
@@ -36,6 +38,7 @@ pub enum CpuModel {
 #[derive(Debug)]
 pub enum CpuSession {
     Fused(fused::FusedSession),
+    #[cfg(feature = "tract")]
     Tract(tract::TractSession),
 }
 
@@ -45,13 +48,22 @@ impl CpuModel {
             CpuEngine::Fused => {
                 CpuModel::Fused(Arc::new(fused::FusedModel::load(bundle, Isa::detect())?))
             }
+            #[cfg(feature = "tract")]
             CpuEngine::Tract => CpuModel::Tract(Box::new(tract::TractModel::load(bundle)?)),
+            #[cfg(not(feature = "tract"))]
+            CpuEngine::Tract => {
+                return Err(crate::error::err!(
+                    BackendUnavailable,
+                    "the tract engine is not compiled in (enable the \"tract\" feature)"
+                ))
+            }
         })
     }
 
     pub fn session(&self, cfg: &SearchConfig) -> Result<CpuSession> {
         Ok(match self {
             CpuModel::Fused(m) => CpuSession::Fused(m.session(cfg)),
+            #[cfg(feature = "tract")]
             CpuModel::Tract(m) => CpuSession::Tract(m.session(cfg)?),
         })
     }
@@ -60,6 +72,7 @@ impl CpuModel {
     pub fn describe(&self) -> String {
         match self {
             CpuModel::Fused(m) => format!("fused ({})", m.isa().name()),
+            #[cfg(feature = "tract")]
             CpuModel::Tract(_) => "tract".to_string(),
         }
     }
@@ -69,18 +82,21 @@ impl Scorer for CpuSession {
     fn encode(&mut self, codes: &[i64], mask: &[f32]) -> Result<()> {
         match self {
             CpuSession::Fused(s) => s.encode(codes, mask),
+            #[cfg(feature = "tract")]
             CpuSession::Tract(s) => s.encode(codes, mask),
         }
     }
     fn decode(&mut self, level: usize, prefixes: &[i64], k: usize, out: &mut [f32]) -> Result<()> {
         match self {
             CpuSession::Fused(s) => s.decode(level, prefixes, k, out),
+            #[cfg(feature = "tract")]
             CpuSession::Tract(s) => s.decode(level, prefixes, k, out),
         }
     }
     fn score(&mut self, nodes: &[i64], out: &mut [f32]) -> Result<()> {
         match self {
             CpuSession::Fused(s) => s.score(nodes, out),
+            #[cfg(feature = "tract")]
             CpuSession::Tract(s) => s.score(nodes, out),
         }
     }

@@ -332,11 +332,18 @@ fn masked(v: f32, j: u32) -> f32 {
 // ---- the search: trie masking, exact top-k, beam update ------------------------------
 //
 // The same search as src/search/mod.rs, on the device: one submission per request.
-// Order everywhere: higher key first, ties to the smaller node id (node ids are unique,
-// so every kept entry has exactly one rank and the result is deterministic).
+// Order everywhere: higher key first in `f32::total_cmp` order (so -0.0 ranks below +0.0,
+// as on the CPU), ties to the smaller node id (node ids are unique, so every kept entry
+// has exactly one rank and the result is deterministic).
 // `trie` holds, as u32: first_child [nodes + 1] at 0 (node n's children are
 // first_child[n]..first_child[n + 1], in code order), node_code [nodes] at t_code,
 // leaf_item [items] at t_item (indexed by node - leaf0).
+
+// f32 -> i32 monotone in `f32::total_cmp` order (the CPU search's): -0.0 < +0.0
+fn total_order(x: f32) -> i32 {
+    let b = bitcast<i32>(x);
+    return b ^ ((b >> 31u) & 0x7fffffff);
+}
 
 fn non_finite(x: f32) -> bool {
     // WGSL has no isnan/isinf, and compilers may fold `x != x`: test the exponent bits
@@ -403,14 +410,15 @@ fn select_candidates(@builtin(global_invocation_id) g: vec3<u32>) {
         return;
     }
     let key = act[p.a + e];
+    let ko = total_order(key);
     var rank = 0u;
     var valid = 0u;
     for (var f = 0u; f < p.rows; f++) {
         let nf = ints[p.i0 + f];
         if (nf >= 0) {
             valid++;
-            let kf = act[p.a + f];
-            if (kf > key || (kf == key && nf < node)) {
+            let kf = total_order(act[p.a + f]);
+            if (kf > ko || (kf == ko && nf < node)) {
                 rank++;
             }
         }
@@ -458,11 +466,12 @@ fn select_beams(@builtin(global_invocation_id) g: vec3<u32>) {
     }
     let node = ints[p.i0 + r];
     let key = pool_key(r);
+    let ko = total_order(key);
     var rank = 0u;
     for (var f = 0u; f < m; f++) {
-        let kf = pool_key(f);
+        let kf = total_order(pool_key(f));
         let nf = ints[p.i0 + f];
-        if (kf > key || (kf == key && nf < node)) {
+        if (kf > ko || (kf == ko && nf < node)) {
             rank++;
         }
     }

@@ -154,6 +154,22 @@ impl Rig {
         act: &mut [f32],
         ints: &[i32],
     ) {
+        let mut iv = ints.to_vec();
+        iv.resize(iv.len().max(1), 0);
+        self.run_ids(kernel, p, groups, ar, act, &mut iv);
+    }
+
+    /// Run one dispatch over `act` and `ints` (both read back in place; the search kernels
+    /// write ids).
+    fn run_ids(
+        &self,
+        kernel: Kernel,
+        p: Params,
+        groups: [u32; 3],
+        ar: &Arenas,
+        act: &mut [f32],
+        ints: &mut [i32],
+    ) {
         let d = &self.gpu.device;
         let init = |label, contents: &[u8], usage| {
             d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -175,13 +191,17 @@ impl Rig {
             bytemuck::cast_slice(act),
             wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
         );
-        let mut iv = ints.to_vec();
-        iv.resize(iv.len().max(1), 0);
         let intb = init(
             "ints",
-            bytemuck::cast_slice(&iv),
-            wgpu::BufferUsages::STORAGE,
+            bytemuck::cast_slice(ints),
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
         );
+        let ints_out = d.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: (ints.len() * 4) as u64,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
         let mut pbytes = vec![0u8; PARAMS_STRIDE as usize];
         pbytes[..std::mem::size_of::<Params>()].copy_from_slice(bytemuck::bytes_of(&p));
         let pb = init("params", &pbytes, wgpu::BufferUsages::UNIFORM);
@@ -228,13 +248,19 @@ impl Rig {
             pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
         }
         enc.copy_buffer_to_buffer(&actb, 0, &out, 0, (act.len() * 4) as u64);
+        enc.copy_buffer_to_buffer(&intb, 0, &ints_out, 0, (ints.len() * 4) as u64);
         self.gpu.queue.submit(Some(enc.finish()));
         out.slice(..)
+            .map_async(wgpu::MapMode::Read, |r| r.expect("map"));
+        ints_out
+            .slice(..)
             .map_async(wgpu::MapMode::Read, |r| r.expect("map"));
         d.poll(wgpu::PollType::wait_indefinitely()).expect("poll");
         self.gpu.check().expect("no GPU error");
         let view = out.slice(..).get_mapped_range().expect("mapped");
         act.copy_from_slice(bytemuck::cast_slice(&view[..]));
+        let view = ints_out.slice(..).get_mapped_range().expect("mapped");
+        ints.copy_from_slice(bytemuck::cast_slice(&view[..]));
     }
 }
 
@@ -658,6 +684,137 @@ fn limits_and_lost_devices_have_their_own_codes() {
         .decode(0, &vec![0; 16 * (l - 1)], 1, &mut out)
         .unwrap_err();
     assert_eq!(e.code(), crate::ErrorCode::DeviceLost, "{e}");
+}
+
+/// The search's selection kernels against the CPU search's top-k (`search::topk`), on
+/// random keys drawn from a few values (so ties are everywhere: the tie-break by node id
+/// decides), with invalid slots, unique node ids in random order. Exact equality: the
+/// kernels only compare and copy (and mix with 0.5, exact in binary).
+#[test]
+fn selection_kernels_match_the_cpu_top_k() {
+    use crate::search::topk::{by_cum, by_key, top_k, Scored};
+    let Some(rig) = rig(Numeric::F32, true, true) else {
+        return;
+    };
+    let mut rng = Rng::new(21);
+    let tie = |rng: &mut Rng| (rng.f() * 8.0).round() / 4.0;
+    let ar = Arenas::new(Numeric::F32);
+    for &(slots, keep) in &[(512usize, 64usize), (96, 100), (40, 1), (2048, 256)] {
+        // select_candidates: slots [0, slots) of keys / nodes -> the pool
+        let mut perm: Vec<usize> = (0..slots).collect();
+        for i in (1..slots).rev() {
+            perm.swap(i, rng.below(i + 1));
+        }
+        let nodes: Vec<i32> = (0..slots)
+            .map(|e| {
+                if rng.below(5) == 0 {
+                    -1
+                } else {
+                    (perm[e] * 3 + 1) as i32
+                }
+            })
+            .collect();
+        let keys: Vec<f32> = (0..slots).map(|_| tie(&mut rng)).collect();
+        let (i0, i1, i2) = (4, 4 + slots, 4 + slots + keep);
+        let mut ints = vec![7i32; i2 + keep];
+        ints[i0..i0 + slots].copy_from_slice(&nodes);
+        let mut act = keys.clone();
+        act.resize(slots + keep, 0.0);
+        let p = Params {
+            rows: slots as u32,
+            n: 32,
+            live: 0,
+            i0: i0 as u32,
+            a: 0,
+            keep: keep as u32,
+            i1: i1 as u32,
+            o: slots as u32,
+            i2: i2 as u32,
+            count: 1,
+            ..Params::default()
+        };
+        let groups = [(slots as u32).div_ceil(WG), 1, 1];
+        rig.run_ids(
+            Kernel::SelectCandidates,
+            p,
+            groups,
+            &ar,
+            &mut act,
+            &mut ints,
+        );
+        let mut want: Vec<Scored> = (0..slots)
+            .filter(|&e| nodes[e] >= 0)
+            .map(|e| Scored {
+                node: nodes[e] as u32,
+                parent: (e / 32) as u32,
+                cum: keys[e],
+                key: keys[e],
+            })
+            .collect();
+        top_k(&mut want, keep, by_cum);
+        let what = format!("select_candidates {slots} slots keep {keep}");
+        assert_eq!(
+            (ints[0], ints[1] as usize),
+            (0, want.len()),
+            "{what}: counts"
+        );
+        for (r, w) in want.iter().enumerate() {
+            let got = (ints[i1 + r] as u32, act[slots + r], ints[i2 + r] as u32);
+            assert_eq!(got, (w.node, w.cum, w.parent), "{what}: rank {r}");
+        }
+
+        // select_beams at the last level (width 0): the pool -> the top `keep` by key
+        let m = want.len();
+        let scores: Vec<f32> = (0..m).map(|_| tie(&mut rng)).collect();
+        for (prm, mix) in [(false, 0.0f32), (true, 0.0), (true, 0.5)] {
+            let (pn, on) = (4, 4 + m);
+            let mut ints = vec![7i32; on + keep];
+            ints[1] = m as i32;
+            for (r, w) in want.iter().enumerate() {
+                ints[pn + r] = w.node as i32;
+            }
+            let mut act: Vec<f32> = want.iter().map(|w| w.cum).collect();
+            act.extend_from_slice(&scores);
+            act.resize(2 * m + keep, 0.0);
+            let p = Params {
+                n: 32,
+                live: 1,
+                i0: pn as u32,
+                a: 0,
+                b: m as u32,
+                prm: prm as u32,
+                mix,
+                err: 3,
+                keep: keep as u32,
+                i1: on as u32,
+                o: (2 * m) as u32,
+                count: 2,
+                width: 0,
+                ..Params::default()
+            };
+            let groups = [(m as u32).div_ceil(WG).max(1), 1, 1];
+            rig.run_ids(Kernel::SelectBeams, p, groups, &ar, &mut act, &mut ints);
+            let mut pool = want.clone();
+            for (s, &p) in pool.iter_mut().zip(&scores) {
+                s.key = match (prm, mix) {
+                    (false, _) => s.cum,
+                    (true, 0.0) => p,
+                    (true, mix) => (1.0 - mix) * p + mix * s.cum,
+                };
+            }
+            top_k(&mut pool, keep, by_key);
+            let what = format!("select_beams pool {m} keep {keep} prm {prm} mix {mix}");
+            assert_eq!(
+                (ints[2] as usize, ints[3]),
+                (pool.len(), 7),
+                "{what}: count, error flag"
+            );
+            for (r, w) in pool.iter().enumerate() {
+                let got = (ints[on + r] as u32, act[2 * m + r]);
+                assert_eq!(got, (w.node, w.key), "{what}: rank {r}");
+            }
+        }
+    }
 }
 
 /// The dispatch counts the README quotes for the small model (2+2 layers): 14 for the

@@ -4,7 +4,7 @@
 //! 2 bad command line; 3 the MovieLens-1M data for eval/bench is missing (with how to get it).
 
 mod data;
-#[cfg(feature = "cpu")]
+#[cfg(feature = "tract")]
 mod flops;
 mod sweep;
 
@@ -553,7 +553,7 @@ struct Floor {
     floor_ms: f64,
 }
 
-#[cfg(feature = "cpu")]
+#[cfg(feature = "tract")]
 fn floor(model: &Model, cfg: &SearchConfig, p50_ms: f64) -> Result<Floor, Failure> {
     let macs = flops::per_request(model.bundle().manifest(), cfg);
     let tract_peak = flops::peak_gmacs(std::path::Path::new("."))?;
@@ -581,10 +581,10 @@ fn floor(model: &Model, cfg: &SearchConfig, p50_ms: f64) -> Result<Floor, Failur
         floor_ms: macs.fused as f64 / (peak * 1e9) * 1e3,
     })
 }
-#[cfg(not(feature = "cpu"))]
+#[cfg(not(feature = "tract"))]
 fn floor(_: &Model, _: &SearchConfig, _: f64) -> Result<Floor, Failure> {
     Err(Failure::Other(anyhow::anyhow!(
-        "--flops needs the cpu feature (tract)"
+        "--flops needs the tract feature (it measures tract's matmul rate too)"
     )))
 }
 

@@ -1,6 +1,7 @@
 //! open -> recommend on mutated whole bundles: the tiny bundle with one of its five files
 //! patched (bytes overwritten, bits flipped, or the file cut short), opened and, if that
-//! succeeds, loaded on the CPU backend and asked for recommendations. Property: every
+//! succeeds, loaded on the CPU backend (both engines: fused and tract) and asked for
+//! recommendations. Property: every
 //! step either returns an error or gives valid output (items of the catalogue, distinct,
 //! not in the history, finite scores); nothing panics.
 //!
@@ -11,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use promise_rt::{Bundle, Device, Model, SearchConfig};
+use promise_rt::{Bundle, CpuEngine, Device, LoadOptions, Model, SearchConfig};
 
 const FILES: [&str; 5] = [
     "manifest.json",
@@ -76,18 +77,21 @@ fuzz_target!(
         std::fs::write(dir.join(name), &b).expect("write scratch bundle");
     }
     let Ok(bundle) = Bundle::open(dir) else { return };
-    let Ok(model) = Model::load(&bundle, Device::Cpu) else { return };
-    let cfg = SearchConfig { beams: 2, candidates: 4, results: 3, prm: true, mix: 0.5 };
-    let Ok(mut session) = model.session(cfg) else { return };
-    let n_items = bundle.catalog().num_items() as u32;
-    let history = [0u32, 1, 2];
-    if let Ok(recs) = session.recommend(&history) {
-        assert!(recs.len() <= 3);
-        for (i, r) in recs.iter().enumerate() {
-            assert!(r.item < n_items, "item {} out of the catalogue", r.item);
-            assert!(!history.contains(&r.item), "a seen item was recommended");
-            assert!(r.score.is_finite(), "non-finite score {}", r.score);
-            assert!(recs[..i].iter().all(|o| o.item != r.item), "duplicate item");
+    for cpu_engine in [CpuEngine::Fused, CpuEngine::Tract] {
+        let opts = LoadOptions { cpu_engine, ..LoadOptions::default() };
+        let Ok(model) = Model::load_with(&bundle, Device::Cpu, &opts) else { continue };
+        let cfg = SearchConfig { beams: 2, candidates: 4, results: 3, prm: true, mix: 0.5 };
+        let Ok(mut session) = model.session(cfg) else { continue };
+        let n_items = bundle.catalog().num_items() as u32;
+        let history = [0u32, 1, 2];
+        if let Ok(recs) = session.recommend(&history) {
+            assert!(recs.len() <= 3);
+            for (i, r) in recs.iter().enumerate() {
+                assert!(r.item < n_items, "item {} out of the catalogue", r.item);
+                assert!(!history.contains(&r.item), "a seen item was recommended");
+                assert!(r.score.is_finite(), "non-finite score {}", r.score);
+                assert!(recs[..i].iter().all(|o| o.item != r.item), "duplicate item");
+            }
         }
     }
 });
