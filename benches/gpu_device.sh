@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# GPU vs CPU backend on one machine with a real GPU: checks that both backends return the
-# same top-N lists on the same real users, then times both, per config.
+# GPU vs CPU backend on one machine with a real GPU: per config, the CPU's fused engine,
+# its tract engine, the GPU with the search on the device and with the search on the host
+# serve the same real users; the script checks that all return the fused engine's top-N
+# lists, then reports the timings.
 #
 #   bash benches/gpu_device.sh            # after `cargo build --release --features gpu`
 #
@@ -56,13 +58,23 @@ for entry in "${LIST[@]}"; do
     read -r bundle beams cand <<<"$entry"
     n=$((cand < 10 ? cand : 10))
     args=(--bundle "models/$bundle" --beams "$beams" --candidates "$cand" --results "$n" --data "$DATA")
-    for dev in cpu gpu; do
-        "$BIN" bench "${args[@]}" --device "$dev" --requests "$REQUESTS" --json \
-            --dump "$OUT/top_${dev}.txt" >>"$OUT/runs.jsonl" || bad=1
+    # four runs per config: the CPU's fused engine (the anchor) and its tract engine, the
+    # GPU with the search on the device (one submission per request) and with the search
+    # on the host (session 2's path: two submissions per level)
+    for spec in "cpu:--device cpu" "tract:--device cpu --cpu-engine tract" \
+                "gpu:--device gpu" "gpu-host:--device gpu --gpu-host-search"; do
+        label=${spec%%:*}
+        read -ra flags <<<"${spec#*:}"
+        "$BIN" bench "${args[@]}" "${flags[@]}" --requests "$REQUESTS" --json \
+            --dump "$OUT/top_${label}.txt" |
+            python3 -c 'import json, sys; d = json.load(sys.stdin); d["label"] = sys.argv[1]; print(json.dumps(d))' "$label" \
+            >>"$OUT/runs.jsonl" || bad=1
     done
-    same=$(paste -d'|' "$OUT/top_cpu.txt" "$OUT/top_gpu.txt" | awk -F'|' '$1==$2' | wc -l)
-    echo "$bundle K'=$beams K+=$cand N=$n: $same/$REQUESTS top-$n lists identical (GPU vs CPU)"
-    echo "{\"check\": \"$bundle:$beams:$cand\", \"identical\": $same, \"of\": $REQUESTS}" >>"$OUT/runs.jsonl"
+    for label in tract gpu gpu-host; do
+        same=$(paste -d'|' "$OUT/top_cpu.txt" "$OUT/top_${label}.txt" | awk -F'|' '$1==$2' | wc -l)
+        echo "$bundle K'=$beams K+=$cand N=$n: $same/$REQUESTS top-$n lists identical ($label vs cpu)"
+        echo "{\"check\": \"$bundle:$beams:$cand:$label\", \"identical\": $same, \"of\": $REQUESTS}" >>"$OUT/runs.jsonl"
+    done
 done
 
 python3 - "$OUT" <<'EOF'
@@ -75,18 +87,22 @@ for line in open(f"{out}/runs.jsonl"):
         checks[d["check"]] = (d["identical"], d["of"])
         continue
     c = d["config"]
-    runs[(d["bundle"], c["beams"], c["candidates"], d["device"])] = d
-rows = ["| bundle | K' | K+ | N | CPU p50 ms | GPU p50 ms | GPU p99 ms | CPU/GPU (p50) | identical top-N | GPU steady RSS MiB | GPU model heap KiB | bundle MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    runs[(d["bundle"], c["beams"], c["candidates"], d["label"])] = d
+labels = ["cpu", "tract", "gpu", "gpu-host"]
+rows = ["| bundle | K' | K+ | N | CPU fused p50 ms | CPU tract p50 ms | GPU p50 ms | GPU host-search p50 ms | GPU p99 ms | fused/GPU (p50) | identical top-N (tract, gpu, gpu-host vs fused) | GPU steady RSS MiB | GPU model heap KiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 adapter = None
-for (b, k, kp, dev), d in sorted(runs.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], kv[0][3])):
-    if dev != "Gpu":
+for key in sorted({k[:3] for k in runs}):
+    b, k, kp = key
+    r = {lab: runs.get((b, k, kp, lab)) for lab in labels}
+    if any(v is None for v in r.values()):
         continue
-    cpu = runs.get((b, k, kp, "Cpu"))
-    adapter = d.get("gpu_adapter")
-    same = checks.get(f"{b}:{k}:{kp}", (0, 0))
-    rows.append(f"| {b} | {k} | {kp} | {d['config']['results']} | {cpu['p50_ms']:.3f} | {d['p50_ms']:.3f} | {d['p99_ms']:.3f} | "
-                f"{cpu['p50_ms'] / d['p50_ms']:.2f}x | {same[0]}/{same[1]} | {d['steady_rss_kib'] / 1024:.1f} | {d.get('model_heap_kib', '-')} | {d['bundle_kib'] / 1024:.1f} |")
+    g = r["gpu"]
+    adapter = g.get("gpu_adapter")
+    same = ", ".join(f"{checks.get(f'{b}:{k}:{kp}:{lab}', (0, 0))[0]}" for lab in labels[1:])
+    rows.append(f"| {b} | {k} | {kp} | {g['config']['results']} | {r['cpu']['p50_ms']:.3f} | {r['tract']['p50_ms']:.3f} | "
+                f"{g['p50_ms']:.3f} | {r['gpu-host']['p50_ms']:.3f} | {g['p99_ms']:.3f} | {r['cpu']['p50_ms'] / g['p50_ms']:.2f}x | "
+                f"{same} of {g['requests']} | {g['steady_rss_kib'] / 1024:.1f} | {g.get('model_heap_kib', '-')} |")
 text = f"GPU adapter: {adapter}\n\n" + "\n".join(rows) + "\n"
 open(f"{out}/summary.md", "w").write(text)
 print(text)
