@@ -360,7 +360,7 @@ struct Buffers {
     encoded: bool,
     bias: Vec<f32>,              // [H] mask bias of the memory: 0 or NEG
     ex: Vec<f32>,                // [H, d] encoder residual stream
-    xn: Vec<f32>,                // [max(H, K' L, K+), d] normed input of the next matmul
+    xn: Vec<f32>,                // [max(H, K', K+), d] normed input of the next matmul
     eqkv: Vec<f32>,              // [H, 3 hd] encoder q | k | v
     att: Vec<f32>,               // [max rows, max(hd, pd)] attention output
     ff: Vec<f32>,                // [max rows, max(ff, pff)] FFN hidden
