@@ -9,6 +9,27 @@ pub mod gpu;
 #[cfg_attr(not(feature = "gpu"), allow(dead_code))] // the embeddings are GPU kernels only
 pub(crate) mod reference;
 
+/// The shape check of [`Scorer::encode`](crate::Scorer::encode)'s input, shared by the
+/// backends that index it themselves: `codes` [H * L], `mask` [H].
+#[cfg_attr(not(any(feature = "cpu", feature = "gpu")), allow(dead_code))]
+pub(crate) fn check_encode_input(
+    codes: &[i64],
+    mask: &[f32],
+    h: usize,
+    l: usize,
+) -> crate::Result<()> {
+    if codes.len() != h * l || mask.len() != h {
+        return Err(crate::error::err!(
+            Backend,
+            "encode got {} codes and {} mask values, expected {} and {h}",
+            codes.len(),
+            mask.len(),
+            h * l
+        ));
+    }
+    Ok(())
+}
+
 /// Which engine the CPU backend runs ([`LoadOptions::cpu_engine`](crate::LoadOptions)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum CpuEngine {

@@ -324,7 +324,6 @@ impl Searcher {
             cum: 0.0,
             codes: [0; MAX_LEVELS],
         });
-        self.results.clear();
         for level in 0..l {
             let last = level + 1 == l;
             let k = self.beams.len();

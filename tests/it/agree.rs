@@ -7,6 +7,17 @@
 
 use promise_rt::{Model, SearchConfig};
 
+/// Every shipped bundle: each numeric variant of both models, and the tiny test bundle.
+pub const BUNDLES: [&str; 7] = [
+    "models/tiny",
+    "models/ml1m",
+    "models/ml1m-f16",
+    "models/ml1m-int8",
+    "models/ml1m-large",
+    "models/ml1m-large-f16",
+    "models/ml1m-large-int8",
+];
+
 pub const SCORE_TOL: f32 = 1e-4;
 pub const TIE_TOL: f32 = 1e-5;
 

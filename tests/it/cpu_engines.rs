@@ -7,7 +7,7 @@ use promise_rt::{Bundle, Device, Model};
 use promise_rt::{CpuEngine, LoadOptions};
 
 #[cfg(feature = "tract")]
-use crate::agree::{agree, fresh_histories};
+use crate::agree::{agree, fresh_histories, BUNDLES};
 #[cfg(feature = "tract")]
 use crate::util::repo;
 
@@ -23,16 +23,7 @@ fn load(bundle: &Bundle, engine: CpuEngine) -> Model {
 #[cfg(feature = "tract")]
 #[test]
 fn fused_engine_matches_tract_on_fresh_histories_for_every_bundle() {
-    let bundles = [
-        "models/tiny",
-        "models/ml1m",
-        "models/ml1m-f16",
-        "models/ml1m-int8",
-        "models/ml1m-large",
-        "models/ml1m-large-f16",
-        "models/ml1m-large-int8",
-    ];
-    for (bi, dir) in bundles.iter().enumerate() {
+    for (bi, dir) in BUNDLES.iter().enumerate() {
         let bundle = Bundle::open(repo().join(dir)).expect("bundle");
         let tract = load(&bundle, CpuEngine::Tract);
         let fused = load(&bundle, CpuEngine::Fused);

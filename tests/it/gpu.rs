@@ -11,7 +11,7 @@
 
 use promise_rt::{Bundle, Device, ErrorCode, LoadOptions, Model, SearchConfig};
 
-use crate::agree::{agree, fresh_histories};
+use crate::agree::{agree, fresh_histories, BUNDLES};
 use crate::golden::check_golden;
 use crate::util::repo;
 
@@ -32,16 +32,7 @@ fn gpu_model(bundle: &Bundle, opts: &LoadOptions) -> Option<Model> {
 
 #[test]
 fn gpu_matches_the_cpu_on_fresh_histories_for_every_variant() {
-    let bundles = [
-        "models/tiny",
-        "models/ml1m",
-        "models/ml1m-f16",
-        "models/ml1m-int8",
-        "models/ml1m-large",
-        "models/ml1m-large-f16",
-        "models/ml1m-large-int8",
-    ];
-    for (bi, dir) in bundles.iter().enumerate() {
+    for (bi, dir) in BUNDLES.iter().enumerate() {
         let bundle = Bundle::open(repo().join(dir)).expect("bundle");
         let cpu = Model::load(&bundle, Device::Cpu).expect("cpu");
         let items = bundle.catalog().num_items() as u32;

@@ -82,10 +82,11 @@ impl Table {
         Ok(Table(table))
     }
 
-    /// The weight `name` of shape `dims` (row-major).
-    fn w(&self, name: &str, dims: &[usize]) -> Result<Vec<f32>> {
-        match self.0.get(name) {
-            Some((v, d)) if d == dims => Ok(v.clone()),
+    /// Take the weight `name` of shape `dims` (row-major): each is used once, so the
+    /// model owns the table's copy instead of a second one.
+    fn w(&mut self, name: &str, dims: &[usize]) -> Result<Vec<f32>> {
+        match self.0.remove(name) {
+            Some((v, d)) if d == dims => Ok(v),
             Some((_, d)) => Err(err!(
                 Graph,
                 "weight {name:?} has shape {d:?}, the manifest implies {dims:?}"
@@ -97,10 +98,10 @@ impl Table {
         }
     }
 
-    /// The vector `name` of `len` values (norm gains, biases), whatever its rank.
-    fn v(&self, name: &str, len: usize) -> Result<Vec<f32>> {
-        match self.0.get(name) {
-            Some((v, _)) if v.len() == len => Ok(v.clone()),
+    /// Take the vector `name` of `len` values (norm gains, biases), whatever its rank.
+    fn v(&mut self, name: &str, len: usize) -> Result<Vec<f32>> {
+        match self.0.remove(name) {
+            Some((v, _)) if v.len() == len => Ok(v),
             Some((v, _)) => Err(err!(
                 Graph,
                 "weight {name:?} has {} values, the manifest implies {len}",
@@ -115,7 +116,7 @@ impl Table {
 
     /// The matrices `names` (each `[k, n_i]`) side by side as one `[k, sum n_i]` matrix, so
     /// that one matmul computes all the projections that read the same input.
-    fn concat(&self, names: &[&str], k: usize, n: usize) -> Result<Vec<f32>> {
+    fn concat(&mut self, names: &[&str], k: usize, n: usize) -> Result<Vec<f32>> {
         let parts = names
             .iter()
             .map(|name| self.w(name, &[k, n]))
@@ -229,7 +230,7 @@ impl std::fmt::Debug for FusedModel {
 impl FusedModel {
     pub fn load(bundle: &Bundle, isa: Isa) -> Result<FusedModel> {
         let m = bundle.manifest().clone();
-        let t = Table::load(bundle)?;
+        let mut t = Table::load(bundle)?;
         let (d, hd) = (m.dims.d_model, m.dims.heads * m.dims.head_dim);
         let (ff, pd, pff) = (m.dims.ff, m.dims.prm_heads * m.dims.head_dim, m.dims.prm_ff);
         let (h, l, c) = (m.history, m.levels, m.max_codebook());
@@ -329,7 +330,6 @@ impl FusedModel {
             self_kv: (0..m.dims.decoder_layers)
                 .map(|_| z(2 * kb * l * 2 * hd))
                 .collect(),
-            kv_row: 2 * hd,
             slot: 0,
             cached_level: None,
             cached_beams: 0,
@@ -370,7 +370,6 @@ struct Buffers {
     dqkv: Vec<f32>,              // [K', 3 hd] their self-attention q | k | v
     dq: Vec<f32>,                // [K', hd] their cross-attention queries
     self_kv: Vec<Vec<f32>>, // per decoder layer, 2 slots of [K', L, 2 hd]: each beam's k | v per position
-    kv_row: usize,          // 2 hd
     slot: usize,            // the slot the last decode wrote
     cached_level: Option<usize>, // level of the last decode of this request
     cached_beams: usize,    // its beam count
@@ -399,15 +398,7 @@ impl Buffers {
         let (d, heads, dh) = (m.dims.d_model, m.dims.heads, m.dims.head_dim);
         let (hd, ff, pd) = (heads * dh, m.dims.ff, m.dims.prm_heads * dh);
         let (h, l, c) = (m.history, m.levels, m.max_codebook());
-        if codes.len() != h * l || mask.len() != h {
-            return Err(err!(
-                Backend,
-                "encode got {} codes and {} mask values, expected {} and {h}",
-                codes.len(),
-                mask.len(),
-                h * l
-            ));
-        }
+        crate::backend::check_encode_input(codes, mask, h, l)?;
         for (b, &v) in self.bias.iter_mut().zip(mask) {
             *b = (1.0 - v) * NEG;
         }
@@ -507,6 +498,52 @@ impl Buffers {
     }
 }
 
+/// Scratch buffers of [`memory_attention`]: normed rows, queries, attention output, logits.
+struct Scratch<'a> {
+    xn: &'a mut [f32],
+    q: &'a mut [f32],
+    att: &'a mut [f32],
+    logits: &'a mut [f32],
+}
+
+/// Cross-attention over the memory (the decoder's and the PRM's), for `rows` rows of the
+/// residual stream `x`: `x += attend(norm(x) @ wq, memory) @ wo`. The memory is its
+/// keys | values `[H, 2 w]` (w = heads x dh, computed once per request) and its mask bias
+/// `[H]`.
+fn memory_attention(
+    isa: Isa,
+    x: &mut [f32],
+    rows: usize,
+    (gain, wq, wo): (&[f32], &[f32], &[f32]),
+    (kv, bias): (&[f32], &[f32]),
+    (heads, dh): (usize, usize),
+    s: Scratch<'_>,
+) {
+    let (d, w) = (gain.len(), heads * dh);
+    rmsnorm((x, d), rows, gain, s.xn);
+    matmul(
+        isa,
+        (s.xn, d),
+        rows,
+        wq,
+        (d, w),
+        (s.q, w),
+        Epilogue::default(),
+    );
+    let keys = (kv, &kv[w..], 2 * w);
+    attend_rows(
+        (s.q, w),
+        rows,
+        keys,
+        bias.len(),
+        (heads, dh),
+        Some(bias),
+        s.logits,
+        s.att,
+    );
+    matmul(isa, (s.att, w), rows, wo, (w, d), (x, d), Epilogue::ADD);
+}
+
 /// `x += relu(norm(x) @ w1) @ w2` over `rows` rows of width `d`, hidden width `ff`
 /// (`xn` and `hidden` are scratch).
 #[allow(clippy::too_many_arguments)]
@@ -589,13 +626,14 @@ impl Buffers {
             }
         }
         let first = if cached {
-            let span = level * self.kv_row;
+            let kv_row = 2 * m.dims.heads * m.dims.head_dim; // one position's k | v
+            let span = level * kv_row;
             for cache in self.self_kv.iter_mut() {
                 let half = cache.len() / 2;
                 let (a, bb) = cache.split_at_mut(half);
                 let (from, to) = if prev == 0 { (&*a, bb) } else { (&*bb, a) };
                 for b in 0..k {
-                    let (src, dst) = (self.parent[b] * l * self.kv_row, b * l * self.kv_row);
+                    let (src, dst) = (self.parent[b] * l * kv_row, b * l * kv_row);
                     to[dst..dst + span].copy_from_slice(&from[src..src + span]);
                 }
             }
@@ -638,9 +676,9 @@ impl Buffers {
         let isa = model.isa;
         let (d, heads, dh) = (m.dims.d_model, m.dims.heads, m.dims.head_dim);
         let (hd, ff) = (heads * dh, m.dims.ff);
-        let (h, l, c) = (m.history, m.levels, m.max_codebook());
+        let (l, c) = (m.levels, m.max_codebook());
         let w = (l - 1).max(1);
-        let kv_row = self.kv_row;
+        let kv_row = 2 * hd; // one position's k | v in the cache
         for b in 0..k {
             let x = &mut self.dx[b * d..(b + 1) * d];
             let tok = if p == 0 {
@@ -703,38 +741,15 @@ impl Buffers {
                 Epilogue::ADD,
             );
             // cross-attention over the memory
-            rmsnorm((&self.dx, d), k, &layer.n2, &mut self.xn);
-            matmul(
-                isa,
-                (&self.xn, d),
-                k,
-                &layer.wq_cross,
-                (d, hd),
-                (&mut self.dq, hd),
-                Epilogue::default(),
-            );
-            let keys = (&kv[..], &kv[hd..], 2 * hd);
-            let bias = Some(&self.bias[..]);
-            let q = (&self.dq[..], hd);
-            attend_rows(
-                q,
-                k,
-                keys,
-                h,
-                (heads, dh),
-                bias,
-                &mut self.scratch,
-                &mut self.att,
-            );
-            matmul(
-                isa,
-                (&self.att, hd),
-                k,
-                &layer.wo_cross,
-                (hd, d),
-                (&mut self.dx, d),
-                Epilogue::ADD,
-            );
+            let scratch = Scratch {
+                xn: &mut self.xn,
+                q: &mut self.dq,
+                att: &mut self.att,
+                logits: &mut self.scratch,
+            };
+            let weights = (&layer.n2[..], &layer.wq_cross[..], &layer.wo_cross[..]);
+            let memory = (&kv[..], &self.bias[..]);
+            memory_attention(isa, &mut self.dx, k, weights, memory, (heads, dh), scratch);
             let scratch = (&mut self.xn[..], &mut self.ff[..]);
             ffn(
                 isa,
@@ -754,7 +769,6 @@ impl Buffers {
         let isa = model.isa;
         let (d, dh) = (m.dims.d_model, m.dims.head_dim);
         let (ph, pff) = (m.dims.prm_heads, m.dims.prm_ff);
-        let (pd, h) = (ph * dh, m.history);
         let p = &model.prm;
         if !self.encoded {
             return Err(err!(Backend, "score called before encode"));
@@ -774,38 +788,15 @@ impl Buffers {
             let row = node as usize * d;
             self.px[r * d..(r + 1) * d].copy_from_slice(&p.node_emb[row..row + d]);
         }
-        rmsnorm((&self.px, d), rows, &p.n1, &mut self.xn);
-        matmul(
-            isa,
-            (&self.xn, d),
-            rows,
-            &p.wq,
-            (d, pd),
-            (&mut self.pq, pd),
-            Epilogue::default(),
-        );
-        let keys = (&self.prm_kv[..], &self.prm_kv[pd..], 2 * pd);
-        let bias = Some(&self.bias[..]);
-        let q = (&self.pq[..], pd);
-        attend_rows(
-            q,
-            rows,
-            keys,
-            h,
-            (ph, dh),
-            bias,
-            &mut self.scratch,
-            &mut self.att,
-        );
-        matmul(
-            isa,
-            (&self.att, pd),
-            rows,
-            &p.wo,
-            (pd, d),
-            (&mut self.px, d),
-            Epilogue::ADD,
-        );
+        let scratch = Scratch {
+            xn: &mut self.xn,
+            q: &mut self.pq,
+            att: &mut self.att,
+            logits: &mut self.scratch,
+        };
+        let memory = (&self.prm_kv[..], &self.bias[..]);
+        let weights = (&p.n1[..], &p.wq[..], &p.wo[..]);
+        memory_attention(isa, &mut self.px, rows, weights, memory, (ph, dh), scratch);
         let scratch = (&mut self.xn[..], &mut self.ff[..]);
         ffn(
             isa,

@@ -1687,15 +1687,7 @@ impl Scorer for GpuSession {
     fn encode(&mut self, codes: &[i64], mask: &[f32]) -> Result<()> {
         let m = &self.s.manifest;
         let (h, l, c) = (m.history, m.levels, m.max_codebook());
-        if codes.len() != h * l || mask.len() != h {
-            return Err(err!(
-                Backend,
-                "encode got {} codes and {} mask values, expected {} and {h}",
-                codes.len(),
-                mask.len(),
-                h * l
-            ));
-        }
+        crate::backend::check_encode_input(codes, mask, h, l)?;
         let at = self.plan.codes as usize;
         for (i, &code) in codes.iter().enumerate() {
             self.ints_host[at + i] = (code as usize + (i % l) * c) as i32;
