@@ -95,11 +95,37 @@ pub struct Error {
     message: String,
 }
 
+/// Characters a message never carries raw: control characters (a newline would forge a
+/// second `error[...]` line, ESC starts a terminal escape sequence) and the invisible
+/// format characters that reorder or hide text (bidi overrides, zero-width marks).
+fn must_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+}
+
+/// `message` on one line, every [`must_escape`] character written as `\u{..}`: every
+/// message goes through here, so text quoted from a bundle or a caller (file names,
+/// manifest strings, tract's own messages) cannot inject lines or escape sequences.
+fn one_line(message: String) -> String {
+    if !message.chars().any(must_escape) {
+        return message;
+    }
+    let mut out = String::with_capacity(message.len() + 16);
+    for c in message.chars() {
+        if must_escape(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl Error {
     pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Error {
         Error {
             code,
-            message: message.into(),
+            message: one_line(message.into()),
         }
     }
     /// The stable numeric code of this error.
@@ -135,3 +161,23 @@ macro_rules! err {
     };
 }
 pub(crate) use err;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_one_line_without_escape_sequences() {
+        let e = Error::new(
+            ErrorCode::Io,
+            "cannot open a\nerror[manifest]: forged \u{1b}[31mred\u{202e}txt.onnx",
+        );
+        assert_eq!(
+            e.message(),
+            "cannot open a\\u{a}error[manifest]: forged \\u{1b}[31mred\\u{202e}txt.onnx"
+        );
+        assert!(!e.message().chars().any(must_escape));
+        // a plain message is kept as it is
+        assert_eq!(Error::new(ErrorCode::Io, "plain é").message(), "plain é");
+    }
+}

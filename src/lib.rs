@@ -11,8 +11,11 @@
 //!     decoder(E, K' beam prefixes)        -> log-probs over level-b codes, per beam
 //!     trie: only valid children survive   -> top K+ candidates by cumulative log-prob
 //!     PRM(E, K+ candidate node ids)       -> one score per candidate
-//!     keep top K' (top N at the last level, seen items dropped)
+//!     keep top K' (top N at the last level); a prefix with no unseen item under it is
+//!     never kept, and a level keeps more than K' when K' would hold fewer than N items
 //! ```
+//! The search's exact semantics (keys, ties, limits, the full-feed guarantee) are written
+//! once, in [`search`].
 //!
 //! ## Using it
 //! ```no_run
@@ -65,6 +68,9 @@ pub mod bundle;
 mod error;
 #[cfg(feature = "ffi")]
 pub mod ffi;
+pub mod limits;
+#[cfg(any(feature = "tract", feature = "ffi"))]
+mod panic;
 pub mod search;
 mod session;
 

@@ -144,6 +144,8 @@ impl Model {
 
     /// [`Model::load`] with explicit [`LoadOptions`].
     pub fn load_with(bundle: &Bundle, device: Device, opts: &LoadOptions) -> Result<Model> {
+        // the smallest session must fit the budgets before any engine builds anything
+        crate::limits::check_session(bundle.manifest(), &SearchConfig::plain(1, 1))?;
         let (device, backend) = match device {
             Device::Cpu => load_cpu(bundle, opts)?,
             Device::Gpu => load_gpu(bundle, opts, true)?,
@@ -196,6 +198,7 @@ impl Model {
     pub fn session(&self, config: SearchConfig) -> Result<Session> {
         config.validate()?;
         let bundle = &self.inner.bundle;
+        crate::limits::check_session(bundle.manifest(), &config)?;
         let searcher = Searcher::new(config, bundle.catalog(), bundle.manifest().history)?;
         let backend = match &self.inner.backend {
             BackendModel::Never(n) => match *n {},

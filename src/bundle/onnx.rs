@@ -73,12 +73,39 @@ pub struct Initializer {
     pub raw: bool,
 }
 
-/// Graph I/O and initializer index of one ONNX file.
+/// A small constant's values (a `Constant` node's tensor of at most
+/// [`MAX_CONST_VALUES`] elements, as i64 or f32), kept for the graph checks.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ConstValues {
+    Ints(Vec<i64>),
+    Floats(Vec<f32>),
+    /// Larger, or of another type: only its element count is known.
+    Opaque,
+}
+
+/// Largest `Constant` whose values the index keeps.
+pub const MAX_CONST_VALUES: usize = 64;
+/// Most nodes a graph may have (the shipped graphs have a few hundred).
+pub const MAX_NODES: usize = 100_000;
+
+/// A node of the graph: its operator, input and output value names, and for a
+/// `Constant` node its tensor's element count and (small) values.
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub op: String,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+    /// For `Constant`: (element count, dims, values); `None` for other operators.
+    pub constant: Option<(u64, Dims<i64>, ConstValues)>,
+}
+
+/// Graph I/O, initializer index and nodes of one ONNX file.
 #[derive(Clone, Debug, Default)]
 pub struct OnnxIndex {
     pub inputs: Vec<ValueInfo>,
     pub outputs: Vec<ValueInfo>,
     pub initializers: Vec<Initializer>,
+    pub nodes: Vec<Node>,
 }
 
 struct Reader<'a> {
@@ -203,6 +230,12 @@ pub fn index(buf: &[u8], what: &str) -> Result<OnnxIndex> {
     let mut out = OnnxIndex::default();
     while let Some((num, f)) = g.field()? {
         match (num, f) {
+            (1, Field::Bytes(s, e)) => {
+                if out.nodes.len() == MAX_NODES {
+                    return Err(err!(Graph, "{what}: more than {MAX_NODES} nodes"));
+                }
+                out.nodes.push(node(&g.sub(s, e))?)
+            }
             (5, Field::Bytes(s, e)) => out.initializers.push(tensor(&g.sub(s, e))?),
             (11, Field::Bytes(s, e)) => out.inputs.push(value_info(&g.sub(s, e))?),
             (12, Field::Bytes(s, e)) => out.outputs.push(value_info(&g.sub(s, e))?),
@@ -210,6 +243,129 @@ pub fn index(buf: &[u8], what: &str) -> Result<OnnxIndex> {
         }
     }
     Ok(out)
+}
+
+fn node(r: &Reader) -> Result<Node> {
+    let mut r = r.sub(r.pos, r.end);
+    let mut n = Node {
+        op: String::new(),
+        inputs: Vec::new(),
+        outputs: Vec::new(),
+        constant: None,
+    };
+    let mut value = None;
+    let mut attrs = 0usize;
+    while let Some((num, f)) = r.field()? {
+        match (num, f) {
+            (1, Field::Bytes(s, e)) => n.inputs.push(string(r.buf, s, e, r.what)?),
+            (2, Field::Bytes(s, e)) => n.outputs.push(string(r.buf, s, e, r.what)?),
+            (4, Field::Bytes(s, e)) => n.op = string(r.buf, s, e, r.what)?,
+            (5, Field::Bytes(s, e)) => {
+                attrs += 1;
+                let mut a = r.sub(s, e);
+                let (mut name, mut t) = (String::new(), None);
+                while let Some((an, af)) = a.field()? {
+                    match (an, af) {
+                        (1, Field::Bytes(s2, e2)) => name = string(a.buf, s2, e2, a.what)?,
+                        (5, Field::Bytes(s2, e2)) => t = Some((s2, e2)),
+                        _ => {}
+                    }
+                }
+                if name == "value" {
+                    value = t;
+                }
+            }
+            _ => {}
+        }
+    }
+    if n.op == "Constant" {
+        // only `value` (a tensor) is accepted: sparse_value / value_ints / ... are refused
+        let (s, e) = match (value, attrs) {
+            (Some(v), 1) => v,
+            _ => {
+                return Err(err!(
+                    Graph,
+                    "{}: a Constant node ({:?}) must carry exactly one attribute, a `value` tensor",
+                    r.what,
+                    n.outputs.first().map(String::as_str).unwrap_or("")
+                ))
+            }
+        };
+        n.constant = Some(constant(&r.sub(s, e))?);
+    }
+    Ok(n)
+}
+
+/// A `Constant` node's tensor: element count, dims, and its values when small.
+fn constant(r: &Reader) -> Result<(u64, Dims<i64>, ConstValues)> {
+    let mut r = r.sub(r.pos, r.end);
+    let (mut dims, mut elem) = (Dims::new(), ElemType::Other(0));
+    let (mut raw, mut ints, mut floats) = (None, None, None);
+    while let Some((num, f)) = r.field()? {
+        match (num, f) {
+            (1, Field::Varint(v)) => dims.push(v as i64),
+            (1, Field::Bytes(s, e)) => {
+                let mut p = r.sub(s, e);
+                while p.pos < p.end {
+                    dims.push(p.varint()? as i64);
+                }
+            }
+            (2, Field::Varint(v)) => elem = ElemType::from_code(v as i64),
+            (4, Field::Bytes(s, e)) => floats = Some((s, e)),
+            (7, Field::Bytes(s, e)) => ints = Some((s, e)),
+            (9, Field::Bytes(s, e)) => raw = Some((s, e)),
+            (14, Field::Varint(1)) => {
+                return Err(err!(Graph, "{}: a Constant uses external data", r.what))
+            }
+            _ => {}
+        }
+    }
+    let count = dims
+        .iter()
+        .try_fold(
+            1u64,
+            |a, &d| if d < 0 { None } else { a.checked_mul(d as u64) },
+        )
+        .ok_or_else(|| {
+            err!(
+                Graph,
+                "{}: a Constant has invalid dims {:?}",
+                r.what,
+                &dims[..]
+            )
+        })?;
+    let small = count as usize <= MAX_CONST_VALUES;
+    let values = match (elem, raw, ints, floats) {
+        (ElemType::I64, Some((s, e)), _, _) if small && e - s == 8 * count as usize => {
+            ConstValues::Ints(
+                r.buf[s..e]
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                    .collect(),
+            )
+        }
+        (ElemType::I64, None, Some((s, e)), _) if small => {
+            let mut p = r.sub(s, e);
+            let mut v = Vec::new();
+            while p.pos < p.end && v.len() <= MAX_CONST_VALUES {
+                v.push(p.varint()? as i64);
+            }
+            ConstValues::Ints(v)
+        }
+        // raw_data, or float_data (packed fixed32): both little-endian f32s
+        (ElemType::F32, Some((s, e)), _, _) | (ElemType::F32, None, _, Some((s, e)))
+            if small && e - s == 4 * count as usize =>
+        {
+            ConstValues::Floats(
+                r.buf[s..e]
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                    .collect(),
+            )
+        }
+        _ => ConstValues::Opaque,
+    };
+    Ok((count, dims, values))
 }
 
 fn value_info(r: &Reader) -> Result<ValueInfo> {

@@ -23,7 +23,6 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::ffi::{c_char, CStr, CString};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::error::{err, Error, ErrorCode};
@@ -114,25 +113,16 @@ fn clear_error() {
 
 /// Run `f` behind the panic boundary, turning errors and panics into statuses.
 fn guard(f: impl FnOnce() -> Result<(), Error>) -> PromiseStatus {
-    match catch_unwind(AssertUnwindSafe(f)) {
+    match crate::panic::catch(f) {
         Ok(Ok(())) => {
             clear_error();
             PROMISE_STATUS_OK
         }
         Ok(Err(e)) => set_error(&e),
-        Err(p) => {
-            let what = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            set_error(&Error::new(
-                ErrorCode::Panic,
-                format!(
-                    "internal panic caught at the C boundary (a bug, please report it): {what}"
-                ),
-            ))
-        }
+        Err(what) => set_error(&Error::new(
+            ErrorCode::Panic,
+            format!("internal panic caught at the C boundary (a bug, please report it): {what}"),
+        )),
     }
 }
 
@@ -254,6 +244,11 @@ pub unsafe extern "C" fn promise_search_config_default(
 /// Open the bundle directory `bundle_dir` (UTF-8 path) and load it on `device`
 /// (PROMISE_DEVICE_CPU / _GPU / _AUTO). On success writes a new handle to `*out`;
 /// free it with `promise_model_free`.
+/// Files: only regular files are read (a FIFO or device file is refused at once), each
+/// of the size its manifest states. The graphs are memory-mapped and read only during
+/// this call; the model never reads the bundle's files after it returns, so they may then
+/// be replaced, truncated or deleted. A file truncated *during* this call can fault
+/// (SIGBUS): update a bundle by writing a new directory and renaming it into place.
 #[no_mangle]
 pub unsafe extern "C" fn promise_model_open(
     bundle_dir: *const c_char,
@@ -366,6 +361,9 @@ pub extern "C" fn promise_session_free(session: *mut PromiseSession) -> PromiseS
 /// Recommend for `history` (`history_len` item ids, oldest first). Writes up to
 /// `capacity` recommendations to `out` and their count to `*written`, only on success.
 /// `capacity` must be at least the session's `results` (N).
+/// Full feed: `*written` is min(N, U), U = the catalog items not in `history`: N whenever
+/// N unseen items exist, all of them otherwise; never an item of `history`, never twice.
+/// (The search's semantics: the Rust docs of `promise_rt::search`.)
 #[no_mangle]
 pub unsafe extern "C" fn promise_recommend(
     session: *mut PromiseSession,

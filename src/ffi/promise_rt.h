@@ -149,6 +149,11 @@ PromiseStatus promise_search_config_default(PromiseSearchConfig *out);
  * Open the bundle directory `bundle_dir` (UTF-8 path) and load it on `device`
  * (PROMISE_DEVICE_CPU / _GPU / _AUTO). On success writes a new handle to `*out`;
  * free it with `promise_model_free`.
+ * Files: only regular files are read (a FIFO or device file is refused at once), each
+ * of the size its manifest states. The graphs are memory-mapped and read only during
+ * this call; the model never reads the bundle's files after it returns, so they may then
+ * be replaced, truncated or deleted. A file truncated *during* this call can fault
+ * (SIGBUS): update a bundle by writing a new directory and renaming it into place.
  */
 PromiseStatus promise_model_open(const char *bundle_dir, int32_t device, PromiseModel **out);
 
@@ -179,6 +184,9 @@ PromiseStatus promise_session_free(PromiseSession *session);
  * Recommend for `history` (`history_len` item ids, oldest first). Writes up to
  * `capacity` recommendations to `out` and their count to `*written`, only on success.
  * `capacity` must be at least the session's `results` (N).
+ * Full feed: `*written` is min(N, U), U = the catalog items not in `history`: N whenever
+ * N unseen items exist, all of them otherwise; never an item of `history`, never twice.
+ * (The search's semantics: the Rust docs of `promise_rt::search`.)
  */
 PromiseStatus promise_recommend(PromiseSession *session,
                                 const uint32_t *history,

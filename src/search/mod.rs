@@ -1,17 +1,65 @@
 //! PRM-guided beam search over the SID trie, with every buffer allocated once.
 //!
-//! One request (see the crate docs for the picture):
-//! 1. encode the history once;
-//! 2. for each level: the decoder scores the children of the live beams; only valid trie
-//!    children survive (at the last level, items the user has seen are dropped too); the
-//!    top K+ by cumulative log-probability form the candidate pool; the PRM scores the
-//!    pool; the top K' by PRM score (or by the mix with the generator, or by log-prob when
-//!    the PRM is off) become the next beams;
-//! 3. at the last level the top N of the pool are the recommendations.
+//! This is the one place where the search's semantics are written down; the crate docs,
+//! the README, `models/README.md`, the C header and the GPU kernels refer here.
 //!
-//! Plain beam search is `prm: false` (selection by cumulative log-prob; K+ then only sets
-//! the size of the final pool). Order everywhere: higher key first, ties to the smaller
-//! node id ([`topk`]).
+//! # Terms
+//! - A **prefix** is a trie node at depth `b` (the codes of SID levels `1..=b`); a **leaf**
+//!   (depth L) is an item. A beam, a candidate and a result are each a node.
+//! - **cum** of a prefix: the sum of the generator's log-probabilities of its codes, each
+//!   given the codes before it (the cumulative log-prob, not the last level's alone).
+//! - **unseen(node)**: how many leaves under `node` are not in the request's history
+//!   (duplicates in the history count once). A node with `unseen = 0` is *not a valid
+//!   prefix* at any level: nothing under it could be recommended.
+//! - **key** (the selection key): without the PRM (`prm: false`), `cum`; with the PRM and
+//!   `mix = 0` (the paper's setting), the PRM score alone; otherwise
+//!   `(1 - mix) * prm_score + mix * cum`. The PRM never sees `cum`; `mix` is the only
+//!   place where the verifier and the generator combine.
+//!
+//! # One request
+//! 1. The encoder reads the last H items of the history (H = the bundle's window); every
+//!    item of the history, however long, feeds `unseen`.
+//! 2. For each level b = 1..=L, starting from one beam at the root (cum 0):
+//!    - the decoder gives every live beam's level-b log-probabilities;
+//!    - **pool**: every child of every beam with `unseen > 0`, ranked by `cum` (parent's
+//!      cum + the child's log-prob); the top K+ are kept;
+//!    - with the PRM, it scores every pool entry (cost: K+ rows, never more);
+//!    - **beams** (b < L): the top K' of the pool by key; then, if those beams hold fewer
+//!      than N unseen leaves together, further pool entries in key order until they do
+//!      (the **full-feed rule**; a level therefore carries up to max(K', N) beams). A beam
+//!      carries its node, its cum and its codes; not its PRM score;
+//!    - **results** (b = L): the pool holds unseen leaves only; the top N by key are the
+//!      recommendations, best first, each with `score` = its key (so: cum without the PRM,
+//!      the PRM score with mix 0, the mixed key otherwise).
+//! 3. Order everywhere: higher value first, ties to the smaller node id (node ids are
+//!    breadth-first, so within a level that is lexicographic SID order); floats compare by
+//!    `f32::total_cmp` ([`topk`]).
+//!
+//! # The full-feed guarantee
+//! A request returns `min(N, U)` distinct items, none of them in the history, where U is
+//! the number of catalog items not in the history: N whenever N unseen items exist, and
+//! all of them otherwise (zero only when the history covers the whole catalog). Why: the
+//! root holds U unseen leaves; a pool holds `min(K+, #valid children)` nodes of at least
+//! one unseen leaf each, and K+ >= N, so it holds at least `min(N, unseen under the
+//! beams)`; the full-feed rule keeps beams holding at least that many; at the last level
+//! the pool's entries are distinct unseen leaves. Property tests over random histories
+//! check it on every engine (tests/it/search_props.rs, tests/it/gpu.rs).
+//!
+//! What this changes for ordinary histories, against a search that drops seen items only
+//! at the last level: a prefix whose every item is in the history no longer takes a
+//! candidate or a beam slot (it could never yield a result), and a level keeps more than
+//! K' beams only when the top K' would come up short. Measured on the ML-1M test split:
+//! models/README.md ("Search semantics").
+//!
+//! # Limits
+//! `1 <= K' <= 256`, `K' <= K+ <= 4096`, `1 <= N <= K+`, `0 <= mix <= 1`
+//! ([`SearchConfig::validate`]); a history holds 1..=[`MAX_HISTORY`] items, each a catalog
+//! item. Plain beam search is `prm: false` with `K+ = max(K', N)` ([`SearchConfig::plain`]).
+//!
+//! # Where this differs from the paper
+//! The paper selects beams by the PRM score alone (mix 0); our default [`DEFAULT_MIX`] is
+//! what the validation split picked for the shipped models. The paper does not say how the
+//! final N are ranked; we rank the last level's pool by the same key as the beams.
 //!
 //! [`Searcher`] owns the buffers and runs against any [`Scorer`] (a backend session, or a
 //! fake one in tests and benches). After construction, `run` does not allocate.
@@ -27,8 +75,9 @@ pub const MAX_BEAMS: usize = 256;
 /// Largest K+ a session accepts.
 pub const MAX_CANDIDATES: usize = 4096;
 /// Longest history a request accepts (items beyond the model's window only feed the
-/// seen-item filter, but are still checked and cost time).
-pub const MAX_HISTORY: usize = 1 << 20;
+/// seen-item filter, but are still checked and cost time: O(n log n) in the history's
+/// distinct items, bounded by this).
+pub const MAX_HISTORY: usize = 1 << 16;
 
 /// Default `mix`: chosen on the validation split (models/README.md): with our PRM, PRM alone
 /// (the paper's choice, mix 0) ranks below plain beam search; 0.5 is best of {0, 0.25, 0.5, 0.75}.
@@ -74,6 +123,12 @@ impl SearchConfig {
             prm: false,
             mix: 0.0,
         }
+    }
+
+    /// The most beams a level can carry: K', or N when the full-feed rule needs more
+    /// (module docs). Backends size their per-beam buffers with it.
+    pub fn beam_capacity(&self) -> usize {
+        self.beams.max(self.results)
     }
 
     /// Check every knob; the error names the value and the allowed range.
@@ -142,15 +197,15 @@ pub trait Scorer {
     fn score(&mut self, nodes: &[i64], out: &mut [f32]) -> Result<()>;
     /// The whole search of one request inside the backend, for a backend that runs it
     /// there (the GPU: one submission per request instead of two per level). Gets the
-    /// encoder input (as [`Scorer::encode`]) and the seen-item bitset (bit `i % 64` of
-    /// word `i / 64`), writes up to N `(leaf node, key)` best first (the same order and
-    /// keys as [`Searcher`]) and returns how many. `None` (the default): the [`Searcher`]
+    /// encoder input (as [`Scorer::encode`]) and the history's distinct leaves, sorted
+    /// ascending (what `unseen` is computed from), writes up to N `(leaf node, key)` best
+    /// first (the same order and keys as [`Searcher`]) and returns how many. `None` (the default): the [`Searcher`]
     /// drives the search through the three methods above.
     fn search(
         &mut self,
         _codes: &[i64],
         _mask: &[f32],
-        _seen: &[u64],
+        _seen_leaves: &[u32],
         _out: &mut [(u32, f32)],
     ) -> Option<Result<usize>> {
         None
@@ -172,18 +227,19 @@ pub struct Searcher {
     history: usize,
     cmax: usize,
     num_items: usize,
-    beams: Vec<Beam>,             // [K'] live beams
-    next: Vec<Beam>,              // [K'] beams being built
-    pool: Vec<Scored>,            // [K' * C] children, then the top-K+ pool
-    prefixes: Vec<i64>,           // [K' * (L-1)] decoder input
-    log_probs: Vec<f32>,          // [K' * C] decoder output for the current level
-    nodes: Vec<i64>,              // [K+] PRM input
-    prm_scores: Vec<f32>,         // [K+] PRM output
-    hist_codes: Vec<i64>,         // [H * L] encoder input
-    hist_mask: Vec<f32>,          // [H] encoder input
-    seen: Vec<u64>,               // bitset over items
+    beams: Vec<Beam>,      // [cap] live beams (cap = max(K', N), the full-feed rule)
+    next: Vec<Beam>,       // [cap] beams being built
+    pool: Vec<Scored>,     // [cap * C] children, then the top-K+ pool
+    prefixes: Vec<i64>,    // [cap * (L-1)] decoder input
+    log_probs: Vec<f32>,   // [cap * C] decoder output for the current level
+    nodes: Vec<i64>,       // [K+] PRM input
+    prm_scores: Vec<f32>,  // [K+] PRM output
+    hist_codes: Vec<i64>,  // [H * L] encoder input
+    hist_mask: Vec<f32>,   // [H] encoder input
+    seen: Vec<u64>,        // bitset over items (deduplicates the history)
+    seen_leaves: Vec<u32>, // [min(items, MAX_HISTORY)] the history's leaves, sorted
     results: Vec<Recommendation>, // [N]
-    found: Vec<(u32, f32)>,       // [N] (leaf, key) from a backend that searches itself
+    found: Vec<(u32, f32)>, // [N] (leaf, key) from a backend that searches itself
 }
 
 impl std::fmt::Debug for Searcher {
@@ -200,25 +256,29 @@ impl Searcher {
         cfg.validate()?;
         let levels = catalog.levels();
         let cmax = (0..levels).map(|l| catalog.codebook(l)).max().unwrap_or(1);
-        let k = cfg.beams;
+        let k = cfg.beam_capacity();
+        let items = catalog.num_items();
+        // sizes come from the bundle: fallible allocation (crate::limits)
+        use crate::limits::{filled, with_capacity, zeros};
         Ok(Searcher {
             cfg,
             levels,
             history,
             cmax,
-            num_items: catalog.num_items(),
-            beams: Vec::with_capacity(k),
-            next: Vec::with_capacity(k),
-            pool: Vec::with_capacity((k * cmax).max(cfg.candidates)),
-            prefixes: vec![0; k * (levels - 1).max(1)],
-            log_probs: vec![0.0; k * cmax],
-            nodes: vec![0; cfg.candidates],
-            prm_scores: vec![0.0; cfg.candidates],
-            hist_codes: vec![0; history * levels],
-            hist_mask: vec![0.0; history],
-            seen: vec![0; catalog.num_items().div_ceil(64)],
-            results: Vec::with_capacity(cfg.results),
-            found: vec![(0, 0.0); cfg.results],
+            num_items: items,
+            beams: with_capacity(k, "the beams")?,
+            next: with_capacity(k, "the beams")?,
+            pool: with_capacity((k * cmax).max(cfg.candidates), "the candidate pool")?,
+            prefixes: zeros(k * (levels - 1).max(1), "the decoder prefixes")?,
+            log_probs: zeros(k * cmax, "the log-probabilities")?,
+            nodes: zeros(cfg.candidates, "the PRM input")?,
+            prm_scores: zeros(cfg.candidates, "the PRM scores")?,
+            hist_codes: zeros(history * levels, "the history codes")?,
+            hist_mask: zeros(history, "the history mask")?,
+            seen: zeros(items.div_ceil(64), "the seen-item set")?,
+            seen_leaves: with_capacity(items.min(MAX_HISTORY), "the seen leaves")?,
+            results: with_capacity(cfg.results, "the results")?,
+            found: filled(cfg.results, (0, 0.0), "the results")?,
         })
     }
 
@@ -256,8 +316,8 @@ impl Searcher {
     }
 
     /// Run one request. `history` is oldest-first; the model reads its last H items, the
-    /// seen-item filter all of them. Returns at most N recommendations (fewer only if the
-    /// trie runs out of unseen items under the surviving beams).
+    /// seen-item filter all of them. Returns `min(N, U)` distinct items not in the history,
+    /// U being how many catalog items are not in it (the module docs' full-feed guarantee).
     pub fn run<S: Scorer + ?Sized>(
         &mut self,
         catalog: &Catalog,
@@ -278,14 +338,21 @@ impl Searcher {
                 self.hist_codes[pos * l + lv] = catalog.item_code(item, lv) as i64;
             }
         }
+        // the history's distinct leaves, sorted: `unseen` of any node is two binary searches
+        self.seen_leaves.clear();
         for &item in history {
-            self.seen[item as usize / 64] |= 1u64 << (item % 64);
+            let (w, bit) = (item as usize / 64, 1u64 << (item % 64));
+            if self.seen[w] & bit == 0 {
+                self.seen[w] |= bit;
+                // at most min(items, MAX_HISTORY) distinct items: within the capacity
+                self.seen_leaves.push(catalog.item_leaf(item));
+            }
         }
-        let out = self.search(catalog, scorer);
         for &item in history {
             self.seen[item as usize / 64] = 0;
         }
-        out?;
+        self.seen_leaves.sort_unstable();
+        self.search(catalog, scorer)?;
         Ok(&self.results)
     }
 
@@ -294,7 +361,7 @@ impl Searcher {
         let cfg = self.cfg;
         self.results.clear();
         let (codes, mask) = (&self.hist_codes, &self.hist_mask);
-        if let Some(n) = scorer.search(codes, mask, &self.seen, &mut self.found) {
+        if let Some(n) = scorer.search(codes, mask, &self.seen_leaves, &mut self.found) {
             let n = n?;
             if n > self.found.len() {
                 return Err(err!(
@@ -340,15 +407,13 @@ impl Searcher {
                 k,
                 &mut self.log_probs[..k * c],
             )?;
-            // every valid child of every beam (unseen items only at the last level)
+            // every valid child of every beam: one with an unseen leaf under it
             self.pool.clear();
             for (i, b) in self.beams.iter().enumerate() {
                 for child in catalog.children(b.node) {
-                    if last {
-                        let item = catalog.leaf_item(child);
-                        if self.seen[item as usize / 64] >> (item % 64) & 1 == 1 {
-                            continue;
-                        }
+                    let unseen = unseen(catalog, &self.seen_leaves, child, level + 1);
+                    if unseen == 0 {
+                        continue;
                     }
                     let code = catalog.node_code(child) as usize;
                     let lp = self.log_probs[i * c + code];
@@ -364,6 +429,7 @@ impl Searcher {
                         parent: i as u32,
                         cum,
                         key: cum,
+                        unseen,
                     });
                 }
             }
@@ -388,8 +454,19 @@ impl Searcher {
                     };
                 }
             }
-            let keep = if last { cfg.results } else { cfg.beams };
-            top_k(&mut self.pool, keep, by_key);
+            if last {
+                top_k(&mut self.pool, cfg.results, by_key);
+            } else {
+                // the top K', then (full-feed rule) more in key order until they hold N
+                top_k(&mut self.pool, cfg.beam_capacity(), by_key);
+                let mut keep = cfg.beams.min(self.pool.len());
+                let mut held: u64 = self.pool[..keep].iter().map(|s| s.unseen as u64).sum();
+                while held < cfg.results as u64 && keep < self.pool.len() {
+                    held += self.pool[keep].unseen as u64;
+                    keep += 1;
+                }
+                self.pool.truncate(keep);
+            }
             if last {
                 for s in &self.pool {
                     self.results.push(Recommendation {
@@ -417,4 +494,13 @@ impl Searcher {
         }
         Ok(())
     }
+}
+
+/// How many leaves under `node` (at `depth`) are not among `seen_leaves` (sorted).
+#[inline]
+fn unseen(catalog: &Catalog, seen_leaves: &[u32], node: u32, depth: usize) -> u32 {
+    let r = catalog.leaf_range(node, depth);
+    let lo = seen_leaves.partition_point(|&x| x < r.start);
+    let hi = seen_leaves.partition_point(|&x| x < r.end);
+    (r.end - r.start) - (hi - lo) as u32
 }

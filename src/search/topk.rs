@@ -16,6 +16,8 @@ pub struct Scored {
     pub cum: f32,
     /// Selection key (PRM score, mix, or `cum`).
     pub key: f32,
+    /// Unseen leaves under the node (the search's full-feed rule; any payload elsewhere).
+    pub unseen: u32,
 }
 
 /// The search order on keys: descending key, then ascending node.
@@ -74,6 +76,7 @@ mod tests {
                     // few distinct values: many exact ties
                     cum: (rnd() % 7) as f32 * -0.5,
                     key: (rnd() % 5) as f32 * 0.25,
+                    unseen: 1,
                 })
                 .collect();
             for order in [by_key as fn(&Scored, &Scored) -> Ordering, by_cum] {

@@ -37,6 +37,79 @@ pub fn fresh_histories(n: usize, items: u32, seed: u64) -> Vec<Vec<u32>> {
         .collect()
 }
 
+/// Histories that leave few items unseen (every item but 0, 1, 3, 9, 10, 11 of them, in a
+/// random order) and one that covers whole level-1 subtrees (every item whose level-1
+/// code is even): where the full-feed rule decides what comes back.
+pub fn coverage_histories(catalog: &promise_rt::Catalog, seed: u64) -> Vec<Vec<u32>> {
+    let items = catalog.num_items() as u32;
+    let mut s = seed | 1;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    let mut out = Vec::new();
+    for left in [0usize, 1, 3, 9, 10, 11] {
+        let mut all: Vec<u32> = (0..items).collect();
+        for i in (1..all.len()).rev() {
+            all.swap(i, (next() % (i as u64 + 1)) as usize);
+        }
+        all.truncate(all.len().saturating_sub(left));
+        out.push(all);
+    }
+    out.push(
+        (0..items)
+            .filter(|&i| catalog.item_code(i, 0) % 2 == 0)
+            .collect(),
+    );
+    out
+}
+
+/// The full-feed guarantee (src/search/mod.rs): min(N, unseen) distinct items, none seen.
+pub fn assert_full_feed(
+    got: &[promise_rt::Recommendation],
+    h: &[u32],
+    items: usize,
+    n: usize,
+    what: &str,
+) {
+    let mut seen = h.to_vec();
+    seen.sort_unstable();
+    seen.dedup();
+    let unseen = items - seen.len();
+    assert_eq!(
+        got.len(),
+        n.min(unseen),
+        "{what}: {unseen} unseen items, a feed of {}",
+        got.len()
+    );
+    let mut ids: Vec<u32> = got.iter().map(|r| r.item).collect();
+    assert!(
+        ids.iter().all(|i| seen.binary_search(i).is_err()),
+        "{what}: a seen item came back"
+    );
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), got.len(), "{what}: an item came back twice");
+}
+
+/// The wide test bundle (tests/data/wide, a first level of 65,535 codes) and its
+/// histories: 3 fresh ones and 3 that leave few items unseen.
+pub fn wide() -> (promise_rt::Bundle, Vec<Vec<u32>>) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/wide");
+    let bundle = promise_rt::Bundle::open(dir).expect("wide bundle");
+    assert_eq!(bundle.manifest().codebook[0], 65_535);
+    let items = bundle.catalog().num_items() as u32;
+    let mut hist = fresh_histories(3, items, 0x31DE);
+    hist.extend(
+        coverage_histories(bundle.catalog(), 0x31DF)
+            .into_iter()
+            .take(3),
+    );
+    (bundle, hist)
+}
+
 pub fn configs() -> Vec<SearchConfig> {
     let prm = |beams, candidates, results, mix| SearchConfig {
         beams,
@@ -73,6 +146,15 @@ pub fn agree(
         for h in histories {
             let want = c.recommend(h).expect("recommend").to_vec();
             let got = g.recommend(h).expect("recommend").to_vec();
+            let items = want_model.bundle().catalog().num_items();
+            assert_full_feed(
+                &want,
+                h,
+                items,
+                cfg.results,
+                &format!("{what} {cfg:?} {wn}"),
+            );
+            assert_full_feed(&got, h, items, cfg.results, &format!("{what} {cfg:?} {gn}"));
             assert_eq!(got.len(), want.len(), "{what} {cfg:?}: result count");
             for (i, r) in got.iter().enumerate() {
                 let same = r.item == want[i].item;

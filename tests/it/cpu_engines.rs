@@ -7,7 +7,7 @@ use promise_rt::{Bundle, Device, Model};
 use promise_rt::{CpuEngine, LoadOptions};
 
 #[cfg(feature = "tract")]
-use crate::agree::{agree, fresh_histories, BUNDLES};
+use crate::agree::{agree, coverage_histories, fresh_histories, BUNDLES};
 #[cfg(feature = "tract")]
 use crate::util::repo;
 
@@ -33,10 +33,23 @@ fn fused_engine_matches_tract_on_fresh_histories_for_every_bundle() {
             fused.backend_name()
         );
         let items = bundle.catalog().num_items() as u32;
-        let hist = fresh_histories(8, items, 0xF05ED + bi as u64);
+        let mut hist = fresh_histories(8, items, 0xF05ED + bi as u64);
+        hist.extend(coverage_histories(bundle.catalog(), 0xFEED + bi as u64));
         let (n, swaps) = agree(&tract, &fused, &hist, dir);
         eprintln!("{dir}: fused == tract on {n} requests ({swaps} near-tie swaps)");
     }
+}
+
+/// A bundle whose first level has 65,535 codes (3,000 items, random weights, made by
+/// models/train/synth.py): both engines answer, agree, and fill the feed.
+#[cfg(feature = "tract")]
+#[test]
+fn a_65535_code_level_works_on_both_engines() {
+    let (bundle, hist) = crate::agree::wide();
+    let tract = load(&bundle, CpuEngine::Tract);
+    let fused = load(&bundle, CpuEngine::Fused);
+    let (n, _) = agree(&tract, &fused, &hist, "tests/data/wide");
+    eprintln!("wide: fused == tract on {n} requests");
 }
 
 #[test]

@@ -36,7 +36,7 @@ fn c_example_builds_and_runs() {
     });
     assert!(
         lib.exists(),
-        "{} not built: run `cargo build --all-features` first (the README's test command does)",
+        "{} not built: run `cargo build --all-features --all-targets` first (the README's test command does)",
         lib.display()
     );
     // `cargo test` does not relink the cdylib: refuse to test a stale one
@@ -46,7 +46,7 @@ fn c_example_builds_and_runs() {
         .map(|p| std::fs::metadata(p).unwrap().modified().unwrap())
         .max()
         .unwrap();
-    assert!(built >= newest_src, "{} is older than the sources: run `cargo build --all-features` first (the README's test command does)", lib.display());
+    assert!(built >= newest_src, "{} is older than the sources: run `cargo build --all-features --all-targets` first (the README's test command does)", lib.display());
     let out_dir = tempfile::tempdir().unwrap();
     let bin = out_dir.path().join("feed");
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());

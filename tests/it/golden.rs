@@ -39,12 +39,23 @@ pub fn check_golden_with(
         };
         let mut s = model.session(cfg).expect("session");
         for case in c["cases"].as_array().unwrap() {
-            let hist: Vec<u32> = case["history"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as u32)
-                .collect();
+            let ids = |v: &Value| -> Vec<u32> {
+                v.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_u64().unwrap() as u32)
+                    .collect()
+            };
+            // "all_but": every catalog item except these, in item order
+            let hist: Vec<u32> = match case.get("all_but") {
+                Some(out) => {
+                    let out = ids(out);
+                    (0..bundle.catalog().num_items() as u32)
+                        .filter(|i| !out.contains(i))
+                        .collect()
+                }
+                None => ids(&case["history"]),
+            };
             let items: Vec<u32> = case["items"]
                 .as_array()
                 .unwrap()

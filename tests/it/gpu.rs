@@ -11,7 +11,7 @@
 
 use promise_rt::{Bundle, Device, ErrorCode, LoadOptions, Model, SearchConfig};
 
-use crate::agree::{agree, fresh_histories, BUNDLES};
+use crate::agree::{agree, coverage_histories, fresh_histories, BUNDLES};
 use crate::golden::check_golden;
 use crate::util::repo;
 
@@ -36,7 +36,10 @@ fn gpu_matches_the_cpu_on_fresh_histories_for_every_variant() {
         let bundle = Bundle::open(repo().join(dir)).expect("bundle");
         let cpu = Model::load(&bundle, Device::Cpu).expect("cpu");
         let items = bundle.catalog().num_items() as u32;
-        let hist = fresh_histories(8, items, 0xC0FFEE + bi as u64);
+        let mut hist = fresh_histories(8, items, 0xC0FFEE + bi as u64);
+        if !dir.contains("large") {
+            hist.extend(coverage_histories(bundle.catalog(), 0xC0DE + bi as u64));
+        }
         // the default (the whole search on the GPU, native shader), and for the small
         // models also the portable shader (no SHADER_F16, no SUBGROUP: the same kernels
         // whatever the model's size) and the search on the CPU (two submissions a level)
@@ -65,6 +68,26 @@ fn gpu_matches_the_cpu_on_fresh_histories_for_every_variant() {
             let (n, swaps) = agree(&cpu, &gpu, &hist, &what);
             eprintln!("{what}: {n} requests agree ({swaps} near-tie swaps)");
         }
+    }
+}
+
+/// A first level of 65,535 codes (tests/data/wide): the device search answers (its
+/// selection is a radix select, linear in the level's width, like the CPU's) and returns
+/// what the CPU does, full feeds included.
+#[test]
+fn a_65535_code_level_works_on_the_gpu() {
+    let (bundle, hist) = crate::agree::wide();
+    let cpu = Model::load(&bundle, Device::Cpu).expect("cpu");
+    for search in [true, false] {
+        let opts = LoadOptions {
+            gpu_search: search,
+            ..LoadOptions::default()
+        };
+        let Some(gpu) = gpu_model(&bundle, &opts) else {
+            return;
+        };
+        let (n, _) = agree(&cpu, &gpu, &hist, &format!("wide, device search {search}"));
+        eprintln!("wide: gpu (device search {search}) == cpu on {n} requests");
     }
 }
 

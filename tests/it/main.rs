@@ -11,6 +11,7 @@ mod errors;
 mod ffi;
 mod golden;
 mod gpu;
+mod hostile;
 mod matrix;
 mod search_props;
 mod util;

@@ -61,7 +61,18 @@ impl Scorer for Fake {
     }
 }
 
-/// The obvious implementation, for comparison.
+/// Unseen leaves under `node`, the obvious way: walk the subtree.
+fn naive_unseen(cat: &Catalog, node: u32, history: &[u32]) -> usize {
+    if cat.is_leaf(node) {
+        return usize::from(!history.contains(&cat.leaf_item(node)));
+    }
+    cat.children(node)
+        .map(|c| naive_unseen(cat, c, history))
+        .sum()
+}
+
+/// The obvious implementation of the search's semantics (src/search/mod.rs docs), for
+/// comparison.
 fn naive(
     cat: &Catalog,
     f: &mut Fake,
@@ -96,7 +107,7 @@ fn naive(
         let mut pool: Vec<(u32, usize, f32, f32)> = vec![];
         for (i, b) in beams.iter().enumerate() {
             for ch in cat.children(b.0) {
-                if last && history.contains(&cat.leaf_item(ch)) {
+                if naive_unseen(cat, ch, history) == 0 {
                     continue;
                 }
                 let cum = b.1 + lp[i * c + cat.node_code(ch) as usize];
@@ -125,7 +136,18 @@ fn naive(
                 .map(|p| (cat.leaf_item(p.0), p.3))
                 .collect();
         }
-        pool.truncate(cfg.beams);
+        // K', then the full-feed rule: more in key order until they hold N unseen leaves
+        let mut keep = cfg.beams.min(pool.len());
+        while keep < pool.len()
+            && pool[..keep]
+                .iter()
+                .map(|p| naive_unseen(cat, p.0, history))
+                .sum::<usize>()
+                < cfg.results
+        {
+            keep += 1;
+        }
+        pool.truncate(keep);
         beams = pool
             .iter()
             .map(|p| {
@@ -170,8 +192,11 @@ proptest! {
         let got: Vec<(u32, f32)> = s.run(&cat, &mut f, &history).unwrap().iter().map(|r| (r.item, r.score)).collect();
         let want = naive(&cat, &mut Fake { c: codebook[0] as usize, l: cat.levels(), salt, hist: 0 }, &cfg, &history, h);
         prop_assert_eq!(&got, &want);
-        // invariants
-        prop_assert!(got.len() <= results);
+        // invariants: the full feed, min(N, unseen items)
+        let mut distinct = history.clone();
+        distinct.sort();
+        distinct.dedup();
+        prop_assert_eq!(got.len(), results.min(n_items as usize - distinct.len()));
         let mut items: Vec<u32> = got.iter().map(|g| g.0).collect();
         prop_assert!(items.iter().all(|i| !history.contains(i)), "a seen item was recommended");
         prop_assert!(items.iter().all(|&i| i < n_items));
@@ -202,6 +227,118 @@ proptest! {
             .into_iter().take(results).map(|x| x.0).collect();
         prop_assert_eq!(got.len(), results.min(cat.num_items() - 1));
         prop_assert_eq!(got, want);
+    }
+}
+
+/// A catalog of 3 levels, and histories that leave 0, 1, 3, N-1, N, N+1 items unseen, or
+/// cover whole level-1 subtrees: the feed always holds min(N, unseen) distinct unseen
+/// items, and equals the naive reference.
+#[test]
+fn the_feed_is_full_for_histories_that_cover_most_of_the_catalog() {
+    let sids: Vec<Vec<u16>> = (0..120u16)
+        .map(|i| vec![i % 6, (i / 6) % 5, i / 30])
+        .collect();
+    let cat = Catalog::from_bytes(build(&sids, &[6, 5, 4]).unwrap()).unwrap();
+    let n_items = cat.num_items() as u32;
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    for &(beams, results, prm) in &[
+        (1usize, 10usize, false),
+        (4, 10, true),
+        (2, 7, true),
+        (16, 10, false),
+    ] {
+        let cfg = SearchConfig {
+            beams,
+            candidates: (4 * beams).max(results),
+            results,
+            prm,
+            mix: 0.5,
+        };
+        let mut histories: Vec<Vec<u32>> = Vec::new();
+        for left in [0, 1, 3, results - 1, results, results + 1] {
+            // a random order of all items; the last `left` stay unseen
+            let mut all: Vec<u32> = (0..n_items).collect();
+            for i in (1..all.len()).rev() {
+                all.swap(i, (next() % (i as u64 + 1)) as usize);
+            }
+            all.truncate(all.len() - left);
+            histories.push(all);
+        }
+        // whole level-1 subtrees (code 0 and 3), plus repeats of one item
+        let mut cover: Vec<u32> = (0..n_items).filter(|i| i % 6 == 0 || i % 6 == 3).collect();
+        cover.extend([5, 5, 5]);
+        histories.push(cover);
+        for history in &histories {
+            let mut s = Searcher::new(cfg, &cat, 4).unwrap();
+            let mut f = Fake {
+                c: 6,
+                l: 3,
+                salt: 7,
+                hist: 0,
+            };
+            let got: Vec<(u32, f32)> = s
+                .run(&cat, &mut f, history)
+                .unwrap()
+                .iter()
+                .map(|r| (r.item, r.score))
+                .collect();
+            let mut distinct = history.clone();
+            distinct.sort();
+            distinct.dedup();
+            let unseen = n_items as usize - distinct.len();
+            assert_eq!(got.len(), results.min(unseen), "{cfg:?}, {unseen} unseen");
+            assert!(
+                got.iter().all(|g| !history.contains(&g.0)),
+                "a seen item came back"
+            );
+            let mut items: Vec<u32> = got.iter().map(|g| g.0).collect();
+            items.sort();
+            items.dedup();
+            assert_eq!(items.len(), got.len(), "duplicates");
+            let want = naive(
+                &cat,
+                &mut Fake {
+                    c: 6,
+                    l: 3,
+                    salt: 7,
+                    hist: 0,
+                },
+                &cfg,
+                history,
+                4,
+            );
+            assert_eq!(got, want, "{cfg:?}, {unseen} unseen");
+        }
+    }
+}
+
+#[test]
+fn leaf_ranges_hold_exactly_the_leaves_under_each_node() {
+    let sids: Vec<Vec<u16>> = (0..90u16)
+        .map(|i| vec![i % 4, (i / 4) % 3, i / 12])
+        .collect();
+    let cat = Catalog::from_bytes(build(&sids, &[4, 3, 8]).unwrap()).unwrap();
+    for depth in 0..=cat.levels() {
+        for node in cat.depth_nodes(depth) {
+            let r = cat.leaf_range(node, depth);
+            assert_eq!(r.len(), naive_unseen(&cat, node, &[]), "node {node}");
+            for leaf in r {
+                // the leaf's path passes through node
+                let mut n = 0;
+                for lv in 0..depth {
+                    n = cat
+                        .child_with_code(n, cat.item_code(cat.leaf_item(leaf), lv))
+                        .unwrap();
+                }
+                assert_eq!(n, node, "leaf {leaf} under node {node}");
+            }
+        }
     }
 }
 

@@ -57,3 +57,122 @@ pub fn poison_weight(dir: &Path, file: &str, v: f32) -> String {
     std::fs::write(&p, &b).unwrap();
     w.name
 }
+
+fn varint(mut v: u64, out: &mut Vec<u8>) {
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+fn field(num: u64, payload: &[u8], out: &mut Vec<u8>) {
+    varint(num << 3 | 2, out);
+    varint(payload.len() as u64, out);
+    out.extend_from_slice(payload);
+}
+
+/// A TensorProto: dims, type (1 f32, 7 i64), name, raw data.
+fn tensor_proto(name: &str, dims: &[u64], elem: u64, raw: &[u8]) -> Vec<u8> {
+    let mut t = Vec::new();
+    for &d in dims {
+        varint(1 << 3, &mut t);
+        varint(d, &mut t);
+    }
+    varint(2 << 3, &mut t);
+    varint(elem, &mut t);
+    field(8, name.as_bytes(), &mut t);
+    field(9, raw, &mut t);
+    t
+}
+
+/// Append `entry` (already a GraphProto field) to the graph of the ONNX model in `file`:
+/// GraphProto is field 7 of ModelProto, re-encoded with the entry at its end. Records the
+/// new size in the manifest.
+fn splice_into_graph(dir: &Path, file: &str, entry: &[u8]) {
+    let b = std::fs::read(dir.join(file)).unwrap();
+    let mut out = Vec::new();
+    let mut pos = 0;
+    let read = |pos: &mut usize| -> u64 {
+        let (mut v, mut s) = (0u64, 0);
+        loop {
+            let x = b[*pos];
+            *pos += 1;
+            v |= ((x & 0x7f) as u64) << s;
+            if x & 0x80 == 0 {
+                return v;
+            }
+            s += 7;
+        }
+    };
+    while pos < b.len() {
+        let start = pos;
+        let key = read(&mut pos);
+        match key & 7 {
+            0 => {
+                read(&mut pos);
+            }
+            2 => {
+                let len = read(&mut pos) as usize;
+                if key >> 3 == 7 {
+                    let mut g = b[pos..pos + len].to_vec();
+                    g.extend_from_slice(entry);
+                    field(7, &g, &mut out);
+                    pos += len;
+                    continue;
+                }
+                pos += len;
+            }
+            1 => pos += 8,
+            5 => pos += 4,
+            w => panic!("wire type {w}"),
+        }
+        out.extend_from_slice(&b[start..pos]);
+    }
+    rewrite(dir, file, &out);
+}
+
+/// Append an f32 initializer `name` of shape `dims` (values `fill`) to graph `file`.
+pub fn append_initializer(dir: &Path, file: &str, name: &str, dims: &[u64], fill: f32) {
+    let n: u64 = dims.iter().product();
+    let raw: Vec<u8> = (0..n).flat_map(|_| fill.to_le_bytes()).collect();
+    let mut entry = Vec::new();
+    field(5, &tensor_proto(name, dims, 1, &raw), &mut entry);
+    splice_into_graph(dir, file, &entry);
+}
+
+/// Append a node `op(inputs) -> outputs` to graph `file`; with `value`, a `value` tensor
+/// attribute (dims, i64 values as raw data) as a Constant carries.
+pub fn append_node(
+    dir: &Path,
+    file: &str,
+    op: &str,
+    inputs: &[&str],
+    outputs: &[&str],
+    value: Option<(&[u64], &[i64])>,
+) {
+    let mut n = Vec::new();
+    for i in inputs {
+        field(1, i.as_bytes(), &mut n);
+    }
+    for o in outputs {
+        field(2, o.as_bytes(), &mut n);
+    }
+    field(4, op.as_bytes(), &mut n);
+    if let Some((dims, vals)) = value {
+        let raw: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut a = Vec::new();
+        field(1, b"value", &mut a);
+        field(5, &tensor_proto("", dims, 7, &raw), &mut a);
+        varint(20 << 3, &mut a);
+        varint(4, &mut a); // AttributeProto.TENSOR
+        field(5, &a, &mut n);
+    }
+    let mut entry = Vec::new();
+    field(1, &n, &mut entry);
+    splice_into_graph(dir, file, &entry);
+}

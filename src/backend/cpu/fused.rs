@@ -306,45 +306,48 @@ impl FusedModel {
     }
 
     /// Allocate every buffer a session with `cfg` needs.
-    pub fn session(self: &Arc<Self>, cfg: &SearchConfig) -> FusedSession {
+    /// Sizes come from the bundle: every buffer is allocated fallibly ([`crate::limits`]).
+    pub fn session(self: &Arc<Self>, cfg: &SearchConfig) -> Result<FusedSession> {
         let m = &self.m;
         let (d, hd) = (m.dims.d_model, m.dims.heads * m.dims.head_dim);
         let (ff, pd, pff) = (m.dims.ff, m.dims.prm_heads * m.dims.head_dim, m.dims.prm_ff);
         let (h, l, c) = (m.history, m.levels, m.max_codebook());
-        let kb = cfg.beams;
+        let kb = cfg.beam_capacity();
         let mc = cfg.candidates;
-        let z = |n: usize| vec![0.0f32; n];
+        let z = |n: usize| crate::limits::zeros::<f32>(n, "a fused session buffer");
         let b = Buffers {
             encoded: false,
-            bias: z(h),
-            ex: z(h * d),
-            xn: z(h.max(kb).max(mc) * d),
-            eqkv: z(h * 3 * hd),
-            att: z(h.max(kb).max(mc) * hd.max(pd)),
-            ff: z(h.max(kb).max(mc) * ff.max(pff)),
-            cross_kv: (0..m.dims.decoder_layers).map(|_| z(h * 2 * hd)).collect(),
-            prm_kv: z(h * 2 * pd),
-            dx: z(kb * d),
-            dqkv: z(kb * 3 * hd),
-            dq: z(kb * hd),
+            bias: z(h)?,
+            ex: z(h * d)?,
+            xn: z(h.max(kb).max(mc) * d)?,
+            eqkv: z(h * 3 * hd)?,
+            att: z(h.max(kb).max(mc) * hd.max(pd))?,
+            ff: z(h.max(kb).max(mc) * ff.max(pff))?,
+            cross_kv: (0..m.dims.decoder_layers)
+                .map(|_| z(h * 2 * hd))
+                .collect::<Result<_>>()?,
+            prm_kv: z(h * 2 * pd)?,
+            dx: z(kb * d)?,
+            dqkv: z(kb * 3 * hd)?,
+            dq: z(kb * hd)?,
             self_kv: (0..m.dims.decoder_layers)
                 .map(|_| z(2 * kb * l * 2 * hd))
-                .collect(),
+                .collect::<Result<_>>()?,
             slot: 0,
             cached_level: None,
             cached_beams: 0,
-            cached_prefix: vec![0; kb * (l - 1).max(1)],
-            parent: vec![0; kb],
-            logits: z(kb * c),
-            px: z(mc * d),
-            pq: z(mc * pd),
-            po: z(mc * d),
-            scratch: z(h.max(l)),
+            cached_prefix: crate::limits::zeros(kb * (l - 1).max(1), "the cached prefixes")?,
+            parent: crate::limits::zeros(kb, "the beam parents")?,
+            logits: z(kb * c)?,
+            px: z(mc * d)?,
+            pq: z(mc * pd)?,
+            po: z(mc * d)?,
+            scratch: z(h.max(l))?,
         };
-        FusedSession {
+        Ok(FusedSession {
             model: self.clone(),
             b,
-        }
+        })
     }
 }
 
@@ -354,7 +357,8 @@ pub struct FusedSession {
     b: Buffers,
 }
 
-/// One session's buffers (shapes in the comments; K' beams, K+ candidates, H history, L
+/// One session's buffers (shapes in the comments; K' = the config's beam capacity
+/// max(K', N), K+ candidates, H history, L
 /// levels, d model width, hd = heads x head_dim, pd = PRM heads x head_dim).
 struct Buffers {
     encoded: bool,
@@ -851,7 +855,9 @@ mod tests {
     fn session(dir: &str, cfg: &SearchConfig) -> FusedSession {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let bundle = Bundle::open(root.join(dir)).expect("bundle");
-        Arc::new(FusedModel::load(&bundle, Isa::detect()).expect("load")).session(cfg)
+        Arc::new(FusedModel::load(&bundle, Isa::detect()).expect("load"))
+            .session(cfg)
+            .expect("session")
     }
 
     /// The cached path (parents' keys/values copied, one new token per beam) gives the

@@ -62,7 +62,7 @@ impl CpuModel {
 
     pub fn session(&self, cfg: &SearchConfig) -> Result<CpuSession> {
         Ok(match self {
-            CpuModel::Fused(m) => CpuSession::Fused(m.session(cfg)),
+            CpuModel::Fused(m) => CpuSession::Fused(m.session(cfg)?),
             #[cfg(feature = "tract")]
             CpuModel::Tract(m) => CpuSession::Tract(m.session(cfg)?),
         })

@@ -21,22 +21,15 @@ type Plan = Arc<TypedRunnableModel>;
 /// tract can panic on a malformed graph instead of returning an error (the `bundle` fuzz
 /// target found one: a mutated Unsqueeze axis makes its shape inference index past a
 /// SmallVec). A library inside someone else's app must not take the app down, so every
-/// call into tract runs under `catch_unwind`, and a panic becomes an error with `code`.
+/// call into tract runs under `catch_unwind`, and a panic becomes an error with `code`,
+/// printed nowhere ([`crate::panic`]).
 fn contain<T>(code: ErrorCode, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(r) => r,
-        Err(p) => {
-            let why = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            Err(Error::new(
-                code,
-                format!("tract panicked while trying to {what} ({why}): the graph is malformed"),
-            ))
-        }
-    }
+    crate::panic::catch(f).unwrap_or_else(|why| {
+        Err(Error::new(
+            code,
+            format!("tract panicked while trying to {what} ({why}): the graph is malformed"),
+        ))
+    })
 }
 
 fn tract_err(what: &str) -> impl Fn(TractError) -> Error + '_ {
@@ -128,7 +121,8 @@ impl TractModel {
     pub fn session(&self, cfg: &SearchConfig) -> Result<TractSession> {
         let m = &self.manifest;
         let first_pool = cfg.candidates.min(m.codebook[0]);
-        let mut dec_sizes = vec![1, cfg.beams];
+        // K' rows, and max(K', N) for a level the full-feed rule widens
+        let mut dec_sizes = vec![1, cfg.beams, cfg.beam_capacity()];
         dec_sizes.dedup();
         let mut prm_sizes = vec![first_pool, cfg.candidates];
         prm_sizes.dedup();
@@ -152,7 +146,7 @@ impl TractModel {
             prms,
             memory: None,
             mask: None,
-            pad_prefix: vec![0; cfg.beams * (m.levels - 1)],
+            pad_prefix: vec![0; cfg.beam_capacity() * (m.levels - 1)],
             pad_nodes: vec![0; cfg.candidates],
         })
     }
@@ -168,7 +162,7 @@ pub struct TractSession {
     prms: Vec<(usize, TypedSimpleState)>,
     memory: Option<TValue>, // [1, H, d]
     mask: Option<TValue>,   // [1, H]
-    pad_prefix: Vec<i64>,   // [K' * (L-1)] padded decoder input
+    pad_prefix: Vec<i64>,   // [max(K', N) * (L-1)] padded decoder input
     pad_nodes: Vec<i64>,    // [K+] padded PRM input
 }
 

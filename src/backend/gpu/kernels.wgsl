@@ -56,14 +56,16 @@ struct Params {
     count: u32,    // ints offset where a kept count is written
     keep: u32,     // how many to keep (K+, K' or N)
     err: u32,      // ints offset of the request's error flag
-    seen: u32,     // ints offset of the seen-item bitset (last level), or NONE
+    seen: u32,     // ints offset of the request's seen-leaf list (count, then sorted leaves)
     t_code: u32,   // trie offset of node_code
-    t_item: u32,   // trie offset of leaf_item
-    leaf0: u32,    // first leaf node id
     level: u32,    // the search level
     width: u32,    // prefix codes per beam (L - 1)
     prm: u32,      // 1 = rank by the PRM score mixed with the cumulative log-prob
     mix: f32,      // weight of the cumulative log-prob in the key
+    u_in: u32,     // ints offset of unseen-leaf counts read
+    u_out: u32,    // ints offset of unseen-leaf counts written
+    descend: u32,  // expand: levels from the children to the leaves
+    need: u32,     // select_beams: N before the last level (the full-feed rule), else 0
 }
 
 //!WTS_DECL
@@ -331,13 +333,13 @@ fn masked(v: f32, j: u32) -> f32 {
 
 // ---- the search: trie masking, exact top-k, beam update ------------------------------
 //
-// The same search as src/search/mod.rs, on the device: one submission per request.
-// Order everywhere: higher key first in `f32::total_cmp` order (so -0.0 ranks below +0.0,
-// as on the CPU), ties to the smaller node id (node ids are unique, so every kept entry
-// has exactly one rank and the result is deterministic).
+// The same search as src/search/mod.rs (whose module docs define it), on the device: one
+// submission per request. Order everywhere: higher key first in `f32::total_cmp` order
+// (so -0.0 ranks below +0.0, as on the CPU), ties to the smaller node id (node ids are
+// unique, so every kept entry has exactly one rank and the result is deterministic).
 // `trie` holds, as u32: first_child [nodes + 1] at 0 (node n's children are
-// first_child[n]..first_child[n + 1], in code order), node_code [nodes] at t_code,
-// leaf_item [items] at t_item (indexed by node - leaf0).
+// first_child[n]..first_child[n + 1], in code order), node_code [nodes] at t_code.
+// The request's seen leaves: ints[seen] = count s, ints[seen + 1 ..][..s] sorted ascending.
 
 // f32 -> i32 monotone in `f32::total_cmp` order (the CPU search's): -0.0 < +0.0
 fn total_order(x: f32) -> i32 {
@@ -350,86 +352,173 @@ fn non_finite(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u;
 }
 
-// Thread e = (beam i, child slot j) of K' x C: the j-th child of live beam i, if it exists
-// (and at the last level, if its item is not in the seen set), gets key = cum_i + logp[i,
-// its code] at act[o + e] and its node id at ints[i1 + e]; any other slot gets node -1.
-// Reads: live beams ints[live], beam nodes ints[i0 + i], beam cums act[a + i], log-probs
-// act[b + i * n + code]. Thread 0 zeroes the pool count ints[count] for select_candidates.
-@compute @workgroup_size(64)
-fn expand(@builtin(global_invocation_id) g: vec3<u32>) {
-    let e = g.x;
-    if (e >= p.rows * p.n) {
-        return;
-    }
-    if (e == 0u) {
-        ints[p.count] = 0;
-    }
-    let i = e / p.n;
-    let j = e % p.n;
-    var node = -1;
-    var key = 0.0;
-    if (i < u32(ints[p.live])) {
-        let parent = u32(ints[p.i0 + i]);
-        let child = trie[parent] + j;
-        if (child < trie[parent + 1u]) {
-            var keep = true;
-            if (p.seen != NONE) {
-                let item = trie[p.t_item + child - p.leaf0];
-                keep = ((u32(ints[p.seen + item / 32u]) >> (item % 32u)) & 1u) == 0u;
-            }
-            if (keep) {
-                let lp = act[p.b + i * p.n + trie[p.t_code + child]];
-                if (non_finite(lp)) {
-                    ints[p.err] = 1;
-                }
-                node = i32(child);
-                key = act[p.a + i] + lp;
-            }
+// how many seen leaves are < x (binary search over the sorted list)
+fn seen_below(x: u32) -> u32 {
+    var lo = 0u;
+    var hi = u32(ints[p.seen]);
+    while (lo < hi) {
+        let mid = (lo + hi) / 2u;
+        if (u32(ints[p.seen + 1u + mid]) < x) {
+            lo = mid + 1u;
+        } else {
+            hi = mid;
         }
     }
-    act[p.o + e] = key;
-    ints[p.i1 + e] = node;
+    return lo;
 }
 
-// Thread e of `rows` expanded slots: its rank among the valid slots by (key desc, node
-// asc); the top `keep` go to the candidate pool at their rank: node ints[i1 + r], cum
-// act[o + r], parent beam ints[i2 + r] (= e / n). Rank 0 writes the pool size to
-// ints[count]. Inputs: keys act[a + e], nodes ints[i0 + e] (-1 = not a candidate).
-// Thread 0 zeroes the next beam count ints[live] (select_beams sets it).
+// unseen leaves under `node`, `descend` levels above the leaves: its leaves are the
+// contiguous range reached by following first_child from node and node + 1
+fn unseen(node: u32, descend: u32) -> u32 {
+    var a = node;
+    var b = node + 1u;
+    for (var d = 0u; d < descend; d++) {
+        a = trie[a];
+        b = trie[b];
+    }
+    return (b - a) - (seen_below(b) - seen_below(a));
+}
+
+// Slot e = (beam i, child slot j) of rows x n (grid-stride, so any width fits the
+// dispatch limit): the j-th child of live beam i, if it exists and has an unseen leaf
+// under it, gets key = cum_i + logp[i, its code] at act[o + e], its node id at ints[i1 + e]
+// and its unseen count at ints[u_out + e]; any other slot gets node -1.
+// Reads: live beams ints[live], beam nodes ints[i0 + i], beam cums act[a + i], log-probs
+// act[b + i * n + code]. Slot 0 zeroes the pool count ints[count] for select_candidates.
 @compute @workgroup_size(64)
-fn select_candidates(@builtin(global_invocation_id) g: vec3<u32>) {
-    let e = g.x;
-    if (e >= p.rows) {
-        return;
+fn expand(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let total = p.rows * p.n;
+    let live = u32(ints[p.live]);
+    for (var e = g.x; e < total; e += nwg.x * 64u) {
+        if (e == 0u) {
+            ints[p.count] = 0;
+        }
+        let i = e / p.n;
+        let j = e % p.n;
+        var node = -1;
+        var key = 0.0;
+        var left = 0u;
+        if (i < live) {
+            let parent = u32(ints[p.i0 + i]);
+            let child = trie[parent] + j;
+            if (child < trie[parent + 1u]) {
+                left = unseen(child, p.descend);
+                if (left > 0u) {
+                    let lp = act[p.b + i * p.n + trie[p.t_code + child]];
+                    if (non_finite(lp)) {
+                        ints[p.err] = 1;
+                    }
+                    node = i32(child);
+                    key = act[p.a + i] + lp;
+                }
+            }
+        }
+        act[p.o + e] = key;
+        ints[p.i1 + e] = node;
+        ints[p.u_out + e] = i32(left);
     }
-    if (e == 0u) {
+}
+
+// The top `keep` of `rows` expanded slots by (key desc, node asc), found by one workgroup
+// as a radix select over the 64-bit composite (key in total order, !node): 8 rounds of an
+// 8-bit histogram, O(rows) work, whatever the codebook width. The kept slots go to the
+// candidate pool in slot order: node ints[i1 + r], cum act[o + r], parent beam
+// ints[i2 + r] (= e / n), unseen count ints[u_out + r]; the pool size to ints[count].
+// (Pool order does not matter: select_beams ranks the pool by total order.) Inputs: keys
+// act[a + e], nodes ints[i0 + e] (-1 = not a candidate), unseen counts ints[u_in + e].
+// Thread 0 zeroes the next beam count ints[live] (select_beams sets it).
+const SEL: u32 = 256u;
+var<workgroup> hist: array<atomic<u32>, 256>;
+var<workgroup> sel_state: array<u32, 2>; // the round's digit and remaining k
+var<workgroup> sel_total: u32;
+
+fn composite(e: u32) -> vec2<u32> {
+    let hi = bitcast<u32>(total_order(act[p.a + e])) ^ 0x80000000u;
+    return vec2<u32>(hi, ~u32(ints[p.i0 + e]));
+}
+
+@compute @workgroup_size(256)
+fn select_candidates(@builtin(local_invocation_index) t: u32) {
+    if (t == 0u) {
         ints[p.live] = 0;
+        atomicStore(&hist[0], 0u);
     }
-    let node = ints[p.i0 + e];
-    if (node < 0) {
-        return;
-    }
-    let key = act[p.a + e];
-    let ko = total_order(key);
-    var rank = 0u;
+    workgroupBarrier();
+    // how many valid slots
     var valid = 0u;
-    for (var f = 0u; f < p.rows; f++) {
-        let nf = ints[p.i0 + f];
-        if (nf >= 0) {
+    for (var e = t; e < p.rows; e += SEL) {
+        if (ints[p.i0 + e] >= 0) {
             valid++;
-            let kf = total_order(act[p.a + f]);
-            if (kf > ko || (kf == ko && nf < node)) {
-                rank++;
+        }
+    }
+    atomicAdd(&hist[0], valid);
+    workgroupBarrier();
+    if (t == 0u) {
+        sel_total = atomicLoad(&hist[0]);
+    }
+    let total = workgroupUniformLoad(&sel_total);
+    // threshold: the keep-th largest composite (everything when total <= keep)
+    var mask = vec2<u32>(0u, 0u);
+    var want = vec2<u32>(0u, 0u);
+    if (total > p.keep) {
+        var k = p.keep;
+        for (var round = 0u; round < 8u; round++) {
+            workgroupBarrier();
+            atomicStore(&hist[t], 0u);
+            workgroupBarrier();
+            let word = round / 4u;
+            let shift = 24u - 8u * (round % 4u);
+            for (var e = t; e < p.rows; e += SEL) {
+                if (ints[p.i0 + e] >= 0) {
+                    let c = composite(e);
+                    if (all((c & mask) == want)) {
+                        atomicAdd(&hist[(c[word] >> shift) & 255u], 1u);
+                    }
+                }
+            }
+            workgroupBarrier();
+            if (t == 0u) {
+                // the digit where the count from the top reaches k
+                var d = 255u;
+                loop {
+                    let h = atomicLoad(&hist[d]);
+                    if (h >= k || d == 0u) {
+                        break;
+                    }
+                    k -= h;
+                    d--;
+                }
+                sel_state[0] = d;
+                sel_state[1] = k;
+            }
+            workgroupBarrier();
+            let d = sel_state[0];
+            k = sel_state[1];
+            mask[word] |= 255u << shift;
+            want[word] |= d << shift;
+        }
+    }
+    // keep every valid slot at or above the threshold: exactly min(total, keep) of them
+    workgroupBarrier();
+    if (t == 0u) {
+        atomicStore(&hist[0], 0u);
+    }
+    workgroupBarrier();
+    for (var e = t; e < p.rows; e += SEL) {
+        let node = ints[p.i0 + e];
+        if (node >= 0) {
+            let c = composite(e);
+            if (c.x > want.x || (c.x == want.x && c.y >= want.y)) {
+                let r = atomicAdd(&hist[0], 1u);
+                ints[p.i1 + r] = node;
+                act[p.o + r] = act[p.a + e];
+                ints[p.i2 + r] = i32(e / p.n);
+                ints[p.u_out + r] = ints[p.u_in + e];
             }
         }
     }
-    if (rank < p.keep) {
-        ints[p.i1 + rank] = node;
-        act[p.o + rank] = key;
-        ints[p.i2 + rank] = i32(e / p.n);
-    }
-    if (rank == 0u) {
-        ints[p.count] = i32(min(valid, p.keep));
+    if (t == 0u) {
+        ints[p.count] = i32(min(total, p.keep));
     }
 }
 
@@ -450,13 +539,16 @@ fn pool_key(r: u32) -> f32 {
     return (1.0 - p.mix) * s + p.mix * cum;
 }
 
-// Thread r of the pool (size ints[live]): its rank by (key desc, node asc); the top `keep`
-// become the next beams (node ints[i1 + r'], cum act[o + r'], prefix codes = the parent's
-// (ints[x0 + parent * width ..]) and its own code at `level`, offset by level * C as the
-// decoder reads them, to ints[g0 + r' * width ..]) or, at the last level (width = 0), the
-// results (node ints[i1 + r'], key act[o + r']). Rank 0 writes the kept count to
+// Thread r of the pool (size ints[live]): its rank by (key desc, node asc), and the unseen
+// leaves of the entries ranked ahead of it. It is kept if its rank is below `keep`, or
+// (the full-feed rule, `need` = N before the last level, 0 there) if the entries ahead
+// hold fewer than `need` unseen leaves. Kept entries become the next beams (node
+// ints[i1 + rank], cum act[o + rank], prefix codes = the parent's (ints[x0 + parent *
+// width ..]) and its own code at `level`, offset by level * C as the decoder reads them,
+// to ints[g0 + rank * width ..]) or, at the last level (width = 0), the results (node
+// ints[i1 + rank], key act[o + rank]). The last kept entry writes the kept count to
 // ints[count]. Inputs: nodes ints[i0 + r], cums act[a + r], PRM scores act[b + r],
-// parents ints[i2 + r].
+// parents ints[i2 + r], unseen counts ints[u_in + r].
 @compute @workgroup_size(64)
 fn select_beams(@builtin(global_invocation_id) g: vec3<u32>) {
     let r = g.x;
@@ -468,32 +560,38 @@ fn select_beams(@builtin(global_invocation_id) g: vec3<u32>) {
     let key = pool_key(r);
     let ko = total_order(key);
     var rank = 0u;
+    var ahead = 0u;
     for (var f = 0u; f < m; f++) {
         let kf = total_order(pool_key(f));
         let nf = ints[p.i0 + f];
         if (kf > ko || (kf == ko && nf < node)) {
             rank++;
+            ahead += u32(ints[p.u_in + f]);
         }
     }
-    if (rank < p.keep) {
-        ints[p.i1 + rank] = node;
-        if (p.width == 0u) {
-            act[p.o + rank] = key;
-        } else {
-            act[p.o + rank] = act[p.a + r];
-            let parent = u32(ints[p.i2 + r]);
-            for (var j = 0u; j < p.width; j++) {
-                var id = ints[p.x0 + parent * p.width + j];
-                if (j == p.level) {
-                    id = i32(trie[p.t_code + u32(node)] + p.level * p.n);
-                } else if (j > p.level) {
-                    id = 0;
-                }
-                ints[p.g0 + rank * p.width + j] = id;
+    let kept = rank < p.keep || ahead < p.need;
+    if (!kept) {
+        return;
+    }
+    let mine = u32(ints[p.u_in + r]);
+    let next_kept = rank + 1u < p.keep || ahead + mine < p.need;
+    if (rank + 1u == m || !next_kept) {
+        ints[p.count] = i32(rank + 1u);
+    }
+    ints[p.i1 + rank] = node;
+    if (p.width == 0u) {
+        act[p.o + rank] = key;
+    } else {
+        act[p.o + rank] = act[p.a + r];
+        let parent = u32(ints[p.i2 + r]);
+        for (var j = 0u; j < p.width; j++) {
+            var id = ints[p.x0 + parent * p.width + j];
+            if (j == p.level) {
+                id = i32(trie[p.t_code + u32(node)] + p.level * p.n);
+            } else if (j > p.level) {
+                id = 0;
             }
+            ints[p.g0 + rank * p.width + j] = id;
         }
-    }
-    if (rank == 0u) {
-        ints[p.count] = i32(min(m, p.keep));
     }
 }

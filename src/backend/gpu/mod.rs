@@ -75,6 +75,15 @@ const NONE: u32 = u32::MAX;
 const GPU_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 const PARAMS_STRIDE: u64 = 256;
 const WG: u32 = 64;
+/// Workgroups a grid-stride search kernel dispatches at most (the WebGPU default limit
+/// per dimension).
+const MAX_GROUPS: u32 = 65_535;
+
+/// Distinct history items a session's seen-leaf list holds on the device: as many as the
+/// search's own list ([`crate::search::MAX_HISTORY`], or every item of a smaller catalog).
+fn seen_capacity(num_items: usize) -> usize {
+    num_items.min(crate::search::MAX_HISTORY)
+}
 /// Largest head_dim the attention kernel holds in registers.
 pub const MAX_HEAD_DIM: usize = 64;
 
@@ -124,12 +133,14 @@ struct Params {
     err: u32,
     seen: u32,
     t_code: u32,
-    t_item: u32,
-    leaf0: u32,
     level: u32,
     width: u32,
     prm: u32,
     mix: f32,
+    u_in: u32,
+    u_out: u32,
+    descend: u32,
+    need: u32,
 }
 
 impl Default for Params {
@@ -584,12 +595,10 @@ struct Shared {
 }
 
 /// Where the catalog's trie is in the `trie` buffer (u32 words): first_child
-/// [nodes + 1] at 0, node_code [nodes] at `code`, leaf_item [items] at `item`.
+/// [nodes + 1] at 0, node_code [nodes] at `code`.
 #[derive(Clone, Copy, Debug)]
 struct TrieLayout {
     code: u32,
-    item: u32,
-    leaf0: u32,
     num_items: usize,
 }
 
@@ -597,14 +606,11 @@ struct TrieLayout {
 /// ML-1M), uploaded through a buffer mapped at creation.
 fn upload_trie(gpu: &Gpu, catalog: &Catalog) -> Result<(wgpu::Buffer, TrieLayout)> {
     let nodes = catalog.num_nodes() as u32;
-    let leaves = catalog.depth_nodes(catalog.levels());
     let layout = TrieLayout {
         code: nodes + 1,
-        item: 2 * nodes + 1,
-        leaf0: leaves.start,
         num_items: catalog.num_items(),
     };
-    let words = layout.item as usize + leaves.len();
+    let words = 2 * nodes as usize + 1;
     let size = (words * 4) as u64;
     check_buffer(gpu, "trie", size)?;
     let buf = gpu.device.create_buffer(&wgpu::BufferDescriptor {
@@ -619,9 +625,6 @@ fn upload_trie(gpu: &Gpu, catalog: &Catalog) -> Result<(wgpu::Buffer, TrieLayout
         out[(layout.code + n) as usize] = catalog.node_code(n) as u32;
     }
     out[nodes as usize] = catalog.children(nodes - 1).end;
-    for (i, leaf) in leaves.enumerate() {
-        out[layout.item as usize + i] = catalog.leaf_item(leaf);
-    }
     {
         let mut map = buf.slice(..).get_mapped_range_mut().map_err(map_err)?;
         map.slice(..).copy_from_slice(bytemuck::cast_slice(&out));
@@ -984,7 +987,8 @@ impl Plan {
         let (ph, pff) = (m.dims.prm_heads, m.dims.prm_ff);
         let pd = ph * dh;
         let (h, l, c) = (m.history, m.levels, m.max_codebook());
-        let (kb, mc) = (cfg.beams, cfg.candidates);
+        // K' rows for the decoder and the beams are the beam capacity max(K', N)
+        let (kb, mc) = (cfg.beam_capacity(), cfg.candidates);
         let with_prm = cfg.prm || dry;
 
         // the activation arena (f32 offsets)
@@ -1025,7 +1029,7 @@ impl Plan {
 
         // the id buffer: [live beams, live candidates, results, error, codes, prefixes
         // (two sets), nodes, candidate nodes, pool parents, beam nodes (two sets), result
-        // nodes, seen-item bitset]
+        // nodes, candidate and pool unseen counts, seen-leaf list]
         let mut ints = Arena(4);
         let codes = ints.take(h * l);
         let w = (l - 1).max(1);
@@ -1033,9 +1037,11 @@ impl Plan {
         let nodes = ints.take(mc);
         let cand_node = ints.take(slots);
         let pool_parent = ints.take(mc);
+        let cand_unseen = ints.take(slots);
+        let pool_unseen = ints.take(mc);
         let beam_node = [ints.take(kb), ints.take(kb)];
         let res_node = ints.take(cfg.results);
-        let seen = ints.take(s.trie.num_items.div_ceil(32));
+        let seen = ints.take(1 + seen_capacity(s.trie.num_items));
 
         let mut b = Builder {
             params: Vec::new(),
@@ -1274,13 +1280,15 @@ impl Plan {
                 i1: cand_node,
                 count: LIVE_NODES,
                 err: ERR,
-                seen: if last { seen } else { NONE },
+                seen,
                 t_code: tr.code,
-                t_item: tr.item,
-                leaf0: tr.leaf0,
+                u_out: cand_unseen,
+                descend: u(l - level - 1),
                 ..Params::default()
             };
-            b.push(&mut st, Kernel::Expand, p, [groups_of(slots), 1, 1]);
+            // grid-stride: any width fits the dispatch limit
+            let groups = groups_of(slots).min(MAX_GROUPS);
+            b.push(&mut st, Kernel::Expand, p, [groups, 1, 1]);
             let p = Params {
                 rows: u(slots),
                 n: u(c),
@@ -1291,15 +1299,13 @@ impl Plan {
                 i1: nodes,
                 o: pool_cum,
                 i2: pool_parent,
+                u_in: cand_unseen,
+                u_out: pool_unseen,
                 count: LIVE_NODES,
                 ..Params::default()
             };
-            b.push(
-                &mut st,
-                Kernel::SelectCandidates,
-                p,
-                [groups_of(slots), 1, 1],
-            );
+            // one workgroup: a radix select, O(slots)
+            b.push(&mut st, Kernel::SelectCandidates, p, [1, 1, 1]);
             select.push([st[0], st[1]]);
             st.clear();
             let p = Params {
@@ -1314,7 +1320,9 @@ impl Plan {
                 err: ERR,
                 t_code: tr.code,
                 level: u(level),
-                keep: u(if last { cfg.results } else { kb }),
+                keep: u(if last { cfg.results } else { cfg.beams }),
+                need: if last { 0 } else { u(cfg.results) },
+                u_in: pool_unseen,
                 i1: if last { res_node } else { beam_node[next] },
                 o: if last { res_key } else { beam_cum[next] },
                 count: if last { RESULTS } else { LIVE_BEAMS },
@@ -1366,8 +1374,7 @@ pub struct GpuSession {
     candidates: usize,
     results: usize,
     prm: bool,
-    seen_words: Vec<u32>, // the request's seen items as the kernels read them
-    rb_host: Vec<u32>,    // the last read-back, as words
+    rb_host: Vec<u32>, // the last read-back, as words
     /// Result of the last read-back mapping: 0 pending, 1 mapped, 2 failed.
     mapped: Arc<std::sync::atomic::AtomicU8>,
 }
@@ -1410,7 +1417,7 @@ impl GpuSession {
         });
         let m = &s.manifest;
         // the step-by-step path reads back log-probs or scores, the search N results
-        let rb_len = (cfg.beams * m.max_codebook())
+        let rb_len = (cfg.beam_capacity() * m.max_codebook())
             .max(cfg.candidates)
             .max(2 + 2 * cfg.results);
         let readback = device.create_buffer(&wgpu::BufferDescriptor {
@@ -1458,7 +1465,6 @@ impl GpuSession {
         });
         gpu.check()?;
         let ints_host = vec![0i32; plan.ints_len];
-        let seen_words = vec![0u32; s.trie.num_items.div_ceil(32)];
         Ok(GpuSession {
             s: s.clone(),
             plan,
@@ -1470,11 +1476,10 @@ impl GpuSession {
             ints_host,
             encoder_pending: false,
             encoded: false,
-            beams: cfg.beams,
+            beams: cfg.beam_capacity(),
             candidates: cfg.candidates,
             results: cfg.results,
             prm: cfg.prm,
-            seen_words,
             rb_host: vec![0u32; rb_len],
             mapped: Arc::new(std::sync::atomic::AtomicU8::new(0)),
         })
@@ -1599,7 +1604,7 @@ impl GpuSession {
         &mut self,
         codes: &[i64],
         mask: &[f32],
-        seen: &[u64],
+        seen_leaves: &[u32],
         out: &mut [(u32, f32)],
     ) -> Result<usize> {
         self.encode(codes, mask)?;
@@ -1620,15 +1625,20 @@ impl GpuSession {
         self.upload_ints(at, at + 1);
         let queue = &self.s.gpu.queue;
         queue.write_buffer(&self.act, plan.beam_cum as u64 * 4, &0f32.to_le_bytes());
-        for (i, w) in self.seen_words.iter_mut().enumerate() {
-            let word = seen.get(i / 2).copied().unwrap_or(0);
-            *w = (word >> (32 * (i % 2))) as u32;
+        let cap = seen_capacity(self.s.trie.num_items);
+        if seen_leaves.len() > cap {
+            return Err(err!(
+                Capacity,
+                "{} distinct history items, the session holds {cap}",
+                seen_leaves.len()
+            ));
         }
-        queue.write_buffer(
-            &self.ints,
-            plan.seen as u64 * 4,
-            bytemuck::cast_slice(&self.seen_words),
-        );
+        let at = plan.seen as usize;
+        self.ints_host[at] = seen_leaves.len() as i32;
+        for (dst, &leaf) in self.ints_host[at + 1..].iter_mut().zip(seen_leaves) {
+            *dst = leaf as i32;
+        }
+        self.upload_ints(at, at + 1 + seen_leaves.len());
         self.s.gpu.check()?;
         let mut enc = self.pass(|pass| {
             self.record(pass, &plan.encoder);
@@ -1757,13 +1767,13 @@ impl Scorer for GpuSession {
         &mut self,
         codes: &[i64],
         mask: &[f32],
-        seen: &[u64],
+        seen_leaves: &[u32],
         out: &mut [(u32, f32)],
     ) -> Option<Result<usize>> {
         if !self.s.search {
             return None;
         }
-        Some(self.search_on_device(codes, mask, seen, out))
+        Some(self.search_on_device(codes, mask, seen_leaves, out))
     }
 }
 

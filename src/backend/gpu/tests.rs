@@ -699,8 +699,15 @@ fn selection_kernels_match_the_cpu_top_k() {
     let mut rng = Rng::new(21);
     let tie = |rng: &mut Rng| (rng.f() * 8.0).round() / 4.0;
     let ar = Arenas::new(Numeric::F32);
-    for &(slots, keep) in &[(512usize, 64usize), (96, 100), (40, 1), (2048, 256)] {
-        // select_candidates: slots [0, slots) of keys / nodes -> the pool
+    // the last case is a level with 200,000 children: the radix select is O(slots)
+    for &(slots, keep) in &[
+        (512usize, 64usize),
+        (96, 100),
+        (40, 1),
+        (2048, 256),
+        (200_000, 64),
+    ] {
+        // select_candidates: slots [0, slots) of keys / nodes / unseen counts -> the pool
         let mut perm: Vec<usize> = (0..slots).collect();
         for i in (1..slots).rev() {
             perm.swap(i, rng.below(i + 1));
@@ -714,10 +721,13 @@ fn selection_kernels_match_the_cpu_top_k() {
                 }
             })
             .collect();
+        let unseen: Vec<i32> = (0..slots).map(|_| 1 + rng.below(4) as i32).collect();
         let keys: Vec<f32> = (0..slots).map(|_| tie(&mut rng)).collect();
-        let (i0, i1, i2) = (4, 4 + slots, 4 + slots + keep);
-        let mut ints = vec![7i32; i2 + keep];
+        let (i0, ui) = (4, 4 + slots);
+        let (i1, i2, uo) = (ui + slots, ui + slots + keep, ui + slots + 2 * keep);
+        let mut ints = vec![7i32; uo + keep];
         ints[i0..i0 + slots].copy_from_slice(&nodes);
+        ints[ui..ui + slots].copy_from_slice(&unseen);
         let mut act = keys.clone();
         act.resize(slots + keep, 0.0);
         let p = Params {
@@ -730,14 +740,15 @@ fn selection_kernels_match_the_cpu_top_k() {
             i1: i1 as u32,
             o: slots as u32,
             i2: i2 as u32,
+            u_in: ui as u32,
+            u_out: uo as u32,
             count: 1,
             ..Params::default()
         };
-        let groups = [(slots as u32).div_ceil(WG), 1, 1];
         rig.run_ids(
             Kernel::SelectCandidates,
             p,
-            groups,
+            [1, 1, 1],
             &ar,
             &mut act,
             &mut ints,
@@ -749,6 +760,7 @@ fn selection_kernels_match_the_cpu_top_k() {
                 parent: (e / 32) as u32,
                 cum: keys[e],
                 key: keys[e],
+                unseen: unseen[e] as u32,
             })
             .collect();
         top_k(&mut want, keep, by_cum);
@@ -758,24 +770,44 @@ fn selection_kernels_match_the_cpu_top_k() {
             (0, want.len()),
             "{what}: counts"
         );
-        for (r, w) in want.iter().enumerate() {
-            let got = (ints[i1 + r] as u32, act[slots + r], ints[i2 + r] as u32);
-            assert_eq!(got, (w.node, w.cum, w.parent), "{what}: rank {r}");
-        }
+        // the pool is a set (select_beams ranks it): compare in node order
+        let mut got: Vec<(u32, f32, u32, u32)> = (0..want.len())
+            .map(|r| {
+                let (n, par, u) = (ints[i1 + r], ints[i2 + r], ints[uo + r]);
+                (n as u32, act[slots + r], par as u32, u as u32)
+            })
+            .collect();
+        got.sort_by_key(|g| g.0);
+        let mut exp: Vec<(u32, f32, u32, u32)> = want
+            .iter()
+            .map(|w| (w.node, w.cum, w.parent, w.unseen))
+            .collect();
+        exp.sort_by_key(|g| g.0);
+        assert_eq!(got, exp, "{what}: the pool");
 
-        // select_beams at the last level (width 0): the pool -> the top `keep` by key
+        // select_beams: the pool -> the top `keep` by key (last level, need 0), and
+        // before the last level with the full-feed rule (need = N: more beams in key
+        // order until they hold N unseen leaves)
         let m = want.len();
         let scores: Vec<f32> = (0..m).map(|_| tie(&mut rng)).collect();
-        for (prm, mix) in [(false, 0.0f32), (true, 0.0), (true, 0.5)] {
-            let (pn, on) = (4, 4 + m);
-            let mut ints = vec![7i32; on + keep];
+        for (prm, mix, need) in [
+            (false, 0.0f32, 0usize),
+            (true, 0.0, 0),
+            (true, 0.5, 0),
+            (true, 0.5, 3 * keep),
+            (false, 0.0, 2 * keep + 1),
+        ] {
+            let cap = keep.max(need).min(m.max(1));
+            let (pn, on, pu) = (4, 4 + m, 4 + m + cap);
+            let mut ints = vec![7i32; pu + m];
             ints[1] = m as i32;
             for (r, w) in want.iter().enumerate() {
                 ints[pn + r] = w.node as i32;
+                ints[pu + r] = w.unseen as i32;
             }
             let mut act: Vec<f32> = want.iter().map(|w| w.cum).collect();
             act.extend_from_slice(&scores);
-            act.resize(2 * m + keep, 0.0);
+            act.resize(2 * m + cap, 0.0);
             let p = Params {
                 n: 32,
                 live: 1,
@@ -786,6 +818,8 @@ fn selection_kernels_match_the_cpu_top_k() {
                 mix,
                 err: 3,
                 keep: keep as u32,
+                need: need as u32,
+                u_in: pu as u32,
                 i1: on as u32,
                 o: (2 * m) as u32,
                 count: 2,
@@ -802,8 +836,16 @@ fn selection_kernels_match_the_cpu_top_k() {
                     (true, mix) => (1.0 - mix) * p + mix * s.cum,
                 };
             }
-            top_k(&mut pool, keep, by_key);
-            let what = format!("select_beams pool {m} keep {keep} prm {prm} mix {mix}");
+            // the CPU search's rule (src/search/mod.rs)
+            top_k(&mut pool, keep.max(need), by_key);
+            let mut kept = keep.min(pool.len());
+            let mut held: usize = pool[..kept].iter().map(|s| s.unseen as usize).sum();
+            while held < need && kept < pool.len() {
+                held += pool[kept].unseen as usize;
+                kept += 1;
+            }
+            pool.truncate(kept);
+            let what = format!("select_beams pool {m} keep {keep} need {need} prm {prm} mix {mix}");
             assert_eq!(
                 (ints[2] as usize, ints[3]),
                 (pool.len(), 7),
@@ -873,7 +915,7 @@ fn the_device_search_reports_non_finite_values() {
         let m = bundle.manifest();
         let codes = vec![1i64; m.history * m.levels];
         let mask = vec![1.0f32; m.history];
-        let seen = vec![0u64; m.num_items.div_ceil(64)];
+        let seen: Vec<u32> = Vec::new();
         let model = GpuModel::load(&bundle).unwrap();
         let mut s = model.session(&SearchConfig::default()).unwrap();
         let mut out = vec![(0u32, 0.0f32); 10];

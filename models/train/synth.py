@@ -1,0 +1,78 @@
+"""A synthetic bundle: random weights (untrained) over a random, valid SID table of any
+shape, exported exactly like the trained models (export.py). For tests and benchmarks of
+what the data cannot give: very wide codebooks, large catalogs.
+
+python synth.py --items 4000 --codebook 65535,4 --out tests/data/wide [--numeric int8]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from export import check_against_torch, export_graphs, quantize, write_catalog, write_manifest  # noqa: E402
+from model import Config, Promise  # noqa: E402
+from trie import Trie  # noqa: E402
+
+
+def random_sids(items, codebook, rng):
+    """`items` distinct SIDs, codes uniform in each level's codebook."""
+    space = int(np.prod([float(c) for c in codebook]))
+    if items > space:
+        raise SystemExit(f"{items} items do not fit the SID space of {space}")
+    seen, rows = set(), []
+    while len(rows) < items:
+        row = tuple(int(rng.integers(0, c)) for c in codebook)
+        if row not in seen:
+            seen.add(row)
+            rows.append(row)
+    return np.array(rows, np.int64)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--items", type=int, required=True)
+    ap.add_argument("--codebook", required=True, help="codes per level, e.g. 65535,4")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--numeric", default="f32", choices=["f32", "f16", "int8"])
+    ap.add_argument("--d", type=int, default=8)
+    ap.add_argument("--heads", type=int, default=2)
+    ap.add_argument("--ff", type=int, default=16)
+    ap.add_argument("--history", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    rng = np.random.default_rng(args.seed)
+    torch.manual_seed(args.seed)
+    codebook = [int(c) for c in args.codebook.split(",")]
+    sids = random_sids(args.items, codebook, rng)
+    trie = Trie(sids)
+    cfg = Config(levels=len(codebook), codebook=codebook, history=args.history, num_nodes=trie.num_nodes,
+                 d=args.d, heads=args.heads, ff=args.ff, enc_layers=1, dec_layers=1)
+    model = Promise(cfg).eval()
+    with torch.no_grad():
+        # untrained norm gains are all ones: the ONNX exporter would merge identical
+        # initializers into one, so make every weight distinct
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    g, r = model.n_params()
+    os.makedirs(args.out, exist_ok=True)
+    export_graphs(model, cfg, args.out)
+    if args.numeric != "f32":
+        for n in ("encoder", "decoder", "prm"):
+            quantize(os.path.join(args.out, f"{n}.onnx"), args.numeric)
+    write_catalog(os.path.join(args.out, "catalog.bin"), trie, codebook)
+    diffs = check_against_torch(model, cfg, args.out, seed=args.seed + 1)
+    write_manifest(args.out, cfg, trie, args.numeric,
+                   {"name": os.path.basename(os.path.normpath(args.out)), "params_generator": g,
+                    "params_prm": r, "dataset": f"synthetic: {args.items} items, codebook {codebook}, random weights"})
+    size = sum(os.path.getsize(os.path.join(args.out, f)) for f in os.listdir(args.out))
+    print(f"{args.out}: {size / 1e6:.2f} MB, {trie.num_nodes} nodes; max |onnxruntime - torch|: "
+          + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
+
+
+if __name__ == "__main__":
+    main()

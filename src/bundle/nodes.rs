@@ -1,0 +1,360 @@
+//! Checks on a graph's nodes at [`Bundle::open`](super::Bundle::open), before any engine
+//! sees them:
+//! - **operators**: only those the export pipeline emits ([`OPS`]); no loops, no
+//!   `Tile`/`Range`/`Resize`, nothing whose cost we cannot bound;
+//! - **constant bombs**: a `Constant` holds at most [`MAX_CONST_ELEMS`] elements (all of a
+//!   graph's together [`MAX_GRAPH_CONST_ELEMS`]); a node whose inputs are all constants may
+//!   only be shape plumbing (it cannot grow what it folds); the shape a
+//!   `ConstantOfShape` or `Expand` builds is evaluated, and its constant part may not ask
+//!   for more than [`MAX_CONST_ELEMS`] elements. So tract's constant folding at load
+//!   allocates at most what the file's constants hold, and nothing at run time is sized by
+//!   an arbitrary constant;
+//! - **heads**: every attention's q/k/v reshape splits its width as the manifest says
+//!   (`heads` x `head_dim`, or `prm_heads` x `head_dim` in the PRM), and every softmax
+//!   over attention scores scales them by `1/sqrt(head_dim)`: the fused and GPU engines,
+//!   which compute attention from these two numbers, then compute what the graph does.
+
+use std::collections::HashMap;
+
+use super::onnx::{ConstValues, Node, OnnxIndex};
+use super::Manifest;
+use crate::error::{err, Result};
+
+/// The operators a bundle graph may use: exactly those our export pipeline emits.
+pub const OPS: &[&str] = &[
+    "Add",
+    "Cast",
+    "Concat",
+    "Constant",
+    "ConstantOfShape",
+    "Div",
+    "Equal",
+    "Expand",
+    "Gather",
+    "LogSoftmax",
+    "MatMul",
+    "Mul",
+    "ReduceMean",
+    "ReduceSum",
+    "Relu",
+    "Reshape",
+    "Shape",
+    "Softmax",
+    "Sqrt",
+    "Squeeze",
+    "Sub",
+    "Transpose",
+    "Unsqueeze",
+    "Where",
+];
+
+/// Operators that may run on constants alone: they move or relabel values, never multiply
+/// them (folding them yields at most what went in).
+const PLUMBING: &[&str] = &["Cast", "Concat", "Reshape", "Shape", "Squeeze", "Unsqueeze"];
+
+/// Most elements one `Constant` (or the constant part of a built shape) may hold. The
+/// largest legitimate one is the decoder's level mask, levels x widest codebook.
+pub const MAX_CONST_ELEMS: u64 = 1 << 20;
+/// Most constant elements one graph may hold in `Constant` nodes.
+pub const MAX_GRAPH_CONST_ELEMS: u64 = 1 << 22;
+
+/// One element of a small shape vector: known, or from a runtime shape.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum V {
+    Known(i64),
+    Dynamic,
+}
+
+struct Graph<'a> {
+    what: &'a str,
+    producer: HashMap<&'a str, &'a Node>,
+    initializers: std::collections::HashSet<&'a str>,
+}
+
+impl<'a> Graph<'a> {
+    /// The values of a small integer vector, as far as they can be known statically;
+    /// `None` when the chain uses something this evaluator does not follow.
+    fn eval(&self, name: &str, depth: usize) -> Option<Vec<V>> {
+        if depth > 16 {
+            return None;
+        }
+        let n = self.producer.get(name)?;
+        let arg = |i: usize| n.inputs.get(i).and_then(|x| self.eval(x, depth + 1));
+        match n.op.as_str() {
+            "Constant" => match &n.constant {
+                Some((_, _, ConstValues::Ints(v))) => {
+                    Some(v.iter().map(|&x| V::Known(x)).collect())
+                }
+                _ => None,
+            },
+            "Unsqueeze" | "Squeeze" | "Reshape" | "Cast" => arg(0),
+            "Concat" => {
+                let mut out = Vec::new();
+                for i in 0..n.inputs.len() {
+                    out.extend(self.eval(&n.inputs[i], depth + 1)?);
+                    if out.len() > 8 {
+                        return None;
+                    }
+                }
+                Some(out)
+            }
+            // an element of a runtime tensor's shape
+            "Gather" => {
+                let src = self.producer.get(n.inputs.first()?.as_str())?;
+                (src.op == "Shape").then(|| vec![V::Dynamic])
+            }
+            // the shape of a vector we can evaluate: its length
+            "Shape" => {
+                let v = arg(0)?;
+                Some(vec![V::Known(v.len() as i64)])
+            }
+            "ConstantOfShape" => {
+                // the fill value is 0 unless given; its length is the shape's only entry
+                match arg(0)?.as_slice() {
+                    [V::Known(k)] if (0..=8).contains(k) => Some(vec![V::Known(0); *k as usize]),
+                    _ => None,
+                }
+            }
+            "Mul" | "Equal" | "Where" => {
+                let args: Vec<Vec<V>> = (0..n.inputs.len()).map(arg).collect::<Option<_>>()?;
+                let len = args.iter().map(Vec::len).max()?;
+                if args.iter().any(|a| a.len() != len && a.len() != 1) {
+                    return None;
+                }
+                let at = |a: &Vec<V>, i: usize| a[if a.len() == 1 { 0 } else { i }];
+                Some(
+                    (0..len)
+                        .map(|i| {
+                            let xs: Vec<V> = args.iter().map(|a| at(a, i)).collect();
+                            match (n.op.as_str(), xs.as_slice()) {
+                                ("Mul", [V::Known(a), V::Known(b)]) => {
+                                    V::Known(a.saturating_mul(*b))
+                                }
+                                ("Equal", [V::Known(a), V::Known(b)]) => V::Known((a == b) as i64),
+                                ("Where", [V::Known(c), x, y]) => {
+                                    if *c != 0 {
+                                        *x
+                                    } else {
+                                        *y
+                                    }
+                                }
+                                _ => V::Dynamic,
+                            }
+                        })
+                        .collect(),
+                )
+            }
+            _ => None,
+        }
+    }
+
+    /// `Mul(Cast(W), W.scale)`: an int8 weight's dequantization, as large as `W` (the
+    /// scale's shape is checked against W's by `arch`).
+    fn dequantizes(&self, n: &Node) -> bool {
+        let [a, b] = n.inputs.as_slice() else {
+            return false;
+        };
+        n.op == "Mul"
+            && self.producer.get(a.as_str()).is_some_and(|c| {
+                c.op == "Cast"
+                    && c.inputs.len() == 1
+                    && self.initializers.contains(c.inputs[0].as_str())
+                    && b.strip_suffix(".scale") == Some(c.inputs[0].as_str())
+                    && self.initializers.contains(b.as_str())
+            })
+    }
+
+    /// The weight a MatMul's right operand reads, through a dequantization (Mul by a
+    /// scale, Cast), if any.
+    fn weight_of(&self, name: &'a str, depth: usize) -> Option<&'a str> {
+        if self.initializers.contains(name) {
+            return Some(name);
+        }
+        if depth > 3 {
+            return None;
+        }
+        let n = self.producer.get(name)?;
+        match n.op.as_str() {
+            "Mul" | "Cast" => self.weight_of(n.inputs.first()?.as_str(), depth + 1),
+            _ => None,
+        }
+    }
+}
+
+/// Check `index` (one graph of a bundle described by `m`): see the module docs.
+pub fn check(index: &OnnxIndex, what: &str, m: &Manifest) -> Result<()> {
+    let mut g = Graph {
+        what,
+        producer: HashMap::new(),
+        initializers: index.initializers.iter().map(|i| i.name.as_str()).collect(),
+    };
+    let mut total = 0u64;
+    for n in &index.nodes {
+        if !OPS.contains(&n.op.as_str()) {
+            return Err(err!(
+                Graph,
+                "{what}: operator {:?} is not one a bundle may use (allowed: {})",
+                n.op,
+                OPS.join(", ")
+            ));
+        }
+        for o in &n.outputs {
+            if g.producer.insert(o.as_str(), n).is_some() || g.initializers.contains(o.as_str()) {
+                return Err(err!(Graph, "{what}: value {o:?} is produced twice"));
+            }
+        }
+        if let Some((count, dims, _)) = &n.constant {
+            total = total.saturating_add(*count);
+            if *count > MAX_CONST_ELEMS || total > MAX_GRAPH_CONST_ELEMS {
+                return Err(err!(
+                    Graph,
+                    "{what}: a Constant of shape {:?} ({count} elements) is over the limit of {MAX_CONST_ELEMS} per constant and {MAX_GRAPH_CONST_ELEMS} per graph",
+                    &dims[..]
+                ));
+            }
+        }
+    }
+    // values known at load (initializers, constants, and what plumbing makes of them;
+    // ONNX lists nodes in topological order)
+    let mut consts: std::collections::HashSet<&str> = g.initializers.clone();
+    for n in &index.nodes {
+        let name = n.outputs.first().map(String::as_str).unwrap_or("");
+        let folded = n.op == "Constant"
+            || (!n.inputs.is_empty() && n.inputs.iter().all(|i| consts.contains(i.as_str())));
+        if folded && n.op != "Constant" && !PLUMBING.contains(&n.op.as_str()) && !g.dequantizes(n) {
+            return Err(err!(
+                Graph,
+                "{}: node {name:?} ({}) computes from constants only; a bundle graph may fold only shape plumbing ({})",
+                g.what,
+                n.op,
+                PLUMBING.join(", ")
+            ));
+        }
+        if folded {
+            consts.extend(n.outputs.iter().map(String::as_str));
+        }
+        if n.op == "ConstantOfShape" || n.op == "Expand" {
+            let shape_input = if n.op == "Expand" { 1 } else { 0 };
+            let shape = n
+                .inputs
+                .get(shape_input)
+                .and_then(|s| g.eval(s, 0))
+                .ok_or_else(|| {
+                    err!(
+                        Graph,
+                        "{what}: the shape node {name:?} ({}) builds cannot be verified (it must be made of constants and runtime shapes)",
+                        n.op
+                    )
+                })?;
+            let known = shape.iter().try_fold(1u64, |acc, v| match v {
+                V::Known(x) if *x < -1 => None,
+                V::Known(x) => acc.checked_mul((*x).max(1) as u64),
+                V::Dynamic => Some(acc),
+            });
+            match known {
+                Some(k) if k <= MAX_CONST_ELEMS && shape.len() <= 6 => {}
+                _ => {
+                    return Err(err!(
+                        Graph,
+                        "{what}: node {name:?} ({}) builds a shape {shape:?} whose constant part is over {MAX_CONST_ELEMS} elements",
+                        n.op
+                    ))
+                }
+            }
+        }
+    }
+    check_heads(&g, index, m)
+}
+
+/// The attention checks of the module docs.
+fn check_heads(g: &Graph, index: &OnnxIndex, m: &Manifest) -> Result<()> {
+    let what = g.what;
+    let dh = m.dims.head_dim;
+    let mut projections = 0usize;
+    for n in index.nodes.iter().filter(|n| n.op == "Reshape") {
+        let Some(src) = n.inputs.first().and_then(|x| g.producer.get(x.as_str())) else {
+            continue;
+        };
+        if src.op != "MatMul" {
+            continue;
+        }
+        let Some(w) = src.inputs.get(1).and_then(|x| g.weight_of(x.as_str(), 0)) else {
+            continue;
+        };
+        if !["att.wq", "att.wk", "att.wv"]
+            .iter()
+            .any(|s| w.ends_with(s))
+        {
+            continue;
+        }
+        let heads = if w.starts_with("prm.") {
+            m.dims.prm_heads
+        } else {
+            m.dims.heads
+        };
+        let shape = n.inputs.get(1).and_then(|s| g.eval(s, 0));
+        let split = match shape.as_deref() {
+            Some([.., V::Known(a), V::Known(b)]) => Some((*a, *b)),
+            _ => None,
+        };
+        if split != Some((heads as i64, dh as i64)) {
+            return Err(err!(
+                Graph,
+                "{what}: the projection {w:?} is split into {} heads, but the manifest says {heads} x head_dim {dh}",
+                match split {
+                    Some((a, b)) => format!("{a} x {b}"),
+                    None => "an unverifiable number of".into(),
+                }
+            ));
+        }
+        projections += 1;
+    }
+    let attention_weights = index
+        .initializers
+        .iter()
+        .filter(|i| {
+            ["att.wq", "att.wk", "att.wv"]
+                .iter()
+                .any(|s| i.name.ends_with(s))
+        })
+        .count();
+    if projections != attention_weights {
+        return Err(err!(
+            Graph,
+            "{what}: {attention_weights} attention projections, of which {projections} are split into heads as the manifest says"
+        ));
+    }
+    // every softmax over attention scores: Add(Mul(scores, 1/sqrt(head_dim)), bias)
+    let want = 1.0 / (dh as f64).sqrt();
+    for n in index.nodes.iter().filter(|n| n.op == "Softmax") {
+        let scale = n
+            .inputs
+            .first()
+            .and_then(|x| g.producer.get(x.as_str()))
+            .filter(|add| add.op == "Add")
+            .and_then(|add| {
+                add.inputs.iter().find_map(|x| {
+                    let mul = g.producer.get(x.as_str()).filter(|m| m.op == "Mul")?;
+                    mul.inputs
+                        .iter()
+                        .find_map(|y| match &g.producer.get(y.as_str())?.constant {
+                            Some((1, _, ConstValues::Floats(v))) if v.len() == 1 => {
+                                Some(v[0] as f64)
+                            }
+                            _ => None,
+                        })
+                })
+            });
+        match scale {
+            Some(s) if (s - want).abs() <= 1e-6 * want => {}
+            _ => {
+                return Err(err!(
+                    Graph,
+                    "{what}: an attention softmax scales its scores by {}, expected 1/sqrt(head_dim {dh}) = {want:.6}",
+                    scale.map(|s| format!("{s:.6}")).unwrap_or_else(|| "an unverifiable factor".into())
+                ))
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,326 @@
+//! A hostile or careless bundle never hangs, aborts or kills the host, and never yields
+//! wrong items with status OK: one test per failure class (README "Reliability").
+
+use std::fs;
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use promise_rt::{Bundle, Device, ErrorCode, Model, SearchConfig};
+
+use crate::util::{append_initializer, append_node, copy_bundle, edit_manifest, repo, tiny};
+
+/// `Bundle::open(dir)` on another thread; fails the test if it takes more than 10 s
+/// (a hang is the defect being tested).
+fn open_within_10s(dir: &Path) -> promise_rt::Result<Bundle> {
+    let (tx, rx) = mpsc::channel();
+    let dir = dir.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(Bundle::open(&dir));
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("Bundle::open hung on a special file")
+}
+
+/// Replace `p` by a FIFO.
+#[cfg(unix)]
+fn make_fifo(p: &Path) {
+    fs::remove_file(p).unwrap();
+    let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+#[cfg(unix)]
+#[test]
+fn special_files_are_refused_at_once() {
+    use std::os::unix::fs::symlink;
+    // a FIFO where a graph belongs (opening it for reading would block forever)
+    let d = copy_bundle(&tiny());
+    make_fifo(&d.path().join("prm.onnx"));
+    let e = open_within_10s(d.path()).expect_err("a FIFO must be refused");
+    assert_eq!(e.code(), ErrorCode::Io, "{e}");
+    assert!(e.to_string().contains("regular file"), "{e}");
+    // a symlink to a device file (reads without bound), and a directory, as the catalog
+    for target in ["/dev/zero", "/tmp"] {
+        let d = copy_bundle(&tiny());
+        let p = d.path().join("catalog.bin");
+        fs::remove_file(&p).unwrap();
+        symlink(target, &p).unwrap();
+        let e = open_within_10s(d.path()).expect_err("a special file must be refused");
+        assert_eq!(e.code(), ErrorCode::Io, "{target}: {e}");
+    }
+    // the manifest itself as a FIFO
+    let d = copy_bundle(&tiny());
+    make_fifo(&d.path().join("manifest.json"));
+    let e = open_within_10s(d.path()).expect_err("a FIFO manifest must be refused");
+    assert_eq!(e.code(), ErrorCode::Io, "{e}");
+}
+
+#[test]
+fn a_file_of_another_size_is_refused_before_it_is_read() {
+    let d = copy_bundle(&tiny());
+    // a large sparse file where the 0.3 MB decoder belongs: refused by its size alone
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(d.path().join("decoder.onnx"))
+        .unwrap();
+    f.set_len(1 << 40).unwrap();
+    let e = open_within_10s(d.path()).expect_err("wrong size");
+    assert_eq!(e.code(), ErrorCode::Checksum, "{e}");
+    assert!(e.to_string().contains("1099511627776"), "{e}");
+}
+
+#[test]
+fn heads_that_the_graphs_do_not_back_are_refused() {
+    // the same products (heads x head_dim = 16), another split: the fused and GPU engines
+    // would compute another model than the graphs
+    for (field, value, what) in [
+        ("heads", 2, "encoder"),
+        ("head_dim", 8, "encoder"),
+        ("prm_heads", 2, "prm"),
+    ] {
+        let d = copy_bundle(&tiny());
+        edit_manifest(d.path(), |v| {
+            v["model"][field] = value.into();
+            if field == "heads" {
+                v["model"]["head_dim"] = 8.into();
+            }
+            if field == "head_dim" {
+                v["model"]["heads"] = 2.into();
+            }
+            if field == "prm_heads" {
+                v["model"]["head_dim"] = 2.into();
+                v["model"]["heads"] = 8.into();
+            }
+        });
+        let e = Bundle::open(d.path()).expect_err("lying heads must be refused");
+        assert_eq!(e.code(), ErrorCode::Graph, "{field}: {e}");
+        assert!(e.to_string().contains("heads"), "{field}: {e}");
+        let _ = what;
+    }
+}
+
+#[test]
+fn a_weight_in_the_wrong_graph_is_refused() {
+    let bundle = Bundle::open(tiny()).unwrap();
+    let d_model = bundle.manifest().dims.d_model as u64;
+    // an initializer in the PRM graph named like an encoder weight, of the right shape:
+    // an engine with one table of names would have read it instead of the encoder's
+    let d = copy_bundle(&tiny());
+    append_initializer(d.path(), "prm.onnx", "gen.enc_norm.w", &[d_model], 5.0);
+    let e = Bundle::open(d.path()).expect_err("a weight in the wrong graph");
+    assert_eq!(e.code(), ErrorCode::Graph, "{e}");
+    assert!(
+        e.to_string().contains("gen.enc_norm.w") && e.to_string().contains("encoder graph"),
+        "{e}"
+    );
+    // a second copy in its own graph, and a weight no architecture has
+    for (file, name) in [
+        ("encoder.onnx", "gen.enc_norm.w"),
+        ("decoder.onnx", "gen.dec.7.n1.w"),
+    ] {
+        let d = copy_bundle(&tiny());
+        append_initializer(d.path(), file, name, &[d_model], 1.0);
+        let e = Bundle::open(d.path()).expect_err("an unexpected initializer");
+        assert_eq!(e.code(), ErrorCode::Graph, "{name}: {e}");
+        assert!(e.to_string().contains(name), "{e}");
+    }
+}
+
+#[test]
+fn bombs_inside_graphs_are_refused_before_tract_sees_them() {
+    // a 2^21-element initializer no weight list holds
+    let d = copy_bundle(&tiny());
+    append_initializer(d.path(), "encoder.onnx", "gen.enc.0.bomb", &[1 << 21], 0.0);
+    let e = Bundle::open(d.path()).expect_err("an unexpected large initializer");
+    assert_eq!(e.code(), ErrorCode::Graph, "{e}");
+    // a Constant declared with 2^30 elements (its dims alone decide)
+    let d = copy_bundle(&tiny());
+    append_node(
+        d.path(),
+        "encoder.onnx",
+        "Constant",
+        &[],
+        &["bomb"],
+        Some((&[1 << 30], &[])),
+    );
+    let e = Bundle::open(d.path()).expect_err("a huge Constant");
+    assert_eq!(e.code(), ErrorCode::Graph, "{e}");
+    assert!(e.to_string().contains("1073741824"), "{e}");
+    // a small constant shape that ConstantOfShape would fill with 2^36 elements
+    let d = copy_bundle(&tiny());
+    append_node(
+        d.path(),
+        "encoder.onnx",
+        "Constant",
+        &[],
+        &["shape"],
+        Some((&[2], &[1 << 18, 1 << 18])),
+    );
+    append_node(
+        d.path(),
+        "encoder.onnx",
+        "ConstantOfShape",
+        &["shape"],
+        &["filled"],
+        None,
+    );
+    let e = Bundle::open(d.path()).expect_err("a ConstantOfShape bomb");
+    assert_eq!(e.code(), ErrorCode::Graph, "{e}");
+    // an operator the exporter never emits (Tile could repeat a tensor without bound)
+    let d = copy_bundle(&tiny());
+    append_node(
+        d.path(),
+        "encoder.onnx",
+        "Tile",
+        &["memory", "memory"],
+        &["tiled"],
+        None,
+    );
+    let e = Bundle::open(d.path()).expect_err("an unknown operator");
+    assert_eq!(e.code(), ErrorCode::Graph, "{e}");
+    assert!(e.to_string().contains("Tile"), "{e}");
+    // arithmetic on constants alone (tract would fold it at load)
+    let d = copy_bundle(&tiny());
+    append_node(
+        d.path(),
+        "encoder.onnx",
+        "Constant",
+        &[],
+        &["c1"],
+        Some((&[4], &[1, 2, 3, 4])),
+    );
+    append_node(
+        d.path(),
+        "encoder.onnx",
+        "MatMul",
+        &["c1", "c1"],
+        &["folded"],
+        None,
+    );
+    let e = Bundle::open(d.path()).expect_err("constant arithmetic");
+    assert_eq!(e.code(), ErrorCode::Graph, "{e}");
+    assert!(e.to_string().contains("constants only"), "{e}");
+}
+
+#[test]
+fn sessions_over_the_budget_are_limits_errors() {
+    // K' 256 with N 4096 on the large model: beyond a second of work per request
+    let bundle = Bundle::open(repo().join("models/ml1m-large")).unwrap();
+    let model = Model::load(&bundle, Device::Cpu).unwrap();
+    let cfg = SearchConfig {
+        beams: 256,
+        candidates: 4096,
+        results: 4096,
+        prm: true,
+        mix: 0.5,
+    };
+    let e = model.session(cfg).expect_err("over budget");
+    assert_eq!(e.code(), ErrorCode::Limits, "{e}");
+    assert!(e.to_string().contains("multiply-adds"), "{e}");
+    // the default session is far inside it
+    model.session(SearchConfig::default()).unwrap();
+}
+
+#[test]
+fn a_loaded_model_survives_its_files_being_truncated() {
+    // the mapped (default) open: after load nothing reads the files; truncating them in
+    // place (the unsafe way to update) must not fault (SIGBUS) or change the answers
+    let d = copy_bundle(&repo().join("models/ml1m"));
+    let model = Model::load(&Bundle::open(d.path()).unwrap(), Device::Cpu).unwrap();
+    let mut s = model.session(SearchConfig::default()).unwrap();
+    let before = s.recommend(&[1, 2, 3, 50]).unwrap().to_vec();
+    for e in fs::read_dir(d.path()).unwrap() {
+        let p = e.unwrap().path();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+    }
+    assert_eq!(s.recommend(&[1, 2, 3, 50]).unwrap(), &before[..]);
+    let mut fresh = model.session(SearchConfig::default()).unwrap();
+    assert_eq!(fresh.recommend(&[1, 2, 3, 50]).unwrap(), &before[..]);
+}
+
+#[test]
+fn messages_quoting_the_bundle_are_one_line() {
+    let d = copy_bundle(&tiny());
+    let evil = "x\nerror[io]: forged \u{1b}[31mred\u{202e}.onnx";
+    edit_manifest(d.path(), |v| {
+        v["graphs"]["prm"] = evil.into();
+        v["files"][2]["name"] = evil.into();
+    });
+    // the file does not exist: the Io message quotes its path as it is
+    let e = Bundle::open(d.path()).expect_err("a missing graph");
+    assert_eq!(e.code(), ErrorCode::Io, "{e}");
+    let m = e.to_string();
+    assert!(
+        !m.contains('\n') && !m.contains('\u{1b}') && !m.contains('\u{202e}'),
+        "{m:?}"
+    );
+    assert!(m.contains("\\u{a}error[io]"), "{m}");
+}
+
+#[test]
+fn manifest_shapes_that_serde_would_accept_are_refused() {
+    // a manifest written as a JSON array of its fields
+    let d = copy_bundle(&tiny());
+    let text = fs::read_to_string(d.path().join("manifest.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let arr: Vec<serde_json::Value> = [
+        "format",
+        "format_version",
+        "name",
+        "dataset",
+        "numeric",
+        "sid",
+        "history",
+        "model",
+        "graphs",
+        "catalog",
+        "files",
+    ]
+    .iter()
+    .map(|k| v[*k].clone())
+    .collect();
+    fs::write(
+        d.path().join("manifest.json"),
+        serde_json::to_string(&arr).unwrap(),
+    )
+    .unwrap();
+    let e = Bundle::open(d.path()).expect_err("an array manifest");
+    assert_eq!(e.code(), ErrorCode::Manifest, "{e}");
+    assert!(e.to_string().contains("array"), "{e}");
+    // files[] repeated, and too many entries
+    let d = copy_bundle(&tiny());
+    edit_manifest(d.path(), |v| {
+        let f = v["files"][0].clone();
+        v["files"].as_array_mut().unwrap().push(f);
+    });
+    let e = Bundle::open(d.path()).expect_err("a repeated file");
+    assert_eq!(e.code(), ErrorCode::Manifest, "{e}");
+    assert!(e.to_string().contains("twice"), "{e}");
+    let d = copy_bundle(&tiny());
+    edit_manifest(d.path(), |v| {
+        let f = v["files"][0].clone();
+        let files = v["files"].as_array_mut().unwrap();
+        for i in 0..17 {
+            let mut g = f.clone();
+            g["name"] = format!("f{i}").into();
+            files.push(g);
+        }
+    });
+    let e = Bundle::open(d.path()).expect_err("too many files");
+    assert_eq!(e.code(), ErrorCode::Manifest, "{e}");
+    assert!(e.to_string().contains("at most 16"), "{e}");
+    // a manifest of 2 MiB (whitespace): refused by its size before it is parsed
+    let d = copy_bundle(&tiny());
+    let mut text = fs::read_to_string(d.path().join("manifest.json")).unwrap();
+    text.push_str(&" ".repeat(2 << 20));
+    fs::write(d.path().join("manifest.json"), text).unwrap();
+    let e = Bundle::open(d.path()).expect_err("a 2 MiB manifest");
+    assert_eq!(e.code(), ErrorCode::Manifest, "{e}");
+}
