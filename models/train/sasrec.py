@@ -1,8 +1,15 @@
-"""SASRec with full cross-entropy (Klenitskiy & Vasilev, RecSys 2023), the dense
-sequential anchor, on the same split and protocol: train on s[:-2], full ranking over all
-items with seen items excluded, test target s[-1] given s[:-1]. Time-boxed training.
+"""SASRec trained the standard way, the dense sequential anchor: all positions of every
+training sequence per epoch, causal self-attention, full softmax cross-entropy over all
+items (as in Klenitskiy & Vasilev, RecSys 2023), L = 200. Same split and protocol as the
+runtime: train on s[:-2]; validation target s[-2] given s[:-2]; test target s[-1] given
+s[:-1]; full ranking over all items with seen items excluded.
 
-python sasrec.py --data DATA --out results/sasrec.json [--minutes 20]
+Trains until validation Recall@10 has not improved for --patience epochs. Resumable: the
+state after every epoch is in WORK/sasrec.ckpt (model, optimizer, rng, curve); run the same
+command again to continue. The learning curve goes to models/results/sasrec_curve.jsonl,
+the final test metrics (best validation epoch) to --out.
+
+python sasrec.py --data DATA --work WORK --out models/results/sasrec.json
 """
 from __future__ import annotations
 
@@ -28,21 +35,23 @@ class SASRec(nn.Module):
         self.item = nn.Embedding(n_items + 1, d, padding_idx=0)   # 0 = padding, item i -> i+1
         self.pos = nn.Embedding(max_len, d)
         layer = nn.TransformerEncoderLayer(d, heads, 4 * d, dropout, batch_first=True, norm_first=True)
-        self.enc = nn.TransformerEncoder(layer, layers)
+        self.enc = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
         self.drop = nn.Dropout(dropout)
         self.max_len = max_len
         nn.init.normal_(self.item.weight, std=0.02)
         nn.init.normal_(self.pos.weight, std=0.02)
 
-    def forward(self, x):
+    def hidden(self, x):
         L = x.shape[1]
         h = self.drop(self.item(x) * math.sqrt(self.item.embedding_dim) + self.pos(torch.arange(L)))
         causal = torch.triu(torch.full((L, L), float("-inf")), 1)
         # no key-padding mask: left padding is a zero item embedding (padding_idx); a padding
         # mask makes all-padding query rows NaN, and NaN leaks through attention
-        h = self.enc(h, mask=causal)
-        return self.norm(h) @ self.item.weight[1:].T          # [B, L, n_items]
+        return self.norm(self.enc(h, mask=causal))
+
+    def forward(self, x):
+        return self.hidden(x) @ self.item.weight[1:].T          # [B, L, n_items]
 
 
 def pad_left(seqs, L):
@@ -54,62 +63,108 @@ def pad_left(seqs, L):
     return out
 
 
+@torch.no_grad()
+def evaluate(model, seqs, split, L, n_items):
+    """Recall/NDCG@5/10 over all users; split 'valid' (s[:-2] -> s[-2]) or 'test'."""
+    model.eval()
+    acc = {"recall@5": 0.0, "recall@10": 0.0, "ndcg@5": 0.0, "ndcg@10": 0.0}
+    cut = 2 if split == "valid" else 1
+    for b in range(0, len(seqs), 256):
+        chunk = seqs[b:b + 256]
+        hist = [s[:-cut] for s in chunk]
+        x = torch.from_numpy(pad_left(hist, L))
+        scores = (model.hidden(x)[:, -1, :] @ model.item.weight[1:].T).numpy()
+        for i, s in enumerate(chunk):
+            scores[i, hist[i]] = -np.inf
+            target = s[-cut]
+            if not np.isfinite(scores[i, target]):
+                raise SystemExit(f"non-finite score for user {b + i}: refusing to report")
+            rank = int((scores[i] > scores[i, target]).sum())
+            for k in (5, 10):
+                if rank < k:
+                    acc[f"recall@{k}"] += 1
+                    acc[f"ndcg@{k}"] += 1 / math.log2(rank + 2)
+    model.train()
+    return {k: v / len(seqs) for k, v in acc.items()}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="data")
+    ap.add_argument("--work", default="models/train/work")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--minutes", type=float, default=20)
+    ap.add_argument("--curve", default="models/results/sasrec_curve.jsonl")
+    ap.add_argument("--patience", type=int, default=8)
+    ap.add_argument("--max-epochs", type=int, default=400)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--minutes", type=float, default=150, help="stop this run (resumable) after this long")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    rng = np.random.default_rng(0)
     ds = data_mod.load(args.data)
     L = 200
     model = SASRec(ds.n_items, max_len=L)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    rng = np.random.default_rng(0)
+    ckpt = os.path.join(args.work, "sasrec.ckpt")
+    best_path = os.path.join(args.work, "sasrec_best.pt")
+    state = {"epoch": 0, "best": -1.0, "best_epoch": 0, "train_seconds": 0.0}
+    if os.path.exists(ckpt):
+        c = torch.load(ckpt, weights_only=False)
+        model.load_state_dict(c["model"])
+        opt.load_state_dict(c["opt"])
+        rng.bit_generator.state = c["rng"]
+        state = c["state"]
+        print(f"resumed after epoch {state['epoch']} (best valid R@10 {state['best']:.4f} at {state['best_epoch']})",
+              flush=True)
+    elif os.path.exists(args.curve):
+        os.remove(args.curve)
     train = [s[:-2] for s in ds.seqs]
-    t0, epoch = time.time(), 0
-    while time.time() - t0 < args.minutes * 60:
+    t_run = time.time()
+    while (state["epoch"] < args.max_epochs and state["epoch"] - state["best_epoch"] < args.patience
+           and time.time() - t_run < args.minutes * 60):
+        t0 = time.time()
         order = rng.permutation(len(train))
         model.train()
-        tot = 0.0
-        for b in range(0, len(order), 128):
-            batch = [train[i][-(L + 1):] for i in order[b:b + 128]]
+        tot, n = 0.0, 0
+        for b in range(0, len(order), args.batch):
+            batch = [train[i][-(L + 1):] for i in order[b:b + args.batch]]
             x = torch.from_numpy(pad_left([s[:-1] for s in batch], L))
             y = torch.from_numpy(pad_left([s[1:] for s in batch], L)) - 1      # -1 = padding
-            logits = model(x)
-            loss = F.cross_entropy(logits.reshape(-1, ds.n_items), y.reshape(-1), ignore_index=-1)
+            loss = F.cross_entropy(model(x).reshape(-1, ds.n_items), y.reshape(-1), ignore_index=-1)
             opt.zero_grad()
             loss.backward()
             opt.step()
-            tot += loss.item()
-            if time.time() - t0 > args.minutes * 60:
-                break
-        epoch += 1
-        print(f"epoch {epoch} loss {tot / (len(order) / 128):.3f} ({time.time() - t0:.0f}s)", flush=True)
-    model.eval()
-    acc = {"recall@5": 0.0, "recall@10": 0.0, "ndcg@5": 0.0, "ndcg@10": 0.0}
-    with torch.no_grad():
-        for b in range(0, len(ds.seqs), 256):
-            seqs = ds.seqs[b:b + 256]
-            x = torch.from_numpy(pad_left([s[:-1] for s in seqs], L))
-            scores = model(x)[:, -1, :].numpy()
-            for i, s in enumerate(seqs):
-                scores[i, s[:-1]] = -np.inf
-                target = s[-1]
-                if not np.isfinite(scores[i, target]):
-                    raise SystemExit(f"non-finite score for user {b + i}: refusing to report")
-                rank = int((scores[i] > scores[i, target]).sum())
-                for k in (5, 10):
-                    if rank < k:
-                        acc[f"recall@{k}"] += 1
-                        acc[f"ndcg@{k}"] += 1 / math.log2(rank + 2)
-    res = {k: v / len(ds.seqs) for k, v in acc.items()}
-    res.update({"model": "SASRec (full CE, d=64, 2 blocks, max_len 200)", "epochs": epoch,
-                "train_minutes": (time.time() - t0) / 60})
+            tot, n = tot + loss.item(), n + 1
+        state["epoch"] += 1
+        state["train_seconds"] += time.time() - t0
+        val = evaluate(model, ds.seqs, "valid", L, ds.n_items)
+        if val["recall@10"] > state["best"]:
+            state["best"], state["best_epoch"] = val["recall@10"], state["epoch"]
+            torch.save(model.state_dict(), best_path)
+        row = {"epoch": state["epoch"], "loss": tot / n, "valid": val,
+               "train_seconds": round(state["train_seconds"], 1)}
+        with open(args.curve, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "rng": rng.bit_generator.state,
+                    "state": state}, ckpt + ".tmp")
+        os.replace(ckpt + ".tmp", ckpt)
+    if state["epoch"] - state["best_epoch"] < args.patience and state["epoch"] < args.max_epochs:
+        print(f"stopped after epoch {state['epoch']} without a plateau; run again to resume", flush=True)
+        return
+    model.load_state_dict(torch.load(best_path))
+    res = evaluate(model, ds.seqs, "test", L, ds.n_items)
+    res.update({"model": "SASRec (all positions, full CE, d=64, 2 blocks, 2 heads, L=200, dropout 0.2)",
+                "epochs": state["epoch"], "best_epoch": state["best_epoch"],
+                "valid_recall@10": state["best"], "batch": args.batch, "lr": args.lr,
+                "patience": args.patience, "train_minutes": state["train_seconds"] / 60})
     print(json.dumps(res))
     json.dump(res, open(args.out, "w"), indent=1)
+    emb = model.item.weight[1:].detach().numpy().astype(np.float32)
+    np.save(os.path.join(args.work, "sasrec_items.npy"), emb)   # for SIDs from SASRec embeddings
 
 
 if __name__ == "__main__":

@@ -1,8 +1,17 @@
-"""Joint training of the generator (next-token loss over SID levels) and the PRM
-(InfoNCE per depth against negatives drawn uniformly from that depth's valid prefixes).
+"""Training of the generator (next-token loss over SID levels), optionally joint with
+the PRM (InfoNCE per depth against negatives drawn uniformly from that depth's valid
+prefixes; --prm-weight 0 trains the generator alone, as the shipped models now are).
 
-python train.py --work WORK --size small|large --samples N [--threads T]
-Reads WORK/sids.npy (from prepare.py), writes WORK/<size>.pt and WORK/<size>.json.
+Every training window is used once per epoch (a fresh permutation each epoch, no sampling
+with replacement). After each epoch: plain beam search (K'=16) on the validation split
+(Recall@10 / NDCG@10, beam.py); training stops when validation Recall@10 has not improved
+for --patience epochs, or after --samples windows when given (the tiny test bundle).
+Resumable: the state is checkpointed to WORK/<out>.ckpt every --ckpt-minutes and after
+each epoch; run the same command again to continue. The learning curve goes to
+models/results/<out>_curve.jsonl; the best checkpoint by validation to WORK/<out>.pt.
+
+python train.py --work WORK --size small|large [--history 20] [--prm-weight 0] [--out NAME]
+Reads WORK/sids.npy (from prepare.py), writes WORK/<out>.pt and WORK/<out>.json.
 """
 from __future__ import annotations
 
@@ -19,6 +28,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
 import data as data_mod  # noqa: E402
+import beam as beam_mod  # noqa: E402
 from model import Config, Promise  # noqa: E402
 from trie import Trie  # noqa: E402
 
@@ -74,6 +84,8 @@ def losses(model, trie_t, sids_t, level_start, hist, mask, target, n_neg, rng):
     tgt = sids_t[target]                          # [B,L]
     logp = model.gen.decode(mem, mask, tgt[:, :-1])
     gen = F.nll_loss(logp.reshape(-1, logp.shape[-1]), tgt.reshape(-1))
+    if n_neg == 0:
+        return gen, 0.0, []
     path = trie_t[target]                         # [B,L] node ids
     prm_total = 0.0
     accs = []
@@ -95,62 +107,135 @@ def main():
     ap.add_argument("--work", required=True)
     ap.add_argument("--data", default="data")
     ap.add_argument("--size", default="small", choices=list(SIZES))
-    ap.add_argument("--samples", type=int, default=1_000_000)
+    ap.add_argument("--history", type=int, default=20)
+    ap.add_argument("--samples", type=int, default=0, help="stop after this many windows (0: at the plateau)")
+    ap.add_argument("--patience", type=int, default=2)
+    ap.add_argument("--max-epochs", type=int, default=60)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--neg", type=int, default=32)
-    ap.add_argument("--prm-weight", type=float, default=1.0)
+    ap.add_argument("--prm-weight", type=float, default=0.0)
+    ap.add_argument("--valid-users", type=int, default=0, help="validate on the first N users (0 = all)")
+    ap.add_argument("--ckpt-minutes", type=float, default=3.0)
+    ap.add_argument("--minutes", type=float, default=150, help="stop this run (resumable) after this long")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--curve-dir", default="models/results")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
+    out = args.out or args.size
 
     ds = data_mod.load(args.data)
     sids = np.load(os.path.join(args.work, "sids.npy"))
     trie = Trie(sids)
-    cfg = make_config(args.size, sids, trie)
+    cfg = make_config(args.size, sids, trie, history=args.history)
     model = Promise(cfg)
     g, r = model.n_params()
-    print(f"{args.size}: generator {g} params, prm {r} params ({100 * r / g:.0f}% of generator)", flush=True)
+    print(f"{args.size}: generator {g} params, prm {r} params ({100 * r / g:.0f}% of generator), H={cfg.history}",
+          flush=True)
     win = Windows(ds.seqs, cfg.history)
-    print(f"{len(win)} training windows; training on {args.samples} sampled windows", flush=True)
     sids_t = torch.from_numpy(sids.astype(np.int64))
     trie_t = torch.from_numpy(trie.path)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
-    steps = args.samples // args.batch
-    warm = min(200, steps // 10 + 1)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
-    t0 = time.time()
+    tables = beam_mod.TrieTables(trie, cfg.cmax)
+    params = model.parameters() if args.prm_weight > 0 else model.gen.parameters()
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    warm = 200
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
+    ckpt = os.path.join(args.work, f"{out}.ckpt")
+    curve = os.path.join(args.curve_dir, f"{out}_curve.jsonl")
+    st = {"epoch": 0, "pos": 0, "step": 0, "seen": 0, "best": -1.0, "best_epoch": 0, "train_seconds": 0.0,
+          "perm_seed": int(rng.integers(1 << 62))}
+    if os.path.exists(ckpt):
+        c = torch.load(ckpt, weights_only=False)
+        model.load_state_dict(c["model"])
+        opt.load_state_dict(c["opt"])
+        sched.load_state_dict(c["sched"])
+        st = c["state"]
+        print(f"resumed: epoch {st['epoch']} window {st['pos']}/{len(win)}, best valid R@10 {st['best']:.4f}",
+              flush=True)
+    elif os.path.exists(curve):
+        os.remove(curve)
+
+    def save():
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "state": st},
+                   ckpt + ".tmp")
+        os.replace(ckpt + ".tmp", ckpt)
+
+    def finish(reason):
+        best = os.path.join(args.work, f"{out}.best.pt")
+        if os.path.exists(best):
+            model.load_state_dict(torch.load(best))
+        torch.save(model.state_dict(), os.path.join(args.work, f"{out}.pt"))
+        with open(os.path.join(args.work, f"{out}.json"), "w") as f:
+            json.dump({"size": args.size, "config": cfg.to_dict(), "windows_seen": st["seen"],
+                       "epochs": st["epoch"], "best_epoch": st["best_epoch"], "valid_recall@10": st["best"],
+                       "params_generator": g, "params_prm": r, "prm_weight": args.prm_weight,
+                       "train_seconds": st["train_seconds"], "stopped": reason}, f, indent=1)
+        print(f"saved {out}: {reason}", flush=True)
+
+    t_run = time.time()
+    t_ckpt = time.time()
     ema = None
-    for step in range(steps):
-        idx = rng.integers(0, len(win), size=args.batch)
-        hist, mask, target = win.batch(idx)
-        gen, prm, accs = losses(model, trie_t, sids_t, trie.level_start,
-                                torch.from_numpy(hist), torch.from_numpy(mask),
-                                torch.from_numpy(target), args.neg, rng)
-        loss = gen + args.prm_weight * prm
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        cur = np.array([gen.item(), prm.item()] + accs)
-        ema = cur if ema is None else 0.98 * ema + 0.02 * cur
-        if step % 100 == 0 or step == steps - 1:
-            el = time.time() - t0
-            print(f"step {step}/{steps} gen {ema[0]:.3f} prm {ema[1]:.3f} prm-acc/level "
-                  f"{' '.join(f'{a:.2f}' for a in ema[2:])} | {(step + 1) * args.batch / el:.0f} samples/s",
-                  flush=True)
-    out = args.out or args.size
-    torch.save(model.state_dict(), os.path.join(args.work, f"{out}.pt"))
-    with open(os.path.join(args.work, f"{out}.json"), "w") as f:
-        json.dump({"size": args.size, "config": cfg.to_dict(), "samples": args.samples,
-                   "params_generator": g, "params_prm": r, "train_seconds": time.time() - t0}, f, indent=1)
-    print(f"saved {out} in {time.time() - t0:.0f}s", flush=True)
+    while True:
+        if args.samples and st["seen"] >= args.samples:
+            return finish(f"{st['seen']} windows")
+        if st["epoch"] >= args.max_epochs or st["epoch"] - st["best_epoch"] >= args.patience and st["epoch"] > 0:
+            return finish(f"plateau after epoch {st['epoch']} (best {st['best_epoch']})")
+        if time.time() - t_run > args.minutes * 60:
+            save()
+            print(f"stopped at epoch {st['epoch']} window {st['pos']}: run again to resume", flush=True)
+            return
+        perm = np.random.default_rng(st["perm_seed"] + st["epoch"]).permutation(len(win))
+        t0 = time.time()
+        while st["pos"] < len(win):
+            idx = perm[st["pos"]:st["pos"] + args.batch]
+            hist, mask, target = win.batch(idx)
+            gen, prm, accs = losses(model, trie_t, sids_t, trie.level_start,
+                                    torch.from_numpy(hist), torch.from_numpy(mask),
+                                    torch.from_numpy(target), args.neg if args.prm_weight > 0 else 0, rng)
+            loss = gen + args.prm_weight * prm if args.prm_weight > 0 else gen
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            st["pos"] += len(idx)
+            st["seen"] += len(idx)
+            st["step"] += 1
+            cur = np.array([gen.item(), float(prm)] + accs)
+            ema = cur if ema is None else 0.98 * ema + 0.02 * cur
+            if st["step"] % 200 == 0:
+                el = st["train_seconds"] + time.time() - t0
+                print(f"epoch {st['epoch']} window {st['pos']}/{len(win)} gen {ema[0]:.3f} prm {ema[1]:.3f} | "
+                      f"{st['seen'] / max(el, 1e-9):.0f} windows/s", flush=True)
+            if args.samples and st["seen"] >= args.samples:
+                break
+            if time.time() - t_ckpt > args.ckpt_minutes * 60:
+                st["train_seconds"] += time.time() - t0
+                t0 = time.time()
+                save()
+                t_ckpt = time.time()
+            if time.time() - t_run > args.minutes * 60:
+                break
+        st["train_seconds"] += time.time() - t0
+        if st["pos"] < len(win) and not args.samples:
+            continue   # out of time mid-epoch: the loop head saves and stops
+        st["epoch"] += 1
+        st["pos"] = 0
+        v0 = time.time()
+        val = beam_mod.recall_ndcg(model.gen, tables, ds, sids_t, "valid", users=args.valid_users or None)
+        row = {"epoch": st["epoch"], "windows_seen": st["seen"], "gen_loss": float(ema[0]), "valid": val,
+               "train_seconds": round(st["train_seconds"], 1), "valid_seconds": round(time.time() - v0, 1)}
+        print(json.dumps(row), flush=True)
+        with open(curve, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if val["recall@10"] > st["best"]:
+            st["best"], st["best_epoch"] = val["recall@10"], st["epoch"]
+            torch.save(model.state_dict(), os.path.join(args.work, f"{out}.best.pt"))
+        save()
 
 
 if __name__ == "__main__":
