@@ -3,11 +3,11 @@
 //! Each manifest dimension is bounded on its own, but their products are what sessions
 //! allocate and what requests compute: a few-MB bundle with a long history and a wide
 //! feed-forward layer could ask for gigabytes, and a failed allocation aborts the process
-//! (no C caller can catch that). So [`check_session`] computes, with checked arithmetic,
+//! (no C caller can catch that). So `check_session` computes, with checked arithmetic,
 //! an upper bound of what one session of any engine holds and of the multiply-adds one
 //! request performs, and refuses the pair as a `limits` error naming the numbers when
 //! either is over its budget. Engines then allocate with fallible allocation
-//! ([`zeros`]), so even a machine with less memory than the budget gets an error, not an
+//! (`zeros`), so even a machine with less memory than the budget gets an error, not an
 //! abort.
 //!
 //! The budgets are far above the shipped bundles (the default session holds about 0.3 MB

@@ -84,13 +84,15 @@ fn the_search_allocates_nothing_per_request() {
         .map(|i| vec![(i % 32) as u16, ((i / 32) % 32) as u16, (i / 1024) as u16])
         .collect();
     let cat = Catalog::from_bytes(build(&sids, &[32, 32, 4]).unwrap()).unwrap();
-    let histories: Vec<Vec<u32>> = (0..50u32)
+    let mut histories: Vec<Vec<u32>> = (0..50u32)
         .map(|u| {
             (0..(1 + u * 7 % 90))
                 .map(|j| (u * 131 + j * 17) % 3706)
                 .collect()
         })
         .collect();
+    // the full-feed rule at work: every item but a few, and whole level-1 subtrees
+    histories.extend(all_but(3706, &[5, 77, 1000]));
     for cfg in [
         SearchConfig::plain(1, 1),
         SearchConfig::plain(16, 10),
@@ -132,6 +134,16 @@ fn the_search_allocates_nothing_per_request() {
     }
 }
 
+/// Histories of every item but `left[..k]` for each k, and every item whose first code is
+/// even (whole level-1 subtrees of the catalogs here).
+fn all_but(items: u32, left: &[u32]) -> Vec<Vec<u32>> {
+    let mut out: Vec<Vec<u32>> = (0..=left.len())
+        .map(|k| (0..items).filter(|i| !left[..k].contains(i)).collect())
+        .collect();
+    out.push((0..items).filter(|i| i % 2 == 0).collect());
+    out
+}
+
 fn cpu_model(bundle: &str, engine: CpuEngine) -> Model {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(bundle);
     let opts = LoadOptions {
@@ -159,6 +171,8 @@ fn a_whole_request_on_the_fused_cpu_engine_allocates_nothing() {
         ] {
             let mut s = model.session(cfg).unwrap();
             s.recommend(&[1, 2, 3]).unwrap(); // first request
+            let items = model.bundle().catalog().num_items() as u32;
+            let covering = all_but(items, &[5, 77, 1000]);
             let before = count();
             let mut served = 0;
             for u in 0..20u32 {
@@ -166,6 +180,9 @@ fn a_whole_request_on_the_fused_cpu_engine_allocates_nothing() {
                     .recommend(&[u, u + 1, u + 7, 100 + u, 3 * u])
                     .unwrap()
                     .len();
+            }
+            for h in &covering {
+                served += s.recommend(h).unwrap().len();
             }
             let allocs = count() - before;
             assert!(served > 0);

@@ -7,7 +7,7 @@
 //! declare cannot exist, and every engine accepts the same bundles.
 //!
 //! How the graphs split heads (`heads` x `head_dim`) is not visible in the weights' shapes
-//! (only their product is): [`check_heads`] reads it from the graphs' attention nodes.
+//! (only their product is): `src/bundle/nodes.rs` reads it from the graphs' attention nodes.
 
 use super::onnx::{ElemType, OnnxIndex};
 use super::{Manifest, Numeric};

@@ -1,6 +1,6 @@
 //! `catalog.bin`: the item <-> SID table and the prefix trie, read in place from the
 //! bundle's bytes. The byte layout is documented once, in `models/README.md`; this module
-//! validates it completely in [`Catalog::parse`], after which no accessor can fail.
+//! validates it completely in `Catalog::parse`, after which no accessor can fail.
 //!
 //! Node ids are breadth-first: root = 0, then every depth-1 prefix in code order, then
 //! depth 2, ...; the children of a node are a contiguous node range sorted by code.

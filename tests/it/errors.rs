@@ -405,4 +405,26 @@ fn a_graph_that_makes_tract_panic_is_an_error() {
         e.to_string().contains("decoder") && e.to_string().contains("panicked"),
         "{e}"
     );
+    // the CLI's contract holds even then: one line on stderr, no panic message, no
+    // backtrace (the contained panic is silent), with RUST_BACKTRACE=1
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_promise"))
+        .args([
+            "recommend",
+            "--history",
+            "1,2,3",
+            "--cpu-engine",
+            "tract",
+            "--bundle",
+        ])
+        .arg(d.path())
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error[graph]: ") && !err.contains("stack backtrace"),
+        "{err}"
+    );
 }

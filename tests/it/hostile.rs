@@ -324,3 +324,77 @@ fn manifest_shapes_that_serde_would_accept_are_refused() {
     let e = Bundle::open(d.path()).expect_err("a 2 MiB manifest");
     assert_eq!(e.code(), ErrorCode::Manifest, "{e}");
 }
+
+/// The structured mutations of the `structured` fuzz target, as a property test that runs
+/// on stable in CI: the manifest's numbers set to arbitrary values (within and far beyond
+/// each field's bound) and weights appended under other graphs' names; every step either
+/// fails with an error or serves a valid feed. Nothing panics or aborts.
+mod structured {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const FIELDS: [&str; 8] = [
+        "d_model",
+        "heads",
+        "head_dim",
+        "ff",
+        "encoder_layers",
+        "decoder_layers",
+        "prm_heads",
+        "prm_ff",
+    ];
+    const GRAPHS: [&str; 3] = ["encoder.onnx", "decoder.onnx", "prm.onnx"];
+
+    fn number() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            0u64..8,
+            1u64..70_000,
+            Just(1 << 16),
+            Just(4096),
+            any::<u32>().prop_map(u64::from)
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn mutated_bundles_fail_cleanly_or_serve_valid_feeds(
+            fields in proptest::collection::vec((0usize..11, number()), 0..4),
+            weights in proptest::collection::vec((0usize..3, 0usize..3, 0usize..64), 0..2),
+        ) {
+            let d = copy_bundle(&tiny());
+            let src = Bundle::open(tiny()).unwrap();
+            for (g, from, k) in &weights {
+                // a weight of graph `from`, appended to graph `g` under its own name
+                let bytes = fs::read(tiny().join(GRAPHS[*from])).unwrap();
+                let idx = promise_rt::bundle::onnx::index(&bytes, "src").unwrap();
+                let w = &idx.initializers[k % idx.initializers.len()];
+                let dims: Vec<u64> = w.dims.iter().map(|&x| x as u64).collect();
+                append_initializer(d.path(), GRAPHS[*g], &w.name, &dims, 0.5);
+            }
+            edit_manifest(d.path(), |v| {
+                for (f, x) in &fields {
+                    match f {
+                        0..=7 => v["model"][FIELDS[*f]] = (*x).into(),
+                        8 => v["history"] = (*x).into(),
+                        9 => v["sid"]["codebook"][0] = (*x).into(),
+                        _ => v["sid"]["num_nodes"] = (*x).into(),
+                    }
+                }
+            });
+            let Ok(bundle) = Bundle::open(d.path()) else { return Ok(()) };
+            let Ok(model) = Model::load(&bundle, Device::Cpu) else { return Ok(()) };
+            let Ok(mut s) = model.session(SearchConfig::default()) else { return Ok(()) };
+            let items = src.catalog().num_items() as u32;
+            if let Ok(recs) = s.recommend(&[0, 1, 2]) {
+                let mut ids: Vec<u32> = recs.iter().map(|r| r.item).collect();
+                prop_assert!(recs.iter().all(|r| r.score.is_finite() && r.item < items));
+                prop_assert!(ids.iter().all(|i| *i > 2));
+                ids.sort();
+                ids.dedup();
+                prop_assert_eq!(ids.len(), recs.len());
+            }
+        }
+    }
+}

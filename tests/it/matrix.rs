@@ -13,7 +13,9 @@ use std::process::Command;
 use promise_rt::ffi::*;
 use promise_rt::{Bundle, Device, ErrorCode, Model, SearchConfig};
 
-use crate::util::{copy_bundle, edit_manifest, poison_weight, rewrite, tiny};
+use crate::util::{
+    append_initializer, append_node, copy_bundle, edit_manifest, poison_weight, rewrite, tiny,
+};
 
 fn patch(dir: &Path, file: &str, f: impl Fn(&mut Vec<u8>)) {
     let mut b = fs::read(dir.join(file)).unwrap();
@@ -165,6 +167,51 @@ fn bundle_cases() -> Vec<(&'static str, Corrupt, ErrorCode)> {
             }),
             Graph,
         ),
+        // the hostile classes (tests/it/hostile.rs has one test each)
+        (
+            "catalog is a device file",
+            Box::new(|d: &Path| {
+                fs::remove_file(d.join("catalog.bin")).unwrap();
+                std::os::unix::fs::symlink("/dev/zero", d.join("catalog.bin")).unwrap();
+            }),
+            Io,
+        ),
+        (
+            "heads re-split",
+            Box::new(|d: &Path| {
+                edit_manifest(d, |v| {
+                    v["model"]["heads"] = 2.into();
+                    v["model"]["head_dim"] = 8.into();
+                })
+            }),
+            Graph,
+        ),
+        (
+            "weight in the wrong graph",
+            Box::new(|d: &Path| append_initializer(d, "prm.onnx", "gen.enc_norm.w", &[16], 5.0)),
+            Graph,
+        ),
+        (
+            "operator the exporter never emits",
+            Box::new(|d: &Path| append_node(d, "encoder.onnx", "Tile", &["memory"], &["t"], None)),
+            Graph,
+        ),
+        (
+            "manifest is a JSON array",
+            Box::new(|d: &Path| fs::write(d.join("manifest.json"), b"[1, 2]").unwrap()),
+            Manifest,
+        ),
+        (
+            "file name with a newline and an escape",
+            Box::new(|d: &Path| {
+                edit_manifest(d, |v| {
+                    let evil = "p\nerror[ok]: fine \u{1b}[2J.onnx";
+                    v["graphs"]["prm"] = evil.into();
+                    v["files"][2]["name"] = evil.into();
+                })
+            }),
+            Io,
+        ),
     ]
 }
 
@@ -273,6 +320,15 @@ fn check_cli(name: &str, (code, err): (i32, String), want: ErrorCode) {
         want.name()
     );
     assert!(!err.contains("panicked"), "{name}: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "{name}: one line, {err:?}"
+    );
+    assert!(
+        !err.contains('\u{1b}'),
+        "{name}: an escape sequence reached stderr"
+    );
 }
 
 #[test]
@@ -297,6 +353,61 @@ fn every_bad_bundle_gives_its_code_on_every_surface() {
         assert!(!last_error().is_empty(), "{name}: C last error");
     }
     eprintln!("{} bundle cases agree on Rust, CLI and C", cases.len());
+}
+
+/// Through the C ABI, as a host app: a model keeps answering after its bundle's files are
+/// truncated in place (nothing reads the files after `promise_model_open`: no SIGBUS).
+#[test]
+fn a_c_host_survives_its_bundle_being_truncated() {
+    let d = copy_bundle(&tiny());
+    let path = CString::new(d.path().to_str().unwrap()).unwrap();
+    let mut m: *mut PromiseModel = std::ptr::null_mut();
+    // SAFETY: as a C caller.
+    let st = unsafe { promise_model_open(path.as_ptr(), PROMISE_DEVICE_CPU, &mut m) };
+    assert_eq!(st, PROMISE_STATUS_OK);
+    let mut s: *mut PromiseSession = std::ptr::null_mut();
+    // SAFETY: valid model, NULL config (defaults), out pointer.
+    assert_eq!(
+        unsafe { promise_session_new(m, std::ptr::null(), &mut s) },
+        PROMISE_STATUS_OK
+    );
+    let h = [1u32, 2, 3];
+    let run = |s: *mut PromiseSession| {
+        let mut out = vec![
+            PromiseRecommendation {
+                item: 0,
+                score: 0.0
+            };
+            10
+        ];
+        let mut n = 0usize;
+        // SAFETY: buffers of the stated lengths.
+        let st = unsafe {
+            promise_recommend(s, h.as_ptr(), h.len(), out.as_mut_ptr(), out.len(), &mut n)
+        };
+        assert_eq!(st, PROMISE_STATUS_OK, "{}", last_error());
+        out.truncate(n);
+        out.iter().map(|r| r.item).collect::<Vec<_>>()
+    };
+    let before = run(s);
+    for e in fs::read_dir(d.path()).unwrap() {
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(e.unwrap().path())
+            .unwrap();
+        f.set_len(0).unwrap();
+    }
+    assert_eq!(run(s), before);
+    let mut s2: *mut PromiseSession = std::ptr::null_mut();
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { promise_session_new(m, std::ptr::null(), &mut s2) },
+        PROMISE_STATUS_OK
+    );
+    assert_eq!(run(s2), before);
+    assert_eq!(promise_session_free(s), PROMISE_STATUS_OK);
+    assert_eq!(promise_session_free(s2), PROMISE_STATUS_OK);
+    assert_eq!(promise_model_free(m), PROMISE_STATUS_OK);
 }
 
 #[test]

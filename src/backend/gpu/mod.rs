@@ -12,10 +12,11 @@
 //! Session: one activation arena, one id buffer, the parameter blocks of every dispatch
 //! (encoder, the decoder at each level, the PRM, the search kernels) and their bind groups
 //! are built once for the config; a request only writes its inputs (`write_buffer`: the
-//! history's codes and mask, the seen-item bitset, the root beam) and submits.
+//! history's codes and mask, its sorted seen leaves, the root beam) and submits.
 //!
 //! Per request (default, [`GpuOptions::search`]): one submission. The encoder, then per
-//! level the decoder (+ log-softmax), `expand` (trie masking), `select_candidates` (top-K+),
+//! level the decoder (+ log-softmax), `expand` (trie masking, unseen counts),
+//! `select_candidates` (top-K+, a radix select linear in the level's width),
 //! the PRM and `select_beams` (top-K', or top-N at the last level) run as one compute
 //! pass, and one read-back returns `8 + 8 N` bytes (result count, error flag, N leaf nodes
 //! and keys). The search kernels follow `src/search/mod.rs` exactly (same order and

@@ -374,13 +374,14 @@ fn eval(c: &Common, d: &DataArgs, split: &str, json: bool) -> Result<(), Failure
     let mut session = model.session(c.config())?;
     let bar = progress(rows.len() as u64, "users");
     bar.set_message("eval");
-    let [r5, r10, n5, n10, ms] = evaluate(&mut session, &rows, &bar)?;
+    let [r5, r10, n5, n10, ms, short] = evaluate(&mut session, &rows, &bar)?;
     bar.finish_and_clear();
     if json {
         println!(
             "{}",
             serde_json::json!({"bundle": model.bundle().manifest().name, "split": split, "config": cfg_json(session.config()),
-            "users": rows.len(), "recall@5": r5, "recall@10": r10, "ndcg@5": n5, "ndcg@10": n10, "ms_per_request": ms})
+            "users": rows.len(), "recall@5": r5, "recall@10": r10, "ndcg@5": n5, "ndcg@10": n10, "ms_per_request": ms,
+            "short_feeds": short})
         );
     } else {
         println!(
@@ -390,7 +391,7 @@ fn eval(c: &Common, d: &DataArgs, split: &str, json: bool) -> Result<(), Failure
             rows.len(),
             describe(session.config())
         );
-        println!("Recall@5 {r5:.4}  Recall@10 {r10:.4}  NDCG@5 {n5:.4}  NDCG@10 {n10:.4}  ({ms:.2} ms/request)");
+        println!("Recall@5 {r5:.4}  Recall@10 {r10:.4}  NDCG@5 {n5:.4}  NDCG@10 {n10:.4}  ({ms:.2} ms/request, {short} feeds shorter than N)");
     }
     Ok(())
 }
@@ -406,16 +407,22 @@ fn progress(len: u64, unit: &str) -> indicatif::ProgressBar {
     bar
 }
 
-/// One pass over `rows`: [Recall@5, Recall@10, NDCG@5, NDCG@10, ms per request].
+/// One pass over `rows`: `[Recall@5, Recall@10, NDCG@5, NDCG@10, ms per request, feeds
+/// shorter than N]`.
 fn evaluate(
     session: &mut promise_rt::Session,
     rows: &[(&[u32], u32)],
     bar: &indicatif::ProgressBar,
-) -> Result<[f64; 5], Failure> {
+) -> Result<[f64; 6], Failure> {
     let mut m = [0.0f64; 4];
+    let mut short = 0.0;
+    let n_wanted = session.config().results;
     let t = Instant::now();
     for (i, (hist, target)) in rows.iter().enumerate() {
         let recs = session.recommend(hist)?;
+        if recs.len() < n_wanted {
+            short += 1.0;
+        }
         score(recs, *target, &mut m);
         if i % 64 == 63 {
             bar.inc(64);
@@ -424,7 +431,7 @@ fn evaluate(
     bar.inc(rows.len() as u64 % 64);
     let ms = t.elapsed().as_secs_f64() * 1e3 / rows.len().max(1) as f64;
     let n = rows.len().max(1) as f64;
-    Ok([m[0] / n, m[1] / n, m[2] / n, m[3] / n, ms])
+    Ok([m[0] / n, m[1] / n, m[2] / n, m[3] / n, ms, short])
 }
 
 fn run_sweep(
@@ -465,7 +472,7 @@ fn run_sweep(
         for (curve, cfg) in &grid {
             bar.set_message(format!("{name} {}", describe(cfg)));
             let mut session = model.session(*cfg)?;
-            let [r5, r10, n5, n10, ms] = evaluate(&mut session, &rows, &bar)?;
+            let [r5, r10, n5, n10, ms, _] = evaluate(&mut session, &rows, &bar)?;
             bar.suspend(|| {
                 eprintln!(
                     "{name:>12} {curve:<12} K'={:<3} K+={:<4} Recall@10 {r10:.4}  NDCG@10 {n10:.4}  {ms:.2} ms/request",
