@@ -456,6 +456,12 @@ impl Searcher {
             }
             if last {
                 top_k(&mut self.pool, cfg.results, by_key);
+                for s in &self.pool {
+                    self.results.push(Recommendation {
+                        item: catalog.leaf_item(s.node),
+                        score: s.key,
+                    });
+                }
             } else {
                 // the top K', then (full-feed rule) more in key order until they hold N
                 top_k(&mut self.pool, cfg.beam_capacity(), by_key);
@@ -466,15 +472,6 @@ impl Searcher {
                     keep += 1;
                 }
                 self.pool.truncate(keep);
-            }
-            if last {
-                for s in &self.pool {
-                    self.results.push(Recommendation {
-                        item: catalog.leaf_item(s.node),
-                        score: s.key,
-                    });
-                }
-            } else {
                 self.next.clear();
                 for s in &self.pool {
                     let parent = &self.beams[s.parent as usize];
