@@ -135,73 +135,55 @@ fn bombs_inside_graphs_are_refused_before_tract_sees_them() {
     append_initializer(d.path(), "encoder.onnx", "gen.enc.0.bomb", &[1 << 21], 0.0);
     let e = Bundle::open(d.path()).expect_err("an unexpected large initializer");
     assert_eq!(e.code(), ErrorCode::Graph, "{e}");
-    // a Constant declared with 2^30 elements (its dims alone decide)
-    let d = copy_bundle(&tiny());
-    append_node(
-        d.path(),
-        "encoder.onnx",
-        "Constant",
-        &[],
-        &["bomb"],
-        Some((&[1 << 30], &[])),
+    // each: nodes appended to the encoder graph, and what the error must name
+    type Node<'a> = (
+        &'a str,
+        &'a [&'a str],
+        &'a [&'a str],
+        Option<(&'a [u64], &'a [i64])>,
     );
-    let e = Bundle::open(d.path()).expect_err("a huge Constant");
-    assert_eq!(e.code(), ErrorCode::Graph, "{e}");
-    assert!(e.to_string().contains("1073741824"), "{e}");
-    // a small constant shape that ConstantOfShape would fill with 2^36 elements
-    let d = copy_bundle(&tiny());
-    append_node(
-        d.path(),
-        "encoder.onnx",
-        "Constant",
-        &[],
-        &["shape"],
-        Some((&[2], &[1 << 18, 1 << 18])),
-    );
-    append_node(
-        d.path(),
-        "encoder.onnx",
-        "ConstantOfShape",
-        &["shape"],
-        &["filled"],
-        None,
-    );
-    let e = Bundle::open(d.path()).expect_err("a ConstantOfShape bomb");
-    assert_eq!(e.code(), ErrorCode::Graph, "{e}");
-    // an operator the exporter never emits (Tile could repeat a tensor without bound)
-    let d = copy_bundle(&tiny());
-    append_node(
-        d.path(),
-        "encoder.onnx",
-        "Tile",
-        &["memory", "memory"],
-        &["tiled"],
-        None,
-    );
-    let e = Bundle::open(d.path()).expect_err("an unknown operator");
-    assert_eq!(e.code(), ErrorCode::Graph, "{e}");
-    assert!(e.to_string().contains("Tile"), "{e}");
-    // arithmetic on constants alone (tract would fold it at load)
-    let d = copy_bundle(&tiny());
-    append_node(
-        d.path(),
-        "encoder.onnx",
-        "Constant",
-        &[],
-        &["c1"],
-        Some((&[4], &[1, 2, 3, 4])),
-    );
-    append_node(
-        d.path(),
-        "encoder.onnx",
-        "MatMul",
-        &["c1", "c1"],
-        &["folded"],
-        None,
-    );
-    let e = Bundle::open(d.path()).expect_err("constant arithmetic");
-    assert_eq!(e.code(), ErrorCode::Graph, "{e}");
-    assert!(e.to_string().contains("constants only"), "{e}");
+    let cases: [(&str, Vec<Node>, &str); 4] = [
+        (
+            "a Constant declared with 2^30 elements (its dims alone decide)",
+            vec![("Constant", &[], &["bomb"], Some((&[1 << 30], &[])))],
+            "1073741824",
+        ),
+        (
+            "a small constant shape that ConstantOfShape would fill with 2^36 elements",
+            vec![
+                (
+                    "Constant",
+                    &[],
+                    &["shape"],
+                    Some((&[2], &[1 << 18, 1 << 18])),
+                ),
+                ("ConstantOfShape", &["shape"], &["filled"], None),
+            ],
+            "ConstantOfShape",
+        ),
+        (
+            "an operator the exporter never emits (Tile repeats a tensor without bound)",
+            vec![("Tile", &["memory", "memory"], &["tiled"], None)],
+            "Tile",
+        ),
+        (
+            "arithmetic on constants alone (tract would fold it at load)",
+            vec![
+                ("Constant", &[], &["c1"], Some((&[4], &[1, 2, 3, 4]))),
+                ("MatMul", &["c1", "c1"], &["folded"], None),
+            ],
+            "constants only",
+        ),
+    ];
+    for (what, nodes, needle) in cases {
+        let d = copy_bundle(&tiny());
+        for (op, inputs, outputs, value) in nodes {
+            append_node(d.path(), "encoder.onnx", op, inputs, outputs, value);
+        }
+        let e = Bundle::open(d.path()).expect_err(what);
+        assert_eq!(e.code(), ErrorCode::Graph, "{what}: {e}");
+        assert!(e.to_string().contains(needle), "{what}: {e}");
+    }
 }
 
 #[test]
