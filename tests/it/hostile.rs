@@ -73,31 +73,23 @@ fn a_file_of_another_size_is_refused_before_it_is_read() {
 
 #[test]
 fn heads_that_the_graphs_do_not_back_are_refused() {
-    // the same products (heads x head_dim = 16), another split: the fused and GPU engines
-    // would compute another model than the graphs
-    for (field, value, what) in [
-        ("heads", 2, "encoder"),
-        ("head_dim", 8, "encoder"),
-        ("prm_heads", 2, "prm"),
-    ] {
+    // the tiny bundle is heads 4 x head_dim 4, prm_heads 1: the same products (16 and 4),
+    // another split; the fused and GPU engines would compute another model than the graphs
+    for (heads, head_dim, prm_heads) in [(2, 8, 1), (8, 2, 2), (16, 1, 4)] {
         let d = copy_bundle(&tiny());
         edit_manifest(d.path(), |v| {
-            v["model"][field] = value.into();
-            if field == "heads" {
-                v["model"]["head_dim"] = 8.into();
-            }
-            if field == "head_dim" {
-                v["model"]["heads"] = 2.into();
-            }
-            if field == "prm_heads" {
-                v["model"]["head_dim"] = 2.into();
-                v["model"]["heads"] = 8.into();
-            }
+            v["model"]["heads"] = heads.into();
+            v["model"]["head_dim"] = head_dim.into();
+            v["model"]["prm_heads"] = prm_heads.into();
         });
+        let what = format!("heads {heads} x {head_dim}, prm_heads {prm_heads}");
         let e = Bundle::open(d.path()).expect_err("lying heads must be refused");
-        assert_eq!(e.code(), ErrorCode::Graph, "{field}: {e}");
-        assert!(e.to_string().contains("heads"), "{field}: {e}");
-        let _ = what;
+        assert_eq!(e.code(), ErrorCode::Graph, "{what}: {e}");
+        assert!(
+            e.to_string()
+                .contains(&format!("the manifest says {heads} x head_dim {head_dim}")),
+            "{what}: {e}"
+        );
     }
 }
 
