@@ -50,10 +50,7 @@ class PathQuery(nn.Module):
         # path[n, l] = code index (l * cmax + code) of node n's level-l ancestor, or -1
         n = trie.num_nodes
         path = np.full((n, L), -1, np.int64)
-        depth = np.zeros(n, np.int64)
-        for node in range(1, n):
-            d_ = int(trie.depth[node])
-            depth[node] = d_
+        depth = trie.depth.astype(np.int64)
         parent = np.zeros(n, np.int64)
         for node in range(trie.level_start[L]):
             for c in range(int(trie.first_child[node]), int(trie.first_child[node + 1])):
