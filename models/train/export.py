@@ -188,6 +188,8 @@ def write_manifest(d, cfg: Config, trie: Trie, fmt, meta):
         "catalog": "catalog.bin",
         "files": files,
     }
+    if getattr(cfg, "causal", False):
+        man["model"]["encoder_attention"] = "causal"
     with open(os.path.join(d, "manifest.json"), "w") as f:
         json.dump(man, f, indent=2)
         f.write("\n")

@@ -5,7 +5,10 @@ and every weight is one named initializer used as `x @ W` (W stored [in, out]).
 Shapes (B users, H history items, L SID levels incl. disambiguation, C codebook, d model):
   encoder: codes [B,H,L] int64, mask [B,H] f32 (1 = real item)        -> memory [B,H,d]
            one token per history item = sum of its L level-code embeddings + position
-           (ours: TIGER feeds L tokens per item; summing keeps the encoder 4x shorter)
+           (ours: TIGER feeds L tokens per item; summing keeps the encoder 4x shorter);
+           with cfg.causal, item t attends to items <= t only (SASRec-style), so one
+           encoder pass serves every target position of a sequence in training
+           (`decode_all`); at inference the decoder reads the whole memory as before
   decoder: memory [B|1,H,d], mask, prefix [K,L-1] int64 (codes of levels 1..L-1, padded)
            tokens = BOS, s1..s_{L-1}; causal self-attn + cross-attn  -> logp [K,L,C]
            row b of logp = log-softmax over level-(b+1) codes (codes >= that level's
@@ -41,9 +44,10 @@ class RMSNorm(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, d, heads, dh):
+    def __init__(self, d, heads, dh, dropout=0.0):
         super().__init__()
         self.h, self.dh = heads, dh
+        self.drop = nn.Dropout(dropout)
         self.wq, self.wk, self.wv = lin(d, heads * dh), lin(d, heads * dh), lin(d, heads * dh)
         self.wo = lin(heads * dh, d)
 
@@ -55,43 +59,54 @@ class Attention(nn.Module):
         kh = (kv @ self.wk).reshape(bk, s, self.h, self.dh).transpose(1, 2)
         vh = (kv @ self.wv).reshape(bk, s, self.h, self.dh).transpose(1, 2)
         att = (qh @ kh.transpose(2, 3)) * (1.0 / math.sqrt(self.dh)) + bias
-        att = torch.softmax(att, dim=-1)
+        att = self.drop(torch.softmax(att, dim=-1))
         out = (att @ vh).transpose(1, 2).reshape(b, q, self.h * self.dh)
         return out @ self.wo
 
 
 class FFN(nn.Module):
-    def __init__(self, d, ff):
+    def __init__(self, d, ff, dropout=0.0):
         super().__init__()
         self.w1, self.w2 = lin(d, ff), lin(ff, d)
+        self.drop = nn.Dropout(dropout)
 
     def forward(self, x):
-        return torch.relu(x @ self.w1) @ self.w2
+        return self.drop(torch.relu(x @ self.w1)) @ self.w2
 
 
 class EncLayer(nn.Module):
-    def __init__(self, d, heads, dh, ff):
+    def __init__(self, d, heads, dh, ff, dropout=0.0):
         super().__init__()
-        self.n1, self.att, self.n2, self.ffn = RMSNorm(d), Attention(d, heads, dh), RMSNorm(d), FFN(d, ff)
+        self.n1, self.att = RMSNorm(d), Attention(d, heads, dh, dropout)
+        self.n2, self.ffn = RMSNorm(d), FFN(d, ff, dropout)
+        self.drop = nn.Dropout(dropout)
 
     def forward(self, x, bias):
         h = self.n1(x)
-        x = x + self.att(h, h, bias)
-        return x + self.ffn(self.n2(x))
+        x = x + self.drop(self.att(h, h, bias))
+        return x + self.drop(self.ffn(self.n2(x)))
 
 
 class DecLayer(nn.Module):
-    def __init__(self, d, heads, dh, ff):
+    def __init__(self, d, heads, dh, ff, dropout=0.0):
         super().__init__()
-        self.n1, self.self_att = RMSNorm(d), Attention(d, heads, dh)
-        self.n2, self.cross_att = RMSNorm(d), Attention(d, heads, dh)
-        self.n3, self.ffn = RMSNorm(d), FFN(d, ff)
+        self.n1, self.self_att = RMSNorm(d), Attention(d, heads, dh, dropout)
+        self.n2, self.cross_att = RMSNorm(d), Attention(d, heads, dh, dropout)
+        self.n3, self.ffn = RMSNorm(d), FFN(d, ff, dropout)
+        self.drop = nn.Dropout(dropout)
 
-    def forward(self, x, mem, causal, mem_bias):
+    def forward(self, x, mem, causal, mem_bias, positions=0):
+        # positions > 0: x is [B*P, L, d], P target positions per memory row of mem [B,H,d]
+        # (P = H), and mem_bias [B,1,P*L,H] lets position p read memory <= p (`decode_all`)
         h = self.n1(x)
-        x = x + self.self_att(h, h, causal)
-        x = x + self.cross_att(self.n2(x), mem, mem_bias)
-        return x + self.ffn(self.n3(x))
+        x = x + self.drop(self.self_att(h, h, causal))
+        if positions:
+            bp, l, d = x.shape
+            q = self.n2(x).reshape(bp // positions, positions * l, d)
+            x = x + self.drop(self.cross_att(q, mem, mem_bias)).reshape(bp, l, d)
+        else:
+            x = x + self.drop(self.cross_att(self.n2(x), mem, mem_bias))
+        return x + self.drop(self.ffn(self.n3(x)))
 
 
 class Config:
@@ -108,6 +123,8 @@ class Config:
         self.prm_heads = max(1, self.heads // 4)
         self.prm_ff = kw.get("prm_ff", 2 * self.d)
         self.num_nodes = kw["num_nodes"]
+        self.causal = kw.get("causal", False)    # causal encoder (trained on all positions)
+        self.dropout = kw.get("dropout", 0.0)    # training only
 
     @property
     def cmax(self):
@@ -130,12 +147,14 @@ class Generator(nn.Module):
         d, L, C = cfg.d, cfg.levels, cfg.cmax
         self.enc_code_emb = nn.Parameter(torch.randn(L * C, d) * 0.1)
         self.enc_pos = nn.Parameter(torch.randn(cfg.history, d) * 0.1)
-        self.enc = nn.ModuleList([EncLayer(d, cfg.heads, cfg.dh, cfg.ff) for _ in range(cfg.enc_layers)])
+        p = cfg.dropout
+        self.emb_drop = nn.Dropout(p)
+        self.enc = nn.ModuleList([EncLayer(d, cfg.heads, cfg.dh, cfg.ff, p) for _ in range(cfg.enc_layers)])
         self.enc_norm = RMSNorm(d)
         self.dec_code_emb = nn.Parameter(torch.randn(L * C, d) * 0.1)
         self.dec_bos = nn.Parameter(torch.randn(1, d) * 0.1)
         self.dec_pos = nn.Parameter(torch.randn(L, d) * 0.1)
-        self.dec = nn.ModuleList([DecLayer(d, cfg.heads, cfg.dh, cfg.ff) for _ in range(cfg.dec_layers)])
+        self.dec = nn.ModuleList([DecLayer(d, cfg.heads, cfg.dh, cfg.ff, p) for _ in range(cfg.dec_layers)])
         self.dec_norm = RMSNorm(d)
         self.head = nn.Parameter(torch.randn(L, d, C) / math.sqrt(d))
         offs = torch.arange(L) * C
@@ -146,11 +165,28 @@ class Generator(nn.Module):
         self.register_buffer("level_mask", lm, persistent=False)
         causal = torch.triu(torch.full((L, L), NEG), diagonal=1)
         self.register_buffer("causal", causal, persistent=False)
+        if cfg.causal:
+            h = cfg.history
+            enc_causal = torch.triu(torch.full((h, h), NEG), diagonal=1)
+            self.register_buffer("enc_causal", enc_causal, persistent=False)
+
+    def enc_bias(self, mask):
+        """The encoder's attention bias [B,1,H',H'] for a mask [B,H'] (H' <= H: a window
+        whose leading all-padding columns were trimmed, exact because they are masked)."""
+        bias = ((1.0 - mask) * NEG)[:, None, None, :]
+        if self.cfg.causal:
+            n = mask.shape[1]
+            # exported as one [H,H] Constant (NEG above the diagonal)
+            h = self.cfg.history
+            c = self.enc_causal if n == h else self.enc_causal[h - n:, h - n:]
+            bias = bias + c[None, None]
+        return bias
 
     def encode(self, codes, mask):
-        # codes [B,H,L] int64, mask [B,H] f32
-        x = self.enc_code_emb[codes + self.offsets].sum(2) + self.enc_pos
-        bias = ((1.0 - mask) * NEG)[:, None, None, :]
+        # codes [B,H',L] int64, mask [B,H'] f32; H' <= H (the last H' positions)
+        n = codes.shape[1]
+        x = self.emb_drop(self.enc_code_emb[codes + self.offsets].sum(2) + self.enc_pos[self.cfg.history - n:])
+        bias = self.enc_bias(mask)
         for layer in self.enc:
             x = layer(x, bias)
         return self.enc_norm(x)
@@ -166,6 +202,22 @@ class Generator(nn.Module):
         x = self.dec_norm(x)                                            # [K,L,d]
         logits = (x.transpose(0, 1) @ self.head).transpose(0, 1)        # [K,L,C]
         return torch.log_softmax(logits + self.level_mask, dim=-1)
+
+    def decode_all(self, mem, mask, target):
+        """Training with a causal encoder: the decoder for every position at once.
+        mem [B,P,d] (P positions), mask [B,P], target [B,P,L] codes of the item that
+        follows position p -> logp [B,P,L,C]; position p reads memory 0..p only."""
+        b, n, L = target.shape
+        tok = self.dec_code_emb[target[:, :, :-1] + self.offsets[:-1]]      # [B,P,L-1,d]
+        x = torch.cat([self.dec_bos.expand(b, n, 1, -1), tok], 2) + self.dec_pos
+        x = self.emb_drop(x).reshape(b * n, L, -1)
+        later = torch.full((n, n), NEG, dtype=torch.float32).triu(1)        # [P(query),P(key)]
+        mem_bias = ((1.0 - mask) * NEG)[:, None, None, :] + later.repeat_interleave(L, 0)[None, None]
+        for layer in self.dec:
+            x = layer(x, mem, self.causal, mem_bias, positions=n)
+        x = self.dec_norm(x)                                                 # [B*P,L,d]
+        logits = (x.transpose(0, 1) @ self.head).transpose(0, 1)
+        return torch.log_softmax(logits + self.level_mask, dim=-1).reshape(b, n, L, -1)
 
 
 class PRM(nn.Module):

@@ -43,6 +43,7 @@ def main():
     ap.add_argument("--heads", type=int, default=2)
     ap.add_argument("--ff", type=int, default=16)
     ap.add_argument("--history", type=int, default=8)
+    ap.add_argument("--causal", action="store_true", help="a causal encoder (as the trained models)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
@@ -51,7 +52,7 @@ def main():
     sids = random_sids(args.items, codebook, rng)
     trie = Trie(sids)
     cfg = Config(levels=len(codebook), codebook=codebook, history=args.history, num_nodes=trie.num_nodes,
-                 d=args.d, heads=args.heads, ff=args.ff, enc_layers=1, dec_layers=1)
+                 d=args.d, heads=args.heads, ff=args.ff, enc_layers=1, dec_layers=1, causal=args.causal)
     model = Promise(cfg).eval()
     with torch.no_grad():
         # untrained norm gains are all ones: the ONNX exporter would merge identical

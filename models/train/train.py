@@ -76,6 +76,64 @@ class Windows:
         return hist, valid.astype(np.float32), target
 
 
+class Chunks:
+    """Causal training: each user's training sequence cut from its end into chunks of H
+    target positions (inputs t[e-1-H:e-1], targets t[e-H:e] for e = n, n-H, ...), so every
+    training target is used exactly once per epoch with one encoder pass per chunk.
+    Batches group chunks of similar length, and each is trimmed to its longest chunk:
+    the trimmed leading columns are all padding, masked in every attention, so this is
+    exact and saves the padding's compute."""
+
+    def __init__(self, seqs, H):
+        self.H = H
+        self.inputs, self.targets = [], []
+        for s in seqs:
+            t = s[:-2]
+            e = len(t)
+            while e > 1:
+                lo = max(0, e - 1 - H)
+                self.inputs.append(np.asarray(t[lo:e - 1], np.int64))
+                self.targets.append(np.asarray(t[lo + 1:e], np.int64))
+                e -= H
+        self.lens = np.array([len(x) for x in self.inputs])
+        self.n_targets = int(self.lens.sum())
+
+    def epoch_batches(self, seed, targets_per_batch):
+        """A fresh grouping each epoch: chunks sorted by (length, random), cut into
+        batches of about `targets_per_batch` padded positions, in random order."""
+        rng = np.random.default_rng(seed)
+        order = np.lexsort((rng.random(len(self.lens)), self.lens))
+        batches, cur = [], []
+        for i in order:
+            if cur and (len(cur) + 1) * self.lens[i] > targets_per_batch:
+                batches.append(np.array(cur))
+                cur = []
+            cur.append(i)
+        if cur:
+            batches.append(np.array(cur))
+        rng.shuffle(batches)
+        return batches
+
+    def batch(self, idx):
+        n = int(self.lens[idx].max())
+        x = np.zeros((len(idx), n), np.int64)
+        y = np.zeros((len(idx), n), np.int64)
+        m = np.zeros((len(idx), n), np.float32)
+        for r, i in enumerate(idx):
+            k = self.lens[i]
+            x[r, n - k:], y[r, n - k:], m[r, n - k:] = self.inputs[i], self.targets[i], 1.0
+        return x, m, y
+
+
+def causal_loss(model, sids_t, hist, mask, target):
+    """Mean next-token loss over every real position and level (causal encoder)."""
+    mem = model.gen.encode(sids_t[hist], mask)                # [B,P,d]
+    tgt = sids_t[target]                                      # [B,P,L]
+    logp = model.gen.decode_all(mem, mask, tgt)               # [B,P,L,C]
+    nll = -logp.gather(3, tgt[..., None])[..., 0].sum(2)      # [B,P]
+    return (nll * mask).sum() / (mask.sum() * tgt.shape[2])
+
+
 def losses(model, trie_t, sids_t, level_start, hist, mask, target, n_neg, rng):
     cfg = model.cfg
     L = cfg.levels
@@ -108,6 +166,10 @@ def main():
     ap.add_argument("--data", default="data")
     ap.add_argument("--size", default="small", choices=list(SIZES))
     ap.add_argument("--history", type=int, default=20)
+    ap.add_argument("--causal", action="store_true",
+                    help="causal encoder, every position of a chunk a target (one encoder pass per chunk)")
+    ap.add_argument("--dropout", type=float, default=0.0)
+    ap.add_argument("--batch-targets", type=int, default=8192, help="--causal: padded positions per batch")
     ap.add_argument("--samples", type=int, default=0, help="stop after this many windows (0: at the plateau)")
     ap.add_argument("--patience", type=int, default=2)
     ap.add_argument("--max-epochs", type=int, default=60)
@@ -132,11 +194,14 @@ def main():
     sids = np.load(os.path.join(args.work, "sids.npy"))
     trie = Trie(sids)
     cfg = make_config(args.size, sids, trie, history=args.history)
+    cfg.causal, cfg.dropout = args.causal, args.dropout
     model = Promise(cfg)
     g, r = model.n_params()
     print(f"{args.size}: generator {g} params, prm {r} params ({100 * r / g:.0f}% of generator), H={cfg.history}",
           flush=True)
-    win = Windows(ds.seqs, cfg.history)
+    win = Chunks(ds.seqs, cfg.history) if args.causal else Windows(ds.seqs, cfg.history)
+    if args.causal:
+        print(f"{len(win.lens)} chunks, {win.n_targets} targets", flush=True)
     sids_t = torch.from_numpy(sids.astype(np.int64))
     trie_t = torch.from_numpy(trie.path)
     tables = beam_mod.TrieTables(trie, cfg.cmax)
@@ -188,29 +253,41 @@ def main():
             save()
             print(f"stopped at epoch {st['epoch']} window {st['pos']}: run again to resume", flush=True)
             return
-        perm = np.random.default_rng(st["perm_seed"] + st["epoch"]).permutation(len(win))
+        if args.causal:   # pos counts batches of this epoch's grouping, seen counts targets
+            groups = win.epoch_batches(st["perm_seed"] + st["epoch"], args.batch_targets)
+            n_units = len(groups)
+        else:
+            perm = np.random.default_rng(st["perm_seed"] + st["epoch"]).permutation(len(win))
+            n_units = len(win)
         t0 = time.time()
-        while st["pos"] < len(win):
-            idx = perm[st["pos"]:st["pos"] + args.batch]
-            hist, mask, target = win.batch(idx)
-            gen, prm, accs = losses(model, trie_t, sids_t, trie.level_start,
-                                    torch.from_numpy(hist), torch.from_numpy(mask),
-                                    torch.from_numpy(target), args.neg if args.prm_weight > 0 else 0, rng)
+        while st["pos"] < n_units:
+            if args.causal:
+                hist, mask, target = win.batch(groups[st["pos"]])
+                gen = causal_loss(model, sids_t, torch.from_numpy(hist), torch.from_numpy(mask),
+                                  torch.from_numpy(target))
+                prm, accs, step_units, step_seen = 0.0, [], 1, int(mask.sum())
+            else:
+                idx = perm[st["pos"]:st["pos"] + args.batch]
+                hist, mask, target = win.batch(idx)
+                gen, prm, accs = losses(model, trie_t, sids_t, trie.level_start,
+                                        torch.from_numpy(hist), torch.from_numpy(mask),
+                                        torch.from_numpy(target), args.neg if args.prm_weight > 0 else 0, rng)
+                step_units = step_seen = len(idx)
             loss = gen + args.prm_weight * prm if args.prm_weight > 0 else gen
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
-            st["pos"] += len(idx)
-            st["seen"] += len(idx)
+            st["pos"] += step_units
+            st["seen"] += step_seen
             st["step"] += 1
             cur = np.array([gen.item(), float(prm)] + accs)
             ema = cur if ema is None else 0.98 * ema + 0.02 * cur
-            if st["step"] % 200 == 0:
+            if st["step"] % (20 if args.causal else 200) == 0:
                 el = st["train_seconds"] + time.time() - t0
-                print(f"epoch {st['epoch']} window {st['pos']}/{len(win)} gen {ema[0]:.3f} prm {ema[1]:.3f} | "
-                      f"{st['seen'] / max(el, 1e-9):.0f} windows/s", flush=True)
+                print(f"epoch {st['epoch']} unit {st['pos']}/{n_units} gen {ema[0]:.3f} prm {ema[1]:.3f} | "
+                      f"{st['seen'] / max(el, 1e-9):.0f} targets/s", flush=True)
             if args.samples and st["seen"] >= args.samples:
                 break
             if time.time() - t_ckpt > args.ckpt_minutes * 60:
@@ -221,7 +298,7 @@ def main():
             if time.time() - t_run > args.minutes * 60:
                 break
         st["train_seconds"] += time.time() - t0
-        if st["pos"] < len(win) and not args.samples:
+        if st["pos"] < n_units and not args.samples:
             continue   # out of time mid-epoch: the loop head saves and stops
         st["epoch"] += 1
         st["pos"] = 0

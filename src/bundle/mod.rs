@@ -117,6 +117,8 @@ struct RawModel {
     prm_ff: usize,
     params_generator: u64,
     params_prm: u64,
+    #[serde(default)]
+    encoder_attention: Option<String>,
 }
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -146,6 +148,9 @@ pub struct Dims {
     pub prm_ff: usize,
     pub params_generator: u64,
     pub params_prm: u64,
+    /// The encoder's self-attention is causal (item t reads items <= t; manifest
+    /// `model.encoder_attention: "causal"`), else bidirectional (the default).
+    pub encoder_causal: bool,
 }
 
 /// The validated manifest.
@@ -428,6 +433,16 @@ fn parse_manifest(text: &str) -> Result<(Manifest, RawManifest)> {
             ));
         }
     }
+    let encoder_causal = match m.encoder_attention.as_deref() {
+        None | Some("bidirectional") => false,
+        Some("causal") => true,
+        Some(other) => {
+            return Err(err!(
+                Manifest,
+                "manifest model.encoder_attention is {other:?}, expected \"bidirectional\" or \"causal\""
+            ))
+        }
+    };
     let manifest = Manifest {
         name: raw.name.clone(),
         dataset: raw.dataset.clone(),
@@ -448,6 +463,7 @@ fn parse_manifest(text: &str) -> Result<(Manifest, RawManifest)> {
             prm_ff: m.prm_ff,
             params_generator: m.params_generator,
             params_prm: m.params_prm,
+            encoder_causal,
         },
     };
     Ok((manifest, raw))

@@ -7,9 +7,11 @@
 
 use promise_rt::{Model, SearchConfig};
 
-/// Every shipped bundle: each numeric variant of both models, and the tiny test bundle.
-pub const BUNDLES: [&str; 7] = [
+/// Every shipped bundle: each numeric variant of both models, the tiny test bundle, and
+/// a synthetic one with a causal encoder (tests/data/causal, made by models/train/synth.py).
+pub const BUNDLES: [&str; 8] = [
     "models/tiny",
+    "tests/data/causal",
     "models/ml1m",
     "models/ml1m-f16",
     "models/ml1m-int8",

@@ -78,6 +78,12 @@ fn manifest_problems() {
             "heads",
         ),
         (
+            "encoder attention",
+            Box::new(|v| v["model"]["encoder_attention"] = "sideways".into()),
+            ErrorCode::Manifest,
+            "\"sideways\"",
+        ),
+        (
             "unknown field",
             Box::new(|v| v["surprise"] = 1.into()),
             ErrorCode::Manifest,

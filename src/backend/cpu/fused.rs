@@ -441,16 +441,31 @@ impl Buffers {
             let keys = (kv, &kv[hd..], 3 * hd);
             let bias = Some(&self.bias[..]);
             let q = (&self.eqkv[..], 3 * hd);
-            attend_rows(
-                q,
-                h,
-                keys,
-                h,
-                (heads, dh),
-                bias,
-                &mut self.scratch,
-                &mut self.att,
-            );
+            if m.dims.encoder_causal {
+                // row r reads keys 0..=r (the graph adds NEG after r: weight exactly 0)
+                for r in 0..h {
+                    attend(
+                        &q.0[r * q.1..],
+                        keys,
+                        r + 1,
+                        (heads, dh),
+                        bias,
+                        &mut self.scratch,
+                        &mut self.att[r * hd..(r + 1) * hd],
+                    );
+                }
+            } else {
+                attend_rows(
+                    q,
+                    h,
+                    keys,
+                    h,
+                    (heads, dh),
+                    bias,
+                    &mut self.scratch,
+                    &mut self.att,
+                );
+            }
             matmul(
                 isa,
                 (&self.att, hd),

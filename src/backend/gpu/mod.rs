@@ -1095,7 +1095,7 @@ impl Plan {
                 (eqkv, ek, ev),
                 (h, 0),
                 true,
-                false,
+                m.dims.encoder_causal,
                 ea,
             );
             let wo = [wt.w(&p("att.wo"), &[hd, d])?];
