@@ -1,5 +1,6 @@
-//! The weights the model's architecture reads, derived from the manifest's dimensions, each
-//! scoped to the graph that holds it (models/README.md, "Weights"). [`check`] holds every
+//! The model's architecture, described once ([`Architecture`]): its layers per graph and
+//! the weights each reads, derived from the manifest's dimensions, each scoped to the graph
+//! that holds it (models/README.md, "Weights"). [`check`] holds every
 //! graph to this list at [`Bundle::open`](super::Bundle::open): every listed weight is
 //! there, in its own graph, with its shape and stored type, and nothing else is. The
 //! engines that read weights by name (fused, GPU) can then trust the names and shapes, a
@@ -36,83 +37,254 @@ impl GraphRole {
 /// as f32; higher ranks in the manifest's numeric format, and int8 ones carry an f32
 /// `<name>.scale`: one scale per row for gathered tables (`per_row`), else per column.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WeightSpec {
+pub struct Weight {
     pub graph: GraphRole,
     pub name: String,
     pub shape: Vec<usize>,
     pub per_row: bool,
 }
 
-/// Every weight of the architecture for `m`'s dimensions, graph by graph, in the order the
-/// layers read them.
-pub fn weights(m: &Manifest) -> Vec<WeightSpec> {
-    let dm = &m.dims;
-    let (d, ff, pff) = (dm.d_model, dm.ff, dm.prm_ff);
-    // saturating: a product past usize (32-bit targets) can only mismatch the graph's
-    let hd = dm.heads.saturating_mul(dm.head_dim);
-    let pd = dm.prm_heads.saturating_mul(dm.head_dim);
-    let (h, l, c) = (m.history, m.levels, m.max_codebook());
-    let lc = l.saturating_mul(c);
-    let mut out = Vec::new();
-    let mut add = |graph, name: String, shape: &[usize], per_row| {
-        out.push(WeightSpec {
+impl Weight {
+    /// Its number of values.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Whether it holds no values (never, for a validated manifest).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Multi-head attention: `softmax(norm(x) wq (kv wk)^T / sqrt(head_dim) + bias) (kv wv) wo`.
+#[derive(Clone, Debug)]
+pub struct Attention {
+    pub wq: Weight,
+    pub wk: Weight,
+    pub wv: Weight,
+    pub wo: Weight,
+    pub heads: usize,
+}
+
+/// `relu(x w1) w2`.
+#[derive(Clone, Debug)]
+pub struct Ffn {
+    pub w1: Weight,
+    pub w2: Weight,
+}
+
+/// A pre-norm encoder layer: `x += att(n1(x)); x += ffn(n2(x))`.
+#[derive(Clone, Debug)]
+pub struct EncoderLayer {
+    pub n1: Weight,
+    pub att: Attention,
+    pub n2: Weight,
+    pub ffn: Ffn,
+}
+
+/// A pre-norm decoder layer: causal self-attention over the prefix tokens, cross-attention
+/// over the memory, FFN.
+#[derive(Clone, Debug)]
+pub struct DecoderLayer {
+    pub n1: Weight,
+    pub self_att: Attention,
+    pub n2: Weight,
+    pub cross_att: Attention,
+    pub n3: Weight,
+    pub ffn: Ffn,
+}
+
+/// The encoder graph: token = sum of the item's level-code embeddings + position; layers;
+/// final norm (the memory).
+#[derive(Clone, Debug)]
+pub struct Encoder {
+    /// `[L * C, d]`, row `level * C + code`.
+    pub code_emb: Weight,
+    /// `[H, d]`.
+    pub pos: Weight,
+    pub layers: Vec<EncoderLayer>,
+    pub norm: Weight,
+    /// Item t attends to items `<= t` only (manifest `model.encoder_attention`).
+    pub causal: bool,
+}
+
+/// The decoder graph: tokens BOS, s1..s_{L-1} (+ position), layers, final norm, one
+/// output head per level, log-softmax.
+#[derive(Clone, Debug)]
+pub struct Decoder {
+    /// `[L * C, d]`.
+    pub code_emb: Weight,
+    /// `[1, d]`.
+    pub bos: Weight,
+    /// `[L, d]`.
+    pub pos: Weight,
+    pub layers: Vec<DecoderLayer>,
+    pub norm: Weight,
+    /// `[L, d, C]`.
+    pub head: Weight,
+}
+
+/// The PRM graph: query = node embedding; one block of cross-attention over the memory and
+/// an FFN; norm; `relu(x w_out1 + b_out1) w_out2 + b_out2`, one logit per node.
+#[derive(Clone, Debug)]
+pub struct Prm {
+    /// `[num_nodes, d]`.
+    pub node_emb: Weight,
+    pub n1: Weight,
+    pub att: Attention,
+    pub n2: Weight,
+    pub ffn: Ffn,
+    pub n3: Weight,
+    pub w_out1: Weight,
+    pub b_out1: Weight,
+    pub w_out2: Weight,
+    pub b_out2: Weight,
+}
+
+/// The model, described once: its dimensions, the layers of each graph in the order they
+/// run, and every weight each layer reads. Built from the manifest; [`Bundle::open`]
+/// holds every graph to it ([`check`]). The fused CPU engine and the GPU plan iterate over
+/// it: neither spells a weight name or a layer sequence of its own.
+///
+/// [`Bundle::open`]: super::Bundle::open
+#[derive(Clone, Debug)]
+pub struct Architecture {
+    pub d_model: usize,
+    pub head_dim: usize,
+    /// H, the history items the encoder reads.
+    pub history: usize,
+    /// L, the SID levels (decoder tokens).
+    pub levels: usize,
+    /// Codes per level.
+    pub codebook: Vec<usize>,
+    /// C, the widest level: the decoder's output width.
+    pub max_codebook: usize,
+    pub num_nodes: usize,
+    pub encoder: Encoder,
+    pub decoder: Decoder,
+    pub prm: Prm,
+}
+
+impl Architecture {
+    /// The architecture `m` describes (dimensions already validated by the manifest parser;
+    /// products saturate, so a size past `usize` can only mismatch the graphs).
+    pub fn new(m: &Manifest) -> Architecture {
+        let dm = &m.dims;
+        let (d, ff, pff) = (dm.d_model, dm.ff, dm.prm_ff);
+        let hd = dm.heads.saturating_mul(dm.head_dim);
+        let pd = dm.prm_heads.saturating_mul(dm.head_dim);
+        let (h, l, c) = (m.history, m.levels, m.max_codebook());
+        let (enc, dec, prm) = (GraphRole::Encoder, GraphRole::Decoder, GraphRole::Prm);
+        let w = |graph, name: String, shape: &[usize]| Weight {
             graph,
             name,
             shape: shape.to_vec(),
-            per_row,
-        })
-    };
-    use GraphRole::*;
-    add(Encoder, "gen.enc_code_emb".into(), &[lc, d], true);
-    add(Encoder, "gen.enc_pos".into(), &[h, d], false);
-    for i in 0..dm.encoder_layers {
-        let p = |n: &str| format!("gen.enc.{i}.{n}");
-        add(Encoder, p("n1.w"), &[d], false);
-        for w in ["att.wq", "att.wk", "att.wv"] {
-            add(Encoder, p(w), &[d, hd], false);
+            per_row: false,
+        };
+        let table = |graph, name: &str, rows: usize| Weight {
+            per_row: true,
+            ..w(graph, name.into(), &[rows, d])
+        };
+        let att = |graph, p: &str, heads: usize, width: usize| Attention {
+            wq: w(graph, format!("{p}.wq"), &[d, width]),
+            wk: w(graph, format!("{p}.wk"), &[d, width]),
+            wv: w(graph, format!("{p}.wv"), &[d, width]),
+            wo: w(graph, format!("{p}.wo"), &[width, d]),
+            heads,
+        };
+        let ffn = |graph, p: &str, width: usize| Ffn {
+            w1: w(graph, format!("{p}.w1"), &[d, width]),
+            w2: w(graph, format!("{p}.w2"), &[width, d]),
+        };
+        let norm = |graph, name: String| w(graph, name, &[d]);
+        let encoder = Encoder {
+            code_emb: table(enc, "gen.enc_code_emb", l.saturating_mul(c)),
+            pos: w(enc, "gen.enc_pos".into(), &[h, d]),
+            layers: (0..dm.encoder_layers)
+                .map(|i| EncoderLayer {
+                    n1: norm(enc, format!("gen.enc.{i}.n1.w")),
+                    att: att(enc, &format!("gen.enc.{i}.att"), dm.heads, hd),
+                    n2: norm(enc, format!("gen.enc.{i}.n2.w")),
+                    ffn: ffn(enc, &format!("gen.enc.{i}.ffn"), ff),
+                })
+                .collect(),
+            norm: norm(enc, "gen.enc_norm.w".into()),
+            causal: dm.encoder_causal,
+        };
+        let decoder = Decoder {
+            code_emb: table(dec, "gen.dec_code_emb", l.saturating_mul(c)),
+            bos: w(dec, "gen.dec_bos".into(), &[1, d]),
+            pos: w(dec, "gen.dec_pos".into(), &[l, d]),
+            layers: (0..dm.decoder_layers)
+                .map(|i| DecoderLayer {
+                    n1: norm(dec, format!("gen.dec.{i}.n1.w")),
+                    self_att: att(dec, &format!("gen.dec.{i}.self_att"), dm.heads, hd),
+                    n2: norm(dec, format!("gen.dec.{i}.n2.w")),
+                    cross_att: att(dec, &format!("gen.dec.{i}.cross_att"), dm.heads, hd),
+                    n3: norm(dec, format!("gen.dec.{i}.n3.w")),
+                    ffn: ffn(dec, &format!("gen.dec.{i}.ffn"), ff),
+                })
+                .collect(),
+            norm: norm(dec, "gen.dec_norm.w".into()),
+            head: w(dec, "gen.head".into(), &[l, d, c]),
+        };
+        let prm_graph = Prm {
+            node_emb: table(prm, "prm.node_emb", m.num_nodes),
+            n1: norm(prm, "prm.n1.w".into()),
+            att: att(prm, "prm.att", dm.prm_heads, pd),
+            n2: norm(prm, "prm.n2.w".into()),
+            ffn: ffn(prm, "prm.ffn", pff),
+            n3: norm(prm, "prm.n3.w".into()),
+            w_out1: w(prm, "prm.w_out1".into(), &[d, d]),
+            b_out1: w(prm, "prm.b_out1".into(), &[d]),
+            w_out2: w(prm, "prm.w_out2".into(), &[d, 1]),
+            b_out2: w(prm, "prm.b_out2".into(), &[1]),
+        };
+        Architecture {
+            d_model: d,
+            head_dim: dm.head_dim,
+            history: h,
+            levels: l,
+            codebook: m.codebook.clone(),
+            max_codebook: c,
+            num_nodes: m.num_nodes,
+            encoder,
+            decoder,
+            prm: prm_graph,
         }
-        add(Encoder, p("att.wo"), &[hd, d], false);
-        add(Encoder, p("n2.w"), &[d], false);
-        add(Encoder, p("ffn.w1"), &[d, ff], false);
-        add(Encoder, p("ffn.w2"), &[ff, d], false);
     }
-    add(Encoder, "gen.enc_norm.w".into(), &[d], false);
-    add(Decoder, "gen.dec_code_emb".into(), &[lc, d], true);
-    add(Decoder, "gen.dec_bos".into(), &[1, d], false);
-    add(Decoder, "gen.dec_pos".into(), &[l, d], false);
-    add(Decoder, "gen.head".into(), &[l, d, c], false);
-    for i in 0..dm.decoder_layers {
-        let p = |n: &str| format!("gen.dec.{i}.{n}");
-        add(Decoder, p("n1.w"), &[d], false);
-        for w in ["self_att.wq", "self_att.wk", "self_att.wv"] {
-            add(Decoder, p(w), &[d, hd], false);
+
+    /// Every weight, graph by graph, in the order the layers read them.
+    pub fn weights(&self) -> Vec<&Weight> {
+        fn att(a: &Attention) -> [&Weight; 4] {
+            [&a.wq, &a.wk, &a.wv, &a.wo]
         }
-        add(Decoder, p("self_att.wo"), &[hd, d], false);
-        add(Decoder, p("n2.w"), &[d], false);
-        for w in ["cross_att.wq", "cross_att.wk", "cross_att.wv"] {
-            add(Decoder, p(w), &[d, hd], false);
+        let mut out = Vec::new();
+        let e = &self.encoder;
+        out.extend([&e.code_emb, &e.pos]);
+        for l in &e.layers {
+            out.push(&l.n1);
+            out.extend(att(&l.att));
+            out.extend([&l.n2, &l.ffn.w1, &l.ffn.w2]);
         }
-        add(Decoder, p("cross_att.wo"), &[hd, d], false);
-        add(Decoder, p("n3.w"), &[d], false);
-        add(Decoder, p("ffn.w1"), &[d, ff], false);
-        add(Decoder, p("ffn.w2"), &[ff, d], false);
+        out.push(&e.norm);
+        let dec = &self.decoder;
+        out.extend([&dec.code_emb, &dec.bos, &dec.pos, &dec.head]);
+        for l in &dec.layers {
+            out.push(&l.n1);
+            out.extend(att(&l.self_att));
+            out.push(&l.n2);
+            out.extend(att(&l.cross_att));
+            out.extend([&l.n3, &l.ffn.w1, &l.ffn.w2]);
+        }
+        out.push(&dec.norm);
+        let p = &self.prm;
+        out.extend([&p.node_emb, &p.n1]);
+        out.extend(att(&p.att));
+        out.extend([&p.n2, &p.ffn.w1, &p.ffn.w2, &p.n3]);
+        out.extend([&p.w_out1, &p.b_out1, &p.w_out2, &p.b_out2]);
+        out
     }
-    add(Decoder, "gen.dec_norm.w".into(), &[d], false);
-    add(Prm, "prm.node_emb".into(), &[m.num_nodes, d], true);
-    add(Prm, "prm.n1.w".into(), &[d], false);
-    for w in ["prm.att.wq", "prm.att.wk", "prm.att.wv"] {
-        add(Prm, w.into(), &[d, pd], false);
-    }
-    add(Prm, "prm.att.wo".into(), &[pd, d], false);
-    add(Prm, "prm.n2.w".into(), &[d], false);
-    add(Prm, "prm.ffn.w1".into(), &[d, pff], false);
-    add(Prm, "prm.ffn.w2".into(), &[pff, d], false);
-    add(Prm, "prm.n3.w".into(), &[d], false);
-    add(Prm, "prm.w_out1".into(), &[d, d], false);
-    add(Prm, "prm.b_out1".into(), &[d], false);
-    add(Prm, "prm.w_out2".into(), &[d, 1], false);
-    add(Prm, "prm.b_out2".into(), &[1], false);
-    out
 }
 
 fn dims_eq(got: &[i64], want: &[usize]) -> bool {
@@ -124,16 +296,16 @@ fn dims_eq(got: &[i64], want: &[usize]) -> bool {
 }
 
 /// Hold `index` (the graph of `role`) to the architecture's weight list (module docs).
-pub fn check(index: &OnnxIndex, role: GraphRole, m: &Manifest) -> Result<()> {
+pub fn check(index: &OnnxIndex, role: GraphRole, arch: &Architecture, m: &Manifest) -> Result<()> {
     let g = role.name();
     let stored = match m.numeric {
         Numeric::F32 => ElemType::F32,
         Numeric::F16 => ElemType::F16,
         Numeric::Int8 => ElemType::I8,
     };
-    let specs = weights(m);
+    let specs = arch.weights();
     let mut expected = std::collections::HashMap::new();
-    for s in &specs {
+    for &s in &specs {
         expected.insert(s.name.as_str(), s);
     }
     let mut found = std::collections::HashSet::new();

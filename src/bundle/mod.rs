@@ -27,6 +27,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+pub use arch::Architecture;
 pub use catalog::Catalog;
 
 use crate::error::{err, Result};
@@ -205,6 +206,7 @@ pub struct Bundle {
 struct BundleInner {
     dir: PathBuf,
     manifest: Manifest,
+    arch: Architecture,
     catalog: Catalog,
     encoder: Graph,
     decoder: Graph,
@@ -580,12 +582,14 @@ impl Bundle {
                 mf.num_nodes
             ));
         }
-        let encoder = check_graph(enc_bytes, "encoder", mf)?;
-        let decoder = check_graph(dec_bytes, "decoder", mf)?;
-        let prm = check_graph(prm_bytes, "prm", mf)?;
+        let arch = Architecture::new(mf);
+        let encoder = check_graph(enc_bytes, "encoder", &arch, mf)?;
+        let decoder = check_graph(dec_bytes, "decoder", &arch, mf)?;
+        let prm = check_graph(prm_bytes, "prm", &arch, mf)?;
         Ok(Bundle {
             inner: Arc::new(BundleInner {
                 dir,
+                arch,
                 manifest,
                 catalog,
                 encoder,
@@ -599,6 +603,10 @@ impl Bundle {
     /// The validated manifest.
     pub fn manifest(&self) -> &Manifest {
         &self.inner.manifest
+    }
+    /// The model's architecture (built from the manifest, every graph checked against it).
+    pub fn architecture(&self) -> &Architecture {
+        &self.inner.arch
     }
     /// The catalog and trie.
     pub fn catalog(&self) -> &Catalog {
@@ -662,7 +670,7 @@ fn expect_io(
     Ok(())
 }
 
-fn check_graph(bytes: Arc<Bytes>, role: &str, m: &Manifest) -> Result<Graph> {
+fn check_graph(bytes: Arc<Bytes>, role: &str, a: &Architecture, m: &Manifest) -> Result<Graph> {
     let what = format!("{role} graph");
     let index = onnx::index(&bytes, &what)?;
     let (h, l, d, c) = (
@@ -753,7 +761,7 @@ fn check_graph(bytes: Arc<Bytes>, role: &str, m: &Manifest) -> Result<Graph> {
         "decoder" => arch::GraphRole::Decoder,
         _ => arch::GraphRole::Prm,
     };
-    arch::check(&index, r, m)?;
+    arch::check(&index, r, a, m)?;
     nodes::check(&index, &what, m)?;
     index.check_finite(&bytes, &what)?;
     Ok(Graph { bytes, index })

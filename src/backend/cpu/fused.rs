@@ -10,15 +10,18 @@
 //!
 //! Every buffer is allocated when the session is created: a request allocates nothing.
 //!
-//! Weights are read by name from the graphs' initializers (the names are the contract,
-//! documented in models/README.md) and widened to f32 once at load (f16 converted, int8
+//! Weights are read from the graphs' initializers as the bundle's [`Architecture`] lists
+//! them (names, shapes, graphs; documented in models/README.md) and widened to f32 once at load (f16 converted, int8
 //! times its per-column or per-row scale), so all three numeric variants run at the same
 //! speed, like tract.
+//!
+//! [`Architecture`]: crate::bundle::Architecture
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::kernels::{attend, attend_rows, log_softmax, matmul, rmsnorm, Epilogue, Isa, NEG};
+use crate::bundle::arch::Weight;
 use crate::bundle::onnx::ElemType;
 use crate::bundle::{Bundle, Manifest};
 use crate::error::{err, Result};
@@ -82,48 +85,36 @@ impl Table {
         Ok(Table(table))
     }
 
-    /// Take the weight `name` of shape `dims` (row-major): each is used once, so the
-    /// model owns the table's copy instead of a second one.
-    fn w(&mut self, name: &str, dims: &[usize]) -> Result<Vec<f32>> {
-        match self.0.remove(name) {
-            Some((v, d)) if d == dims => Ok(v),
+    /// Take the weight `w` (row-major, the architecture's shape): each is used once, so
+    /// the model owns the table's copy instead of a second one.
+    fn w(&mut self, w: &Weight) -> Result<Vec<f32>> {
+        match self.0.remove(&w.name) {
+            // rank-1 weights (gains, biases) may be stored with any rank of that size
+            Some((v, d)) if d == w.shape || (w.shape.len() == 1 && v.len() == w.len()) => Ok(v),
             Some((_, d)) => Err(err!(
                 Graph,
-                "weight {name:?} has shape {d:?}, the manifest implies {dims:?}"
+                "weight {:?} has shape {d:?}, the manifest implies {:?}",
+                w.name,
+                w.shape
             )),
             None => Err(err!(
                 Graph,
-                "weight {name:?} (shape {dims:?}) is missing from the bundle's graphs"
+                "weight {:?} (shape {:?}) is missing from the bundle's graphs",
+                w.name,
+                w.shape
             )),
         }
     }
 
-    /// Take the vector `name` of `len` values (norm gains, biases), whatever its rank.
-    fn v(&mut self, name: &str, len: usize) -> Result<Vec<f32>> {
-        match self.0.remove(name) {
-            Some((v, _)) if v.len() == len => Ok(v),
-            Some((v, _)) => Err(err!(
-                Graph,
-                "weight {name:?} has {} values, the manifest implies {len}",
-                v.len()
-            )),
-            None => Err(err!(
-                Graph,
-                "weight {name:?} ({len} values) is missing from the bundle's graphs"
-            )),
-        }
-    }
-
-    /// The matrices `names` (each `[k, n_i]`) side by side as one `[k, sum n_i]` matrix, so
-    /// that one matmul computes all the projections that read the same input.
-    fn concat(&mut self, names: &[&str], k: usize, n: usize) -> Result<Vec<f32>> {
-        let parts = names
-            .iter()
-            .map(|name| self.w(name, &[k, n]))
-            .collect::<Result<Vec<_>>>()?;
-        let mut out = Vec::with_capacity(k * n * names.len());
+    /// The matrices `ws` (each `[k, n_i]`, the same k) side by side as one `[k, sum n_i]`
+    /// matrix, so that one matmul computes all the projections that read the same input.
+    fn concat(&mut self, ws: &[&Weight]) -> Result<Vec<f32>> {
+        let k = ws[0].shape[0];
+        let parts = ws.iter().map(|w| self.w(w)).collect::<Result<Vec<_>>>()?;
+        let widths: Vec<usize> = ws.iter().map(|w| w.shape[1]).collect();
+        let mut out = Vec::with_capacity(k * widths.iter().sum::<usize>());
         for i in 0..k {
-            for p in &parts {
+            for (p, &n) in parts.iter().zip(&widths) {
                 out.extend_from_slice(&p[i * n..(i + 1) * n]);
             }
         }
@@ -230,71 +221,72 @@ impl std::fmt::Debug for FusedModel {
 impl FusedModel {
     pub fn load(bundle: &Bundle, isa: Isa) -> Result<FusedModel> {
         let m = bundle.manifest().clone();
+        let a = bundle.architecture();
         let mut t = Table::load(bundle)?;
-        let (d, hd) = (m.dims.d_model, m.dims.heads * m.dims.head_dim);
-        let (ff, pd, pff) = (m.dims.ff, m.dims.prm_heads * m.dims.head_dim, m.dims.prm_ff);
-        let (h, l, c) = (m.history, m.levels, m.max_codebook());
-        let enc = (0..m.dims.encoder_layers)
-            .map(|i| {
-                let p = |n: &str| format!("gen.enc.{i}.{n}");
+        let enc = a
+            .encoder
+            .layers
+            .iter()
+            .map(|l| {
                 Ok(EncLayer {
-                    n1: t.v(&p("n1.w"), d)?,
-                    wqkv: t.concat(&[&p("att.wq"), &p("att.wk"), &p("att.wv")], d, hd)?,
-                    wo: t.w(&p("att.wo"), &[hd, d])?,
-                    n2: t.v(&p("n2.w"), d)?,
-                    w1: t.w(&p("ffn.w1"), &[d, ff])?,
-                    w2: t.w(&p("ffn.w2"), &[ff, d])?,
+                    n1: t.w(&l.n1)?,
+                    wqkv: t.concat(&[&l.att.wq, &l.att.wk, &l.att.wv])?,
+                    wo: t.w(&l.att.wo)?,
+                    n2: t.w(&l.n2)?,
+                    w1: t.w(&l.ffn.w1)?,
+                    w2: t.w(&l.ffn.w2)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let dec = (0..m.dims.decoder_layers)
-            .map(|i| {
-                let p = |n: &str| format!("gen.dec.{i}.{n}");
+        let dec = a
+            .decoder
+            .layers
+            .iter()
+            .map(|l| {
+                let (sa, ca) = (&l.self_att, &l.cross_att);
                 Ok(DecLayer {
-                    n1: t.v(&p("n1.w"), d)?,
-                    wqkv: t.concat(
-                        &[&p("self_att.wq"), &p("self_att.wk"), &p("self_att.wv")],
-                        d,
-                        hd,
-                    )?,
-                    wo_self: t.w(&p("self_att.wo"), &[hd, d])?,
-                    n2: t.v(&p("n2.w"), d)?,
-                    wq_cross: t.w(&p("cross_att.wq"), &[d, hd])?,
-                    wkv_cross: t.concat(&[&p("cross_att.wk"), &p("cross_att.wv")], d, hd)?,
-                    wo_cross: t.w(&p("cross_att.wo"), &[hd, d])?,
-                    n3: t.v(&p("n3.w"), d)?,
-                    w1: t.w(&p("ffn.w1"), &[d, ff])?,
-                    w2: t.w(&p("ffn.w2"), &[ff, d])?,
+                    n1: t.w(&l.n1)?,
+                    wqkv: t.concat(&[&sa.wq, &sa.wk, &sa.wv])?,
+                    wo_self: t.w(&sa.wo)?,
+                    n2: t.w(&l.n2)?,
+                    wq_cross: t.w(&ca.wq)?,
+                    wkv_cross: t.concat(&[&ca.wk, &ca.wv])?,
+                    wo_cross: t.w(&ca.wo)?,
+                    n3: t.w(&l.n3)?,
+                    w1: t.w(&l.ffn.w1)?,
+                    w2: t.w(&l.ffn.w2)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let p = &a.prm;
         let prm = Prm {
-            node_emb: t.w("prm.node_emb", &[m.num_nodes, d])?,
-            n1: t.v("prm.n1.w", d)?,
-            wq: t.w("prm.att.wq", &[d, pd])?,
-            wkv: t.concat(&["prm.att.wk", "prm.att.wv"], d, pd)?,
-            wo: t.w("prm.att.wo", &[pd, d])?,
-            n2: t.v("prm.n2.w", d)?,
-            w1: t.w("prm.ffn.w1", &[d, pff])?,
-            w2: t.w("prm.ffn.w2", &[pff, d])?,
-            n3: t.v("prm.n3.w", d)?,
-            w_out1: t.w("prm.w_out1", &[d, d])?,
-            b_out1: t.v("prm.b_out1", d)?,
-            w_out2: t.w("prm.w_out2", &[d, 1])?,
-            b_out2: t.v("prm.b_out2", 1)?,
+            node_emb: t.w(&p.node_emb)?,
+            n1: t.w(&p.n1)?,
+            wq: t.w(&p.att.wq)?,
+            wkv: t.concat(&[&p.att.wk, &p.att.wv])?,
+            wo: t.w(&p.att.wo)?,
+            n2: t.w(&p.n2)?,
+            w1: t.w(&p.ffn.w1)?,
+            w2: t.w(&p.ffn.w2)?,
+            n3: t.w(&p.n3)?,
+            w_out1: t.w(&p.w_out1)?,
+            b_out1: t.w(&p.b_out1)?,
+            w_out2: t.w(&p.w_out2)?,
+            b_out2: t.w(&p.b_out2)?,
         };
+        let (e, d) = (&a.encoder, &a.decoder);
         Ok(FusedModel {
             isa,
-            enc_emb: t.w("gen.enc_code_emb", &[l * c, d])?,
-            enc_pos: t.w("gen.enc_pos", &[h, d])?,
+            enc_emb: t.w(&e.code_emb)?,
+            enc_pos: t.w(&e.pos)?,
             enc,
-            enc_norm: t.v("gen.enc_norm.w", d)?,
-            dec_emb: t.w("gen.dec_code_emb", &[l * c, d])?,
-            dec_bos: t.v("gen.dec_bos", d)?,
-            dec_pos: t.w("gen.dec_pos", &[l, d])?,
+            enc_norm: t.w(&e.norm)?,
+            dec_emb: t.w(&d.code_emb)?,
+            dec_bos: t.w(&d.bos)?,
+            dec_pos: t.w(&d.pos)?,
             dec,
-            dec_norm: t.v("gen.dec_norm.w", d)?,
-            head: t.w("gen.head", &[l, d, c])?,
+            dec_norm: t.w(&d.norm)?,
+            head: t.w(&d.head)?,
             prm,
             m,
         })

@@ -36,8 +36,9 @@ use std::sync::{Arc, Mutex};
 
 use bytemuck::{Pod, Zeroable};
 
+use crate::bundle::arch::Weight;
 use crate::bundle::onnx::{ElemType, Initializer};
-use crate::bundle::{Bundle, Catalog, Manifest, Numeric};
+use crate::bundle::{Architecture, Bundle, Catalog, Manifest, Numeric};
 use crate::error::{err, Result};
 use crate::search::{Scorer, SearchConfig};
 
@@ -407,29 +408,39 @@ struct Weights {
 }
 
 impl Weights {
-    fn w(&self, name: &str, dims: &[usize]) -> Result<W> {
-        match self.w.get(name) {
-            Some((w, d)) if d == dims => Ok(*w),
+    /// Where the matrix `w` went, checked against the architecture's shape.
+    fn w(&self, w: &Weight) -> Result<W> {
+        match self.w.get(&w.name) {
+            Some((x, d)) if *d == w.shape => Ok(*x),
             Some((_, d)) => Err(err!(
                 Graph,
-                "weight {name:?} has shape {d:?}, the manifest implies {dims:?}"
+                "weight {:?} has shape {d:?}, the manifest implies {:?}",
+                w.name,
+                w.shape
             )),
             None => Err(err!(
                 Graph,
-                "weight {name:?} (shape {dims:?}) is missing from the bundle's graphs"
+                "weight {:?} (shape {:?}) is missing from the bundle's graphs",
+                w.name,
+                w.shape
             )),
         }
     }
-    fn v(&self, name: &str, len: usize) -> Result<V> {
-        match self.v.get(name) {
-            Some((v, n)) if *n == len => Ok(*v),
+    /// Where the vector `w` (a gain or bias, stored as f32) went.
+    fn v(&self, w: &Weight) -> Result<V> {
+        match self.v.get(&w.name) {
+            Some((x, n)) if *n == w.len() => Ok(*x),
             Some((_, n)) => Err(err!(
                 Graph,
-                "weight {name:?} has {n} values, the manifest implies {len}"
+                "weight {:?} has {n} values, the manifest implies {}",
+                w.name,
+                w.len()
             )),
             None => Err(err!(
                 Graph,
-                "weight {name:?} ({len} values) is missing from the bundle's graphs"
+                "weight {:?} ({} values) is missing from the bundle's graphs",
+                w.name,
+                w.len()
             )),
         }
     }
@@ -584,6 +595,7 @@ fn upload(gpu: &Gpu, bundle: &Bundle) -> Result<(wgpu::Buffer, wgpu::Buffer, Wei
 struct Shared {
     gpu: Gpu,
     manifest: Manifest,
+    arch: Architecture,
     weights: Weights,
     model_bg: wgpu::BindGroup,
     session_layout: wgpu::BindGroupLayout,
@@ -681,6 +693,7 @@ impl GpuModel {
         let shared = Shared {
             gpu,
             manifest: m,
+            arch: bundle.architecture().clone(),
             weights,
             model_bg,
             session_layout,
@@ -982,6 +995,7 @@ impl Plan {
     /// `dry`: resolve every weight (used at load to fail early).
     fn build(s: &Shared, cfg: &SearchConfig, dry: bool) -> Result<Plan> {
         let m = &s.manifest;
+        let a = &s.arch;
         let wt = &s.weights;
         let (d, heads, dh, ff) = (m.dims.d_model, m.dims.heads, m.dims.head_dim, m.dims.ff);
         let hd = heads * dh;
@@ -1059,8 +1073,8 @@ impl Plan {
             mul: 1,
         };
         let one_row = Rows { rows: 1, ..er };
-        let emb = wt.w("gen.enc_code_emb", &[l * c, d])?;
-        let pos = wt.w("gen.enc_pos", &[h, d])?;
+        let emb = wt.w(&a.encoder.code_emb)?;
+        let pos = wt.w(&a.encoder.pos)?;
         let p = Params {
             rows: u(h),
             n: u(d),
@@ -1078,14 +1092,10 @@ impl Plan {
         };
         b.push(&mut enc, Kernel::EmbedEnc, p, [groups_of(d), u(h), 1]);
         let (ek, ev) = (eqkv + u(h * hd), eqkv + u(2 * h * hd));
-        for i in 0..m.dims.encoder_layers {
-            let p = |n: &str| format!("gen.enc.{i}.{n}");
-            let qkv = [
-                wt.w(&p("att.wq"), &[d, hd])?,
-                wt.w(&p("att.wk"), &[d, hd])?,
-                wt.w(&p("att.wv"), &[d, hd])?,
-            ];
-            let n1 = Some(wt.v(&p("n1.w"), d)?);
+        for layer in &a.encoder.layers {
+            let at = &layer.att;
+            let qkv = [wt.w(&at.wq)?, wt.w(&at.wk)?, wt.w(&at.wv)?];
+            let n1 = Some(wt.v(&layer.n1)?);
             b.matmul(&mut enc, er, (ex, d), d, &qkv, hd, eqkv, 0, None, n1);
             b.attention(
                 &mut enc,
@@ -1095,37 +1105,35 @@ impl Plan {
                 (eqkv, ek, ev),
                 (h, 0),
                 true,
-                m.dims.encoder_causal,
+                a.encoder.causal,
                 ea,
             );
-            let wo = [wt.w(&p("att.wo"), &[hd, d])?];
+            let wo = [wt.w(&at.wo)?];
             b.residual(&mut enc, er, (ea, hd), &wo, d, ex);
-            let w1 = [wt.w(&p("ffn.w1"), &[d, ff])?];
-            let n2 = Some(wt.v(&p("n2.w"), d)?);
+            let w1 = [wt.w(&layer.ffn.w1)?];
+            let n2 = Some(wt.v(&layer.n2)?);
             b.matmul(&mut enc, er, (ex, d), d, &w1, ff, ef, RELU, None, n2);
-            let w2 = [wt.w(&p("ffn.w2"), &[ff, d])?];
+            let w2 = [wt.w(&layer.ffn.w2)?];
             b.residual(&mut enc, er, (ef, ff), &w2, d, ex);
         }
         // the memory is enc_norm(ex): fused into the projections that read it
-        let enc_norm = Some(wt.v("gen.enc_norm.w", d)?);
-        for (j, &kv) in cross.iter().enumerate() {
-            let w = [
-                wt.w(&format!("gen.dec.{j}.cross_att.wk"), &[d, hd])?,
-                wt.w(&format!("gen.dec.{j}.cross_att.wv"), &[d, hd])?,
-            ];
+        let enc_norm = Some(wt.v(&a.encoder.norm)?);
+        for (layer, &kv) in a.decoder.layers.iter().zip(&cross) {
+            let ca = &layer.cross_att;
+            let w = [wt.w(&ca.wk)?, wt.w(&ca.wv)?];
             b.matmul(&mut enc, er, (ex, d), d, &w, hd, kv, 0, None, enc_norm);
         }
         if with_prm {
-            let w = [wt.w("prm.att.wk", &[d, pd])?, wt.w("prm.att.wv", &[d, pd])?];
+            let w = [wt.w(&a.prm.att.wk)?, wt.w(&a.prm.att.wv)?];
             b.matmul(&mut enc, er, (ex, d), d, &w, pd, pkv, 0, None, enc_norm);
         }
 
         // decoder, one step list per level: tokens 0..=level of each live beam ----------
-        let demb = wt.w("gen.dec_code_emb", &[l * c, d])?;
-        let bos = wt.w("gen.dec_bos", &[1, d])?;
-        let dpos = wt.w("gen.dec_pos", &[l, d])?;
-        let head = wt.w("gen.head", &[l, d, c])?;
-        let dec_norm = Some(wt.v("gen.dec_norm.w", d)?);
+        let demb = wt.w(&a.decoder.code_emb)?;
+        let bos = wt.w(&a.decoder.bos)?;
+        let dpos = wt.w(&a.decoder.pos)?;
+        let head = wt.w(&a.decoder.head)?;
+        let dec_norm = Some(wt.v(&a.decoder.norm)?);
         let mut decoder = Vec::new();
         for level in 0..l {
             let t = level + 1;
@@ -1163,14 +1171,10 @@ impl Plan {
             };
             b.push(&mut st, Kernel::EmbedDec, p, [groups_of(d), u(kb * t), 1]);
             let (dk, dv) = (dqkv + u(kb * t * hd), dqkv + u(2 * kb * t * hd));
-            for (i, &kv) in cross.iter().enumerate() {
-                let p = |n: &str| format!("gen.dec.{i}.{n}");
-                let qkv = [
-                    wt.w(&p("self_att.wq"), &[d, hd])?,
-                    wt.w(&p("self_att.wk"), &[d, hd])?,
-                    wt.w(&p("self_att.wv"), &[d, hd])?,
-                ];
-                let n1 = Some(wt.v(&p("n1.w"), d)?);
+            for (layer, &kv) in a.decoder.layers.iter().zip(&cross) {
+                let (sa, ca) = (&layer.self_att, &layer.cross_att);
+                let qkv = [wt.w(&sa.wq)?, wt.w(&sa.wk)?, wt.w(&sa.wv)?];
+                let n1 = Some(wt.v(&layer.n1)?);
                 b.matmul(&mut st, tr, (dx, d), d, &qkv, hd, dqkv, 0, None, n1);
                 b.attention(
                     &mut st,
@@ -1183,19 +1187,19 @@ impl Plan {
                     true,
                     da,
                 );
-                let wo = [wt.w(&p("self_att.wo"), &[hd, d])?];
+                let wo = [wt.w(&sa.wo)?];
                 b.residual(&mut st, tr, (da, hd), &wo, d, dx);
-                let wq = [wt.w(&p("cross_att.wq"), &[d, hd])?];
-                let n2 = Some(wt.v(&p("n2.w"), d)?);
+                let wq = [wt.w(&ca.wq)?];
+                let n2 = Some(wt.v(&layer.n2)?);
                 b.matmul(&mut st, tr, (dx, d), d, &wq, hd, dq, 0, None, n2);
                 let kv = (dq, kv, kv + u(h * hd));
                 b.attention(&mut st, br, t, heads, kv, (h, 0), true, false, da);
-                let wo = [wt.w(&p("cross_att.wo"), &[hd, d])?];
+                let wo = [wt.w(&ca.wo)?];
                 b.residual(&mut st, tr, (da, hd), &wo, d, dx);
-                let w1 = [wt.w(&p("ffn.w1"), &[d, ff])?];
-                let n3 = Some(wt.v(&p("n3.w"), d)?);
+                let w1 = [wt.w(&layer.ffn.w1)?];
+                let n3 = Some(wt.v(&layer.n3)?);
                 b.matmul(&mut st, tr, (dx, d), d, &w1, ff, df, RELU, None, n3);
-                let w2 = [wt.w(&p("ffn.w2"), &[ff, d])?];
+                let w2 = [wt.w(&layer.ffn.w2)?];
                 b.residual(&mut st, tr, (df, ff), &w2, d, dx);
             }
             // the head reads each beam's last token (row stride t*d, offset (t-1)*d)
@@ -1229,7 +1233,7 @@ impl Plan {
                 live: LIVE_NODES,
                 mul: 1,
             };
-            let ne = wt.w("prm.node_emb", &[m.num_nodes, d])?;
+            let ne = wt.w(&a.prm.node_emb)?;
             let p = Params {
                 rows: u(mc),
                 live: LIVE_NODES,
@@ -1243,24 +1247,24 @@ impl Plan {
                 ..Params::default()
             };
             b.push(&mut prm, Kernel::EmbedPrm, p, [groups_of(d), u(mc), 1]);
-            let wq = [wt.w("prm.att.wq", &[d, pd])?];
-            let n1 = Some(wt.v("prm.n1.w", d)?);
+            let wq = [wt.w(&a.prm.att.wq)?];
+            let n1 = Some(wt.v(&a.prm.n1)?);
             b.matmul(&mut prm, pr, (px, d), d, &wq, pd, pq, 0, None, n1);
             let kv = (pq, pkv, pkv + u(h * pd));
             b.attention(&mut prm, pr, 1, ph, kv, (h, 0), true, false, pa);
-            let wo = [wt.w("prm.att.wo", &[pd, d])?];
+            let wo = [wt.w(&a.prm.att.wo)?];
             b.residual(&mut prm, pr, (pa, pd), &wo, d, px);
-            let w1 = [wt.w("prm.ffn.w1", &[d, pff])?];
-            let n2 = Some(wt.v("prm.n2.w", d)?);
+            let w1 = [wt.w(&a.prm.ffn.w1)?];
+            let n2 = Some(wt.v(&a.prm.n2)?);
             b.matmul(&mut prm, pr, (px, d), d, &w1, pff, pf, RELU, None, n2);
-            let w2 = [wt.w("prm.ffn.w2", &[pff, d])?];
+            let w2 = [wt.w(&a.prm.ffn.w2)?];
             b.residual(&mut prm, pr, (pf, pff), &w2, d, px);
-            let w = [wt.w("prm.w_out1", &[d, d])?];
-            let bias = Some(wt.v("prm.b_out1", d)?);
-            let n3 = Some(wt.v("prm.n3.w", d)?);
+            let w = [wt.w(&a.prm.w_out1)?];
+            let bias = Some(wt.v(&a.prm.b_out1)?);
+            let n3 = Some(wt.v(&a.prm.n3)?);
             b.matmul(&mut prm, pr, (px, d), d, &w, d, po, RELU, bias, n3);
-            let w = [wt.w("prm.w_out2", &[d, 1])?];
-            let bias = Some(wt.v("prm.b_out2", 1)?);
+            let w = [wt.w(&a.prm.w_out2)?];
+            let bias = Some(wt.v(&a.prm.b_out2)?);
             b.matmul(&mut prm, pr, (po, d), d, &w, 1, scores, 0, bias, None);
         }
         // the search on the device, per level ----------------------------------------------
