@@ -1,0 +1,175 @@
+//! The model's weights as the fused engine holds them: read from the graphs' initializers
+//! as the [`Architecture`](crate::bundle::Architecture) lists them, widened to f32, the
+//! projections that read the same input packed side by side.
+
+use std::collections::HashMap;
+
+use crate::bundle::arch::Weight;
+use crate::bundle::onnx::ElemType;
+use crate::bundle::Bundle;
+use crate::error::{err, Result};
+
+/// Every initializer of the three graphs as f32, by name, with its shape.
+pub(super) struct Table(HashMap<String, (Vec<f32>, Vec<usize>)>);
+
+impl Table {
+    pub(super) fn load(bundle: &Bundle) -> Result<Table> {
+        let mut raw: HashMap<&str, (ElemType, &[u8], Vec<usize>)> = HashMap::new();
+        for g in [bundle.encoder(), bundle.decoder(), bundle.prm()] {
+            for init in &g.index.initializers {
+                if !init.raw {
+                    return Err(err!(
+                        Graph,
+                        "weight {:?} is not stored as raw_data; the fused CPU engine reads raw bytes",
+                        init.name
+                    ));
+                }
+                let bytes = &g.bytes[init.offset..init.offset + init.len];
+                let dims = init.dims.iter().map(|&d| d as usize).collect();
+                raw.insert(&init.name, (init.elem, bytes, dims));
+            }
+        }
+        let mut table = HashMap::new();
+        for (&name, (elem, bytes, dims)) in &raw {
+            let values: Vec<f32> = match elem {
+                ElemType::F32 => bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+                ElemType::F16 => bytes
+                    .chunks_exact(2)
+                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+                ElemType::I8 => {
+                    let sname = format!("{name}.scale");
+                    let Some((ElemType::F32, sbytes, _)) = raw.get(sname.as_str()) else {
+                        return Err(err!(Graph, "int8 weight {name:?} has no f32 {sname:?}"));
+                    };
+                    let scale: Vec<f32> = sbytes
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect();
+                    dequantize(name, bytes, dims, &scale)?
+                }
+                // integer constants of the graphs (shapes, offsets): not weights
+                _ => continue,
+            };
+            if values.len() != dims.iter().product::<usize>() {
+                return Err(err!(
+                    Graph,
+                    "weight {name:?} holds {} values, its shape {dims:?} says {}",
+                    values.len(),
+                    dims.iter().product::<usize>()
+                ));
+            }
+            table.insert(name.to_string(), (values, dims.clone()));
+        }
+        Ok(Table(table))
+    }
+
+    /// Take the weight `w` (row-major, the architecture's shape): each is used once, so
+    /// the model owns the table's copy instead of a second one.
+    pub(super) fn w(&mut self, w: &Weight) -> Result<Vec<f32>> {
+        match self.0.remove(&w.name) {
+            // rank-1 weights (gains, biases) may be stored with any rank of that size
+            Some((v, d)) if d == w.shape || (w.shape.len() == 1 && v.len() == w.len()) => Ok(v),
+            Some((_, d)) => Err(err!(
+                Graph,
+                "weight {:?} has shape {d:?}, the manifest implies {:?}",
+                w.name,
+                w.shape
+            )),
+            None => Err(err!(
+                Graph,
+                "weight {:?} (shape {:?}) is missing from the bundle's graphs",
+                w.name,
+                w.shape
+            )),
+        }
+    }
+
+    /// The matrices `ws` (each `[k, n_i]`, the same k) side by side as one `[k, sum n_i]`
+    /// matrix, so that one matmul computes all the projections that read the same input.
+    pub(super) fn concat(&mut self, ws: &[&Weight]) -> Result<Vec<f32>> {
+        let k = ws[0].shape[0];
+        let parts = ws.iter().map(|w| self.w(w)).collect::<Result<Vec<_>>>()?;
+        let widths: Vec<usize> = ws.iter().map(|w| w.shape[1]).collect();
+        let mut out = Vec::with_capacity(k * widths.iter().sum::<usize>());
+        for i in 0..k {
+            for (p, &n) in parts.iter().zip(&widths) {
+                out.extend_from_slice(&p[i * n..(i + 1) * n]);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// int8 values times their scale: one per column (of each matrix of a stacked weight) or,
+/// for a 2-d table with one scale per row (embeddings), one per row.
+pub(super) fn dequantize(name: &str, q: &[u8], dims: &[usize], scale: &[f32]) -> Result<Vec<f32>> {
+    let total: usize = dims.iter().product();
+    let cols = *dims.last().unwrap_or(&1);
+    let rows = if dims.len() >= 2 {
+        dims[dims.len() - 2]
+    } else {
+        1
+    };
+    let per_col = cols > 0 && rows > 0 && scale.len() * rows == total;
+    let per_row = dims.len() == 2 && scale.len() == rows;
+    if q.len() != total || !(per_col || per_row) {
+        return Err(err!(
+            Graph,
+            "scale of {name:?} has {} values, expected one per column or per row of {dims:?}",
+            scale.len()
+        ));
+    }
+    Ok(q.iter()
+        .enumerate()
+        .map(|(f, &b)| {
+            let s = if per_col {
+                scale[(f / (rows * cols)) * cols + f % cols]
+            } else {
+                scale[f / cols]
+            };
+            b as i8 as f32 * s
+        })
+        .collect())
+}
+
+pub(super) struct EncLayer {
+    pub(super) n1: Vec<f32>,   // [d]
+    pub(super) wqkv: Vec<f32>, // [d, 3 hd]: q | k | v
+    pub(super) wo: Vec<f32>,   // [hd, d]
+    pub(super) n2: Vec<f32>,   // [d]
+    pub(super) w1: Vec<f32>,   // [d, ff]
+    pub(super) w2: Vec<f32>,   // [ff, d]
+}
+
+pub(super) struct DecLayer {
+    pub(super) n1: Vec<f32>,        // [d]
+    pub(super) wqkv: Vec<f32>,      // [d, 3 hd] self-attention q | k | v
+    pub(super) wo_self: Vec<f32>,   // [hd, d]
+    pub(super) n2: Vec<f32>,        // [d]
+    pub(super) wq_cross: Vec<f32>,  // [d, hd]
+    pub(super) wkv_cross: Vec<f32>, // [d, 2 hd] applied to the memory once per request: k | v
+    pub(super) wo_cross: Vec<f32>,  // [hd, d]
+    pub(super) n3: Vec<f32>,        // [d]
+    pub(super) w1: Vec<f32>,        // [d, ff]
+    pub(super) w2: Vec<f32>,        // [ff, d]
+}
+
+pub(super) struct Prm {
+    pub(super) node_emb: Vec<f32>, // [num_nodes, d]
+    pub(super) n1: Vec<f32>,       // [d]
+    pub(super) wq: Vec<f32>,       // [d, pd]
+    pub(super) wkv: Vec<f32>,      // [d, 2 pd] applied to the memory once per request: k | v
+    pub(super) wo: Vec<f32>,       // [pd, d]
+    pub(super) n2: Vec<f32>,       // [d]
+    pub(super) w1: Vec<f32>,       // [d, pff]
+    pub(super) w2: Vec<f32>,       // [pff, d]
+    pub(super) n3: Vec<f32>,       // [d]
+    pub(super) w_out1: Vec<f32>,   // [d, d]
+    pub(super) b_out1: Vec<f32>,   // [d]
+    pub(super) w_out2: Vec<f32>,   // [d, 1]
+    pub(super) b_out2: Vec<f32>,   // [1]
+}
