@@ -237,6 +237,16 @@ impl Session {
     /// the results.
     pub fn recommend(&mut self, history: &[u32]) -> Result<&[Recommendation]> {
         let catalog = self.model.inner.bundle.catalog();
+        #[cfg(feature = "gpu")]
+        if let BackendSession::Gpu(g) = &mut self.backend {
+            if g.searches_on_device() {
+                // the whole search in one submission; the Searcher only prepares and checks
+                self.searcher.prepare(catalog, history)?;
+                let r = self.searcher.device_request();
+                let n = g.search_on_device(r.codes, r.mask, r.seen_leaves, r.found)?;
+                return self.searcher.take_found(catalog, n);
+            }
+        }
         self.searcher.run(catalog, self.backend.scorer(), history)
     }
 

@@ -195,21 +195,19 @@ pub trait Scorer {
     fn decode(&mut self, level: usize, prefixes: &[i64], k: usize, out: &mut [f32]) -> Result<()>;
     /// PRM scores of trie nodes: writes `out[i]` for every `nodes[i]`.
     fn score(&mut self, nodes: &[i64], out: &mut [f32]) -> Result<()>;
-    /// The whole search of one request inside the backend, for a backend that runs it
-    /// there (the GPU: one submission per request instead of two per level). Gets the
-    /// encoder input (as [`Scorer::encode`]) and the history's distinct leaves, sorted
-    /// ascending (what `unseen` is computed from), writes up to N `(leaf node, key)` best
-    /// first (the same order and keys as [`Searcher`]) and returns how many. `None` (the default): the [`Searcher`]
-    /// drives the search through the three methods above.
-    fn search(
-        &mut self,
-        _codes: &[i64],
-        _mask: &[f32],
-        _seen_leaves: &[u32],
-        _out: &mut [(u32, f32)],
-    ) -> Option<Result<usize>> {
-        None
-    }
+}
+
+/// A prepared request for a backend that searches by itself
+/// ([`Searcher::device_request`]).
+#[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+pub(crate) struct DeviceRequest<'a> {
+    /// The encoder input, as [`Scorer::encode`] takes it.
+    pub codes: &'a [i64],
+    pub mask: &'a [f32],
+    /// The history's distinct leaves, sorted ascending.
+    pub seen_leaves: &'a [u32],
+    /// Room for N `(leaf node, key)`, best first.
+    pub found: &'a mut [(u32, f32)],
 }
 
 #[derive(Clone, Copy)]
@@ -324,6 +322,14 @@ impl Searcher {
         scorer: &mut S,
         history: &[u32],
     ) -> Result<&[Recommendation]> {
+        self.prepare(catalog, history)?;
+        self.search(catalog, scorer)?;
+        Ok(&self.results)
+    }
+
+    /// Check `history` and build the request's inputs: the encoder's codes and mask, the
+    /// sorted distinct seen leaves.
+    pub(crate) fn prepare(&mut self, catalog: &Catalog, history: &[u32]) -> Result<()> {
         Self::check_history(history, self.num_items)?;
         let (l, h) = (self.levels, self.history);
         // encoder input: the last H items right-aligned, padding codes 0 with mask 0
@@ -352,38 +358,57 @@ impl Searcher {
             self.seen[item as usize / 64] = 0;
         }
         self.seen_leaves.sort_unstable();
-        self.search(catalog, scorer)?;
+        self.results.clear();
+        Ok(())
+    }
+
+    /// For a backend that runs the whole search itself (the GPU's device search, one
+    /// submission per request): the prepared request's encoder input (as
+    /// [`Scorer::encode`] takes it), its sorted distinct seen leaves, and room for N
+    /// `(leaf node, key)` results, best first, in the order and with the keys this search
+    /// gives. [`Searcher::take_found`] turns them into the results.
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+    pub(crate) fn device_request(&mut self) -> DeviceRequest<'_> {
+        DeviceRequest {
+            codes: &self.hist_codes,
+            mask: &self.hist_mask,
+            seen_leaves: &self.seen_leaves,
+            found: &mut self.found,
+        }
+    }
+
+    /// The results of a backend's own search: the first `n` entries that
+    /// [`Searcher::device_request`] handed out, checked to be leaves of the trie.
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+    pub(crate) fn take_found(&mut self, catalog: &Catalog, n: usize) -> Result<&[Recommendation]> {
+        if n > self.found.len() {
+            return Err(err!(
+                Backend,
+                "the backend's search returned {n} results, expected at most {}",
+                self.found.len()
+            ));
+        }
+        self.results.clear();
+        for &(node, key) in &self.found[..n] {
+            if node as usize >= catalog.num_nodes() || !catalog.is_leaf(node) {
+                return Err(err!(
+                    Backend,
+                    "the backend's search returned node {node}, which is not a leaf of the trie"
+                ));
+            }
+            self.results.push(Recommendation {
+                item: catalog.leaf_item(node),
+                score: key,
+            });
+        }
         Ok(&self.results)
     }
 
+    /// The search over a prepared request, driven through `scorer`.
     fn search<S: Scorer + ?Sized>(&mut self, catalog: &Catalog, scorer: &mut S) -> Result<()> {
         let (l, c) = (self.levels, self.cmax);
         let cfg = self.cfg;
         self.results.clear();
-        let (codes, mask) = (&self.hist_codes, &self.hist_mask);
-        if let Some(n) = scorer.search(codes, mask, &self.seen_leaves, &mut self.found) {
-            let n = n?;
-            if n > self.found.len() {
-                return Err(err!(
-                    Backend,
-                    "the backend's search returned {n} results, expected at most {}",
-                    self.found.len()
-                ));
-            }
-            for &(node, key) in &self.found[..n] {
-                if node as usize >= catalog.num_nodes() || !catalog.is_leaf(node) {
-                    return Err(err!(
-                        Backend,
-                        "the backend's search returned node {node}, which is not a leaf of the trie"
-                    ));
-                }
-                self.results.push(Recommendation {
-                    item: catalog.leaf_item(node),
-                    score: key,
-                });
-            }
-            return Ok(());
-        }
         scorer.encode(&self.hist_codes, &self.hist_mask)?;
         self.beams.clear();
         self.beams.push(Beam {

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use tract_onnx::prelude::*;
 
+use crate::backend::checks;
 use crate::bundle::{Bundle, Manifest};
 use crate::error::{err, Error, ErrorCode, Result};
 use crate::search::{Scorer, SearchConfig};
@@ -138,6 +139,9 @@ impl TractModel {
             }
         }
         Ok(TractSession {
+            manifest: m.clone(),
+            beams: cfg.beam_capacity(),
+            candidates: if cfg.prm { cfg.candidates } else { 0 },
             levels: m.levels,
             history: m.history,
             cmax: m.max_codebook(),
@@ -154,6 +158,9 @@ impl TractModel {
 
 /// Per-session tract states and the current request's encoder output.
 pub struct TractSession {
+    manifest: Manifest,
+    beams: usize,      // decoder rows the session holds: max(K', N)
+    candidates: usize, // PRM rows: K+ (0 without the PRM)
     levels: usize,
     history: usize,
     cmax: usize,
@@ -206,6 +213,7 @@ fn pick(
 
 impl Scorer for TractSession {
     fn encode(&mut self, codes: &[i64], mask: &[f32]) -> Result<()> {
+        checks::encode(&self.manifest, codes, mask)?;
         let (h, l) = (self.history, self.levels);
         let codes =
             Tensor::from_shape(&[1, h, l], codes).map_err(tract_err("build the history tensor"))?;
@@ -223,6 +231,7 @@ impl Scorer for TractSession {
     }
 
     fn decode(&mut self, level: usize, prefixes: &[i64], k: usize, out: &mut [f32]) -> Result<()> {
+        checks::decode(&self.manifest, self.beams, level, prefixes, k, out)?;
         let (l, c) = (self.levels, self.cmax);
         let w = l - 1;
         let (memory, mask) = match (&self.memory, &self.mask) {
@@ -259,6 +268,7 @@ impl Scorer for TractSession {
     }
 
     fn score(&mut self, nodes: &[i64], out: &mut [f32]) -> Result<()> {
+        checks::score(&self.manifest, self.candidates, nodes, out)?;
         let m = nodes.len();
         let (memory, mask) = match (&self.memory, &self.mask) {
             (Some(a), Some(b)) => (a.clone(), b.clone()),

@@ -2,6 +2,7 @@
 //! its [`Scorer`] implementation.
 
 use super::*;
+use crate::backend::checks;
 
 /// Per-session GPU buffers, bind group and the static dispatch lists.
 pub struct GpuSession {
@@ -244,12 +245,17 @@ impl GpuSession {
         Ok(())
     }
 
+    /// Whether requests run [`GpuSession::search_on_device`] (the model's option).
+    pub fn searches_on_device(&self) -> bool {
+        self.s.search
+    }
+
     /// The whole request on the device: the encoder, then per level the decoder, the trie
     /// masking and top-K+ (`expand`, `select_candidates`), the PRM, and the top-K' (or
     /// top-N at the last level, `select_beams`), recorded into one compute pass and one
     /// submission; the read-back is the result count, the error flag and N (node, key)
     /// pairs: 8 + 8 N bytes.
-    pub(super) fn search_on_device(
+    pub fn search_on_device(
         &mut self,
         codes: &[i64],
         mask: &[f32],
@@ -346,7 +352,7 @@ impl Scorer for GpuSession {
     fn encode(&mut self, codes: &[i64], mask: &[f32]) -> Result<()> {
         let m = &self.s.manifest;
         let (h, l, c) = (m.history, m.levels, m.max_codebook());
-        crate::backend::check_encode_input(codes, mask, h, l)?;
+        checks::encode(m, codes, mask)?;
         let at = self.plan.codes as usize;
         for (i, &code) in codes.iter().enumerate() {
             self.ints_host[at + i] = (code as usize + (i % l) * c) as i32;
@@ -367,17 +373,9 @@ impl Scorer for GpuSession {
             return Err(err!(Backend, "decode called before encode"));
         }
         let m = &self.s.manifest;
+        checks::decode(m, self.beams, level, prefixes, k, out)?;
         let (l, c) = (m.levels, m.max_codebook());
         let w = (l - 1).max(1);
-        if k > self.beams || prefixes.len() < k * w || out.len() < k * c {
-            return Err(err!(
-                Capacity,
-                "decode of {k} beams, the session holds {} (prefixes {}, output {})",
-                self.beams,
-                prefixes.len(),
-                out.len()
-            ));
-        }
         let at = self.plan.prefix[level % 2] as usize;
         for i in 0..k {
             for j in 0..w {
@@ -394,14 +392,8 @@ impl Scorer for GpuSession {
         if !self.encoded {
             return Err(err!(Backend, "score called before encode"));
         }
+        checks::score(&self.s.manifest, self.candidates, nodes, out)?;
         let n = nodes.len();
-        if n > self.candidates || out.len() < n {
-            return Err(err!(
-                Capacity,
-                "{n} PRM candidates, the session holds {}",
-                self.candidates
-            ));
-        }
         let at = self.plan.nodes as usize;
         for (i, &node) in nodes.iter().enumerate() {
             self.ints_host[at + i] = node as i32;
@@ -410,19 +402,6 @@ impl Scorer for GpuSession {
         self.upload_ints(1, 2);
         self.upload_ints(at, at + n);
         self.run(None, self.plan.scores, n, out)
-    }
-
-    fn search(
-        &mut self,
-        codes: &[i64],
-        mask: &[f32],
-        seen_leaves: &[u32],
-        out: &mut [(u32, f32)],
-    ) -> Option<Result<usize>> {
-        if !self.s.search {
-            return None;
-        }
-        Some(self.search_on_device(codes, mask, seen_leaves, out))
     }
 }
 

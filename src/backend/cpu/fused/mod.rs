@@ -26,6 +26,7 @@ mod weights;
 use std::sync::Arc;
 
 use super::kernels::{self, Isa};
+use crate::backend::checks;
 use crate::bundle::{Bundle, Manifest};
 use crate::error::Result;
 use crate::search::{Scorer, SearchConfig};
@@ -179,6 +180,8 @@ impl FusedModel {
         Ok(FusedSession {
             model: self.clone(),
             b,
+            beams: kb,
+            candidates: mc,
         })
     }
 }
@@ -187,6 +190,8 @@ impl FusedModel {
 pub struct FusedSession {
     model: Arc<FusedModel>,
     b: Buffers,
+    beams: usize,      // decoder rows: max(K', N)
+    candidates: usize, // PRM rows: K+
 }
 
 /// One session's buffers (shapes in the comments; K' = the config's beam capacity
@@ -228,12 +233,15 @@ impl std::fmt::Debug for FusedSession {
 
 impl Scorer for FusedSession {
     fn encode(&mut self, codes: &[i64], mask: &[f32]) -> Result<()> {
+        checks::encode(&self.model.m, codes, mask)?;
         self.b.run_encoder(&self.model, codes, mask)
     }
     fn decode(&mut self, level: usize, prefixes: &[i64], k: usize, out: &mut [f32]) -> Result<()> {
+        checks::decode(&self.model.m, self.beams, level, prefixes, k, out)?;
         self.b.decode_level(&self.model, level, prefixes, k, out)
     }
     fn score(&mut self, nodes: &[i64], out: &mut [f32]) -> Result<()> {
+        checks::score(&self.model.m, self.candidates, nodes, out)?;
         self.b.score_nodes(&self.model, nodes, out)
     }
 }

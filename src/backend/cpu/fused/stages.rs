@@ -18,7 +18,7 @@ impl Buffers {
         let (d, heads, dh) = (m.dims.d_model, m.dims.heads, m.dims.head_dim);
         let (hd, ff, pd) = (heads * dh, m.dims.ff, m.dims.prm_heads * dh);
         let (h, l, c) = (m.history, m.levels, m.max_codebook());
-        crate::backend::check_encode_input(codes, mask, h, l)?;
+        // inputs checked by the caller (backend::checks)
         for (b, &v) in self.bias.iter_mut().zip(mask) {
             *b = (1.0 - v) * NEG;
         }
@@ -28,13 +28,6 @@ impl Buffers {
             x.copy_from_slice(&model.enc_pos[r * d..(r + 1) * d]);
             for lv in 0..l {
                 let code = codes[r * l + lv];
-                if code < 0 || code as usize >= m.codebook[lv] {
-                    return Err(err!(
-                        Backend,
-                        "history code {code} at level {lv} is outside 0..{}",
-                        m.codebook[lv]
-                    ));
-                }
                 let row = (code as usize + lv * c) * d;
                 for (o, &e) in x.iter_mut().zip(&model.enc_emb[row..row + d]) {
                     *o += e;
@@ -225,24 +218,7 @@ impl Buffers {
             return Err(err!(Backend, "decode called before encode"));
         }
         let w = (l - 1).max(1);
-        let beams = self.dx.len() / d;
-        if level >= l || k > beams || prefixes.len() < k * w || out.len() < k * c {
-            return Err(err!(
-                Capacity,
-                "decode of {k} prefixes at level {level} does not fit the session ({beams} beams, {l} levels)"
-            ));
-        }
-        for b in 0..k {
-            for (p, &code) in prefixes[b * w..b * w + level].iter().enumerate() {
-                if code < 0 || code as usize >= m.codebook[p] {
-                    return Err(err!(
-                        Backend,
-                        "prefix code {code} at level {p} is outside 0..{}",
-                        m.codebook[p]
-                    ));
-                }
-            }
-        }
+        // sizes and codes checked by the caller (backend::checks)
         let (prev, cur) = (self.slot, 1 - self.slot);
         // find every beam's parent among the previous call's beams
         let mut cached = level > 0 && self.cached_level == Some(level - 1);
@@ -413,18 +389,8 @@ impl Buffers {
         if !self.encoded {
             return Err(err!(Backend, "score called before encode"));
         }
-        let rows = nodes.len();
-        if rows > self.px.len() / d || out.len() < rows {
-            return Err(err!(
-                Capacity,
-                "{rows} nodes to score, the session was built for {}",
-                self.px.len() / d
-            ));
-        }
+        let rows = nodes.len(); // checked by the caller (backend::checks)
         for (r, &node) in nodes.iter().enumerate() {
-            if node < 0 || node as usize >= m.num_nodes {
-                return Err(err!(Backend, "node {node} is outside 0..{}", m.num_nodes));
-            }
             let row = node as usize * d;
             self.px[r * d..(r + 1) * d].copy_from_slice(&p.node_emb[row..row + d]);
         }
