@@ -117,10 +117,7 @@ fn bench(c: &mut Criterion) {
         });
     }
     g.finish();
-    let engine = |cpu_engine| LoadOptions {
-        cpu_engine,
-        ..LoadOptions::default()
-    };
+    let engine = |cpu_engine| LoadOptions::default().with_cpu_engine(cpu_engine);
     let model = Model::load(&bundle, Device::Cpu).unwrap();
     requests(c, "cpu_request", &model, &hs);
     #[cfg(feature = "cpu")]
@@ -158,7 +155,7 @@ fn bench(c: &mut Criterion) {
 /// The forward passes of one CPU engine at K'=16, K+=64, without the search.
 #[cfg(feature = "cpu")]
 fn forward(c: &mut Criterion, bundle: &Bundle, engine: CpuEngine, name: &str) {
-    use promise_rt::backend::cpu::CpuModel;
+    use promise_rt::internals::CpuModel;
     let m = bundle.manifest();
     let (h, l, cmax) = (m.history, m.levels, m.max_codebook());
     let cfg = SearchConfig::default();

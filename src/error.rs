@@ -8,6 +8,7 @@ use std::fmt;
 /// new codes are only appended.
 #[repr(i32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ErrorCode {
     /// Success (only used by the C API).
     Ok = 0,

@@ -38,14 +38,14 @@
 //!   PRM scores. **result** (N): a returned item.
 //!
 //! ## Features
-//! - `cpu` (default): the CPU backend ([`backend::cpu`]) with its `Fused` engine
+//! - `cpu` (default): the CPU backend (`src/backend/cpu/`) with its `Fused` engine
 //!   ([`CpuEngine`], default): our own kernels for the bundle's architecture with a
 //!   key/value cache across levels; no dependencies. `tract` (default, implies `cpu`): the
 //!   `Tract` engine, the bundle's ONNX graphs through tract-onnx. They return the same
 //!   items (tests/it/cpu_engines.rs); the fused one is about 5x faster (README
 //!   "Results"); an app that wants a small library builds `cpu` without `tract`.
 //!   `gpu`: our WGSL kernels through wgpu
-//!   ([`backend::gpu`]; `Device::Gpu`, or `Device::Auto` for a hardware GPU when one
+//!   (`src/backend/gpu/`; `Device::Gpu`, or `Device::Auto` for a hardware GPU when one
 //!   qualifies). `ffi`: the C ABI. `cli`: the `promise` binary.
 //!
 //! ## Guarantees and their scope
@@ -63,7 +63,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_debug_implementations)]
 
-pub mod backend;
+mod backend;
 pub mod bundle;
 mod error;
 #[cfg(feature = "ffi")]
@@ -74,11 +74,25 @@ mod panic;
 pub mod search;
 mod session;
 
-pub use backend::{CpuEngine, Device};
+pub use backend::{BackendInfo, CpuEngine, Device};
 pub use bundle::{Bundle, Catalog, Manifest, Numeric, OpenOptions};
 pub use error::{Error, ErrorCode, Result};
 pub use search::{Recommendation, Scorer, SearchConfig, Searcher};
 pub use session::{LoadOptions, Model, Session};
+
+/// Not part of the API (no stability promise, hidden from the docs): the pieces the
+/// benches, the fuzz targets and the CLI's FLOP counter measure directly.
+#[doc(hidden)]
+pub mod internals {
+    #[cfg(feature = "cpu")]
+    pub use crate::backend::cpu::{kernels, CpuModel};
+    #[cfg(feature = "ffi")]
+    pub use crate::ffi::{inject_fault, Fault};
+    /// The ONNX index the bundle checks are built on (the fuzz targets' entry point).
+    pub mod onnx {
+        pub use crate::bundle::onnx::*;
+    }
+}
 
 /// The crate version, as the C API reports it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

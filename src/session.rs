@@ -109,8 +109,10 @@ fn load_gpu(
     ))
 }
 
-/// Backend options for [`Model::load_with`]. The defaults are what [`Model::load`] uses.
+/// Backend options for [`Model::load_with`]. The defaults are what [`Model::load`] uses;
+/// start from `LoadOptions::default()` and set fields (more may come).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LoadOptions {
     /// CPU: our fused kernels (default) or the ONNX graphs through tract.
     pub cpu_engine: CpuEngine,
@@ -121,6 +123,25 @@ pub struct LoadOptions {
     /// GPU: run the whole search on the device, one submission per request (default);
     /// false runs it on the CPU with two submissions per level.
     pub gpu_search: bool,
+}
+
+impl LoadOptions {
+    /// These options with `engine` for the CPU backend.
+    pub fn with_cpu_engine(mut self, engine: CpuEngine) -> Self {
+        self.cpu_engine = engine;
+        self
+    }
+    /// These options with the GPU's SHADER_F16 and SUBGROUP use switched on or off.
+    pub fn with_gpu_features(mut self, shader_f16: bool, subgroups: bool) -> Self {
+        self.gpu_shader_f16 = shader_f16;
+        self.gpu_subgroups = subgroups;
+        self
+    }
+    /// These options with the search on the GPU device (`true`) or on the host.
+    pub fn with_gpu_search(mut self, on_device: bool) -> Self {
+        self.gpu_search = on_device;
+        self
+    }
 }
 
 impl Default for LoadOptions {
@@ -168,24 +189,15 @@ impl Model {
         self.inner.device
     }
 
-    /// The GPU adapter and shader variant this model runs on, or `None` on the CPU.
-    pub fn gpu_adapter(&self) -> Option<String> {
-        match &self.inner.backend {
-            #[cfg(feature = "gpu")]
-            BackendModel::Gpu(m) => Some(format!("{} {:?}", m.adapter(), m.variant())),
-            _ => None,
-        }
-    }
-
-    /// What computes on the device: the CPU engine (and its instruction set) or the GPU
-    /// adapter and shader variant.
-    pub fn backend_name(&self) -> String {
+    /// What computes this model's requests: the CPU engine (and its instruction set) or
+    /// the GPU adapter and shader variant.
+    pub fn backend(&self) -> crate::BackendInfo {
         match &self.inner.backend {
             BackendModel::Never(n) => match *n {},
             #[cfg(feature = "cpu")]
-            BackendModel::Cpu(m) => format!("cpu {}", m.describe()),
+            BackendModel::Cpu(m) => m.info(),
             #[cfg(feature = "gpu")]
-            BackendModel::Gpu(m) => format!("gpu {} {:?}", m.adapter(), m.variant()),
+            BackendModel::Gpu(m) => m.info(),
         }
     }
 

@@ -146,10 +146,7 @@ fn all_but(items: u32, left: &[u32]) -> Vec<Vec<u32>> {
 
 fn cpu_model(bundle: &str, engine: CpuEngine) -> Model {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(bundle);
-    let opts = LoadOptions {
-        cpu_engine: engine,
-        ..LoadOptions::default()
-    };
+    let opts = LoadOptions::default().with_cpu_engine(engine);
     Model::load_with(&Bundle::open(dir).unwrap(), Device::Cpu, &opts).unwrap()
 }
 

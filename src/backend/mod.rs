@@ -100,14 +100,73 @@ pub(crate) mod checks {
     }
 }
 
+/// What computes a model's requests ([`Model::backend`](crate::Model::backend)). Its
+/// `Display` is the one-line form the CLI prints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BackendInfo {
+    /// The CPU backend: its engine and, for the fused engine, the instruction set of its
+    /// matmuls (`"avx2+fma"`, `"neon"`, ...).
+    Cpu {
+        engine: CpuEngine,
+        isa: Option<&'static str>,
+    },
+    /// The GPU backend: the adapter, whether it is a software one (lavapipe, WARP), the
+    /// shader's specialisation, and whether the whole search runs on the device.
+    Gpu {
+        adapter: String,
+        software: bool,
+        native_f16: bool,
+        subgroups: bool,
+        device_search: bool,
+    },
+}
+
+impl std::fmt::Display for BackendInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackendInfo::Cpu {
+                engine: CpuEngine::Fused,
+                isa,
+            } => write!(f, "cpu fused ({})", isa.unwrap_or("?")),
+            BackendInfo::Cpu { engine, .. } => write!(f, "cpu {}", engine.name()),
+            BackendInfo::Gpu {
+                adapter,
+                software,
+                native_f16,
+                subgroups,
+                device_search,
+            } => write!(
+                f,
+                "gpu {adapter}{} (f16 {}, subgroups {}, search on the {})",
+                if *software { " [software]" } else { "" },
+                if *native_f16 { "native" } else { "unpacked" },
+                if *subgroups { "on" } else { "off" },
+                if *device_search { "device" } else { "host" }
+            ),
+        }
+    }
+}
+
 /// Which engine the CPU backend runs ([`LoadOptions::cpu_engine`](crate::LoadOptions)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum CpuEngine {
     /// Our fused kernels for the bundle's architecture (default; several times faster).
     #[default]
     Fused,
     /// The bundle's ONNX graphs through tract-onnx.
     Tract,
+}
+
+impl CpuEngine {
+    /// Its name on the command line and in messages: `"fused"` or `"tract"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CpuEngine::Fused => "fused",
+            CpuEngine::Tract => "tract",
+        }
+    }
 }
 
 impl std::str::FromStr for CpuEngine {
@@ -126,6 +185,7 @@ impl std::str::FromStr for CpuEngine {
 
 /// Where a [`Model`](crate::Model) runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Device {
     /// The CPU (feature `cpu`, default): our fused kernels or tract-onnx ([`CpuEngine`]).
     Cpu,

@@ -1,6 +1,6 @@
 //! The model's architecture, described once ([`Architecture`]): its layers per graph and
 //! the weights each reads, derived from the manifest's dimensions, each scoped to the graph
-//! that holds it (models/README.md, "Weights"). [`check`] holds every
+//! that holds it (models/README.md, "Weights"). `check` holds every
 //! graph to this list at [`Bundle::open`](super::Bundle::open): every listed weight is
 //! there, in its own graph, with its shape and stored type, and nothing else is. The
 //! engines that read weights by name (fused, GPU) can then trust the names and shapes, a
@@ -143,7 +143,7 @@ pub struct Prm {
 
 /// The model, described once: its dimensions, the layers of each graph in the order they
 /// run, and every weight each layer reads. Built from the manifest; [`Bundle::open`]
-/// holds every graph to it ([`check`]). The fused CPU engine and the GPU plan iterate over
+/// holds every graph to it (`check`). The fused CPU engine and the GPU plan iterate over
 /// it: neither spells a weight name or a layer sequence of its own.
 ///
 /// [`Bundle::open`]: super::Bundle::open
@@ -296,7 +296,12 @@ fn dims_eq(got: &[i64], want: &[usize]) -> bool {
 }
 
 /// Hold `index` (the graph of `role`) to the architecture's weight list (module docs).
-pub fn check(index: &OnnxIndex, role: GraphRole, arch: &Architecture, m: &Manifest) -> Result<()> {
+pub(crate) fn check(
+    index: &OnnxIndex,
+    role: GraphRole,
+    arch: &Architecture,
+    m: &Manifest,
+) -> Result<()> {
     let g = role.name();
     let stored = match m.numeric {
         Numeric::F32 => ElemType::F32,

@@ -18,7 +18,7 @@
 pub mod arch;
 pub mod catalog;
 mod nodes;
-pub mod onnx;
+pub(crate) mod onnx;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -187,14 +187,29 @@ pub(crate) struct Graph {
     pub index: OnnxIndex,
 }
 
-/// Options for [`Bundle::open_with`].
+/// Options for [`Bundle::open_with`]: start from `OpenOptions::default()` and set fields
+/// (more may come).
 #[derive(Clone, Copy, Debug, Default)]
+#[non_exhaustive]
 pub struct OpenOptions {
     /// Verify every file's sha256 against the manifest (reads all bytes once).
     pub verify_checksums: bool,
     /// Read the files into memory instead of mapping them (for callers that cannot
     /// promise the files stay untouched while the bundle is open).
     pub in_memory: bool,
+}
+
+impl OpenOptions {
+    /// These options with checksum verification on or off.
+    pub fn with_checksums(mut self, verify: bool) -> Self {
+        self.verify_checksums = verify;
+        self
+    }
+    /// These options reading the files into memory (`true`) or mapping them.
+    pub fn with_in_memory(mut self, in_memory: bool) -> Self {
+        self.in_memory = in_memory;
+        self
+    }
 }
 
 /// An opened, validated bundle. Cheap to share (`Arc` inside); `Send + Sync`.

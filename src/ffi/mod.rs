@@ -1,5 +1,5 @@
 //! The C ABI (feature `ffi`). The header `src/ffi/promise_rt.h` is generated from this file
-//! by cbindgen (pinned; `tests/it/ffi_header.rs` fails when it is stale).
+//! by cbindgen (pinned; `tests/it/ffi.rs` fails when it is stale).
 //!
 //! Conventions (repeated in the header and the README):
 //! - Every function returns a `PromiseStatus` (0 = `PROMISE_STATUS_OK`), except
@@ -16,7 +16,8 @@
 //! - A `PromiseModel` may be shared by any number of threads. A `PromiseSession` is for
 //!   one thread at a time: a concurrent second call on the same session returns
 //!   `PROMISE_STATUS_INVALID_ARGUMENT` ("in use") instead of racing.
-//! - Every entry point catches Rust panics and returns `PROMISE_STATUS_PANIC`.
+//! - Every entry point catches Rust panics and returns `PROMISE_STATUS_PANIC`; a session
+//!   whose call panicked serves the next call normally.
 #![allow(unsafe_code)]
 #![allow(clippy::missing_safety_doc)]
 
@@ -109,6 +110,36 @@ fn clear_error() {
             *l = CString::default();
         }
     });
+}
+
+/// A fault for the tests of the C boundary to inject into the next `promise_recommend`
+/// on this thread, with the session locked (not part of the API).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    None,
+    /// Panic inside the call.
+    Panic,
+    /// Hold the session for this long.
+    Hold(std::time::Duration),
+}
+
+thread_local! {
+    static FAULT: std::cell::Cell<Fault> = const { std::cell::Cell::new(Fault::None) };
+}
+
+/// Arm `f` for the next `promise_recommend` on this thread (tests only).
+#[doc(hidden)]
+pub fn inject_fault(f: Fault) {
+    FAULT.with(|c| c.set(f));
+}
+
+fn take_fault() {
+    match FAULT.with(|c| c.replace(Fault::None)) {
+        Fault::None => {}
+        Fault::Panic => panic!("injected by a test"),
+        Fault::Hold(d) => std::thread::sleep(d),
+    }
 }
 
 /// Run `f` behind the panic boundary, turning errors and panics into statuses.
@@ -364,6 +395,9 @@ pub extern "C" fn promise_session_free(session: *mut PromiseSession) -> PromiseS
 /// Full feed: `*written` is min(N, U), U = the catalog items not in `history`: N whenever
 /// N unseen items exist, all of them otherwise; never an item of `history`, never twice.
 /// (The search's semantics: the Rust docs of `promise_rt::search`.)
+/// A session in use by another thread's call: `PROMISE_STATUS_INVALID_ARGUMENT` ("in use").
+/// After a call returned `PROMISE_STATUS_PANIC` (a bug in the library), the session serves
+/// again: every request rebuilds its state from its inputs.
 #[no_mangle]
 pub unsafe extern "C" fn promise_recommend(
     session: *mut PromiseSession,
@@ -387,12 +421,20 @@ pub unsafe extern "C" fn promise_recommend(
             ));
         }
         let s = lookup(sessions(), session as usize, "session")?;
-        let mut s = s.try_lock().map_err(|_| {
-            err!(
+        let mut s = match s.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::WouldBlock) => return Err(err!(
                 InvalidArgument,
                 "the session is in use on another thread (a session is for one thread at a time)"
-            )
-        })?;
+            )),
+            // a call on this session panicked (and returned PROMISE_STATUS_PANIC): every
+            // request rebuilds the session's state from its inputs, so it serves again
+            Err(std::sync::TryLockError::Poisoned(p)) => {
+                s.clear_poison();
+                p.into_inner()
+            }
+        };
+        take_fault();
         let n = s.config().results;
         if capacity < n {
             return Err(err!(Capacity, "the output buffer holds {capacity} recommendations, this session returns up to {n}"));

@@ -187,6 +187,9 @@ PromiseStatus promise_session_free(PromiseSession *session);
  * Full feed: `*written` is min(N, U), U = the catalog items not in `history`: N whenever
  * N unseen items exist, all of them otherwise; never an item of `history`, never twice.
  * (The search's semantics: the Rust docs of `promise_rt::search`.)
+ * A session in use by another thread's call: `PROMISE_STATUS_INVALID_ARGUMENT` ("in use").
+ * After a call returned `PROMISE_STATUS_PANIC` (a bug in the library), the session serves
+ * again: every request rebuilds its state from its inputs.
  */
 PromiseStatus promise_recommend(PromiseSession *session,
                                 const uint32_t *history,

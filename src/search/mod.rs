@@ -33,7 +33,7 @@
 //!      the PRM score with mix 0, the mixed key otherwise).
 //! 3. Order everywhere: higher value first, ties to the smaller node id (node ids are
 //!    breadth-first, so within a level that is lexicographic SID order); floats compare by
-//!    `f32::total_cmp` ([`topk`]).
+//!    `f32::total_cmp` (`search/topk.rs`).
 //!
 //! # The full-feed guarantee
 //! A request returns `min(N, U)` distinct items, none of them in the history, where U is
@@ -64,7 +64,7 @@
 //! [`Searcher`] owns the buffers and runs against any [`Scorer`] (a backend session, or a
 //! fake one in tests and benches). After construction, `run` does not allocate.
 
-pub mod topk;
+pub(crate) mod topk;
 
 use crate::bundle::catalog::{Catalog, MAX_LEVELS};
 use crate::error::{err, Result};

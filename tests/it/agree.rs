@@ -62,7 +62,7 @@ pub fn coverage_histories(catalog: &promise_rt::Catalog, seed: u64) -> Vec<Vec<u
     }
     out.push(
         (0..items)
-            .filter(|&i| catalog.item_code(i, 0) % 2 == 0)
+            .filter(|&i| catalog.item_code(i, 0).is_multiple_of(2))
             .collect(),
     );
     out
@@ -141,7 +141,10 @@ pub fn agree(
     what: &str,
 ) -> (usize, usize) {
     let (mut n, mut swaps) = (0, 0);
-    let (wn, gn) = (want_model.backend_name(), got_model.backend_name());
+    let (wn, gn) = (
+        want_model.backend().to_string(),
+        got_model.backend().to_string(),
+    );
     for cfg in configs() {
         let mut c = want_model.session(cfg).expect("session");
         let mut g = got_model.session(cfg).expect("session");

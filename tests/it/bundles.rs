@@ -8,10 +8,9 @@ use crate::util::repo;
 fn top10(dir: &str, history: &[u32]) -> Vec<u32> {
     let b = Bundle::open_with(
         repo().join(dir),
-        OpenOptions {
-            verify_checksums: true,
-            in_memory: false,
-        },
+        OpenOptions::default()
+            .with_checksums(true)
+            .with_in_memory(false),
     )
     .unwrap_or_else(|e| panic!("{dir}: {e}"));
     let m = Model::load(&b, Device::Cpu).unwrap_or_else(|e| panic!("{dir}: {e}"));

@@ -92,6 +92,19 @@ fn errors_have_codes_and_messages() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+    // a device or engine that does not exist is a bad command line (2), naming the choices
+    for (flag, bad, want) in [
+        ("--device", "tpu", "cpu, gpu, auto"),
+        ("--cpu-engine", "onnx", "fused, tract"),
+    ] {
+        let out = promise()
+            .args(["recommend", "--history", "1", flag, bad])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {bad}: {err}");
+        assert!(err.contains(bad) && err.contains(want), "{err}");
+    }
     let out = promise()
         .args(["eval", "--bundle"])
         .arg(tiny())

@@ -3,7 +3,7 @@
 //! uses, for every search config and every shipped bundle (f32, f16, int8; small, large).
 
 #[cfg(feature = "tract")]
-use promise_rt::{Bundle, Device, Model};
+use promise_rt::{BackendInfo, Bundle, Device, Model};
 use promise_rt::{CpuEngine, LoadOptions};
 
 #[cfg(feature = "tract")]
@@ -13,10 +13,7 @@ use crate::util::repo;
 
 #[cfg(feature = "tract")]
 fn load(bundle: &Bundle, engine: CpuEngine) -> Model {
-    let opts = LoadOptions {
-        cpu_engine: engine,
-        ..LoadOptions::default()
-    };
+    let opts = LoadOptions::default().with_cpu_engine(engine);
     Model::load_with(bundle, Device::Cpu, &opts).expect("cpu model")
 }
 
@@ -28,9 +25,15 @@ fn fused_engine_matches_tract_on_fresh_histories_for_every_bundle() {
         let tract = load(&bundle, CpuEngine::Tract);
         let fused = load(&bundle, CpuEngine::Fused);
         assert!(
-            fused.backend_name().starts_with("cpu fused"),
+            matches!(
+                fused.backend(),
+                BackendInfo::Cpu {
+                    engine: CpuEngine::Fused,
+                    ..
+                }
+            ),
             "{}",
-            fused.backend_name()
+            fused.backend()
         );
         let items = bundle.catalog().num_items() as u32;
         let mut hist = fresh_histories(8, items, 0xF05ED + bi as u64);

@@ -135,10 +135,9 @@ fn checksum_mismatch_is_caught_on_request() {
     fs::write(&p, &b).unwrap();
     let e = Bundle::open_with(
         d.path(),
-        OpenOptions {
-            verify_checksums: true,
-            in_memory: false,
-        },
+        OpenOptions::default()
+            .with_checksums(true)
+            .with_in_memory(false),
     )
     .unwrap_err();
     assert_eq!(e.code(), ErrorCode::Checksum, "{e}");
@@ -357,10 +356,9 @@ fn in_memory_open_survives_the_files_being_replaced() {
     let model = Model::load(
         &Bundle::open_with(
             d.path(),
-            OpenOptions {
-                in_memory: true,
-                verify_checksums: true,
-            },
+            OpenOptions::default()
+                .with_checksums(true)
+                .with_in_memory(true),
         )
         .unwrap(),
         Device::Cpu,
@@ -399,10 +397,7 @@ fn a_graph_that_makes_tract_panic_is_an_error() {
     fs::write(&p, &b).unwrap();
     let bundle = Bundle::open(d.path()).expect("sizes and I/O still check out");
     // the graph's nodes are tract's business (the fused engine reads only the weights)
-    let tract = LoadOptions {
-        cpu_engine: CpuEngine::Tract,
-        ..LoadOptions::default()
-    };
+    let tract = LoadOptions::default().with_cpu_engine(CpuEngine::Tract);
     let e = Model::load_with(&bundle, Device::Cpu, &tract)
         .and_then(|m| m.session(SearchConfig::default()).map(|_| ()))
         .expect_err("a malformed graph must be rejected");

@@ -106,3 +106,93 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     v
 }
+
+/// A session whose call panicked inside the library is usable again (the panic is a
+/// status, `PROMISE_STATUS_PANIC`, and the session's lock is not left poisoned), and a
+/// session used from a second thread while a call runs answers "in use" instead of
+/// racing, then serves both threads again. The faults are injected through the hidden
+/// `internals::inject_fault` hook (a thread-local, read once per `promise_recommend`).
+#[cfg(feature = "ffi")]
+#[test]
+fn the_c_api_survives_a_panic_and_reports_a_session_in_use() {
+    use promise_rt::ffi::*;
+    use promise_rt::internals::{inject_fault, Fault};
+    use std::ffi::{CStr, CString};
+
+    let last_error = || {
+        // SAFETY: the library returns a valid NUL-terminated string.
+        unsafe { CStr::from_ptr(promise_last_error()) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    let path = CString::new(crate::util::tiny().to_str().unwrap()).unwrap();
+    let mut m: *mut PromiseModel = std::ptr::null_mut();
+    // SAFETY: as a C caller.
+    let st = unsafe { promise_model_open(path.as_ptr(), PROMISE_DEVICE_CPU, &mut m) };
+    assert_eq!(st, PROMISE_STATUS_OK, "{}", last_error());
+    let mut s: *mut PromiseSession = std::ptr::null_mut();
+    // SAFETY: a live model, NULL config (defaults), an out pointer.
+    let st = unsafe { promise_session_new(m, std::ptr::null(), &mut s) };
+    assert_eq!(st, PROMISE_STATUS_OK, "{}", last_error());
+    // a raw session pointer as an integer, so another thread can call with it
+    let key = s as usize;
+    let run = move || {
+        let h = [1u32, 2, 3];
+        let mut out = [PromiseRecommendation {
+            item: 0,
+            score: 0.0,
+        }; 10];
+        let mut n = 0usize;
+        // SAFETY: a live session, buffers of the stated lengths.
+        let st = unsafe {
+            promise_recommend(
+                key as *mut PromiseSession,
+                h.as_ptr(),
+                h.len(),
+                out.as_mut_ptr(),
+                out.len(),
+                &mut n,
+            )
+        };
+        (
+            st,
+            out[..n.min(10)].iter().map(|r| r.item).collect::<Vec<_>>(),
+        )
+    };
+    let (st, before) = run();
+    assert_eq!(st, PROMISE_STATUS_OK, "{}", last_error());
+    assert_eq!(before.len(), 10);
+
+    inject_fault(Fault::Panic);
+    let (st, _) = run();
+    assert_eq!(st, PROMISE_STATUS_PANIC);
+    assert!(last_error().contains("internal panic"), "{}", last_error());
+    for _ in 0..3 {
+        let (st, after) = run();
+        assert_eq!(st, PROMISE_STATUS_OK, "after a panic: {}", last_error());
+        assert_eq!(after, before);
+    }
+
+    let started = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let t = {
+        let started = started.clone();
+        std::thread::spawn(move || {
+            inject_fault(Fault::Hold(std::time::Duration::from_millis(600)));
+            started.wait();
+            run()
+        })
+    };
+    started.wait();
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let (st, _) = run();
+    assert_eq!(st, PROMISE_STATUS_INVALID_ARGUMENT);
+    assert!(last_error().contains("in use"), "{}", last_error());
+    let (st, held) = t.join().unwrap();
+    assert_eq!(st, PROMISE_STATUS_OK);
+    assert_eq!(held, before);
+    let (st, again) = run();
+    assert_eq!(st, PROMISE_STATUS_OK, "{}", last_error());
+    assert_eq!(again, before);
+    assert_eq!(promise_session_free(s), PROMISE_STATUS_OK);
+    assert_eq!(promise_model_free(m), PROMISE_STATUS_OK);
+}

@@ -124,10 +124,7 @@ fn default_bundle_matches_the_reference_on_the_cpu() {
 #[test]
 fn the_tract_engine_matches_the_reference_too() {
     use promise_rt::CpuEngine;
-    let opts = LoadOptions {
-        cpu_engine: CpuEngine::Tract,
-        ..LoadOptions::default()
-    };
+    let opts = LoadOptions::default().with_cpu_engine(CpuEngine::Tract);
     for (bundle, golden) in [
         ("models/tiny", "tests/golden/tiny.json"),
         ("models/ml1m", "tests/golden/ml1m.json"),

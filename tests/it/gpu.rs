@@ -9,7 +9,7 @@
 //! where they fail.
 #![cfg(feature = "gpu")]
 
-use promise_rt::{Bundle, Device, ErrorCode, LoadOptions, Model, SearchConfig};
+use promise_rt::{BackendInfo, Bundle, Device, ErrorCode, LoadOptions, Model, SearchConfig};
 
 use crate::agree::{agree, coverage_histories, fresh_histories, BUNDLES};
 use crate::golden::check_golden;
@@ -45,15 +45,8 @@ fn gpu_matches_the_cpu_on_fresh_histories_for_every_variant() {
         // whatever the model's size) and the search on the CPU (two submissions a level)
         let mut options = vec![LoadOptions::default()];
         if !dir.contains("large") {
-            options.push(LoadOptions {
-                gpu_shader_f16: false,
-                gpu_subgroups: false,
-                ..LoadOptions::default()
-            });
-            options.push(LoadOptions {
-                gpu_search: false,
-                ..LoadOptions::default()
-            });
+            options.push(LoadOptions::default().with_gpu_features(false, false));
+            options.push(LoadOptions::default().with_gpu_search(false));
         }
         for opts in options {
             let Some(gpu) = gpu_model(&bundle, &opts) else {
@@ -64,7 +57,7 @@ fn gpu_matches_the_cpu_on_fresh_histories_for_every_variant() {
             } else {
                 "search on the CPU"
             };
-            let what = format!("{dir} on {} ({how})", gpu.gpu_adapter().unwrap_or_default());
+            let what = format!("{dir} on {} ({how})", gpu.backend());
             let (n, swaps) = agree(&cpu, &gpu, &hist, &what);
             eprintln!("{what}: {n} requests agree ({swaps} near-tie swaps)");
         }
@@ -79,10 +72,7 @@ fn a_65535_code_level_works_on_the_gpu() {
     let (bundle, hist) = crate::agree::wide();
     let cpu = Model::load(&bundle, Device::Cpu).expect("cpu");
     for search in [true, false] {
-        let opts = LoadOptions {
-            gpu_search: search,
-            ..LoadOptions::default()
-        };
+        let opts = LoadOptions::default().with_gpu_search(search);
         let Some(gpu) = gpu_model(&bundle, &opts) else {
             return;
         };
@@ -151,10 +141,14 @@ fn gpu_sessions_are_independent_and_bad_input_is_rejected() {
 fn auto_never_picks_a_software_gpu() {
     let bundle = Bundle::open(repo().join("models/tiny")).expect("bundle");
     let m = Model::load(&bundle, Device::Auto).expect("auto loads somewhere");
-    if let Some(a) = m.gpu_adapter() {
+    if let BackendInfo::Gpu {
+        adapter, software, ..
+    } = m.backend()
+    {
+        assert!(!software, "Auto chose the software adapter {adapter}");
         assert!(
-            !a.to_lowercase().contains("llvmpipe"),
-            "Auto chose the software adapter {a}"
+            !adapter.to_lowercase().contains("llvmpipe"),
+            "Auto chose the software adapter {adapter}"
         );
     }
 }

@@ -342,7 +342,7 @@ mod structured {
             for (g, from, k) in &weights {
                 // a weight of graph `from`, appended to graph `g` under its own name
                 let bytes = fs::read(tiny().join(GRAPHS[*from])).unwrap();
-                let idx = promise_rt::bundle::onnx::index(&bytes, "src").unwrap();
+                let idx = promise_rt::internals::onnx::index(&bytes, "src").unwrap();
                 let w = &idx.initializers[k % idx.initializers.len()];
                 let dims: Vec<u64> = w.dims.iter().map(|&x| x as u64).collect();
                 append_initializer(d.path(), GRAPHS[*g], &w.name, &dims, 0.5);

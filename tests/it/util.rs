@@ -46,7 +46,7 @@ pub fn rewrite(dir: &Path, file: &str, bytes: &[u8]) {
 pub fn poison_weight(dir: &Path, file: &str, v: f32) -> String {
     let p = dir.join(file);
     let mut b = std::fs::read(&p).unwrap();
-    let idx = promise_rt::bundle::onnx::index(&b, file).unwrap();
+    let idx = promise_rt::internals::onnx::index(&b, file).unwrap();
     let w = idx
         .initializers
         .iter()

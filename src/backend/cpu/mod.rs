@@ -69,11 +69,17 @@ impl CpuModel {
     }
 
     /// The engine, and for the fused one the instruction set of its matmuls.
-    pub fn describe(&self) -> String {
+    pub fn info(&self) -> crate::BackendInfo {
         match self {
-            CpuModel::Fused(m) => format!("fused ({})", m.isa().name()),
+            CpuModel::Fused(m) => crate::BackendInfo::Cpu {
+                engine: CpuEngine::Fused,
+                isa: Some(m.isa().name()),
+            },
             #[cfg(feature = "tract")]
-            CpuModel::Tract(_) => "tract".to_string(),
+            CpuModel::Tract(_) => crate::BackendInfo::Cpu {
+                engine: CpuEngine::Tract,
+                isa: None,
+            },
         }
     }
 }

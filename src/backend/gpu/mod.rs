@@ -125,6 +125,7 @@ pub struct GpuModel {
 
 impl GpuModel {
     /// Load with the default [`GpuOptions`].
+    #[cfg(test)]
     pub fn load(bundle: &Bundle) -> Result<GpuModel> {
         GpuModel::load_with(bundle, &GpuOptions::default())
     }
@@ -192,6 +193,18 @@ impl GpuModel {
     /// The shader specialisation in use (weight format, SHADER_F16, SUBGROUP).
     pub fn variant(&self) -> Variant {
         self.shared.gpu.variant
+    }
+
+    /// What computes this model's requests.
+    pub fn info(&self) -> crate::BackendInfo {
+        let v = self.variant();
+        crate::BackendInfo::Gpu {
+            adapter: self.adapter(),
+            software: self.shared.gpu.info.device_type == wgpu::DeviceType::Cpu,
+            native_f16: v.native_f16,
+            subgroups: v.subgroups,
+            device_search: self.shared.search,
+        }
     }
 
     pub fn session(&self, cfg: &SearchConfig) -> Result<GpuSession> {

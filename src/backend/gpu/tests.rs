@@ -82,7 +82,7 @@ impl Arenas {
         let s = store(self.numeric, w, rows, cols, per_row);
         let off = (self.wts.len() / shader::elem_bytes(self.numeric)) as u32;
         self.wts.extend_from_slice(&s.bytes);
-        while self.wts.len() % 4 != 0 {
+        while !self.wts.len().is_multiple_of(4) {
             self.wts.push(0);
         }
         let desc = if self.numeric == Numeric::Int8 {

@@ -88,7 +88,7 @@ pub fn per_request(m: &Manifest, cfg: &SearchConfig) -> Macs {
 /// Single-core f32 matmul rate of the fused engine's kernel at the same shape as
 /// [`peak_gmacs`] (128 x 256 x 256), in GMAC/s.
 pub fn fused_peak_gmacs() -> f64 {
-    use promise_rt::backend::cpu::kernels::{matmul, Epilogue, Isa};
+    use promise_rt::internals::kernels::{matmul, Epilogue, Isa};
     let (m, k, n) = (128, 256, 256);
     let x: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.1).collect();
     let w: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.1).collect();

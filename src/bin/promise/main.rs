@@ -13,8 +13,30 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
-use clap::{Args, Parser, Subcommand};
-use promise_rt::{Bundle, Device, Model, OpenOptions, Recommendation, SearchConfig};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use promise_rt::{
+    BackendInfo, Bundle, CpuEngine, Device, Model, OpenOptions, Recommendation, SearchConfig,
+};
+
+/// `--device`: where the model runs.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DeviceArg {
+    /// The CPU.
+    Cpu,
+    /// The GPU (any adapter, software ones included).
+    Gpu,
+    /// A hardware GPU when one qualifies, else the CPU.
+    Auto,
+}
+
+/// `--cpu-engine`: how the CPU backend computes.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum EngineArg {
+    /// Our fused kernels.
+    Fused,
+    /// The bundle's ONNX graphs through tract-onnx.
+    Tract,
+}
 
 /// Counts heap allocations (and the bytes live on the Rust heap) so that `bench` can report
 /// allocations per request and what a loaded model holds on the heap.
@@ -139,9 +161,9 @@ struct Common {
     /// Weight of the generator log-prob in the PRM selection key (0 = PRM alone, the paper).
     #[arg(long, default_value_t = promise_rt::search::DEFAULT_MIX)]
     mix: f32,
-    /// cpu, gpu or auto.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    /// Where the model runs.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    device: DeviceArg,
     /// Verify the bundle's sha256 checksums at open.
     #[arg(long)]
     verify: bool,
@@ -153,9 +175,9 @@ struct Common {
     /// (one submission per request).
     #[arg(long)]
     gpu_host_search: bool,
-    /// CPU engine: fused (our kernels) or tract (the ONNX graphs through tract-onnx).
-    #[arg(long, default_value = "fused")]
-    cpu_engine: String,
+    /// How the CPU backend computes.
+    #[arg(long, value_enum, default_value_t = EngineArg::Fused)]
+    cpu_engine: EngineArg,
 }
 
 #[derive(Args)]
@@ -189,20 +211,22 @@ impl Common {
         }
     }
     fn load(&self) -> Result<Model, promise_rt::Error> {
-        let device: Device = self.device.parse()?;
-        let bundle = Bundle::open_with(
-            &self.bundle,
-            OpenOptions {
-                verify_checksums: self.verify,
-                in_memory: false,
-            },
-        )?;
-        let opts = promise_rt::LoadOptions {
-            cpu_engine: self.cpu_engine.parse()?,
-            gpu_shader_f16: !self.gpu_portable,
-            gpu_subgroups: !self.gpu_portable,
-            gpu_search: !self.gpu_host_search,
+        let device = match self.device {
+            DeviceArg::Cpu => Device::Cpu,
+            DeviceArg::Gpu => Device::Gpu,
+            DeviceArg::Auto => Device::Auto,
         };
+        let mut open = OpenOptions::default();
+        open.verify_checksums = self.verify;
+        let bundle = Bundle::open_with(&self.bundle, open)?;
+        let mut opts = promise_rt::LoadOptions::default();
+        opts.cpu_engine = match self.cpu_engine {
+            EngineArg::Fused => CpuEngine::Fused,
+            EngineArg::Tract => CpuEngine::Tract,
+        };
+        opts.gpu_shader_f16 = !self.gpu_portable;
+        opts.gpu_subgroups = !self.gpu_portable;
+        opts.gpu_search = !self.gpu_host_search;
         Model::load_with(&bundle, device, &opts)
     }
 }
@@ -566,13 +590,13 @@ fn floor(model: &Model, cfg: &SearchConfig, p50_ms: f64) -> Result<Floor, Failur
     let tract_peak = flops::peak_gmacs(std::path::Path::new("."))?;
     let fused_peak = flops::fused_peak_gmacs();
     let peak = tract_peak.max(fused_peak);
-    let name = model.backend_name();
-    let backend_macs = if name.starts_with("cpu tract") {
-        macs.graph
-    } else if name.starts_with("gpu") {
-        macs.gpu
-    } else {
-        macs.fused
+    let backend_macs = match model.backend() {
+        BackendInfo::Cpu {
+            engine: CpuEngine::Tract,
+            ..
+        } => macs.graph,
+        BackendInfo::Gpu { .. } => macs.gpu,
+        _ => macs.fused,
     };
     let achieved = backend_macs as f64 / (p50_ms * 1e-3) / 1e9;
     Ok(Floor {
@@ -687,14 +711,14 @@ fn bench(
             serde_json::json!({"bundle": model.bundle().manifest().name, "device": format!("{:?}", model.device()), "floor": floor,
             "config": cfg_json(session.config()), "requests": requests, "p50_ms": p50, "p99_ms": p99, "requests_per_s": rps,
             "load_ms": load_ms, "peak_rss_kib": peak, "steady_rss_kib": steady, "rss_before_load_kib": rss0,
-            "bundle_kib": bundle_kib, "allocs_per_request": allocs, "gpu_adapter": model.gpu_adapter(), "backend": model.backend_name(), "rss_after_warmup_kib": rss_warm,
+            "bundle_kib": bundle_kib, "allocs_per_request": allocs, "gpu_adapter": gpu_adapter(&model), "backend": model.backend().to_string(), "rss_after_warmup_kib": rss_warm,
             "rss_growth_kib": growth, "model_heap_kib": model_heap_kib, "rss_trace_kib": rss_trace})
         );
     } else {
         println!(
             "bundle {} on {}, {}",
             model.bundle().manifest().name,
-            model.backend_name(),
+            model.backend(),
             describe(session.config())
         );
         println!("{requests} requests over real test-split histories (1 thread)");
@@ -722,4 +746,12 @@ fn bench(
         }
     }
     Ok(())
+}
+
+/// The GPU adapter a model runs on (`None` on the CPU), for the bench's JSON.
+fn gpu_adapter(model: &Model) -> Option<String> {
+    match model.backend() {
+        BackendInfo::Gpu { adapter, .. } => Some(adapter),
+        _ => None,
+    }
 }

@@ -78,7 +78,7 @@ fuzz_target!(
     }
     let Ok(bundle) = Bundle::open(dir) else { return };
     for cpu_engine in [CpuEngine::Fused, CpuEngine::Tract] {
-        let opts = LoadOptions { cpu_engine, ..LoadOptions::default() };
+        let opts = LoadOptions::default().with_cpu_engine(cpu_engine);
         let Ok(model) = Model::load_with(&bundle, Device::Cpu, &opts) else { continue };
         let cfg = SearchConfig { beams: 2, candidates: 4, results: 3, prm: true, mix: 0.5 };
         let Ok(mut session) = model.session(cfg) else { continue };

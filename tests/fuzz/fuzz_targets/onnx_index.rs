@@ -4,7 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(idx) = promise_rt::bundle::onnx::index(data, "fuzz") {
+    if let Ok(idx) = promise_rt::internals::onnx::index(data, "fuzz") {
         for i in &idx.initializers {
             assert!(i.offset + i.len <= data.len());
         }

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use promise_rt::bundle::onnx::index;
+use promise_rt::internals::onnx::index;
 use promise_rt::{Bundle, CpuEngine, Device, LoadOptions, Model, SearchConfig};
 
 const GRAPHS: [&str; 3] = ["encoder.onnx", "decoder.onnx", "prm.onnx"];
@@ -181,10 +181,7 @@ fuzz_target!(|data: &[u8]| {
     }
     std::fs::write(out.join("manifest.json"), manifest.to_string()).unwrap();
     let Ok(bundle) = Bundle::open(out) else { return };
-    let opts = LoadOptions {
-        cpu_engine: CpuEngine::Fused,
-        ..LoadOptions::default()
-    };
+    let opts = LoadOptions::default().with_cpu_engine(CpuEngine::Fused);
     let Ok(model) = Model::load_with(&bundle, Device::Cpu, &opts) else { return };
     let Ok(mut s) = model.session(SearchConfig::default()) else { return };
     let items = bundle.catalog().num_items() as u32;
