@@ -423,10 +423,12 @@ pub unsafe extern "C" fn promise_recommend(
         let s = lookup(sessions(), session as usize, "session")?;
         let mut s = match s.try_lock() {
             Ok(g) => g,
-            Err(std::sync::TryLockError::WouldBlock) => return Err(err!(
+            Err(std::sync::TryLockError::WouldBlock) => {
+                return Err(err!(
                 InvalidArgument,
                 "the session is in use on another thread (a session is for one thread at a time)"
-            )),
+            ))
+            }
             // a call on this session panicked (and returned PROMISE_STATUS_PANIC): every
             // request rebuilds the session's state from its inputs, so it serves again
             Err(std::sync::TryLockError::Poisoned(p)) => {
