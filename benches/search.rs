@@ -15,46 +15,11 @@
 //! Run: `cargo bench --bench search`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use promise_rt::{
-    Bundle, CpuEngine, Device, Error, LoadOptions, Model, Scorer, SearchConfig, Searcher,
-};
+use promise_rt::{Bundle, CpuEngine, Device, LoadOptions, Model, Scorer, SearchConfig, Searcher};
 
-struct Fake {
-    c: usize,
-    h: u64,
-}
-impl Scorer for Fake {
-    fn encode(&mut self, codes: &[i64], _mask: &[f32]) -> Result<(), Error> {
-        self.h = codes
-            .iter()
-            .fold(7u64, |h, &c| h.wrapping_mul(31).wrapping_add(c as u64));
-        Ok(())
-    }
-    fn decode(
-        &mut self,
-        level: usize,
-        prefixes: &[i64],
-        k: usize,
-        out: &mut [f32],
-    ) -> Result<(), Error> {
-        for i in 0..k {
-            for c in 0..self.c {
-                let x = self.h
-                    ^ (level as u64 * 1315423911)
-                    ^ ((prefixes[i] as u64) << 7)
-                    ^ (c as u64 * 2654435761);
-                out[i * self.c + c] = -((x % 1000) as f32) / 100.0;
-            }
-        }
-        Ok(())
-    }
-    fn score(&mut self, nodes: &[i64], out: &mut [f32]) -> Result<(), Error> {
-        for (o, &n) in out.iter_mut().zip(nodes) {
-            *o = ((self.h ^ (n as u64 * 40503)) % 997) as f32 / 97.0;
-        }
-        Ok(())
-    }
-}
+#[path = "../tests/support/fake.rs"]
+mod fake;
+use fake::Fake;
 
 fn bundle_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/ml1m")
@@ -104,10 +69,8 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("search_bookkeeping");
     for (name, cfg) in configs() {
         let mut s = Searcher::new(cfg, &cat, bundle.manifest().history).unwrap();
-        let mut f = Fake {
-            c: bundle.manifest().max_codebook(),
-            h: 0,
-        };
+        let m = bundle.manifest();
+        let mut f = Fake::new(m.max_codebook(), m.levels, 7);
         let mut i = 0;
         g.bench_function(BenchmarkId::from_parameter(&name), |b| {
             b.iter(|| {

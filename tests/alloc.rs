@@ -9,9 +9,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use promise_rt::bundle::catalog::{build, Catalog};
-use promise_rt::{
-    Bundle, CpuEngine, Device, Error, LoadOptions, Model, Scorer, SearchConfig, Searcher,
-};
+use promise_rt::{Bundle, CpuEngine, Device, LoadOptions, Model, SearchConfig, Searcher};
 
 struct Counting;
 thread_local! {
@@ -39,43 +37,9 @@ fn count() -> u64 {
     COUNT.with(|c| c.get())
 }
 
-/// Pure arithmetic scorer: no allocation of its own.
-struct Fake {
-    c: usize,
-    h: u64,
-}
-impl Scorer for Fake {
-    fn encode(&mut self, codes: &[i64], _mask: &[f32]) -> Result<(), Error> {
-        self.h = codes
-            .iter()
-            .fold(7u64, |h, &c| h.wrapping_mul(31).wrapping_add(c as u64));
-        Ok(())
-    }
-    fn decode(
-        &mut self,
-        level: usize,
-        prefixes: &[i64],
-        k: usize,
-        out: &mut [f32],
-    ) -> Result<(), Error> {
-        for i in 0..k {
-            for c in 0..self.c {
-                let x = self.h
-                    ^ (level as u64 * 1315423911)
-                    ^ ((prefixes[i] as u64) << 7)
-                    ^ (c as u64 * 2654435761);
-                out[i * self.c + c] = -((x % 1000) as f32) / 100.0;
-            }
-        }
-        Ok(())
-    }
-    fn score(&mut self, nodes: &[i64], out: &mut [f32]) -> Result<(), Error> {
-        for (o, &n) in out.iter_mut().zip(nodes) {
-            *o = ((self.h ^ (n as u64 * 40503)) % 997) as f32 / 97.0;
-        }
-        Ok(())
-    }
-}
+#[path = "support/fake.rs"]
+mod fake;
+use fake::Fake;
 
 #[test]
 fn the_search_allocates_nothing_per_request() {
@@ -112,7 +76,7 @@ fn the_search_allocates_nothing_per_request() {
         },
     ] {
         let mut s = Searcher::new(cfg, &cat, 20).unwrap();
-        let mut f = Fake { c: 32, h: 0 };
+        let mut f = Fake::new(32, cat.levels(), 7);
         s.run(&cat, &mut f, &histories[0]).unwrap(); // first request
         let before = count();
         let mut served = 0;

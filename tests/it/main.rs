@@ -8,6 +8,8 @@ mod cli;
 mod concurrency;
 mod cpu_engines;
 mod errors;
+#[path = "../support/fake.rs"]
+mod fake;
 mod ffi;
 mod golden;
 mod gpu;

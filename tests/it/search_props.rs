@@ -2,64 +2,10 @@
 //! a naive reference written the obvious way (full sorts, fresh vectors).
 
 use promise_rt::bundle::catalog::{build, Catalog};
-use promise_rt::{Error, Scorer, SearchConfig, Searcher};
+use promise_rt::{Scorer, SearchConfig, Searcher};
+
+use crate::fake::Fake;
 use proptest::prelude::*;
-
-/// Scores are pseudo-random but a pure function of their inputs.
-struct Fake {
-    c: usize,
-    l: usize,
-    salt: u64,
-    hist: u64,
-}
-
-fn mix64(mut x: u64) -> u64 {
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51afd7ed558ccd);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xc4ceb9fe1a85ec53);
-    x ^ (x >> 33)
-}
-fn unit(x: u64) -> f32 {
-    // a few distinct values, so exact ties happen
-    ((mix64(x) % 17) as f32) * -0.25
-}
-
-impl Scorer for Fake {
-    fn encode(&mut self, codes: &[i64], mask: &[f32]) -> Result<(), Error> {
-        self.hist = codes
-            .iter()
-            .zip(mask.iter().cycle())
-            .fold(self.salt, |h, (&c, &m)| {
-                mix64(h ^ (c as u64) ^ ((m as u64) << 40))
-            });
-        Ok(())
-    }
-    fn decode(
-        &mut self,
-        level: usize,
-        prefixes: &[i64],
-        k: usize,
-        out: &mut [f32],
-    ) -> Result<(), Error> {
-        let w = (self.l - 1).max(1);
-        for i in 0..k {
-            let p = prefixes[i * w..(i + 1) * w]
-                .iter()
-                .fold(self.hist ^ level as u64, |h, &c| mix64(h ^ c as u64));
-            for c in 0..self.c {
-                out[i * self.c + c] = unit(p ^ (c as u64) << 20);
-            }
-        }
-        Ok(())
-    }
-    fn score(&mut self, nodes: &[i64], out: &mut [f32]) -> Result<(), Error> {
-        for (o, &n) in out.iter_mut().zip(nodes) {
-            *o = unit(self.hist ^ 0xABCDEF ^ (n as u64) << 8);
-        }
-        Ok(())
-    }
-}
 
 /// Unseen leaves under `node`, the obvious way: walk the subtree.
 fn naive_unseen(cat: &Catalog, node: u32, history: &[u32]) -> usize {
@@ -188,9 +134,9 @@ proptest! {
         let cfg = SearchConfig { beams, candidates, results, prm, mix: if mix_on { 0.25 } else { 0.0 } };
         let h = 4;
         let mut s = Searcher::new(cfg, &cat, h).unwrap();
-        let mut f = Fake { c: codebook[0] as usize, l: cat.levels(), salt, hist: 0 };
+        let mut f = Fake::new(codebook[0] as usize, cat.levels(), salt);
         let got: Vec<(u32, f32)> = s.run(&cat, &mut f, &history).unwrap().iter().map(|r| (r.item, r.score)).collect();
-        let want = naive(&cat, &mut Fake { c: codebook[0] as usize, l: cat.levels(), salt, hist: 0 }, &cfg, &history, h);
+        let want = naive(&cat, &mut Fake::new(codebook[0] as usize, cat.levels(), salt), &cfg, &history, h);
         prop_assert_eq!(&got, &want);
         // invariants: the full feed, min(N, unseen items)
         let mut distinct = history.clone();
@@ -220,9 +166,9 @@ proptest! {
         let cfg = SearchConfig { beams: wide, candidates: wide * codebook[0] as usize, results, prm: false, mix: 0.0 };
         let history = vec![0u32];
         let mut s = Searcher::new(cfg, &cat, 3).unwrap();
-        let mut f = Fake { c: codebook[0] as usize, l: cat.levels(), salt, hist: 0 };
+        let mut f = Fake::new(codebook[0] as usize, cat.levels(), salt);
         let got: Vec<u32> = s.run(&cat, &mut f, &history).unwrap().iter().map(|r| r.item).collect();
-        let want: Vec<u32> = naive(&cat, &mut Fake { c: codebook[0] as usize, l: cat.levels(), salt, hist: 0 },
+        let want: Vec<u32> = naive(&cat, &mut Fake::new(codebook[0] as usize, cat.levels(), salt),
             &SearchConfig { beams: wide, candidates: wide * codebook[0] as usize, results: cat.num_items(), prm: false, mix: 0.0 }, &history, 3)
             .into_iter().take(results).map(|x| x.0).collect();
         prop_assert_eq!(got.len(), results.min(cat.num_items() - 1));
@@ -276,12 +222,7 @@ fn the_feed_is_full_for_histories_that_cover_most_of_the_catalog() {
         histories.push(cover);
         for history in &histories {
             let mut s = Searcher::new(cfg, &cat, 4).unwrap();
-            let mut f = Fake {
-                c: 6,
-                l: 3,
-                salt: 7,
-                hist: 0,
-            };
+            let mut f = Fake::new(6, 3, 7);
             let got: Vec<(u32, f32)> = s
                 .run(&cat, &mut f, history)
                 .unwrap()
@@ -301,18 +242,7 @@ fn the_feed_is_full_for_histories_that_cover_most_of_the_catalog() {
             items.sort();
             items.dedup();
             assert_eq!(items.len(), got.len(), "duplicates");
-            let want = naive(
-                &cat,
-                &mut Fake {
-                    c: 6,
-                    l: 3,
-                    salt: 7,
-                    hist: 0,
-                },
-                &cfg,
-                history,
-                4,
-            );
+            let want = naive(&cat, &mut Fake::new(6, 3, 7), &cfg, history, 4);
             assert_eq!(got, want, "{cfg:?}, {unseen} unseen");
         }
     }
