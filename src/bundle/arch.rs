@@ -54,6 +54,26 @@ impl Weight {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The error of an engine that looked this weight up and found it missing (`None`) or
+    /// with the shape `found`. `Bundle::open` has checked both, so it names an engine bug.
+    #[cfg_attr(not(any(feature = "cpu", feature = "gpu")), allow(dead_code))]
+    pub(crate) fn not_as_checked(&self, found: Option<&[usize]>) -> crate::Error {
+        match found {
+            Some(d) => err!(
+                Graph,
+                "weight {:?} has shape {d:?}, the manifest implies {:?}",
+                self.name,
+                self.shape
+            ),
+            None => err!(
+                Graph,
+                "weight {:?} (shape {:?}) is missing from the bundle's graphs",
+                self.name,
+                self.shape
+            ),
+        }
+    }
 }
 
 /// Multi-head attention: `softmax(norm(x) wq (kv wk)^T / sqrt(head_dim) + bias) (kv wv) wo`.

@@ -694,75 +694,39 @@ fn check_graph(bytes: Arc<Bytes>, role: &str, a: &Architecture, m: &Manifest) ->
         m.dims.d_model as i64,
         m.max_codebook() as i64,
     );
-    let mem = [Some(1), Some(h), Some(d)];
-    match role {
-        "encoder" => {
-            expect_io(
-                index.inputs.first(),
-                role,
-                "history_codes",
-                ElemType::I64,
-                &[Some(1), Some(h), Some(l)],
-            )?;
-            expect_io(
-                index.inputs.get(1),
-                role,
-                "history_mask",
-                ElemType::F32,
-                &[Some(1), Some(h)],
-            )?;
-            expect_io(index.outputs.first(), role, "memory", ElemType::F32, &mem)?;
-        }
-        "decoder" => {
-            expect_io(index.inputs.first(), role, "memory", ElemType::F32, &mem)?;
-            expect_io(
-                index.inputs.get(1),
-                role,
-                "history_mask",
-                ElemType::F32,
-                &[Some(1), Some(h)],
-            )?;
-            expect_io(
-                index.inputs.get(2),
-                role,
-                "prefix_codes",
-                ElemType::I64,
-                &[None, Some(l - 1)],
-            )?;
-            expect_io(
-                index.outputs.first(),
-                role,
-                "log_probs",
-                ElemType::F32,
-                &[None, Some(l), Some(c)],
-            )?;
-        }
-        _ => {
-            expect_io(index.inputs.first(), role, "memory", ElemType::F32, &mem)?;
-            expect_io(
-                index.inputs.get(1),
-                role,
-                "history_mask",
-                ElemType::F32,
-                &[Some(1), Some(h)],
-            )?;
-            expect_io(
-                index.inputs.get(2),
-                role,
-                "node_ids",
-                ElemType::I64,
-                &[None],
-            )?;
-            expect_io(
-                index.outputs.first(),
-                role,
-                "scores",
-                ElemType::F32,
-                &[None],
-            )?;
-        }
+    // every graph's inputs and output, in order: (name, element type, dims; None = symbolic)
+    let mem = ("memory", ElemType::F32, vec![Some(1), Some(h), Some(d)]);
+    let mask = ("history_mask", ElemType::F32, vec![Some(1), Some(h)]);
+    let (inputs, output) = match role {
+        "encoder" => (
+            vec![
+                (
+                    "history_codes",
+                    ElemType::I64,
+                    vec![Some(1), Some(h), Some(l)],
+                ),
+                mask,
+            ],
+            mem,
+        ),
+        "decoder" => (
+            vec![
+                mem,
+                mask,
+                ("prefix_codes", ElemType::I64, vec![None, Some(l - 1)]),
+            ],
+            ("log_probs", ElemType::F32, vec![None, Some(l), Some(c)]),
+        ),
+        _ => (
+            vec![mem, mask, ("node_ids", ElemType::I64, vec![None])],
+            ("scores", ElemType::F32, vec![None]),
+        ),
+    };
+    for (i, (name, elem, dims)) in inputs.iter().enumerate() {
+        expect_io(index.inputs.get(i), role, name, *elem, dims)?;
     }
-    let expected_io = if role == "encoder" { 2 } else { 3 };
+    expect_io(index.outputs.first(), role, output.0, output.1, &output.2)?;
+    let expected_io = inputs.len();
     if index.inputs.len() != expected_io || index.outputs.len() != 1 {
         return Err(err!(
             Graph,

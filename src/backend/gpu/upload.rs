@@ -27,36 +27,16 @@ impl Weights {
     pub(super) fn w(&self, w: &Weight) -> Result<W> {
         match self.w.get(&w.name) {
             Some((x, d)) if *d == w.shape => Ok(*x),
-            Some((_, d)) => Err(err!(
-                Graph,
-                "weight {:?} has shape {d:?}, the manifest implies {:?}",
-                w.name,
-                w.shape
-            )),
-            None => Err(err!(
-                Graph,
-                "weight {:?} (shape {:?}) is missing from the bundle's graphs",
-                w.name,
-                w.shape
-            )),
+            Some((_, d)) => Err(w.not_as_checked(Some(d))),
+            None => Err(w.not_as_checked(None)),
         }
     }
     /// Where the vector `w` (a gain or bias, stored as f32) went.
     pub(super) fn v(&self, w: &Weight) -> Result<V> {
         match self.v.get(&w.name) {
             Some((x, n)) if *n == w.len() => Ok(*x),
-            Some((_, n)) => Err(err!(
-                Graph,
-                "weight {:?} has {n} values, the manifest implies {}",
-                w.name,
-                w.len()
-            )),
-            None => Err(err!(
-                Graph,
-                "weight {:?} ({} values) is missing from the bundle's graphs",
-                w.name,
-                w.len()
-            )),
+            Some((_, n)) => Err(w.not_as_checked(Some(&[*n]))),
+            None => Err(w.not_as_checked(None)),
         }
     }
 }

@@ -73,18 +73,8 @@ impl Table {
         match self.0.remove(&w.name) {
             // rank-1 weights (gains, biases) may be stored with any rank of that size
             Some((v, d)) if d == w.shape || (w.shape.len() == 1 && v.len() == w.len()) => Ok(v),
-            Some((_, d)) => Err(err!(
-                Graph,
-                "weight {:?} has shape {d:?}, the manifest implies {:?}",
-                w.name,
-                w.shape
-            )),
-            None => Err(err!(
-                Graph,
-                "weight {:?} (shape {:?}) is missing from the bundle's graphs",
-                w.name,
-                w.shape
-            )),
+            Some((_, d)) => Err(w.not_as_checked(Some(&d))),
+            None => Err(w.not_as_checked(None)),
         }
     }
 
