@@ -14,7 +14,7 @@
 //! are built once for the config; a request only writes its inputs (`write_buffer`: the
 //! history's codes and mask, its sorted seen leaves, the root beam) and submits.
 //!
-//! Per request (default, [`GpuOptions::search`]): one submission. The encoder, then per
+//! Per request (default, `LoadOptions::gpu_search`): one submission. The encoder, then per
 //! level the decoder (+ log-softmax), `expand` (trie masking, unseen counts),
 //! `select_candidates` (top-K+, a radix select linear in the level's width),
 //! the PRM and `select_beams` (top-K', or top-N at the last level) run as one compute

@@ -313,6 +313,11 @@ impl Plan {
     /// reads it, and q/k/v (and the memory's k/v) are one dispatch each: 14 dispatches for
     /// the small model's encoder, 19 per decoder level, 8 for the PRM.
     /// `dry`: resolve every weight (used at load to fail early).
+    ///
+    /// Long (about 370 lines) on purpose, for now: it is one list of every dispatch in
+    /// execution order, over one arena layout that all stages share, and reads top to
+    /// bottom like the forward pass. The per-op plan it builds is what issue 15's stage
+    /// kernels replace; splitting it first would be work thrown away.
     pub(super) fn build(s: &Shared, cfg: &SearchConfig, dry: bool) -> Result<Plan> {
         let m = &s.manifest;
         let a = &s.arch;
