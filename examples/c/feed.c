@@ -1,6 +1,11 @@
 /* A personalised feed from C: load the shipped bundle, ask for the top 10, print them,
- * then walk through the error paths an app can hit. Exit status 0 when every check
- * holds. Build: see tests/c/run.sh. */
+ * then walk through the error paths an app can hit, and open the same model as a one-file
+ * bundle from memory and from a file descriptor range (as an Android app does with an APK
+ * asset). Exit status 0 when every check holds. Build: see tests/c/run.sh.
+ * Usage: feed [BUNDLE_DIR [BUNDLE.promise]] */
+#define _POSIX_C_SOURCE 200809L
+#include <fcntl.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,8 +15,85 @@
 static int failures = 0;
 #define CHECK(cond, ...) do { if (!(cond)) { failures++; fprintf(stderr, "FAILED %s:%d: ", __FILE__, __LINE__); fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); } } while (0)
 
+/* The feed of `model` for `history` (10 items) into `items`; 0 on success. */
+static int feed_of(PromiseModel *model, const uint32_t *history, size_t n, uint32_t *items) {
+    PromiseSession *s = NULL;
+    PromiseSearchConfig cfg;
+    promise_search_config_default(&cfg);
+    cfg.beams = 8; cfg.candidates = 32; cfg.results = 10;
+    if (promise_session_new(model, &cfg, &s) != PROMISE_STATUS_OK) return -1;
+    PromiseRecommendation recs[10];
+    size_t written = 0;
+    PromiseStatus st = promise_recommend(s, history, n, recs, 10, &written);
+    promise_session_free(s);
+    if (st != PROMISE_STATUS_OK || written != 10) return -1;
+    for (size_t i = 0; i < 10; i++) items[i] = recs[i].item;
+    return 0;
+}
+
+/* The one-file bundle `path`: from memory (the buffer freed right after the call) and from
+ * an fd range inside a larger file; both must give `want`. Then their error paths. */
+static void one_file_bundle(const char *path, const uint32_t *history, size_t n, const uint32_t *want) {
+    FILE *f = fopen(path, "rb");
+    CHECK(f != NULL, "open %s", path);
+    if (!f) return;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *buf = malloc((size_t)len);
+    CHECK(buf && fread(buf, 1, (size_t)len, f) == (size_t)len, "read %s", path);
+    fclose(f);
+    uint32_t got[10];
+
+    PromiseModel *m = NULL;
+    PromiseStatus st = promise_model_open_memory(buf, (size_t)len, PROMISE_DEVICE_CPU, &m);
+    CHECK(st == PROMISE_STATUS_OK, "open_memory: %s", promise_last_error());
+    st = promise_model_open_memory(buf, (size_t)len - 1, PROMISE_DEVICE_CPU, &m);
+    CHECK(st == PROMISE_STATUS_MANIFEST, "truncated buffer -> %d", st);
+    printf("truncated buffer  -> %s: %s\n", promise_status_text(st), promise_last_error());
+    PromiseModel *m_null = NULL;
+    st = promise_model_open_memory(NULL, 10, PROMISE_DEVICE_CPU, &m_null);
+    CHECK(st == PROMISE_STATUS_INVALID_ARGUMENT && m_null == NULL, "NULL data -> %d", st);
+
+    /* an "APK": 4097 bytes of something else, the bundle, 100 more bytes */
+    FILE *apk = tmpfile();
+    CHECK(apk != NULL, "tmpfile");
+    if (apk) {
+        unsigned char junk[4097];
+        memset(junk, 0xA5, sizeof junk);
+        fwrite(junk, 1, sizeof junk, apk);
+        fwrite(buf, 1, (size_t)len, apk);
+        fwrite(junk, 1, 100, apk);
+        fflush(apk);
+    }
+    free(buf); /* the model opened from memory holds its own copy */
+    CHECK(m && feed_of(m, history, n, got) == 0 && memcmp(got, want, sizeof got) == 0,
+          "the in-memory bundle gives the directory's feed");
+    promise_model_free(m);
+    if (!apk) return;
+
+    int fd = dup(fileno(apk));
+    PromiseModel *mf = NULL;
+    st = promise_model_open_fd(fd, 4097, (uint64_t)len, PROMISE_DEVICE_CPU, &mf);
+    CHECK(st == PROMISE_STATUS_OK, "open_fd: %s", promise_last_error());
+    close(fd); /* the model does not keep the descriptor */
+    CHECK(mf && feed_of(mf, history, n, got) == 0 && memcmp(got, want, sizeof got) == 0,
+          "the fd-range bundle gives the directory's feed");
+    promise_model_free(mf);
+    PromiseModel *bad = NULL;
+    st = promise_model_open_fd(fileno(apk), 4096, (uint64_t)len, PROMISE_DEVICE_CPU, &bad);
+    CHECK(st == PROMISE_STATUS_MANIFEST && bad == NULL, "range off by one byte -> %d", st);
+    st = promise_model_open_fd(fileno(apk), 4097, (uint64_t)len + 1000, PROMISE_DEVICE_CPU, &bad);
+    CHECK(st == PROMISE_STATUS_INVALID_ARGUMENT, "range past the end -> %d", st);
+    printf("range past the end -> %s: %s\n", promise_status_text(st), promise_last_error());
+    st = promise_model_open_fd(-1, 0, 10, PROMISE_DEVICE_CPU, &bad);
+    CHECK(st == PROMISE_STATUS_INVALID_ARGUMENT, "fd -1 -> %d", st);
+    fclose(apk);
+}
+
 int main(int argc, char **argv) {
     const char *bundle = argc > 1 ? argv[1] : "models/ml1m";
+    const char *one_file = argc > 2 ? argv[2] : NULL;
     printf("promise-rt %s\n", promise_version());
 
     PromiseModel *model = NULL;
@@ -37,6 +119,12 @@ int main(int argc, char **argv) {
     CHECK(st == PROMISE_STATUS_OK && written == 10, "recommend: %s", promise_last_error());
     printf("feed for a user who saw 12, 7, 99, 1024, 5, 318:\n");
     for (size_t i = 0; i < written; i++) printf("  %2zu. item %4u  score %8.4f\n", i + 1, recs[i].item, recs[i].score);
+    if (one_file) {
+        uint32_t want[10];
+        CHECK(feed_of(model, history, 6, want) == 0, "feed_of");
+        one_file_bundle(one_file, history, 6, want);
+        printf("%s: the same feed from memory and from an fd range\n", one_file);
+    }
 
     /* error paths: each returns its status, writes nothing, leaves a message */
     size_t untouched = 12345;

@@ -195,6 +195,35 @@ def write_manifest(d, cfg: Config, trie: Trie, fmt, meta):
         f.write("\n")
 
 
+CONTAINER_MAGIC = b"PROMISE\0"
+CONTAINER_VERSION = 1
+
+
+def write_container(d, out):
+    """The one-file bundle of the bundle directory `d` (models/README.md, "One-file
+    bundles"): byte for byte what `promise pack` writes."""
+    man = json.load(open(os.path.join(d, "manifest.json")))
+    names = ["manifest.json"] + [f["name"] for f in man["files"]]
+    blobs = [open(os.path.join(d, n), "rb").read() for n in names]
+    align = lambda x: (x + 63) // 64 * 64  # noqa: E731
+    at = align(64 + 64 * len(names))
+    index, offsets = bytearray(), []
+    for n, b in zip(names, blobs):
+        e = n.encode().ljust(48, b"\0") + struct.pack("<QQ", at, len(b))
+        index += e
+        offsets.append(at)
+        at = align(at + len(b))
+    total = offsets[-1] + len(blobs[-1])
+    out_b = bytearray(CONTAINER_MAGIC + struct.pack("<IIQQ", CONTAINER_VERSION, len(names), 64, total))
+    out_b = out_b.ljust(64, b"\0") + index
+    for off, b in zip(offsets, blobs):
+        out_b = out_b.ljust(off, b"\0") + b
+    assert len(out_b) == total
+    with open(out + ".tmp", "wb") as f:
+        f.write(out_b)
+    os.replace(out + ".tmp", out)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", required=True)
@@ -202,11 +231,12 @@ def main():
     ap.add_argument("--out", required=True, help="bundle dir of the f32 variant; others get -f16/-int8")
     ap.add_argument("--name", default=None)
     ap.add_argument("--variants", default="f32,f16,int8")
+    ap.add_argument("--promise", action="store_true", help="also write DIR.promise, the one-file bundle")
     args = ap.parse_args()
     model, _info = load_trained(args.work, args.model)
     cfg = model.cfg
     model.eval()
-    trie = Trie(np.load(os.path.join(args.work, "sids.npy")))
+    trie = Trie(np.load(os.path.join(args.work, _info.get("sids", "sids.npy"))))
     g, r = model.n_params()
     for fmt in args.variants.split(","):
         d = args.out if fmt == "f32" else f"{args.out}-{fmt}"
@@ -220,6 +250,8 @@ def main():
         name = args.name or os.path.basename(os.path.normpath(args.out))
         write_manifest(d, cfg, trie, fmt, {"name": f"{name}-{fmt}" if fmt != "f32" else name,
                                            "params_generator": g, "params_prm": r})
+        if args.promise:
+            write_container(d, os.path.normpath(d) + ".promise")
         size = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))
         print(f"{d}: {fmt}, {size / 1e6:.2f} MB, max |onnxruntime - torch|: "
               + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()), flush=True)

@@ -17,6 +17,7 @@
 
 pub mod arch;
 pub mod catalog;
+pub mod container;
 mod nodes;
 pub(crate) mod onnx;
 
@@ -40,6 +41,8 @@ pub const FORMAT_VERSION: u32 = 1;
 pub(crate) enum Bytes {
     Mapped(memmap2::Mmap),
     Owned(Vec<u8>),
+    /// A range of a container's bytes.
+    Slice(Arc<Bytes>, std::ops::Range<usize>),
 }
 
 impl std::ops::Deref for Bytes {
@@ -48,6 +51,7 @@ impl std::ops::Deref for Bytes {
         match self {
             Bytes::Mapped(m) => m,
             Bytes::Owned(v) => v,
+            Bytes::Slice(b, r) => &b[r.clone()],
         }
     }
 }
@@ -227,6 +231,7 @@ struct BundleInner {
     decoder: Graph,
     prm: Graph,
     file_bytes: u64,
+    file_names: Vec<String>,
 }
 
 impl std::fmt::Debug for Bundle {
@@ -321,6 +326,11 @@ fn read_file(path: &Path, expected: u64, in_memory: bool) -> Result<Bytes> {
             path.display()
         ));
     }
+    map_or_read(f, len, path, in_memory)
+}
+
+/// The whole regular file `f` (`len` bytes): mapped, or read into the heap.
+fn map_or_read(f: File, len: u64, path: &Path, in_memory: bool) -> Result<Bytes> {
     if in_memory || len == 0 {
         // mapping an empty file fails on some platforms; an empty file is simply empty
         return Ok(Bytes::Owned(read_exact_fallible(f, len, path)?));
@@ -497,44 +507,193 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
     }
 }
 
+/// Where a bundle's files come from: a directory, or the entries of a one-file container
+/// (a `.promise` file, a buffer in memory, a range of a file descriptor).
+enum Source<'a> {
+    Dir(&'a Path),
+    Container(&'a Arc<Bytes>, &'a container::Index),
+}
+
+impl Source<'_> {
+    /// The bytes of the manifest.
+    fn manifest(&self, what: &str) -> Result<Vec<u8>> {
+        match self {
+            Source::Dir(dir) => {
+                let mpath = dir.join("manifest.json");
+                let (mf, mlen) = open_regular(&mpath)?;
+                if mlen > MAX_MANIFEST_BYTES {
+                    return Err(err!(
+                        Manifest,
+                        "{} is {mlen} bytes, expected at most {MAX_MANIFEST_BYTES}",
+                        mpath.display()
+                    ));
+                }
+                read_exact_fallible(mf, mlen, &mpath)
+            }
+            Source::Container(bytes, index) => {
+                let r = index
+                    .get("manifest.json")
+                    .ok_or_else(|| err!(Manifest, "{what} holds no manifest.json"))?;
+                if r.len() as u64 > MAX_MANIFEST_BYTES {
+                    return Err(err!(
+                        Manifest,
+                        "{what}'s manifest.json is {} bytes, expected at most {MAX_MANIFEST_BYTES}",
+                        r.len()
+                    ));
+                }
+                Ok(bytes[r].to_vec())
+            }
+        }
+    }
+
+    /// The file `name` of exactly `expected` bytes (the manifest's size): mapped, or in
+    /// the heap with `in_memory`.
+    fn file(&self, name: &str, expected: u64, in_memory: bool, what: &str) -> Result<Bytes> {
+        match self {
+            Source::Dir(dir) => read_file(&dir.join(name), expected, in_memory),
+            Source::Container(bytes, index) => {
+                let r = index.get(name).ok_or_else(|| {
+                    err!(
+                        Manifest,
+                        "{what} holds no {name:?}, which the manifest lists"
+                    )
+                })?;
+                if r.len() as u64 != expected {
+                    return Err(err!(
+                        Checksum,
+                        "{what}'s {name} is {} bytes, the manifest says {expected}",
+                        r.len()
+                    ));
+                }
+                if in_memory {
+                    let mut v = Vec::new();
+                    v.try_reserve_exact(r.len()).map_err(|_| {
+                        err!(Limits, "cannot allocate {} bytes to copy {name}", r.len())
+                    })?;
+                    v.extend_from_slice(&bytes[r]);
+                    Ok(Bytes::Owned(v))
+                } else {
+                    Ok(Bytes::Slice(Arc::clone(bytes), r))
+                }
+            }
+        }
+    }
+}
+
 impl Bundle {
-    /// Open and validate the bundle in `dir` (memory-mapped, no checksum pass).
-    pub fn open(dir: impl AsRef<Path>) -> Result<Bundle> {
-        Bundle::open_with(dir, OpenOptions::default())
+    /// Open and validate the bundle at `path`: a bundle directory, or a one-file `.promise`
+    /// container (memory-mapped, no checksum pass).
+    pub fn open(path: impl AsRef<Path>) -> Result<Bundle> {
+        Bundle::open_with(path, OpenOptions::default())
     }
 
     /// Open with options (checksums, read into memory).
-    pub fn open_with(dir: impl AsRef<Path>, opts: OpenOptions) -> Result<Bundle> {
-        let dir = dir.as_ref().to_path_buf();
-        if !dir.is_dir() {
+    pub fn open_with(path: impl AsRef<Path>, opts: OpenOptions) -> Result<Bundle> {
+        let path = path.as_ref().to_path_buf();
+        if path.is_dir() {
+            return Bundle::assemble(Source::Dir(&path), path.clone(), opts);
+        }
+        if !path.exists() {
             return Err(err!(
                 Io,
-                "bundle directory {} does not exist or is not a directory",
-                dir.display()
+                "bundle {} does not exist (expected a bundle directory or a .promise file)",
+                path.display()
             ));
         }
-        let mpath = dir.join("manifest.json");
-        let (mf, mlen) = open_regular(&mpath)?;
-        if mlen > MAX_MANIFEST_BYTES {
+        let (f, len) = open_regular(&path)?;
+        let bytes = Arc::new(map_or_read(f, len, &path, opts.in_memory)?);
+        let index = container::parse(&bytes, &path.display().to_string())?;
+        Bundle::assemble(Source::Container(&bytes, &index), path, opts)
+    }
+
+    /// Open a one-file bundle (a `.promise` container) held in memory: the bundle owns the
+    /// buffer (no copy is made; the catalog, which requests read, is copied out of it).
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Bundle> {
+        let bytes = Arc::new(Bytes::Owned(bytes));
+        let index = container::parse(&bytes, "the in-memory bundle")?;
+        let opts = OpenOptions::default();
+        Bundle::assemble(Source::Container(&bytes, &index), "<memory>".into(), opts)
+    }
+
+    /// Open a one-file bundle stored at `offset..offset + len` of the open file `fd` (an
+    /// uncompressed Android APK asset: `AAsset_openFileDescriptor64`). The range is
+    /// memory-mapped (read into memory with `opts.in_memory`); `fd` is only used during
+    /// this call and stays the caller's to close. The same contract as a file: the range
+    /// must not be truncated or rewritten while the bundle is being opened and loaded.
+    #[cfg(unix)]
+    pub fn from_fd_range(
+        fd: std::os::fd::BorrowedFd<'_>,
+        offset: u64,
+        len: u64,
+        opts: OpenOptions,
+    ) -> Result<Bundle> {
+        use std::os::fd::AsRawFd;
+        let what = format!("fd {} range {offset}+{len}", fd.as_raw_fd());
+        let file = std::fs::File::from(
+            fd.try_clone_to_owned()
+                .map_err(|e| err!(Io, "cannot duplicate {what}: {e}"))?,
+        );
+        let md = file
+            .metadata()
+            .map_err(|e| err!(Io, "cannot stat {what}: {e}"))?;
+        if !md.is_file() {
+            return Err(err!(Io, "{what} is not a regular file"));
+        }
+        let end = offset.checked_add(len).filter(|&e| e <= md.len());
+        if end.is_none() {
             return Err(err!(
-                Manifest,
-                "{} is {mlen} bytes, expected at most {MAX_MANIFEST_BYTES}",
-                mpath.display()
+                InvalidArgument,
+                "{what} ends past the file's {} bytes",
+                md.len()
             ));
         }
-        let text = read_exact_fallible(mf, mlen, &mpath)?;
+        let n = usize::try_from(len)
+            .map_err(|_| err!(Limits, "{what} is too large for this machine"))?;
+        let bytes = if opts.in_memory || len == 0 {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut f = file;
+            f.seek(SeekFrom::Start(offset))
+                .map_err(|e| err!(Io, "cannot seek {what}: {e}"))?;
+            let mut v = Vec::new();
+            v.try_reserve_exact(n)
+                .map_err(|_| err!(Limits, "cannot allocate {n} bytes to read {what}"))?;
+            f.take(len)
+                .read_to_end(&mut v)
+                .map_err(|e| err!(Io, "cannot read {what}: {e}"))?;
+            Bytes::Owned(v)
+        } else {
+            // SAFETY: a read-only map of a regular file's range; the contract above (the
+            // same as for bundle files) keeps it from being truncated while it is read.
+            #[allow(unsafe_code)]
+            let map = unsafe { memmap2::MmapOptions::new().offset(offset).len(n).map(&file) }
+                .map_err(|e| err!(Io, "cannot map {what}: {e}"))?;
+            Bytes::Mapped(map)
+        };
+        let bytes = Arc::new(bytes);
+        let index = container::parse(&bytes, &what)?;
+        Bundle::assemble(Source::Container(&bytes, &index), what.into(), opts)
+    }
+
+    /// The names of the files the manifest lists (a container also holds manifest.json).
+    pub fn file_names(&self) -> Vec<String> {
+        self.inner.file_names.clone()
+    }
+
+    /// Read, check and assemble a bundle from `src` (`origin` names it in messages).
+    fn assemble(src: Source<'_>, origin: PathBuf, opts: OpenOptions) -> Result<Bundle> {
+        let what = origin.display().to_string();
+        let text = src.manifest(&what)?;
         let text = std::str::from_utf8(&text)
-            .map_err(|_| err!(Manifest, "{} is not valid UTF-8", mpath.display()))?;
+            .map_err(|_| err!(Manifest, "the manifest of {what} is not valid UTF-8"))?;
         let (manifest, raw) = parse_manifest(text)?;
 
         let mut files = std::collections::HashMap::new();
         let mut file_bytes = 0u64;
         for f in &raw.files {
             let name = safe_name(&f.name)?;
-            let p = dir.join(name);
             // the catalog is what requests read: always in the heap, never a mapping
             let in_memory = opts.in_memory || f.name == raw.catalog;
-            let bytes = read_file(&p, f.bytes, in_memory)?;
+            let bytes = src.file(name, f.bytes, in_memory, &what)?;
             if opts.verify_checksums {
                 let got = Sha256::digest(&bytes[..])
                     .iter()
@@ -543,8 +702,7 @@ impl Bundle {
                 if got != f.sha256.to_ascii_lowercase() {
                     return Err(err!(
                         Checksum,
-                        "{} has sha256 {got}, the manifest says {}",
-                        p.display(),
+                        "{name} of {what} has sha256 {got}, the manifest says {}",
                         f.sha256
                     ));
                 }
@@ -552,6 +710,8 @@ impl Bundle {
             file_bytes += f.bytes;
             files.insert(name.to_owned(), Arc::new(bytes));
         }
+        let file_names = raw.files.iter().map(|f| f.name.clone()).collect();
+        let dir = origin;
         let take = |name: &str, role: &str| -> Result<Arc<Bytes>> {
             let name = safe_name(name)?;
             files.get(name).cloned().ok_or_else(|| {
@@ -611,6 +771,7 @@ impl Bundle {
                 decoder,
                 prm,
                 file_bytes,
+                file_names,
             }),
         })
     }
@@ -627,7 +788,8 @@ impl Bundle {
     pub fn catalog(&self) -> &Catalog {
         &self.inner.catalog
     }
-    /// The bundle directory.
+    /// Where the bundle came from: its directory, its `.promise` file, `<memory>`, or
+    /// the file descriptor range.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
     }

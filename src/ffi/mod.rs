@@ -272,45 +272,122 @@ pub unsafe extern "C" fn promise_search_config_default(
     })
 }
 
-/// Open the bundle directory `bundle_dir` (UTF-8 path) and load it on `device`
-/// (PROMISE_DEVICE_CPU / _GPU / _AUTO). On success writes a new handle to `*out`;
-/// free it with `promise_model_free`.
+fn c_device(device: i32) -> Result<Device, Error> {
+    match device {
+        PROMISE_DEVICE_CPU => Ok(Device::Cpu),
+        PROMISE_DEVICE_GPU => Ok(Device::Gpu),
+        PROMISE_DEVICE_AUTO => Ok(Device::Auto),
+        d => Err(err!(
+            InvalidArgument,
+            "device is {d}, expected 0 (cpu), 1 (gpu) or 2 (auto)"
+        )),
+    }
+}
+
+/// Load `bundle` on `device` and hand the new model's handle to `*out`.
+fn open_model(
+    out: *mut *mut PromiseModel,
+    device: i32,
+    bundle: impl FnOnce() -> Result<Bundle, Error>,
+) -> Result<(), Error> {
+    if out.is_null() {
+        return Err(err!(
+            InvalidArgument,
+            "out is NULL, expected a PromiseModel* to write the handle to"
+        ));
+    }
+    let device = c_device(device)?;
+    let model = Model::load(&bundle()?, device)?;
+    let key = register(models(), model);
+    // SAFETY: non-null, caller-provided storage for one pointer.
+    unsafe { out.write(key as *mut PromiseModel) };
+    Ok(())
+}
+
+/// Open the bundle at `bundle_path` (UTF-8 path): a bundle directory or a one-file
+/// `.promise` bundle, and load it on `device` (PROMISE_DEVICE_CPU / _GPU / _AUTO). On
+/// success writes a new handle to `*out`; free it with `promise_model_free`.
 /// Files: only regular files are read (a FIFO or device file is refused at once), each
 /// of the size its manifest states. The graphs are memory-mapped and read only during
 /// this call; the model never reads the bundle's files after it returns, so they may then
 /// be replaced, truncated or deleted. A file truncated *during* this call can fault
-/// (SIGBUS): update a bundle by writing a new directory and renaming it into place.
+/// (SIGBUS): update a bundle by writing a new file (or directory) and renaming it into
+/// place, which is one atomic rename for a `.promise` file.
 #[no_mangle]
 pub unsafe extern "C" fn promise_model_open(
-    bundle_dir: *const c_char,
+    bundle_path: *const c_char,
     device: i32,
     out: *mut *mut PromiseModel,
 ) -> PromiseStatus {
     guard(|| {
-        if out.is_null() {
-            return Err(err!(
-                InvalidArgument,
-                "out is NULL, expected a PromiseModel* to write the handle to"
-            ));
-        }
-        // SAFETY: documented contract: NUL-terminated string.
-        let dir = unsafe { c_str(bundle_dir, "bundle_dir") }?;
-        let device = match device {
-            PROMISE_DEVICE_CPU => Device::Cpu,
-            PROMISE_DEVICE_GPU => Device::Gpu,
-            PROMISE_DEVICE_AUTO => Device::Auto,
-            d => {
-                return Err(err!(
-                    InvalidArgument,
-                    "device is {d}, expected 0 (cpu), 1 (gpu) or 2 (auto)"
+        open_model(out, device, || {
+            // SAFETY: documented contract: NUL-terminated string.
+            let path = unsafe { c_str(bundle_path, "bundle_path") }?;
+            Bundle::open(path)
+        })
+    })
+}
+
+/// Open a one-file `.promise` bundle held in memory: `len` bytes at `data`. The library
+/// copies the bytes during this call: the caller may free or reuse its buffer as soon as
+/// the call returns, whatever the status. Otherwise as `promise_model_open`.
+#[no_mangle]
+pub unsafe extern "C" fn promise_model_open_memory(
+    data: *const u8,
+    len: usize,
+    device: i32,
+    out: *mut *mut PromiseModel,
+) -> PromiseStatus {
+    guard(|| {
+        open_model(out, device, || {
+            if data.is_null() {
+                return Err(err!(InvalidArgument, "data is NULL (len {len})"));
+            }
+            let mut v = Vec::new();
+            v.try_reserve_exact(len)
+                .map_err(|_| err!(Limits, "cannot allocate {len} bytes to copy the bundle"))?;
+            // SAFETY: documented contract: `len` readable bytes at `data`.
+            v.extend_from_slice(unsafe { std::slice::from_raw_parts(data, len) });
+            Bundle::from_bytes(v)
+        })
+    })
+}
+
+/// Open a one-file `.promise` bundle stored at `offset..offset + len` of the open file
+/// descriptor `fd`: how Android hands out an uncompressed APK asset
+/// (`AAsset_openFileDescriptor64` gives fd, offset and length). The range is
+/// memory-mapped during this call; `fd` stays the caller's (not closed, not kept: close it
+/// whenever you like after the call). The range must stay unchanged during the call, as a
+/// bundle file must. Unix only; elsewhere `PROMISE_STATUS_BACKEND_UNAVAILABLE`.
+#[no_mangle]
+pub unsafe extern "C" fn promise_model_open_fd(
+    fd: i32,
+    offset: u64,
+    len: u64,
+    device: i32,
+    out: *mut *mut PromiseModel,
+) -> PromiseStatus {
+    guard(|| {
+        open_model(out, device, || {
+            #[cfg(unix)]
+            {
+                if fd < 0 {
+                    return Err(err!(InvalidArgument, "fd is {fd}, expected an open file"));
+                }
+                // SAFETY: documented contract: `fd` is an open file descriptor for the
+                // duration of this call (it is only duplicated and read, never closed).
+                let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                Bundle::from_fd_range(fd, offset, len, crate::OpenOptions::default())
+            }
+            #[cfg(not(unix))]
+            {
+                let _ = (fd, offset, len);
+                Err(err!(
+                    BackendUnavailable,
+                    "opening from a file descriptor needs a Unix platform"
                 ))
             }
-        };
-        let model = Model::load(&Bundle::open(dir)?, device)?;
-        let key = register(models(), model);
-        // SAFETY: non-null, caller-provided storage for one pointer.
-        unsafe { out.write(key as *mut PromiseModel) };
-        Ok(())
+        })
     })
 }
 

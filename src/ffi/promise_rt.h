@@ -146,16 +146,41 @@ const char *promise_last_error(void);
 PromiseStatus promise_search_config_default(PromiseSearchConfig *out);
 
 /**
- * Open the bundle directory `bundle_dir` (UTF-8 path) and load it on `device`
- * (PROMISE_DEVICE_CPU / _GPU / _AUTO). On success writes a new handle to `*out`;
- * free it with `promise_model_free`.
+ * Open the bundle at `bundle_path` (UTF-8 path): a bundle directory or a one-file
+ * `.promise` bundle, and load it on `device` (PROMISE_DEVICE_CPU / _GPU / _AUTO). On
+ * success writes a new handle to `*out`; free it with `promise_model_free`.
  * Files: only regular files are read (a FIFO or device file is refused at once), each
  * of the size its manifest states. The graphs are memory-mapped and read only during
  * this call; the model never reads the bundle's files after it returns, so they may then
  * be replaced, truncated or deleted. A file truncated *during* this call can fault
- * (SIGBUS): update a bundle by writing a new directory and renaming it into place.
+ * (SIGBUS): update a bundle by writing a new file (or directory) and renaming it into
+ * place, which is one atomic rename for a `.promise` file.
  */
-PromiseStatus promise_model_open(const char *bundle_dir, int32_t device, PromiseModel **out);
+PromiseStatus promise_model_open(const char *bundle_path, int32_t device, PromiseModel **out);
+
+/**
+ * Open a one-file `.promise` bundle held in memory: `len` bytes at `data`. The library
+ * copies the bytes during this call: the caller may free or reuse its buffer as soon as
+ * the call returns, whatever the status. Otherwise as `promise_model_open`.
+ */
+PromiseStatus promise_model_open_memory(const uint8_t *data,
+                                        size_t len,
+                                        int32_t device,
+                                        PromiseModel **out);
+
+/**
+ * Open a one-file `.promise` bundle stored at `offset..offset + len` of the open file
+ * descriptor `fd`: how Android hands out an uncompressed APK asset
+ * (`AAsset_openFileDescriptor64` gives fd, offset and length). The range is
+ * memory-mapped during this call; `fd` stays the caller's (not closed, not kept: close it
+ * whenever you like after the call). The range must stay unchanged during the call, as a
+ * bundle file must. Unix only; elsewhere `PROMISE_STATUS_BACKEND_UNAVAILABLE`.
+ */
+PromiseStatus promise_model_open_fd(int32_t fd,
+                                    uint64_t offset,
+                                    uint64_t len,
+                                    int32_t device,
+                                    PromiseModel **out);
 
 /**
  * Free a model. NULL is a no-op. Sessions created from it stay valid (they share it).

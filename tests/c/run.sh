@@ -12,7 +12,7 @@ ${CC:-cc} -std=c99 -Wall -Wextra -Werror -g -I src/ffi examples/c/feed.c -L "$li
 export LD_LIBRARY_PATH="$PWD/$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 if [[ "${1:-}" == "--valgrind" ]]; then
   valgrind --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect,possible \
-    --errors-for-leak-kinds=definite,indirect,possible "$out/feed" models/ml1m
+    --errors-for-leak-kinds=definite,indirect,possible "$out/feed" models/ml1m models/ml1m.promise
 else
-  "$out/feed" models/ml1m
+  "$out/feed" models/ml1m models/ml1m.promise
 fi

@@ -63,6 +63,7 @@ fn c_example_builds_and_runs() {
     assert!(st.success(), "compiling examples/c/feed.c failed");
     let out = std::process::Command::new(&bin)
         .arg(repo().join("models/ml1m"))
+        .arg(repo().join("models/ml1m.promise"))
         .env("LD_LIBRARY_PATH", profile_dir)
         .output()
         .unwrap();
@@ -73,7 +74,9 @@ fn c_example_builds_and_runs() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("all C API checks passed") && text.contains(" 10. item"),
+        text.contains("all C API checks passed")
+            && text.contains(" 10. item")
+            && text.contains("the same feed from memory and from an fd range"),
         "{text}"
     );
 }

@@ -117,6 +117,21 @@ enum Cmd {
         #[arg(long, default_value = "models/results/sweep")]
         out: PathBuf,
     },
+    /// Pack a bundle directory into one .promise file (checked to open as the same bundle;
+    /// written to a temporary file, then renamed into place).
+    Pack {
+        /// The bundle directory.
+        dir: PathBuf,
+        /// The .promise file to write.
+        file: PathBuf,
+    },
+    /// Unpack a .promise file into a new bundle directory.
+    Unpack {
+        /// The .promise file.
+        file: PathBuf,
+        /// The directory to create (must not exist).
+        dir: PathBuf,
+    },
     /// Latency p50/p99, requests/s, peak RSS and allocations per request over real users.
     Bench {
         #[command(flatten)]
@@ -142,7 +157,7 @@ enum Cmd {
 
 #[derive(Args, Clone)]
 struct Common {
-    /// Bundle directory.
+    /// The bundle: a directory or a one-file .promise bundle.
     #[arg(long, default_value = "models/ml1m")]
     bundle: PathBuf,
     /// K': beams kept per level.
@@ -248,6 +263,14 @@ impl From<anyhow::Error> for Failure {
 }
 
 fn main() {
+    // `promise ... | head` closes stdout early: end quietly, as other tools do, instead of
+    // panicking in println! on EPIPE
+    #[cfg(unix)]
+    // SAFETY: restores the default disposition of SIGPIPE before any thread starts.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::Recommend {
@@ -279,6 +302,12 @@ fn main() {
             dump,
             flops,
         } => bench(&common, &data, requests, json, dump, flops),
+        Cmd::Pack { dir, file } => promise_rt::bundle::container::pack(&dir, &file)
+            .map(|n| println!("{}: {n} bytes", file.display()))
+            .map_err(Failure::Runtime),
+        Cmd::Unpack { file, dir } => promise_rt::bundle::container::unpack(&file, &dir)
+            .map(|n| println!("{}: {n} files", dir.display()))
+            .map_err(Failure::Runtime),
     };
     match res {
         Ok(()) => {}
