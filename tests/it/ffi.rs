@@ -199,3 +199,33 @@ fn the_c_api_survives_a_panic_and_reports_a_session_in_use() {
     assert_eq!(promise_session_free(s), PROMISE_STATUS_OK);
     assert_eq!(promise_model_free(m), PROMISE_STATUS_OK);
 }
+
+/// The JVM binding (bindings/jvm: Java classes over a JNI shim in C) built and run on the
+/// desktop JVM by bindings/jvm/run.sh. Needs a JDK: under `CI=true` a missing `javac` fails
+/// the test (.ci/run installs openjdk-17-jdk-headless); elsewhere it skips with a reason.
+#[cfg(all(feature = "ffi", target_os = "linux"))]
+#[test]
+fn jvm_binding_runs_on_the_desktop_jvm() {
+    let has_javac = std::process::Command::new("javac")
+        .arg("-version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_javac {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true and no javac: install openjdk-17-jdk-headless"
+        );
+        eprintln!("skipping the JVM binding test: no javac (install openjdk-17-jdk-headless)");
+        return;
+    }
+    let out = std::process::Command::new("bash")
+        .arg(repo().join("bindings/jvm/run.sh"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("all JVM binding checks passed"),
+        "bindings/jvm/run.sh failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,152 @@
+/* The JNI shim of dev.promisert.Native over the C API (src/ffi/promise_rt.h). Every
+ * non-OK status becomes a dev.promisert.PromiseException carrying the status and
+ * promise_last_error(); handles travel to Java as jlong. No state of its own. */
+#include <jni.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include "promise_rt.h"
+
+/* Throw PromiseException(status, promise_last_error()) and return 1 if st is not OK. */
+static int fail(JNIEnv *env, PromiseStatus st) {
+    if (st == PROMISE_STATUS_OK) return 0;
+    jclass cls = (*env)->FindClass(env, "dev/promisert/PromiseException");
+    if (!cls) return 1; /* NoClassDefFoundError pending */
+    jmethodID ctor = (*env)->GetMethodID(env, cls, "<init>", "(ILjava/lang/String;)V");
+    jstring msg = (*env)->NewStringUTF(env, promise_last_error());
+    if (ctor && msg) {
+        jobject e = (*env)->NewObject(env, cls, ctor, (jint)st, msg);
+        if (e) (*env)->Throw(env, (jthrowable)e);
+    }
+    return 1;
+}
+
+/* A Java-side argument error (the C API is never called). */
+static void throw_java(JNIEnv *env, const char *cls_name, const char *msg) {
+    jclass cls = (*env)->FindClass(env, cls_name);
+    if (cls) (*env)->ThrowNew(env, cls, msg);
+}
+
+JNIEXPORT jstring JNICALL Java_dev_promisert_Native_version(JNIEnv *env, jclass c) {
+    (void)c;
+    return (*env)->NewStringUTF(env, promise_version());
+}
+
+JNIEXPORT jlong JNICALL Java_dev_promisert_Native_openPath(JNIEnv *env, jclass c, jstring path, jint device) {
+    (void)c;
+    if (!path) { throw_java(env, "java/lang/NullPointerException", "path"); return 0; }
+    const char *p = (*env)->GetStringUTFChars(env, path, NULL);
+    if (!p) return 0; /* OutOfMemoryError pending */
+    PromiseModel *m = NULL;
+    PromiseStatus st = promise_model_open(p, device, &m);
+    (*env)->ReleaseStringUTFChars(env, path, p);
+    return fail(env, st) ? 0 : (jlong)(intptr_t)m;
+}
+
+JNIEXPORT jlong JNICALL Java_dev_promisert_Native_openMemory(JNIEnv *env, jclass c, jbyteArray bytes, jint device) {
+    (void)c;
+    jsize len = (*env)->GetArrayLength(env, bytes);
+    jbyte *b = (*env)->GetByteArrayElements(env, bytes, NULL);
+    if (!b) return 0;
+    PromiseModel *m = NULL;
+    /* the library copies the bytes during the call */
+    PromiseStatus st = promise_model_open_memory((const uint8_t *)b, (size_t)len, device, &m);
+    (*env)->ReleaseByteArrayElements(env, bytes, b, JNI_ABORT);
+    return fail(env, st) ? 0 : (jlong)(intptr_t)m;
+}
+
+/* The int behind a java.io.FileDescriptor: "fd" on the desktop JVM, "descriptor" on Android. */
+static int fd_of(JNIEnv *env, jobject fdo) {
+    jclass cls = (*env)->GetObjectClass(env, fdo);
+    jfieldID f = (*env)->GetFieldID(env, cls, "fd", "I");
+    if (!f) {
+        (*env)->ExceptionClear(env);
+        f = (*env)->GetFieldID(env, cls, "descriptor", "I");
+    }
+    if (!f) {
+        (*env)->ExceptionClear(env);
+        return -1;
+    }
+    return (*env)->GetIntField(env, fdo, f);
+}
+
+JNIEXPORT jlong JNICALL Java_dev_promisert_Native_openFd(JNIEnv *env, jclass c, jobject fdo, jlong offset, jlong length, jint device) {
+    (void)c;
+    if (offset < 0 || length < 0) {
+        throw_java(env, "java/lang/IllegalArgumentException", "offset and length must not be negative");
+        return 0;
+    }
+    PromiseModel *m = NULL;
+    PromiseStatus st = promise_model_open_fd(fd_of(env, fdo), (uint64_t)offset, (uint64_t)length, device, &m);
+    return fail(env, st) ? 0 : (jlong)(intptr_t)m;
+}
+
+JNIEXPORT jint JNICALL Java_dev_promisert_Native_numItems(JNIEnv *env, jclass c, jlong model) {
+    (void)c;
+    uint32_t n = 0;
+    if (fail(env, promise_model_num_items((PromiseModel *)(intptr_t)model, &n))) return 0;
+    return (jint)n;
+}
+
+JNIEXPORT void JNICALL Java_dev_promisert_Native_modelFree(JNIEnv *env, jclass c, jlong model) {
+    (void)c;
+    fail(env, promise_model_free((PromiseModel *)(intptr_t)model));
+}
+
+JNIEXPORT jlong JNICALL Java_dev_promisert_Native_sessionNew(JNIEnv *env, jclass c, jlong model,
+        jint beams, jint candidates, jint results, jboolean prm, jfloat mix) {
+    (void)c;
+    if (beams < 0 || candidates < 0 || results < 0) {
+        throw_java(env, "java/lang/IllegalArgumentException", "beams, candidates and results must not be negative");
+        return 0;
+    }
+    PromiseSearchConfig cfg;
+    promise_search_config_default(&cfg);
+    cfg.beams = (uint32_t)beams;
+    cfg.candidates = (uint32_t)candidates;
+    cfg.results = (uint32_t)results;
+    cfg.prm = prm ? 1 : 0;
+    cfg.mix = mix;
+    PromiseSession *s = NULL;
+    PromiseStatus st = promise_session_new((PromiseModel *)(intptr_t)model, &cfg, &s);
+    return fail(env, st) ? 0 : (jlong)(intptr_t)s;
+}
+
+JNIEXPORT jint JNICALL Java_dev_promisert_Native_recommend(JNIEnv *env, jclass c, jlong session,
+        jintArray history, jintArray items, jfloatArray scores) {
+    (void)c;
+    jsize n = (*env)->GetArrayLength(env, history);
+    jsize cap = (*env)->GetArrayLength(env, items);
+    if ((*env)->GetArrayLength(env, scores) < cap) {
+        throw_java(env, "java/lang/IllegalArgumentException", "scores is shorter than items");
+        return 0;
+    }
+    /* ids are u32 in C: a negative int is passed on as a huge id, which the runtime
+     * refuses as an unknown item */
+    jint *h = (*env)->GetIntArrayElements(env, history, NULL);
+    if (!h) return 0;
+    PromiseRecommendation *out = malloc(sizeof *out * (size_t)(cap > 0 ? cap : 1));
+    if (!out) {
+        (*env)->ReleaseIntArrayElements(env, history, h, JNI_ABORT);
+        throw_java(env, "java/lang/OutOfMemoryError", "recommendation buffer");
+        return 0;
+    }
+    size_t written = 0;
+    PromiseStatus st = promise_recommend((PromiseSession *)(intptr_t)session, (const uint32_t *)h,
+                                         (size_t)n, out, (size_t)cap, &written);
+    (*env)->ReleaseIntArrayElements(env, history, h, JNI_ABORT);
+    if (!fail(env, st)) {
+        for (size_t i = 0; i < written; i++) {
+            jint item = (jint)out[i].item;
+            jfloat score = out[i].score;
+            (*env)->SetIntArrayRegion(env, items, (jsize)i, 1, &item);
+            (*env)->SetFloatArrayRegion(env, scores, (jsize)i, 1, &score);
+        }
+    }
+    free(out);
+    return st == PROMISE_STATUS_OK ? (jint)written : 0;
+}
+
+JNIEXPORT void JNICALL Java_dev_promisert_Native_sessionFree(JNIEnv *env, jclass c, jlong session) {
+    (void)c;
+    fail(env, promise_session_free((PromiseSession *)(intptr_t)session));
+}

@@ -1,0 +1,76 @@
+package dev.promisert;
+
+/**
+ * A loaded model. Thread-safe: share one across threads and give each thread its own
+ * {@link PromiseSession}. Close it when done (sessions created from it stay usable: they
+ * keep the native model alive).
+ */
+public final class PromiseModel implements AutoCloseable {
+    public static final int DEVICE_CPU = 0;
+    public static final int DEVICE_GPU = 1;
+    public static final int DEVICE_AUTO = 2;
+
+    private long handle;
+
+    private PromiseModel(long handle) {
+        this.handle = handle;
+    }
+
+    /** The native library's version. */
+    public static String version() {
+        return Native.version();
+    }
+
+    /** Open a bundle directory or a one-file .promise bundle at {@code path}. */
+    public static PromiseModel open(String path, int device) {
+        return new PromiseModel(Native.openPath(path, device));
+    }
+
+    /** Open a one-file .promise bundle from memory; the bytes are copied during the call. */
+    public static PromiseModel openMemory(byte[] bundle, int device) {
+        if (bundle == null) {
+            throw new NullPointerException("bundle");
+        }
+        return new PromiseModel(Native.openMemory(bundle, device));
+    }
+
+    /**
+     * Open a one-file .promise bundle stored at {@code offset..offset+length} of an open file:
+     * on Android, an uncompressed APK asset
+     * ({@code AssetManager.openFd(name)}: its getFileDescriptor(), getStartOffset(),
+     * getLength()). The descriptor stays the caller's.
+     */
+    public static PromiseModel openFd(java.io.FileDescriptor fd, long offset, long length,
+            int device) {
+        if (fd == null) {
+            throw new NullPointerException("fd");
+        }
+        return new PromiseModel(Native.openFd(fd, offset, length, device));
+    }
+
+    /** How many items the catalog holds (ids 0..numItems-1). */
+    public synchronized int numItems() {
+        return Native.numItems(live());
+    }
+
+    /** A new session with its own buffers, for one thread at a time. */
+    public synchronized PromiseSession newSession(SearchConfig cfg) {
+        return new PromiseSession(Native.sessionNew(live(), cfg.beams, cfg.candidates,
+                cfg.results, cfg.prm, cfg.mix), cfg.results);
+    }
+
+    private long live() {
+        if (handle == 0) {
+            throw new IllegalStateException("the model is closed");
+        }
+        return handle;
+    }
+
+    @Override
+    public synchronized void close() {
+        if (handle != 0) {
+            Native.modelFree(handle);
+            handle = 0;
+        }
+    }
+}

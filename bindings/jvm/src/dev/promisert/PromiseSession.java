@@ -1,0 +1,47 @@
+package dev.promisert;
+
+/**
+ * A session: the buffers of one request at a time. Use one per thread; a call while
+ * another thread's call on the same session runs throws
+ * {@link PromiseException.Code#INVALID_ARGUMENT} ("in use") instead of racing.
+ */
+public final class PromiseSession implements AutoCloseable {
+    private volatile long handle;
+    private final int results;
+
+    PromiseSession(long handle, int results) {
+        this.handle = handle;
+        this.results = results;
+    }
+
+    /**
+     * The feed for {@code history} (item ids, oldest first): up to N items, best first, none
+     * of them in the history (min(N, unseen items): the runtime's full-feed guarantee).
+     */
+    public Recommendation[] recommend(int[] history) {
+        long h = handle;
+        if (h == 0) {
+            throw new IllegalStateException("the session is closed");
+        }
+        if (history == null) {
+            throw new NullPointerException("history");
+        }
+        int[] items = new int[results];
+        float[] scores = new float[results];
+        int n = Native.recommend(h, history, items, scores);
+        Recommendation[] out = new Recommendation[n];
+        for (int i = 0; i < n; i++) {
+            out[i] = new Recommendation(items[i], scores[i]);
+        }
+        return out;
+    }
+
+    @Override
+    public synchronized void close() {
+        long h = handle;
+        if (h != 0) {
+            handle = 0;
+            Native.sessionFree(h);
+        }
+    }
+}
