@@ -24,6 +24,10 @@ def main():
     ap.add_argument("--work", required=True)
     ap.add_argument("--levels", type=int, default=3)
     ap.add_argument("--codebook", type=int, default=32)
+    ap.add_argument("--embeddings", default="collaborative", choices=["collaborative", "sasrec"],
+                    help="sasrec: the trained SASRec's item embeddings (WORK/sasrec_items.npy, "
+                         "written by sasrec.py at its plateau)")
+    ap.add_argument("--out", default="sids.npy", help="file name in WORK")
     args = ap.parse_args()
     os.makedirs(args.work, exist_ok=True)
     ds = data_mod.load(args.data)
@@ -33,7 +37,11 @@ def main():
     years = [0] * ds.n_items  # decade unknown without titles: genres only
     content = sid_mod.content_embeddings(ds.genres, years)
     report = {}
-    for name, emb in [("collaborative", collab), ("content (genres)", content)]:
+    candidates = [("collaborative", collab), ("content (genres)", content)]
+    if args.embeddings == "sasrec":
+        sas = np.load(os.path.join(args.work, "sasrec_items.npy"))
+        candidates.insert(0, ("sasrec", sas))
+    for name, emb in candidates:
         _, rq_coll = sid_mod.disambiguate(sid_mod.residual_kmeans(emb, args.levels, args.codebook))
         codes = sid_mod.hierarchical_kmeans(emb, args.levels, args.codebook)
         agree = sid_mod.level1_agreement(codes, ds.seqs)
@@ -44,13 +52,14 @@ def main():
         print(f"{name}: level-1 agreement with history {agree:.3f}, collisions before "
               f"disambiguation {coll:.4f} (residual k-means: {rq_coll:.3f}), last-level codebook "
               f"{int(full[:, -1].max()) + 1}")
-        if name == "collaborative":
+        if name == args.embeddings:
             chosen = full
             for line in sid_mod.usage_report(full, args.codebook):
                 print("  " + line)
             report[name]["usage"] = sid_mod.usage_report(full, args.codebook)
-    np.save(os.path.join(args.work, "sids.npy"), chosen)
-    with open(os.path.join(args.work, "sids_report.json"), "w") as f:
+    np.save(os.path.join(args.work, args.out), chosen)
+    stem = os.path.splitext(args.out)[0]
+    with open(os.path.join(args.work, f"{stem}_report.json"), "w") as f:
         json.dump(report, f, indent=1)
 
 

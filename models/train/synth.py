@@ -3,6 +3,8 @@ shape, exported exactly like the trained models (export.py). For tests and bench
 what the data cannot give: very wide codebooks, large catalogs.
 
 python synth.py --items 4000 --codebook 65535,4 --out tests/data/wide [--numeric int8]
+python synth.py --items 1000000 --codebook 256,256,256,256 --d 64 --heads 4 --ff 256 --layers 2 \
+    --history 20 --numeric int8 --promise --out WORK/scale/1000000   (benches/scale.sh)
 """
 from __future__ import annotations
 
@@ -14,23 +16,27 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from export import check_against_torch, export_graphs, quantize, write_catalog, write_manifest  # noqa: E402
+from export import (check_against_torch, export_graphs, quantize, write_catalog,  # noqa: E402
+                    write_container, write_manifest)
 from model import Config, Promise  # noqa: E402
 from trie import Trie  # noqa: E402
 
 
 def random_sids(items, codebook, rng):
-    """`items` distinct SIDs, codes uniform in each level's codebook."""
+    """`items` distinct SIDs, codes uniform in each level's codebook (vectorised: draw,
+    drop duplicates, draw the shortfall again; millions of items take seconds)."""
     space = int(np.prod([float(c) for c in codebook]))
     if items > space:
         raise SystemExit(f"{items} items do not fit the SID space of {space}")
-    seen, rows = set(), []
-    while len(rows) < items:
-        row = tuple(int(rng.integers(0, c)) for c in codebook)
-        if row not in seen:
-            seen.add(row)
-            rows.append(row)
-    return np.array(rows, np.int64)
+    weights = np.cumprod([1] + [int(c) for c in codebook[::-1]])[:-1][::-1]   # mixed radix
+    keys = np.empty(0, np.int64)
+    while len(keys) < items:
+        need = items - len(keys)
+        draw = np.stack([rng.integers(0, c, need + need // 8 + 16) for c in codebook], 1)
+        new = draw @ weights
+        keys = np.unique(np.concatenate([keys, new]))
+    keys = rng.permutation(keys)[:items]
+    return np.stack([(keys // w) % c for w, c in zip(weights, codebook)], 1).astype(np.int64)
 
 
 def main():
@@ -43,6 +49,8 @@ def main():
     ap.add_argument("--heads", type=int, default=2)
     ap.add_argument("--ff", type=int, default=16)
     ap.add_argument("--history", type=int, default=8)
+    ap.add_argument("--layers", type=int, default=1, help="encoder and decoder layers each")
+    ap.add_argument("--promise", action="store_true", help="also write OUT.promise (the one-file bundle)")
     ap.add_argument("--causal", action="store_true", help="a causal encoder (as the trained models)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -52,7 +60,8 @@ def main():
     sids = random_sids(args.items, codebook, rng)
     trie = Trie(sids)
     cfg = Config(levels=len(codebook), codebook=codebook, history=args.history, num_nodes=trie.num_nodes,
-                 d=args.d, heads=args.heads, ff=args.ff, enc_layers=1, dec_layers=1, causal=args.causal)
+                 d=args.d, heads=args.heads, ff=args.ff, enc_layers=args.layers, dec_layers=args.layers,
+                 causal=args.causal)
     model = Promise(cfg).eval()
     with torch.no_grad():
         # untrained norm gains are all ones: the ONNX exporter would merge identical
@@ -70,6 +79,8 @@ def main():
     write_manifest(args.out, cfg, trie, args.numeric,
                    {"name": os.path.basename(os.path.normpath(args.out)), "params_generator": g,
                     "params_prm": r, "dataset": f"synthetic: {args.items} items, codebook {codebook}, random weights"})
+    if args.promise:
+        write_container(args.out, os.path.normpath(args.out) + ".promise")
     size = sum(os.path.getsize(os.path.join(args.out, f)) for f in os.listdir(args.out))
     print(f"{args.out}: {size / 1e6:.2f} MB, {trie.num_nodes} nodes; max |onnxruntime - torch|: "
           + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))

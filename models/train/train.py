@@ -183,6 +183,7 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--sids", default="sids.npy", help="the SID table in WORK (prepare.py --out)")
     ap.add_argument("--curve-dir", default="models/results")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -191,7 +192,7 @@ def main():
     out = args.out or args.size
 
     ds = data_mod.load(args.data)
-    sids = np.load(os.path.join(args.work, "sids.npy"))
+    sids = np.load(os.path.join(args.work, args.sids))
     trie = Trie(sids)
     cfg = make_config(args.size, sids, trie, history=args.history)
     cfg.causal, cfg.dropout = args.causal, args.dropout
@@ -235,7 +236,7 @@ def main():
             model.load_state_dict(torch.load(best))
         torch.save(model.state_dict(), os.path.join(args.work, f"{out}.pt"))
         with open(os.path.join(args.work, f"{out}.json"), "w") as f:
-            json.dump({"size": args.size, "config": cfg.to_dict(), "windows_seen": st["seen"],
+            json.dump({"size": args.size, "config": cfg.to_dict(), "sids": args.sids, "windows_seen": st["seen"],
                        "epochs": st["epoch"], "best_epoch": st["best_epoch"], "valid_recall@10": st["best"],
                        "params_generator": g, "params_prm": r, "prm_weight": args.prm_weight,
                        "train_seconds": st["train_seconds"], "stopped": reason}, f, indent=1)

@@ -142,7 +142,7 @@ def main():
         p.requires_grad_(False)
     cfg = model.cfg
     ds = data_mod.load(args.data)
-    sids = np.load(os.path.join(args.work, "sids.npy"))
+    sids = np.load(os.path.join(args.work, info.get("sids", "sids.npy")))
     trie = Trie(sids)
     tables = beam_mod.TrieTables(trie, cfg.cmax)
     query = PathQuery(trie, cfg.cmax, cfg.d)
