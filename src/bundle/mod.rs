@@ -18,10 +18,10 @@
 pub mod arch;
 pub mod catalog;
 pub mod container;
+mod files;
 mod nodes;
 pub(crate) mod onnx;
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -30,31 +30,14 @@ use sha2::{Digest, Sha256};
 
 pub use arch::Architecture;
 pub use catalog::Catalog;
+pub(crate) use files::Bytes;
+use files::{map_or_read, open_regular, Source};
 
 use crate::error::{err, Result};
 use onnx::{Dim, ElemType, OnnxIndex};
 
 /// The bundle format version this runtime reads.
 pub const FORMAT_VERSION: u32 = 1;
-
-/// Bytes of one bundle file: a read-only memory map, or a heap copy.
-pub(crate) enum Bytes {
-    Mapped(memmap2::Mmap),
-    Owned(Vec<u8>),
-    /// A range of a container's bytes.
-    Slice(Arc<Bytes>, std::ops::Range<usize>),
-}
-
-impl std::ops::Deref for Bytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            Bytes::Mapped(m) => m,
-            Bytes::Owned(v) => v,
-            Bytes::Slice(b, r) => &b[r.clone()],
-        }
-    }
-}
 
 /// Weight storage format of a bundle's graphs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -248,103 +231,6 @@ pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 /// Most entries `files` may list (a bundle has five).
 pub const MAX_FILES: usize = 16;
 
-/// Open `path` for reading only if it is a regular file (after following symlinks), and
-/// return it with its size. Opened non-blocking, so a FIFO where a file belongs cannot
-/// hang the open; then `fstat` on the opened file (no race with a rename) refuses FIFOs,
-/// sockets, device files and directories as `io` errors at once.
-fn open_regular(path: &Path) -> Result<(File, u64)> {
-    let mut o = std::fs::OpenOptions::new();
-    o.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.custom_flags(libc::O_NONBLOCK);
-    }
-    let f = o
-        .open(path)
-        .map_err(|e| err!(Io, "cannot open {}: {e}", path.display()))?;
-    let md = f
-        .metadata()
-        .map_err(|e| err!(Io, "cannot stat {}: {e}", path.display()))?;
-    if !md.is_file() {
-        let kind = if md.is_dir() {
-            "a directory"
-        } else {
-            "not a regular file (a FIFO, socket or device?)"
-        };
-        return Err(err!(
-            Io,
-            "{} is {kind}; a bundle is read from regular files only",
-            path.display()
-        ));
-    }
-    Ok((f, md.len()))
-}
-
-/// Read exactly `len` bytes of `f` into a vector whose allocation can fail gracefully
-/// (sizes come from files: a failed allocation must be an error, not an abort).
-fn read_exact_fallible(mut f: File, len: u64, path: &Path) -> Result<Vec<u8>> {
-    use std::io::Read;
-    let n = usize::try_from(len).map_err(|_| {
-        err!(
-            Limits,
-            "{} is {len} bytes, too large for this machine",
-            path.display()
-        )
-    })?;
-    let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| {
-        err!(
-            Limits,
-            "cannot allocate {n} bytes to read {} into memory",
-            path.display()
-        )
-    })?;
-    (&mut f)
-        .take(len)
-        .read_to_end(&mut v)
-        .map_err(|e| err!(Io, "cannot read {}: {e}", path.display()))?;
-    if v.len() as u64 != len {
-        return Err(err!(
-            Io,
-            "{} shrank while being read ({} of {len} bytes)",
-            path.display(),
-            v.len()
-        ));
-    }
-    Ok(v)
-}
-
-/// A bundle file of exactly `expected` bytes (the manifest's size, checked before a byte
-/// is read or mapped), mapped or read into memory.
-fn read_file(path: &Path, expected: u64, in_memory: bool) -> Result<Bytes> {
-    let (f, len) = open_regular(path)?;
-    if len != expected {
-        return Err(err!(
-            Checksum,
-            "{} is {len} bytes, the manifest says {expected}",
-            path.display()
-        ));
-    }
-    map_or_read(f, len, path, in_memory)
-}
-
-/// The whole regular file `f` (`len` bytes): mapped, or read into the heap.
-fn map_or_read(f: File, len: u64, path: &Path, in_memory: bool) -> Result<Bytes> {
-    if in_memory || len == 0 {
-        // mapping an empty file fails on some platforms; an empty file is simply empty
-        return Ok(Bytes::Owned(read_exact_fallible(f, len, path)?));
-    }
-    // SAFETY: the mapping is read-only. A file truncated while mapped faults on access, so
-    // the runtime reads graph mappings only inside `Bundle::open` and `Model::load` (the
-    // catalog, which requests read, is always copied to the heap); the contract is in the
-    // module docs and the C header.
-    #[allow(unsafe_code)]
-    let map = unsafe { memmap2::Mmap::map(&f) }
-        .map_err(|e| err!(Io, "cannot map {}: {e}", path.display()))?;
-    Ok(Bytes::Mapped(map))
-}
-
 fn safe_name(name: &str) -> Result<&str> {
     if name.is_empty() || name.contains('/') || name.contains('\\') || name == "." || name == ".." {
         return Err(err!(
@@ -504,79 +390,6 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
         serde_json::Value::String(_) => "string",
         serde_json::Value::Array(_) => "array",
         serde_json::Value::Object(_) => "object",
-    }
-}
-
-/// Where a bundle's files come from: a directory, or the entries of a one-file container
-/// (a `.promise` file, a buffer in memory, a range of a file descriptor).
-enum Source<'a> {
-    Dir(&'a Path),
-    Container(&'a Arc<Bytes>, &'a container::Index),
-}
-
-impl Source<'_> {
-    /// The bytes of the manifest.
-    fn manifest(&self, what: &str) -> Result<Vec<u8>> {
-        match self {
-            Source::Dir(dir) => {
-                let mpath = dir.join("manifest.json");
-                let (mf, mlen) = open_regular(&mpath)?;
-                if mlen > MAX_MANIFEST_BYTES {
-                    return Err(err!(
-                        Manifest,
-                        "{} is {mlen} bytes, expected at most {MAX_MANIFEST_BYTES}",
-                        mpath.display()
-                    ));
-                }
-                read_exact_fallible(mf, mlen, &mpath)
-            }
-            Source::Container(bytes, index) => {
-                let r = index
-                    .get("manifest.json")
-                    .ok_or_else(|| err!(Manifest, "{what} holds no manifest.json"))?;
-                if r.len() as u64 > MAX_MANIFEST_BYTES {
-                    return Err(err!(
-                        Manifest,
-                        "{what}'s manifest.json is {} bytes, expected at most {MAX_MANIFEST_BYTES}",
-                        r.len()
-                    ));
-                }
-                Ok(bytes[r].to_vec())
-            }
-        }
-    }
-
-    /// The file `name` of exactly `expected` bytes (the manifest's size): mapped, or in
-    /// the heap with `in_memory`.
-    fn file(&self, name: &str, expected: u64, in_memory: bool, what: &str) -> Result<Bytes> {
-        match self {
-            Source::Dir(dir) => read_file(&dir.join(name), expected, in_memory),
-            Source::Container(bytes, index) => {
-                let r = index.get(name).ok_or_else(|| {
-                    err!(
-                        Manifest,
-                        "{what} holds no {name:?}, which the manifest lists"
-                    )
-                })?;
-                if r.len() as u64 != expected {
-                    return Err(err!(
-                        Checksum,
-                        "{what}'s {name} is {} bytes, the manifest says {expected}",
-                        r.len()
-                    ));
-                }
-                if in_memory {
-                    let mut v = Vec::new();
-                    v.try_reserve_exact(r.len()).map_err(|_| {
-                        err!(Limits, "cannot allocate {} bytes to copy {name}", r.len())
-                    })?;
-                    v.extend_from_slice(&bytes[r]);
-                    Ok(Bytes::Owned(v))
-                } else {
-                    Ok(Bytes::Slice(Arc::clone(bytes), r))
-                }
-            }
-        }
     }
 }
 
