@@ -63,7 +63,7 @@ impl FusedModel {
     pub fn load(bundle: &Bundle, isa: Isa) -> Result<FusedModel> {
         let m = bundle.manifest().clone();
         let a = bundle.architecture();
-        let mut t = Table::load(bundle)?;
+        let mut t = Table::load(bundle, &[&a.prm.node_emb])?;
         let enc = a
             .encoder
             .layers
@@ -101,7 +101,7 @@ impl FusedModel {
             .collect::<Result<Vec<_>>>()?;
         let p = &a.prm;
         let prm = Prm {
-            node_emb: t.w(&p.node_emb)?,
+            node_emb: t.rows(&p.node_emb)?,
             n1: t.w(&p.n1)?,
             wq: t.w(&p.att.wq)?,
             wkv: t.concat(&[&p.att.wk, &p.att.wv])?,

@@ -391,8 +391,8 @@ impl Buffers {
         }
         let rows = nodes.len(); // checked by the caller (backend::checks)
         for (r, &node) in nodes.iter().enumerate() {
-            let row = node as usize * d;
-            self.px[r * d..(r + 1) * d].copy_from_slice(&p.node_emb[row..row + d]);
+            p.node_emb
+                .row(node as usize, &mut self.px[r * d..(r + 1) * d]);
         }
         let scratch = Scratch {
             xn: &mut self.xn,

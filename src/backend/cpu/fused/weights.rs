@@ -1,6 +1,7 @@
 //! The model's weights as the fused engine holds them: read from the graphs' initializers
-//! as the [`Architecture`](crate::bundle::Architecture) lists them, widened to f32, the
-//! projections that read the same input packed side by side.
+//! as the [`Architecture`](crate::bundle::Architecture) lists them, widened to f32 (except
+//! the PRM's node table, kept as stored: [`RowTable`]), the projections that read the same
+//! input packed side by side.
 
 use std::collections::HashMap;
 
@@ -9,11 +10,47 @@ use crate::bundle::onnx::ElemType;
 use crate::bundle::Bundle;
 use crate::error::{err, Result};
 
-/// Every initializer of the three graphs as f32, by name, with its shape.
-pub(super) struct Table(HashMap<String, (Vec<f32>, Vec<usize>)>);
+/// Every initializer of the three graphs as f32, by name, with its shape; and the tables
+/// named at load kept in their stored format ([`RowTable`]).
+pub(super) struct Table(
+    HashMap<String, (Vec<f32>, Vec<usize>)>,
+    HashMap<String, RowTable>,
+);
+
+/// A gathered table (one row per id) kept as stored: f32, f16, or int8 with one scale per
+/// row. The PRM's node table grows with the catalog (2M rows at 1M items): widening it to
+/// f32 at load would hold 4x the int8 bundle's bytes in the heap, so a request widens
+/// only the K+ rows it reads.
+pub(super) enum RowTable {
+    F32(Vec<f32>, usize),
+    F16(Vec<half::f16>, usize),
+    I8(Vec<i8>, Vec<f32>, usize),
+}
+
+impl RowTable {
+    /// Row `i` (checked by the caller: a trie node) widened into `out` (its width).
+    #[inline]
+    pub(super) fn row(&self, i: usize, out: &mut [f32]) {
+        match self {
+            RowTable::F32(v, d) => out.copy_from_slice(&v[i * d..(i + 1) * d]),
+            RowTable::F16(v, d) => {
+                for (o, x) in out.iter_mut().zip(&v[i * d..(i + 1) * d]) {
+                    *o = x.to_f32();
+                }
+            }
+            RowTable::I8(v, scale, d) => {
+                let s = scale[i];
+                for (o, &x) in out.iter_mut().zip(&v[i * d..(i + 1) * d]) {
+                    *o = x as f32 * s;
+                }
+            }
+        }
+    }
+}
 
 impl Table {
-    pub(super) fn load(bundle: &Bundle) -> Result<Table> {
+    /// Every weight widened to f32, except the tables named in `keep` ([`RowTable`]).
+    pub(super) fn load(bundle: &Bundle, keep: &[&Weight]) -> Result<Table> {
         let mut raw: HashMap<&str, (ElemType, &[u8], Vec<usize>)> = HashMap::new();
         for g in [bundle.encoder(), bundle.decoder(), bundle.prm()] {
             for init in &g.index.initializers {
@@ -30,12 +67,56 @@ impl Table {
             }
         }
         let mut table = HashMap::new();
+        let mut rows = HashMap::new();
+        for w in keep {
+            let Some(&(elem, bytes, ref dims)) = raw.get(w.name.as_str()) else {
+                return Err(w.not_as_checked(None));
+            };
+            if *dims != w.shape || dims.len() != 2 {
+                return Err(w.not_as_checked(Some(dims)));
+            }
+            let d = dims[1];
+            let t = match elem {
+                ElemType::F32 => RowTable::F32(f32s(bytes), d),
+                ElemType::F16 => RowTable::F16(
+                    bytes
+                        .chunks_exact(2)
+                        .map(|b| half::f16::from_le_bytes([b[0], b[1]]))
+                        .collect(),
+                    d,
+                ),
+                ElemType::I8 => {
+                    let sname = format!("{}.scale", w.name);
+                    let Some((ElemType::F32, sbytes, _)) = raw.get(sname.as_str()) else {
+                        return Err(err!(Graph, "int8 weight {:?} has no f32 {sname:?}", w.name));
+                    };
+                    let scale = f32s(sbytes);
+                    if scale.len() != dims[0] {
+                        return Err(err!(
+                            Graph,
+                            "{sname:?} has {} values, expected one per row ({})",
+                            scale.len(),
+                            dims[0]
+                        ));
+                    }
+                    RowTable::I8(bytes.iter().map(|&b| b as i8).collect(), scale, d)
+                }
+                other => {
+                    return Err(err!(
+                        Graph,
+                        "weight {:?} is stored as {other:?}, expected f32, f16 or int8",
+                        w.name
+                    ))
+                }
+            };
+            rows.insert(w.name.clone(), t);
+        }
         for (&name, (elem, bytes, dims)) in &raw {
+            if keep.iter().any(|w| w.name == name) {
+                continue;
+            }
             let values: Vec<f32> = match elem {
-                ElemType::F32 => bytes
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect(),
+                ElemType::F32 => f32s(bytes),
                 ElemType::F16 => bytes
                     .chunks_exact(2)
                     .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
@@ -45,11 +126,7 @@ impl Table {
                     let Some((ElemType::F32, sbytes, _)) = raw.get(sname.as_str()) else {
                         return Err(err!(Graph, "int8 weight {name:?} has no f32 {sname:?}"));
                     };
-                    let scale: Vec<f32> = sbytes
-                        .chunks_exact(4)
-                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                        .collect();
-                    dequantize(name, bytes, dims, &scale)?
+                    dequantize(name, bytes, dims, &f32s(sbytes))?
                 }
                 // integer constants of the graphs (shapes, offsets): not weights
                 _ => continue,
@@ -64,7 +141,12 @@ impl Table {
             }
             table.insert(name.to_string(), (values, dims.clone()));
         }
-        Ok(Table(table))
+        Ok(Table(table, rows))
+    }
+
+    /// Take the table `w` kept in its stored format (named in `load`'s `keep`).
+    pub(super) fn rows(&mut self, w: &Weight) -> Result<RowTable> {
+        self.1.remove(&w.name).ok_or_else(|| w.not_as_checked(None))
     }
 
     /// Take the weight `w` (row-major, the architecture's shape): each is used once, so
@@ -92,6 +174,13 @@ impl Table {
         }
         Ok(out)
     }
+}
+
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
 }
 
 /// int8 values times their scale: one per column (of each matrix of a stacked weight) or,
@@ -149,7 +238,7 @@ pub(super) struct DecLayer {
 }
 
 pub(super) struct Prm {
-    pub(super) node_emb: Vec<f32>, // [num_nodes, d]
+    pub(super) node_emb: RowTable, // [num_nodes, d], as stored
     pub(super) n1: Vec<f32>,       // [d]
     pub(super) wq: Vec<f32>,       // [d, pd]
     pub(super) wkv: Vec<f32>,      // [d, 2 pd] applied to the memory once per request: k | v
