@@ -198,6 +198,30 @@ fn catalog_problems() {
             "increasing",
         ),
         (
+            "item codes",
+            Box::new(|b| {
+                // swap the SID rows of items 0 and 1 (the last section): each row is a
+                // valid path, but no longer the one to its item's leaf
+                let l = u32::from_le_bytes(b[20..24].try_into().unwrap()) as usize;
+                let m = u32::from_le_bytes(b[16..20].try_into().unwrap()) as usize;
+                let n = u32::from_le_bytes(b[24..28].try_into().unwrap()) as usize;
+                // sections, each 8-aligned: level_start, first_child, node_code, leaf_item,
+                // item_leaf, then the SID rows
+                let mut at = 64;
+                for len in [(l + 2) * 4, (n + 1) * 4, n * 2, m * 4, m * 4] {
+                    at = (at + len + 7) & !7;
+                }
+                let (r0, r1) = (at, at + 2 * l);
+                if b[r0..r0 + 2 * l] == b[r1..r1 + 2 * l] {
+                    panic!("items 0 and 1 share a SID");
+                }
+                for k in 0..2 * l {
+                    b.swap(r0 + k, r1 + k);
+                }
+            }),
+            "its leaf",
+        ),
+        (
             "first child",
             Box::new(|b| {
                 let l = u32::from_le_bytes(b[20..24].try_into().unwrap()) as usize;
