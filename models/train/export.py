@@ -99,7 +99,11 @@ def export_graphs(model: Promise, cfg: Config, d: str):
 def quantize(path, fmt):
     """Store every float initializer of rank >= 2 as f16 or int8 (symmetric, one scale per
     output column for MatMul weights / per row for Gather tables); dequantize in-graph with
-    Cast (+ Mul), so any ONNX runtime reads it and the GPU backend can read the raw bytes."""
+    Cast (+ Mul), so any ONNX runtime reads it and the GPU backend can read the raw bytes.
+    A Gather table is dequantized after the Gather (Gather the stored rows and their
+    scales, then Cast and Mul): dequantizing the whole table first makes a runtime that
+    does not fold it (tract) widen every row on every call, which grows with the catalog
+    (the PRM's node table: benches/scale.sh)."""
     m = onnx.load(path)
     gather_tables = {n.input[0] for n in m.graph.node if n.op_type == "Gather"}
     new_inits, new_nodes = [], []
@@ -109,6 +113,35 @@ def quantize(path, fmt):
             new_inits.append(init)
             continue
         name = init.name
+        if name in gather_tables:
+            if fmt == "f16":
+                new_inits.append(numpy_helper.from_array(w.astype(np.float16), name))
+            else:
+                amax = np.abs(w).max(axis=tuple(range(1, w.ndim)), keepdims=True)
+                scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+                q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+                new_inits.append(numpy_helper.from_array(q, name))
+                new_inits.append(numpy_helper.from_array(scale, name + ".scale"))
+            # every Gather of the table: gather the stored rows (and scales), then widen
+            rewritten = []
+            for k, node in enumerate(m.graph.node):
+                if node.op_type != "Gather" or node.input[0] != name:
+                    rewritten.append(node)
+                    continue
+                ids, out = node.input[1], node.output[0]
+                axis = [a for a in node.attribute if a.name == "axis"]
+                kw = {"axis": axis[0].i} if axis else {}
+                rows = f"{name}/rows{k}"
+                rewritten.append(helper.make_node("Gather", [name, ids], [rows], **kw))
+                if fmt == "f16":
+                    rewritten.append(helper.make_node("Cast", [rows], [out], to=TensorProto.FLOAT))
+                else:
+                    rewritten.append(helper.make_node("Cast", [rows], [rows + "/f32"], to=TensorProto.FLOAT))
+                    rewritten.append(helper.make_node("Gather", [name + ".scale", ids], [rows + "/scale"], **kw))
+                    rewritten.append(helper.make_node("Mul", [rows + "/f32", rows + "/scale"], [out]))
+            del m.graph.node[:]
+            m.graph.node.extend(rewritten)
+            continue
         deq = name + "/dequantized"
         for node in m.graph.node:
             node.input[:] = [deq if i == name else i for i in node.input]
@@ -116,7 +149,7 @@ def quantize(path, fmt):
             new_inits.append(numpy_helper.from_array(w.astype(np.float16), name))
             new_nodes.append(helper.make_node("Cast", [name], [deq], to=TensorProto.FLOAT))
         else:
-            axis = tuple(range(1, w.ndim)) if name in gather_tables else (w.ndim - 2,)
+            axis = (w.ndim - 2,)
             amax = np.abs(w).max(axis=axis, keepdims=True)
             scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
             q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
