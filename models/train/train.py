@@ -98,6 +98,9 @@ class Chunks:
         self.lens = np.array([len(x) for x in self.inputs])
         self.n_targets = int(self.lens.sum())
 
+    def __len__(self):
+        return len(self.lens)
+
     def epoch_batches(self, seed, targets_per_batch):
         """A fresh grouping each epoch: chunks sorted by (length, random), cut into
         batches of about `targets_per_batch` padded positions, in random order."""
@@ -220,8 +223,8 @@ def main():
         opt.load_state_dict(c["opt"])
         sched.load_state_dict(c["sched"])
         st = c["state"]
-        print(f"resumed: epoch {st['epoch']} window {st['pos']}/{len(win)}, best valid R@10 {st['best']:.4f}",
-              flush=True)
+        unit = "batch" if args.causal else "window"
+        print(f"resumed: epoch {st['epoch']} {unit} {st['pos']}, best valid R@10 {st['best']:.4f}", flush=True)
     elif os.path.exists(curve):
         os.remove(curve)
 
