@@ -175,6 +175,8 @@ impl Model {
                 Err(_) => load_cpu(bundle, opts)?,
             },
         };
+        // every engine has read what it needs from the graphs: their pages can leave RSS
+        bundle.release_graph_pages();
         Ok(Model {
             inner: Arc::new(ModelInner {
                 bundle: bundle.clone(),

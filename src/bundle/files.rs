@@ -18,6 +18,27 @@ pub(crate) enum Bytes {
     Slice(Arc<Bytes>, std::ops::Range<usize>),
 }
 
+impl Bytes {
+    /// Tell the OS that a mapping's pages are not needed now (`MADV_DONTNEED`): they leave
+    /// the process's RSS and would be read from the file again if touched. A no-op for
+    /// heap bytes and off Unix. Advisory: a failure is ignored.
+    pub(crate) fn release_pages(&self) {
+        match self {
+            #[cfg(unix)]
+            Bytes::Mapped(m) => {
+                // SAFETY: a read-only private file mapping: dropping its pages only makes a
+                // later read fault them in from the file again (the same bytes, under the
+                // contract that bundle files are not changed while a bundle is opened or
+                // loaded); no reference into the mapping is invalidated.
+                #[allow(unsafe_code)]
+                let _ = unsafe { m.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+            }
+            Bytes::Slice(whole, _) => whole.release_pages(),
+            _ => {}
+        }
+    }
+}
+
 impl std::ops::Deref for Bytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {

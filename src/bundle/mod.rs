@@ -593,6 +593,15 @@ impl Bundle {
     pub fn manifest(&self) -> &Manifest {
         &self.inner.manifest
     }
+    /// Drop the graph mappings' pages from RSS once the engines have read them
+    /// ([`Model::load`](crate::Model::load) calls it: no engine reads the graphs after
+    /// loading). They are read from the files again if another model is loaded.
+    pub(crate) fn release_graph_pages(&self) {
+        for g in [&self.inner.encoder, &self.inner.decoder, &self.inner.prm] {
+            g.bytes.release_pages();
+        }
+    }
+
     /// The model's architecture (built from the manifest, every graph checked against it).
     pub fn architecture(&self) -> &Architecture {
         &self.inner.arch
