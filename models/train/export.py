@@ -65,7 +65,11 @@ def export_graphs(model: Promise, cfg: Config, d: str):
         mem = model.gen.encode(codes, mask)
     prefix = torch.zeros(4, L - 1, dtype=torch.long)
     nodes = torch.arange(1, 9)
-    common = dict(opset_version=OPSET, dynamo=False, do_constant_folding=False)
+    # keep_initializers_as_inputs: the only way to turn off the exporter's merging of equal
+    # initializers (untrained norm gains are all ones: three of them would become one
+    # weight, and the bundle would lack the others); the extra graph inputs are removed below
+    common = dict(opset_version=OPSET, dynamo=False, do_constant_folding=False,
+                  keep_initializers_as_inputs=True)
     torch.onnx.export(EncoderGraph(model), (codes, mask), os.path.join(d, "encoder.onnx"),
                       input_names=["history_codes", "history_mask"], output_names=["memory"], **common)
     torch.onnx.export(DecoderGraph(model), (mem, mask, prefix), os.path.join(d, "decoder.onnx"),
@@ -77,6 +81,10 @@ def export_graphs(model: Promise, cfg: Config, d: str):
     for name in ("encoder", "decoder", "prm"):
         p = os.path.join(d, f"{name}.onnx")
         m = onnx.load(p)
+        inits = {i.name for i in m.graph.initializer}
+        real_inputs = [i for i in m.graph.input if i.name not in inits]
+        del m.graph.input[:]
+        m.graph.input.extend(real_inputs)
         for init in m.graph.initializer:          # "m.gen.enc.0.att.wq" -> "gen.enc.0.att.wq"
             new = init.name[2:] if init.name.startswith("m.") else init.name
             for node in m.graph.node:
