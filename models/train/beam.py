@@ -51,10 +51,7 @@ def search(gen, tables, seqs, sids_t, beams=16, results=10):
     cum = torch.zeros(B, 1)
     pre = torch.zeros(B, 1, max(L - 1, 1), dtype=torch.long)
     for level in range(L):
-        K = node.shape[1]
-        m = mem.repeat_interleave(K, 0)
-        mk = mask.repeat_interleave(K, 0)
-        lp = gen.decode(m, mk, pre.reshape(B * K, -1)[:, :L - 1])[:, level, :].reshape(B, K, -1)
+        lp = gen.decode_grouped(mem, mask, pre[:, :, :L - 1])[:, :, level, :]   # [B,K,C]
         ch = tables.child[node]                                     # [B,K,C]
         score = torch.where(ch >= 0, cum[:, :, None] + lp, torch.tensor(-math.inf))
         if level == L - 1:

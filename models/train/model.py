@@ -203,6 +203,23 @@ class Generator(nn.Module):
         logits = (x.transpose(0, 1) @ self.head).transpose(0, 1)        # [K,L,C]
         return torch.log_softmax(logits + self.level_mask, dim=-1)
 
+    def decode_grouped(self, mem, mask, prefix):
+        """`decode` for K prefixes per history without repeating the memory per prefix:
+        mem [B,H,d], mask [B,H], prefix [B,K,L-1] -> logp [B,K,L,C]. The cross-attention's
+        keys and values are computed once per history (the beam search of beam.py and the
+        PRM's pools: K=16 times less work there than `decode` on repeated memories)."""
+        b, k, _ = prefix.shape
+        tok = self.dec_code_emb[prefix + self.offsets[:-1]]                  # [B,K,L-1,d]
+        x = torch.cat([self.dec_bos.expand(b, k, 1, -1), tok], 2) + self.dec_pos
+        L = x.shape[2]
+        x = x.reshape(b * k, L, -1)
+        mem_bias = ((1.0 - mask) * NEG)[:, None, None, :]                     # [B,1,1,H]
+        for layer in self.dec:
+            x = layer(x, mem, self.causal, mem_bias, positions=k)
+        x = self.dec_norm(x)
+        logits = (x.transpose(0, 1) @ self.head).transpose(0, 1)
+        return torch.log_softmax(logits + self.level_mask, dim=-1).reshape(b, k, L, -1)
+
     def decode_all(self, mem, mask, target):
         """Training with a causal encoder: the decoder for every position at once.
         mem [B,P,d] (P positions), mask [B,P], target [B,P,L] codes of the item that

@@ -93,9 +93,7 @@ def pools(gen, tables, mem, mask, beams, cands):
     pre = torch.zeros(B, 1, max(L - 1, 1), dtype=torch.long)
     out = []
     for level in range(L):
-        K = node.shape[1]
-        lp = gen.decode(mem.repeat_interleave(K, 0), mask.repeat_interleave(K, 0),
-                        pre.reshape(B * K, -1)[:, :L - 1])[:, level, :].reshape(B, K, -1)
+        lp = gen.decode_grouped(mem, mask, pre[:, :, :L - 1])[:, :, level, :]     # [B,K,C]
         ch = tables.child[node]
         sc = torch.where(ch >= 0, cum[:, :, None] + lp, torch.tensor(-math.inf)).reshape(B, -1)
         k = min(cands, sc.shape[1])
