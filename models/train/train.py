@@ -175,6 +175,8 @@ def main():
     ap.add_argument("--batch-targets", type=int, default=8192, help="--causal: padded positions per batch")
     ap.add_argument("--samples", type=int, default=0, help="stop after this many windows (0: at the plateau)")
     ap.add_argument("--patience", type=int, default=2)
+    ap.add_argument("--lr-decay", type=float, default=1.0,
+                    help="multiply the learning rate by this after an epoch without a new best (1 = off)")
     ap.add_argument("--max-epochs", type=int, default=60)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--lr", type=float, default=2e-3)
@@ -212,11 +214,14 @@ def main():
     params = model.parameters() if args.prm_weight > 0 else model.gen.parameters()
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     warm = 200
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
-    ckpt = os.path.join(args.work, f"{out}.ckpt")
-    curve = os.path.join(args.curve_dir, f"{out}_curve.jsonl")
     st = {"epoch": 0, "pos": 0, "step": 0, "seen": 0, "best": -1.0, "best_epoch": 0, "train_seconds": 0.0,
           "perm_seed": int(rng.integers(1 << 62))}
+    # warm-up, times st["lr_scale"]: halved (--lr-decay) after an epoch that does not beat the
+    # best validation Recall@10 (the lambda reads `st`, also after a resume rebinds it)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * st.get("lr_scale", 1.0))
+    ckpt = os.path.join(args.work, f"{out}.ckpt")
+    curve = os.path.join(args.curve_dir, f"{out}_curve.jsonl")
     if os.path.exists(ckpt):
         c = torch.load(ckpt, weights_only=False)
         model.load_state_dict(c["model"])
@@ -309,13 +314,17 @@ def main():
         v0 = time.time()
         val = beam_mod.recall_ndcg(model.gen, tables, ds, sids_t, "valid", users=args.valid_users or None)
         row = {"epoch": st["epoch"], "windows_seen": st["seen"], "gen_loss": float(ema[0]), "valid": val,
-               "train_seconds": round(st["train_seconds"], 1), "valid_seconds": round(time.time() - v0, 1)}
+               "train_seconds": round(st["train_seconds"], 1), "valid_seconds": round(time.time() - v0, 1),
+               "lr": args.lr * st.get("lr_scale", 1.0)}
         print(json.dumps(row), flush=True)
         with open(curve, "a") as f:
             f.write(json.dumps(row) + "\n")
         if val["recall@10"] > st["best"]:
             st["best"], st["best_epoch"] = val["recall@10"], st["epoch"]
             torch.save(model.state_dict(), os.path.join(args.work, f"{out}.best.pt"))
+        elif args.lr_decay < 1.0:
+            st["lr_scale"] = st.get("lr_scale", 1.0) * args.lr_decay
+            print(f"no new best: learning rate x{args.lr_decay} -> {args.lr * st['lr_scale']:.2e}", flush=True)
         save()
 
 
