@@ -264,6 +264,29 @@ impl Session {
         self.searcher.run(catalog, self.backend.scorer(), history)
     }
 
+    /// Record, per level, the nodes each request keeps ([`Session::kept`]), e.g. to measure
+    /// how often the true prefix survives each level. The search must run on the host: a
+    /// GPU session searching on the device returns a `config` error (load it with
+    /// `LoadOptions::with_gpu_search(false)`).
+    pub fn set_trace(&mut self, on: bool) -> Result<()> {
+        #[cfg(feature = "gpu")]
+        if let BackendSession::Gpu(g) = &self.backend {
+            if on && g.searches_on_device() {
+                return Err(err!(
+                    Config,
+                    "a per-level trace needs the search on the host; this GPU session searches on the device (LoadOptions::with_gpu_search(false))"
+                ));
+            }
+        }
+        self.searcher.set_trace(on)
+    }
+
+    /// The nodes the last request kept at `level` (0-based) when tracing is on: its beams,
+    /// or at the last level the result leaves.
+    pub fn kept(&self, level: usize) -> &[u32] {
+        self.searcher.kept(level)
+    }
+
     /// The session's validated search config.
     pub fn config(&self) -> &SearchConfig {
         self.searcher.config()

@@ -184,3 +184,41 @@ fn tract_forward_passes_allocations_are_measured() {
         );
     }
 }
+
+/// The per-level trace (`promise eval --per-level`): a traced request allocates nothing
+/// either, keeps at most max(K', N) nodes per level, each at its level's depth, and its
+/// last level is exactly the result leaves.
+#[test]
+fn a_traced_request_records_each_level_and_allocates_nothing() {
+    let model = cpu_model("models/ml1m", CpuEngine::Fused);
+    let cat = model.bundle().catalog().clone();
+    let cfg = SearchConfig::default();
+    let mut s = model.session(cfg).unwrap();
+    s.set_trace(true).unwrap();
+    s.recommend(&[1, 2, 3]).unwrap();
+    let before = count();
+    for u in 0..20u32 {
+        s.recommend(&[u, u + 1, u + 7, 100 + u]).unwrap();
+    }
+    assert_eq!(count() - before, 0, "a traced request allocated");
+    let recs: Vec<u32> = s
+        .recommend(&[4, 8, 15, 16, 23, 42])
+        .unwrap()
+        .iter()
+        .map(|r| r.item)
+        .collect();
+    for b in 0..cat.levels() {
+        let kept = s.kept(b);
+        assert!(!kept.is_empty() && kept.len() <= cfg.beam_capacity().max(cfg.results));
+        assert!(
+            kept.iter().all(|n| cat.depth_nodes(b + 1).contains(n)),
+            "level {b}"
+        );
+    }
+    let leaves: Vec<u32> = s.kept(cat.levels() - 1).to_vec();
+    let items: Vec<u32> = leaves.iter().map(|&l| cat.leaf_item(l)).collect();
+    assert_eq!(items, recs);
+    s.set_trace(false).unwrap();
+    s.recommend(&[1, 2, 3]).unwrap();
+    assert!(s.kept(0).is_empty());
+}

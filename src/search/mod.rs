@@ -238,6 +238,10 @@ pub struct Searcher {
     seen_leaves: Vec<u32>, // [min(items, MAX_HISTORY)] the history's leaves, sorted
     results: Vec<Recommendation>, // [N]
     found: Vec<(u32, f32)>, // [N] (leaf, key) from a backend that searches itself
+    /// With tracing on: per level, the nodes the search kept (the beams; at the last
+    /// level the result leaves). Allocated once by `set_trace`.
+    kept: Vec<Vec<u32>>,
+    trace: bool,
 }
 
 impl std::fmt::Debug for Searcher {
@@ -277,12 +281,39 @@ impl Searcher {
             seen_leaves: with_capacity(items.min(MAX_HISTORY), "the seen leaves")?,
             results: with_capacity(cfg.results, "the results")?,
             found: filled(cfg.results, (0, 0.0), "the results")?,
+            kept: Vec::new(),
+            trace: false,
         })
     }
 
     /// The validated config.
     pub fn config(&self) -> &SearchConfig {
         &self.cfg
+    }
+
+    /// Record, per level, which nodes each request keeps ([`Searcher::kept`]): what
+    /// `promise eval --per-level` measures (does the true prefix survive level b?). The
+    /// buffers are allocated here, once; a traced request allocates nothing either.
+    pub fn set_trace(&mut self, on: bool) -> Result<()> {
+        if on && self.kept.is_empty() {
+            let cap = self.cfg.beam_capacity().max(self.cfg.results);
+            for _ in 0..self.levels {
+                self.kept
+                    .push(crate::limits::with_capacity(cap, "the per-level trace")?);
+            }
+        }
+        self.trace = on;
+        Ok(())
+    }
+
+    /// With tracing on ([`Searcher::set_trace`]), the nodes the last request kept at
+    /// `level` (0-based): its beams, or at the last level the result leaves. Empty when
+    /// tracing is off, for a level the search did not reach, or past the last level.
+    pub fn kept(&self, level: usize) -> &[u32] {
+        match self.kept.get(level) {
+            Some(k) if self.trace => k,
+            _ => &[],
+        }
     }
 
     /// Check a history: non-empty, not over [`MAX_HISTORY`], every id a catalog item.
@@ -410,6 +441,9 @@ impl Searcher {
         let cfg = self.cfg;
         self.results.clear();
         scorer.encode(&self.hist_codes, &self.hist_mask)?;
+        for k in self.kept.iter_mut() {
+            k.clear();
+        }
         self.beams.clear();
         self.beams.push(Beam {
             node: 0,
@@ -481,6 +515,9 @@ impl Searcher {
             }
             if last {
                 top_k(&mut self.pool, cfg.results, by_key);
+                if self.trace {
+                    self.kept[level].extend(self.pool.iter().map(|s| s.node));
+                }
                 for s in &self.pool {
                     self.results.push(Recommendation {
                         item: catalog.leaf_item(s.node),
@@ -509,6 +546,9 @@ impl Searcher {
                     });
                 }
                 std::mem::swap(&mut self.beams, &mut self.next);
+                if self.trace {
+                    self.kept[level].extend(self.beams.iter().map(|b| b.node));
+                }
                 if self.beams.is_empty() {
                     break;
                 }

@@ -122,6 +122,11 @@ fn gpu_sessions_are_independent_and_bad_input_is_rejected() {
         &first[..],
         "errors leave it usable"
     );
+    // the per-level trace needs the host search: refused, named, and the session unharmed
+    let e = a.set_trace(true).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Config);
+    assert!(e.to_string().contains("with_gpu_search(false)"), "{e}");
+    assert_eq!(a.recommend(&h1).unwrap(), &first[..]);
     // 8 threads, one session each, sharing the model
     let want = first.clone();
     std::thread::scope(|s| {

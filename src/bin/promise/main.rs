@@ -100,6 +100,12 @@ enum Cmd {
         /// Print one JSON line instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also measure, per level b, the share of users whose true level-b prefix is among
+        /// the prefixes the search keeps at level b (its "semantic drift"; the last level:
+        /// the true item among the N results). Needs the search on the host (not
+        /// the GPU's device search).
+        #[arg(long)]
+        per_level: bool,
         /// Run the test-time scaling sweep instead of one config: for each of
         /// --sweep-bundles, plain beam search at K' in {1,2,4,8,16,32} and PRM-guided search
         /// at K+ in {2K',4K',8K'} (with --mix); writes sweep.json, sweep.md and PNG plots
@@ -283,6 +289,7 @@ fn main() {
             data,
             split,
             json: _,
+            per_level: _,
             sweep: true,
             sweep_bundles,
             out,
@@ -292,8 +299,9 @@ fn main() {
             data,
             split,
             json,
+            per_level,
             ..
-        } => eval(&common, &data, &split, json),
+        } => eval(&common, &data, &split, json, per_level),
         Cmd::Bench {
             common,
             data,
@@ -410,7 +418,7 @@ fn score(recs: &[Recommendation], target: u32, m: &mut [f64; 4]) {
     }
 }
 
-fn eval(c: &Common, d: &DataArgs, split: &str, json: bool) -> Result<(), Failure> {
+fn eval(c: &Common, d: &DataArgs, split: &str, json: bool, per_level: bool) -> Result<(), Failure> {
     let ds = load_data(d)?;
     let model = c.load()?;
     let n_items = model.bundle().catalog().num_items();
@@ -425,16 +433,23 @@ fn eval(c: &Common, d: &DataArgs, split: &str, json: bool) -> Result<(), Failure
         rows.truncate(d.users);
     }
     let mut session = model.session(c.config())?;
+    session.set_trace(per_level)?;
     let bar = progress(rows.len() as u64, "users");
     bar.set_message("eval");
-    let [r5, r10, n5, n10, ms, short] = evaluate(&mut session, &rows, &bar)?;
+    let levels = model.bundle().catalog().levels();
+    let mut survived = vec![0.0f64; if per_level { levels } else { 0 }];
+    let [r5, r10, n5, n10, ms, short] = evaluate(&mut session, &rows, &bar, &mut survived)?;
     bar.finish_and_clear();
+    let per_level_share: Vec<f64> = survived
+        .iter()
+        .map(|s| s / rows.len().max(1) as f64)
+        .collect();
     if json {
         println!(
             "{}",
             serde_json::json!({"bundle": model.bundle().manifest().name, "split": split, "config": cfg_json(session.config()),
             "users": rows.len(), "recall@5": r5, "recall@10": r10, "ndcg@5": n5, "ndcg@10": n10, "ms_per_request": ms,
-            "short_feeds": short})
+            "short_feeds": short, "true_prefix_kept_per_level": per_level_share})
         );
     } else {
         println!(
@@ -445,6 +460,17 @@ fn eval(c: &Common, d: &DataArgs, split: &str, json: bool) -> Result<(), Failure
             describe(session.config())
         );
         println!("Recall@5 {r5:.4}  Recall@10 {r10:.4}  NDCG@5 {n5:.4}  NDCG@10 {n10:.4}  ({ms:.2} ms/request, {short} feeds shorter than N)");
+        for (b, share) in per_level_share.iter().enumerate() {
+            println!(
+                "level {}: the true prefix is kept for {share:.4} of users{}",
+                b + 1,
+                if b + 1 == levels {
+                    " (among the results)"
+                } else {
+                    ""
+                }
+            );
+        }
     }
     Ok(())
 }
@@ -461,12 +487,15 @@ fn progress(len: u64, unit: &str) -> indicatif::ProgressBar {
 }
 
 /// One pass over `rows`: `[Recall@5, Recall@10, NDCG@5, NDCG@10, ms per request, feeds
-/// shorter than N]`.
+/// shorter than N]`; with a traced session, `survived[b]` counts the users whose true
+/// level-b prefix the search kept (pass an empty slice otherwise).
 fn evaluate(
     session: &mut promise_rt::Session,
     rows: &[(&[u32], u32)],
     bar: &indicatif::ProgressBar,
+    survived: &mut [f64],
 ) -> Result<[f64; 6], Failure> {
+    let catalog = session.model().bundle().catalog().clone();
     let mut m = [0.0f64; 4];
     let mut short = 0.0;
     let n_wanted = session.config().results;
@@ -477,6 +506,16 @@ fn evaluate(
             short += 1.0;
         }
         score(recs, *target, &mut m);
+        let mut node = 0u32;
+        for (b, s) in survived.iter_mut().enumerate() {
+            let Some(child) = catalog.child_with_code(node, catalog.item_code(*target, b)) else {
+                break;
+            };
+            node = child;
+            if session.kept(b).contains(&node) {
+                *s += 1.0;
+            }
+        }
         if i % 64 == 63 {
             bar.inc(64);
         }
@@ -525,7 +564,7 @@ fn run_sweep(
         for (curve, cfg) in &grid {
             bar.set_message(format!("{name} {}", describe(cfg)));
             let mut session = model.session(*cfg)?;
-            let [r5, r10, n5, n10, ms, _] = evaluate(&mut session, &rows, &bar)?;
+            let [r5, r10, n5, n10, ms, _] = evaluate(&mut session, &rows, &bar, &mut [])?;
             bar.suspend(|| {
                 eprintln!(
                     "{name:>12} {curve:<12} K'={:<3} K+={:<4} Recall@10 {r10:.4}  NDCG@10 {n10:.4}  {ms:.2} ms/request",
