@@ -188,6 +188,12 @@ impl Catalog {
 
     fn validate_trie(&self) -> Result<()> {
         let (l, n, m) = (self.levels, self.num_nodes, self.num_items);
+        // One deref and one slice per table, not one per read: these loops walk every
+        // node and item once, and are most of an open's time on a large catalog.
+        let b: &[u8] = &self.bytes;
+        let first_child = &b[self.s.first_child..self.s.first_child + 4 * (n + 1)];
+        let codes = &b[self.s.node_code..self.s.node_code + 2 * n];
+        let code_of = |i: usize| u16::from_le_bytes([codes[2 * i], codes[2 * i + 1]]);
         // level_start: [0] = 0, [1] = 1, strictly increasing, [L+1] = nodes, leaves = items
         let ls = |d: usize| self.level_start_raw(d) as usize;
         if ls(0) != 0 || ls(1) != 1 || ls(l + 1) != n {
@@ -215,7 +221,10 @@ impl Catalog {
             ));
         }
         // first_child: CSR over depths; children of depth-d nodes are exactly depth d+1
-        let fc = |i: usize| self.first_child_raw(i) as usize;
+        let fc = |i: usize| {
+            let x = &first_child[4 * i..4 * i + 4];
+            u32::from_le_bytes([x[0], x[1], x[2], x[3]]) as usize
+        };
         for d in 0..l {
             if fc(ls(d)) != ls(d + 1) {
                 return Err(err!(
@@ -261,7 +270,7 @@ impl Catalog {
             for parent in ls(d)..ls(d + 1) {
                 let mut prev: i64 = -1;
                 for child in fc(parent)..fc(parent + 1) {
-                    let c = self.node_code(child as u32) as i64;
+                    let c = code_of(child) as i64;
                     if c >= cb as i64 {
                         return Err(err!(Catalog, "catalog.bin node {child} has code {c}, expected < {cb} (codebook of level {})", d + 1));
                     }
@@ -273,8 +282,11 @@ impl Catalog {
             }
         }
         // leaf_item and item_leaf: inverse bijections
+        let leaf_items = &b[self.s.leaf_item..self.s.leaf_item + 4 * m];
+        let item_leaves = &b[self.s.item_leaf..self.s.item_leaf + 4 * m];
+        let first_leaf = ls(l);
         for leaf in 0..m {
-            let it = rd_u32(&self.bytes, self.s.leaf_item + 4 * leaf) as usize;
+            let it = rd_u32(leaf_items, 4 * leaf) as usize;
             if it >= m {
                 return Err(err!(
                     Catalog,
@@ -282,9 +294,9 @@ impl Catalog {
                     ls(l) + leaf
                 ));
             }
-            let back = rd_u32(&self.bytes, self.s.item_leaf + 4 * it) as usize;
-            if back != ls(l) + leaf {
-                return Err(err!(Catalog, "catalog.bin item {it} maps to leaf {back}, expected {} (leaf_item and item_leaf disagree)", ls(l) + leaf));
+            let back = rd_u32(item_leaves, 4 * it) as usize;
+            if back != first_leaf + leaf {
+                return Err(err!(Catalog, "catalog.bin item {it} maps to leaf {back}, expected {} (leaf_item and item_leaf disagree)", first_leaf + leaf));
             }
         }
         // item codes: the codes on the path from each leaf up to the root must be its
@@ -297,10 +309,6 @@ impl Catalog {
         for p in 0..ls(l) {
             parent[fc(p)..fc(p + 1)].fill(p as u32);
         }
-        // one deref and one slice per table, not one per read: this loop is the open's hot spot
-        let b: &[u8] = &self.bytes;
-        let leaf_items = &b[self.s.leaf_item..self.s.leaf_item + 4 * m];
-        let codes = &b[self.s.node_code..self.s.node_code + 2 * n];
         let sids = &b[self.s.item_codes..self.s.item_codes + 2 * m * l];
         for (k, li) in leaf_items.chunks_exact(4).enumerate() {
             let item = u32::from_le_bytes([li[0], li[1], li[2], li[3]]) as usize;
@@ -308,7 +316,7 @@ impl Catalog {
             let mut node = ls(l) + k;
             for d in (0..l).rev() {
                 let code = u16::from_le_bytes([row[2 * d], row[2 * d + 1]]);
-                let got = u16::from_le_bytes([codes[2 * node], codes[2 * node + 1]]);
+                let got = code_of(node);
                 if code != got {
                     return Err(err!(Catalog, "catalog.bin item {item} has code {code} at level {}, but its leaf {}'s ancestor {node} at that level has code {got}", d + 1, ls(l) + k));
                 }
