@@ -25,7 +25,7 @@ for n in $SIZES; do
   if [[ ! -f "$WORK/$n.promise" ]]; then
     /usr/bin/time -f "synth $n: %e s, %M KiB max RSS" "$PY" models/train/synth.py --items "$n" \
       --codebook 256,256,256,256 --d 64 --heads 4 --ff 256 --layers 2 --history 20 \
-      --numeric int8 --promise --seed 1 --out "$WORK/$n"
+      --numeric int8 --prm-query path --promise --seed 1 --out "$WORK/$n"
     rm -rf "${WORK:?}/$n"   # the directory form; the bench opens the one-file bundle
   fi
   # a fresh process per size: open + load, RSS and heap are this bundle's alone

@@ -21,7 +21,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, os.path.dirname(__file__))
-from model import Config, DecoderGraph, EncoderGraph, PrmGraph, Promise, load_trained  # noqa: E402
+from model import Config, DecoderGraph, EncoderGraph, PrmGraph, PrmPathGraph, Promise, load_trained  # noqa: E402
 from trie import Trie  # noqa: E402
 
 FORMAT_VERSION = 1
@@ -55,7 +55,35 @@ def write_catalog(path, trie: Trie, codebook):
         f.write(header + body)
 
 
-def export_graphs(model: Promise, cfg: Config, d: str):
+def path_table(node_emb: np.ndarray, trie: Trie, width: int) -> np.ndarray:
+    """`prm.path_emb` [L*width+1, d] of a PRM whose node table is compositional (train_prm.py:
+    each node's row is the sum of per-level code rows along its path plus a depth row): row
+    l*width + c = E[node] - E[parent] for the level-l nodes with code c (the depth row folded
+    in; the same for every such node), the padding row zero. Raises if the table is not
+    compositional (a free per-node table, the old recipe): the path form would change it."""
+    L, d = trie.levels, node_emb.shape[1]
+    parent = trie.parents()
+    rows = trie.path_rows(width)
+    table = np.zeros((L * width + 1, d), np.float64)
+    count = np.zeros(L * width + 1)
+    for node in range(1, trie.num_nodes):
+        lv = int(trie.depth[node]) - 1
+        r = rows[node, lv]
+        up = node_emb[parent[node]] if lv > 0 else 0.0
+        table[r] += node_emb[node].astype(np.float64) - up
+        count[r] += 1
+    table[count > 0] /= count[count > 0, None]
+    table = table.astype(np.float32)
+    rebuilt = table[rows[1:]].sum(1)
+    err = float(np.abs(rebuilt - node_emb[1:]).max())
+    scale = float(np.abs(node_emb).max())
+    if err > 1e-4 * max(scale, 1.0):
+        raise SystemExit(f"the PRM's node table is not compositional (max |rebuilt - table| {err:.3g}, "
+                         f"table max {scale:.3g}): export it with --prm-query node")
+    return table
+
+
+def export_graphs(model: Promise, cfg: Config, d: str, path_emb=None, trie=None):
     H, L = cfg.history, cfg.levels
     g = torch.Generator().manual_seed(1)
     codes = torch.stack([torch.randint(0, c, (1, H), generator=g) for c in cfg.codebook], -1)
@@ -75,9 +103,16 @@ def export_graphs(model: Promise, cfg: Config, d: str):
     torch.onnx.export(DecoderGraph(model), (mem, mask, prefix), os.path.join(d, "decoder.onnx"),
                       input_names=["memory", "history_mask", "prefix_codes"], output_names=["log_probs"],
                       dynamic_axes={"prefix_codes": {0: "beams"}, "log_probs": {0: "beams"}}, **common)
-    torch.onnx.export(PrmGraph(model), (mem, mask, nodes), os.path.join(d, "prm.onnx"),
-                      input_names=["memory", "history_mask", "node_ids"], output_names=["scores"],
-                      dynamic_axes={"node_ids": {0: "candidates"}, "scores": {0: "candidates"}}, **common)
+    if path_emb is None:
+        torch.onnx.export(PrmGraph(model), (mem, mask, nodes), os.path.join(d, "prm.onnx"),
+                          input_names=["memory", "history_mask", "node_ids"], output_names=["scores"],
+                          dynamic_axes={"node_ids": {0: "candidates"}, "scores": {0: "candidates"}}, **common)
+    else:
+        node_path = torch.from_numpy(trie.path_rows(cfg.cmax)[1:9])
+        torch.onnx.export(PrmPathGraph(model, torch.from_numpy(path_emb)), (mem, mask, node_path),
+                          os.path.join(d, "prm.onnx"),
+                          input_names=["memory", "history_mask", "node_path"], output_names=["scores"],
+                          dynamic_axes={"node_path": {0: "candidates"}, "scores": {0: "candidates"}}, **common)
     for name in ("encoder", "decoder", "prm"):
         p = os.path.join(d, f"{name}.onnx")
         m = onnx.load(p)
@@ -87,6 +122,7 @@ def export_graphs(model: Promise, cfg: Config, d: str):
         m.graph.input.extend(real_inputs)
         for init in m.graph.initializer:          # "m.gen.enc.0.att.wq" -> "gen.enc.0.att.wq"
             new = init.name[2:] if init.name.startswith("m.") else init.name
+            new = "prm.path_emb" if new == "path_emb" else new
             for node in m.graph.node:
                 node.input[:] = [new if i == init.name else i for i in node.input]
             init.name = new
@@ -174,8 +210,9 @@ def quantize(path, fmt):
     onnx.save(m, path)
 
 
-def check_against_torch(model: Promise, cfg: Config, d: str, seed: int):
-    """Fresh random inputs; returns max abs diff per graph (ORT vs torch)."""
+def check_against_torch(model: Promise, cfg: Config, d: str, seed: int, trie=None):
+    """Fresh random inputs; returns max abs diff per graph (ORT vs torch). With `trie` the
+    PRM graph is the path form, checked against the torch PRM's node table."""
     rng = np.random.default_rng(seed)
     H, L = cfg.history, cfg.levels
     codes = np.stack([rng.integers(0, c, (1, H)) for c in cfg.codebook], -1).astype(np.int64)
@@ -193,7 +230,11 @@ def check_against_torch(model: Promise, cfg: Config, d: str, seed: int):
         t_s = model.prm.score(t_mem, torch.from_numpy(mask), torch.from_numpy(nodes)[None])[0]
     mem = sess["encoder"].run(None, {"history_codes": codes, "history_mask": mask})[0]
     lp = sess["decoder"].run(None, {"memory": mem, "history_mask": mask, "prefix_codes": prefix})[0]
-    s = sess["prm"].run(None, {"memory": mem, "history_mask": mask, "node_ids": nodes})[0]
+    if trie is None:
+        s = sess["prm"].run(None, {"memory": mem, "history_mask": mask, "node_ids": nodes})[0]
+    else:
+        node_path = trie.path_rows(cfg.cmax)[nodes]
+        s = sess["prm"].run(None, {"memory": mem, "history_mask": mask, "node_path": node_path})[0]
     valid = lp > -1e8
     return {"encoder": float(np.abs(mem - t_mem.numpy()).max()),
             "decoder": float(np.abs(lp - t_lp.numpy())[valid].max()),
@@ -207,7 +248,7 @@ def sha256(path):
     return h.hexdigest()
 
 
-def write_manifest(d, cfg: Config, trie: Trie, fmt, meta):
+def write_manifest(d, cfg: Config, trie: Trie, fmt, meta, prm_query="node"):
     files = []
     for name in ("encoder.onnx", "decoder.onnx", "prm.onnx", "catalog.bin"):
         p = os.path.join(d, name)
@@ -231,6 +272,8 @@ def write_manifest(d, cfg: Config, trie: Trie, fmt, meta):
     }
     if getattr(cfg, "causal", False):
         man["model"]["encoder_attention"] = "causal"
+    if prm_query != "node":
+        man["model"]["prm_query"] = prm_query
     with open(os.path.join(d, "manifest.json"), "w") as f:
         json.dump(man, f, indent=2)
         f.write("\n")
@@ -273,24 +316,32 @@ def main():
     ap.add_argument("--name", default=None)
     ap.add_argument("--variants", default="f32,f16,int8")
     ap.add_argument("--promise", action="store_true", help="also write DIR.promise, the one-file bundle")
+    ap.add_argument("--prm-query", default="node", choices=["node", "path"],
+                    help="path: the PRM's node table as per-level code rows (models/README.md, model.prm_query)")
     args = ap.parse_args()
     model, _info = load_trained(args.work, args.model)
     cfg = model.cfg
     model.eval()
     trie = Trie(np.load(os.path.join(args.work, _info.get("sids", "sids.npy"))))
     g, r = model.n_params()
+    path_emb = None
+    if args.prm_query == "path":
+        node_emb = model.prm.node_emb.detach().numpy()
+        path_emb = path_table(node_emb, trie, cfg.cmax)
+        r = r - node_emb.size + path_emb.size
     for fmt in args.variants.split(","):
         d = args.out if fmt == "f32" else f"{args.out}-{fmt}"
         os.makedirs(d, exist_ok=True)
-        export_graphs(model, cfg, d)
+        export_graphs(model, cfg, d, path_emb, trie)
         if fmt != "f32":
             for n in ("encoder", "decoder", "prm"):
                 quantize(os.path.join(d, f"{n}.onnx"), fmt)
         write_catalog(os.path.join(d, "catalog.bin"), trie, cfg.codebook)
-        diffs = check_against_torch(model, cfg, d, seed=len(fmt) + 17)
+        diffs = check_against_torch(model, cfg, d, seed=len(fmt) + 17,
+                                    trie=trie if path_emb is not None else None)
         name = args.name or os.path.basename(os.path.normpath(args.out))
         write_manifest(d, cfg, trie, fmt, {"name": f"{name}-{fmt}" if fmt != "f32" else name,
-                                           "params_generator": g, "params_prm": r})
+                                           "params_generator": g, "params_prm": r}, args.prm_query)
         if args.promise:
             write_container(d, os.path.normpath(d) + ".promise")
         size = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))

@@ -251,7 +251,10 @@ class PRM(nn.Module):
 
     def score(self, mem, mask, nodes):
         # mem [B,H,d], mask [B,H], nodes [B,M] -> [B,M]
-        q = self.node_emb[nodes]
+        return self.score_query(mem, mask, self.node_emb[nodes])
+
+    def score_query(self, mem, mask, q):
+        # mem [B,H,d], mask [B,H], q [B,M,d] node queries -> [B,M]
         bias = ((1.0 - mask) * NEG)[:, None, None, :]
         h = q + self.att(self.n1(q), mem, bias)
         h = h + self.ffn(self.n2(h))
@@ -308,3 +311,18 @@ class PrmGraph(nn.Module):
 
     def forward(self, memory, history_mask, node_ids):
         return self.m.prm.score(memory, history_mask, node_ids[None, :])[0]
+
+
+class PrmPathGraph(nn.Module):
+    """The PRM with `model.prm_query: "path"`: a node's query is the sum of the rows of its
+    path, path_emb [L*C+1, d] (row l*C + code per level above the node, row L*C, zero, per
+    level below), input node_path [M, L]. The table no longer grows with the catalog."""
+
+    def __init__(self, m, path_emb):
+        super().__init__()
+        self.m = m
+        self.path_emb = nn.Parameter(path_emb)
+
+    def forward(self, memory, history_mask, node_path):
+        q = self.path_emb[node_path].sum(1)
+        return self.m.prm.score_query(memory, history_mask, q[None])[0]

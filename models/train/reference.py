@@ -59,6 +59,28 @@ class RefBundle:
         self.enc = ort.InferenceSession(os.path.join(d, g["encoder"]), so, providers=["CPUExecutionProvider"])
         self.dec = ort.InferenceSession(os.path.join(d, g["decoder"]), so, providers=["CPUExecutionProvider"])
         self.prm = ort.InferenceSession(os.path.join(d, g["prm"]), so, providers=["CPUExecutionProvider"])
+        # model.prm_query "path": the PRM reads each node's path rows (models/README.md)
+        self.path_rows = None
+        if self.man["model"].get("prm_query", "node") == "path":
+            parent = np.zeros(n_nodes, np.int64)
+            depth = np.zeros(n_nodes, np.int64)
+            for dep in range(1, L + 1):
+                depth[self.level_start[dep]:self.level_start[dep + 1]] = dep
+            for node in range(int(self.level_start[L])):
+                parent[self.first_child[node]:self.first_child[node + 1]] = node
+            rows = np.full((n_nodes, L), L * self.C, np.int64)
+            for node in range(1, n_nodes):
+                x = node
+                while x != 0:
+                    lv = int(depth[x]) - 1
+                    rows[node, lv] = lv * self.C + int(self.node_code[x])
+                    x = int(parent[x])
+            self.path_rows = rows
+
+    def prm_inputs(self, nodes):
+        if self.path_rows is None:
+            return {"node_ids": nodes}
+        return {"node_path": self.path_rows[nodes]}
 
 
 def order(keys: np.ndarray, nodes: np.ndarray) -> np.ndarray:
@@ -121,7 +143,7 @@ def search(rb: RefBundle, history, beams: int, candidates: int, results: int, pr
         top = order(cums, nodes)[:candidates]
         nodes, parents, cums, left = nodes[top], parents[top], cums[top], left[top]
         if prm:
-            s = rb.prm.run(None, {"memory": mem, "history_mask": mask, "node_ids": nodes})[0].astype(np.float32)
+            s = rb.prm.run(None, {"memory": mem, "history_mask": mask, **rb.prm_inputs(nodes)})[0].astype(np.float32)
             if mix == 0.0:
                 keys = s
             else:

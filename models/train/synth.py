@@ -4,7 +4,7 @@ what the data cannot give: very wide codebooks, large catalogs.
 
 python synth.py --items 4000 --codebook 65535,4 --out tests/data/wide [--numeric int8]
 python synth.py --items 1000000 --codebook 256,256,256,256 --d 64 --heads 4 --ff 256 --layers 2 \
-    --history 20 --numeric int8 --promise --out WORK/scale/1000000   (benches/scale.sh)
+    --history 20 --numeric int8 --prm-query path --promise --out WORK/scale/1000000   (benches/scale.sh)
 """
 from __future__ import annotations
 
@@ -52,6 +52,8 @@ def main():
     ap.add_argument("--layers", type=int, default=1, help="encoder and decoder layers each")
     ap.add_argument("--promise", action="store_true", help="also write OUT.promise (the one-file bundle)")
     ap.add_argument("--causal", action="store_true", help="a causal encoder (as the trained models)")
+    ap.add_argument("--prm-query", default="node", choices=["node", "path"],
+                    help="path: the PRM's query as per-level code rows (no per-node table)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
@@ -69,16 +71,28 @@ def main():
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))
     g, r = model.n_params()
+    path_emb = None
+    if args.prm_query == "path":
+        # a random path table (padding row zero) and the node table it implies, which the
+        # torch check reads
+        width = max(codebook)
+        path_emb = (0.1 * torch.randn(len(codebook) * width + 1, args.d)).numpy()
+        path_emb[-1] = 0.0
+        with torch.no_grad():
+            model.prm.node_emb.copy_(torch.from_numpy(path_emb[trie.path_rows(width)].sum(1)))
+        r = r - model.prm.node_emb.numel() + path_emb.size
     os.makedirs(args.out, exist_ok=True)
-    export_graphs(model, cfg, args.out)
+    export_graphs(model, cfg, args.out, path_emb, trie)
     if args.numeric != "f32":
         for n in ("encoder", "decoder", "prm"):
             quantize(os.path.join(args.out, f"{n}.onnx"), args.numeric)
     write_catalog(os.path.join(args.out, "catalog.bin"), trie, codebook)
-    diffs = check_against_torch(model, cfg, args.out, seed=args.seed + 1)
+    diffs = check_against_torch(model, cfg, args.out, seed=args.seed + 1,
+                                trie=trie if path_emb is not None else None)
     write_manifest(args.out, cfg, trie, args.numeric,
                    {"name": os.path.basename(os.path.normpath(args.out)), "params_generator": g,
-                    "params_prm": r, "dataset": f"synthetic: {args.items} items, codebook {codebook}, random weights"})
+                    "params_prm": r, "dataset": f"synthetic: {args.items} items, codebook {codebook}, random weights"},
+                   args.prm_query)
     if args.promise:
         write_container(args.out, os.path.normpath(args.out) + ".promise")
     size = sum(os.path.getsize(os.path.join(args.out, f)) for f in os.listdir(args.out))

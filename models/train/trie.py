@@ -50,3 +50,24 @@ class Trie:
 
     def children(self, node: int):
         return range(int(self.first_child[node]), int(self.first_child[node + 1]))
+
+    def parents(self) -> np.ndarray:
+        """parent[n] for every node (the root's: 0)."""
+        inner = self.level_start[self.levels]
+        counts = np.diff(self.first_child[:inner + 1].astype(np.int64))
+        parent = np.zeros(self.num_nodes, dtype=np.int64)
+        parent[1:] = np.repeat(np.arange(inner, dtype=np.int64), counts)
+        return parent
+
+    def path_rows(self, width: int) -> np.ndarray:
+        """The PRM's `node_path` input of every node ([num_nodes, L], `model.prm_query:
+        "path"`): l * width + code of the node's level-l ancestor (itself at its own level)
+        for each level above the node, L * width (the padding row) below it."""
+        L = self.levels
+        rows = np.full((self.num_nodes, L), L * width, dtype=np.int64)
+        parent = self.parents()
+        for d in range(1, L + 1):       # parents' rows are complete before their children's
+            a, b = self.level_start[d], self.level_start[d + 1]
+            rows[a:b, :d - 1] = rows[parent[a:b], :d - 1]
+            rows[a:b, d - 1] = (d - 1) * width + self.node_code[a:b].astype(np.int64)
+        return rows

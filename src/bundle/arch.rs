@@ -11,7 +11,7 @@
 //! (only their product is): `src/bundle/nodes.rs` reads it from the graphs' attention nodes.
 
 use super::onnx::{ElemType, OnnxIndex};
-use super::{Manifest, Numeric};
+use super::{Manifest, Numeric, PrmQuery};
 use crate::error::{err, Result};
 
 /// The three graphs of a bundle.
@@ -144,12 +144,17 @@ pub struct Decoder {
     pub head: Weight,
 }
 
-/// The PRM graph: query = node embedding; one block of cross-attention over the memory and
-/// an FFN; norm; `relu(x w_out1 + b_out1) w_out2 + b_out2`, one logit per node.
+/// The PRM graph: query = the node's embedding (`query_kind`); one block of cross-attention
+/// over the memory and an FFN; norm; `relu(x w_out1 + b_out1) w_out2 + b_out2`, one logit
+/// per node.
 #[derive(Clone, Debug)]
 pub struct Prm {
-    /// `[num_nodes, d]`.
-    pub node_emb: Weight,
+    /// How a node's query is built from `query`.
+    pub query_kind: PrmQuery,
+    /// [`PrmQuery::Node`]: `prm.node_emb [num_nodes, d]`, a node's row is its query.
+    /// [`PrmQuery::Path`]: `prm.path_emb [L * C + 1, d]`, a node's query is the sum of the
+    /// rows of its path (`l * C + code` per level above it, `L * C` for each level below).
+    pub query: Weight,
     pub n1: Weight,
     pub att: Attention,
     pub n2: Weight,
@@ -249,7 +254,11 @@ impl Architecture {
             head: w(dec, "gen.head".into(), &[l, d, c]),
         };
         let prm_graph = Prm {
-            node_emb: table(prm, "prm.node_emb", m.num_nodes),
+            query_kind: dm.prm_query,
+            query: match dm.prm_query {
+                PrmQuery::Node => table(prm, "prm.node_emb", m.num_nodes),
+                PrmQuery::Path => table(prm, "prm.path_emb", l.saturating_mul(c).saturating_add(1)),
+            },
             n1: norm(prm, "prm.n1.w".into()),
             att: att(prm, "prm.att", dm.prm_heads, pd),
             n2: norm(prm, "prm.n2.w".into()),
@@ -299,7 +308,7 @@ impl Architecture {
         }
         out.push(&dec.norm);
         let p = &self.prm;
-        out.extend([&p.node_emb, &p.n1]);
+        out.extend([&p.query, &p.n1]);
         out.extend(att(&p.att));
         out.extend([&p.n2, &p.ffn.w1, &p.ffn.w2, &p.n3]);
         out.extend([&p.w_out1, &p.b_out1, &p.w_out2, &p.b_out2]);

@@ -417,6 +417,42 @@ impl Catalog {
             self.s.item_codes + 2 * (item as usize * self.levels + level),
         )
     }
+    /// The depth of `node` (0 = root; `node < num_nodes`). O(levels).
+    #[inline]
+    pub fn depth(&self, node: u32) -> usize {
+        (1..=self.levels)
+            .take_while(|&d| self.level_start_raw(d) <= node)
+            .count()
+    }
+    /// The parent of `node` at `depth >= 1`: the node of depth - 1 whose children hold it
+    /// (binary search over the sorted `first_child` of that depth; no parent table, so
+    /// nothing here grows with the catalog).
+    pub fn parent(&self, node: u32, depth: usize) -> u32 {
+        let r = self.depth_nodes(depth - 1);
+        let (mut lo, mut hi) = (r.start, r.end);
+        // the last p in r with first_child(p) <= node
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if self.first_child_raw(mid as usize) <= node {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+    /// The PRM's path input of `node` (`model.prm_query: "path"`): for each level l, `l *
+    /// width + code` of the node's level-l ancestor (itself at its own level), or `levels
+    /// * width` (the padding row) below the node's depth. `out` holds `levels` values.
+    pub fn path_rows(&self, node: u32, width: usize, out: &mut [i64]) {
+        let depth = self.depth(node);
+        out.fill((self.levels * width) as i64);
+        let mut n = node;
+        for d in (1..=depth).rev() {
+            out[d - 1] = ((d - 1) * width + self.node_code(n) as usize) as i64;
+            n = self.parent(n, d);
+        }
+    }
 }
 
 /// Build the bytes of a `catalog.bin` for `sids` (one row of `codebook.len()` codes per

@@ -107,6 +107,8 @@ struct RawModel {
     params_prm: u64,
     #[serde(default)]
     encoder_attention: Option<String>,
+    #[serde(default)]
+    prm_query: Option<String>,
 }
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -139,6 +141,22 @@ pub struct Dims {
     /// The encoder's self-attention is causal (item t reads items <= t; manifest
     /// `model.encoder_attention: "causal"`), else bidirectional (the default).
     pub encoder_causal: bool,
+    /// How the PRM builds a node's query (manifest `model.prm_query`).
+    pub prm_query: PrmQuery,
+}
+
+/// How the PRM turns a trie node into its query vector (manifest `model.prm_query`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PrmQuery {
+    /// `"node"` (the default): one learned row per trie node, `prm.node_emb
+    /// [num_nodes, d]`, input `node_ids`. The table grows with the catalog.
+    Node,
+    /// `"path"`: the sum of one row per code on the node's path, `prm.path_emb
+    /// [L * C + 1, d]` (row `l * C + c`: code c at level l; row `L * C`: the padding of
+    /// levels below the node), input `node_path [candidates, L]`. Its size does not
+    /// depend on the catalog.
+    Path,
 }
 
 /// The validated manifest.
@@ -356,6 +374,16 @@ fn parse_manifest(text: &str) -> Result<(Manifest, RawManifest)> {
             ))
         }
     };
+    let prm_query = match m.prm_query.as_deref() {
+        None | Some("node") => PrmQuery::Node,
+        Some("path") => PrmQuery::Path,
+        Some(other) => {
+            return Err(err!(
+                Manifest,
+                "manifest model.prm_query is {other:?}, expected \"node\" or \"path\""
+            ))
+        }
+    };
     let manifest = Manifest {
         name: raw.name.clone(),
         dataset: raw.dataset.clone(),
@@ -377,6 +405,7 @@ fn parse_manifest(text: &str) -> Result<(Manifest, RawManifest)> {
             params_generator: m.params_generator,
             params_prm: m.params_prm,
             encoder_causal,
+            prm_query,
         },
     };
     Ok((manifest, raw))
@@ -700,6 +729,10 @@ fn check_graph(bytes: Arc<Bytes>, role: &str, a: &Architecture, m: &Manifest) ->
                 ("prefix_codes", ElemType::I64, vec![None, Some(l - 1)]),
             ],
             ("log_probs", ElemType::F32, vec![None, Some(l), Some(c)]),
+        ),
+        _ if m.dims.prm_query == PrmQuery::Path => (
+            vec![mem, mask, ("node_path", ElemType::I64, vec![None, Some(l)])],
+            ("scores", ElemType::F32, vec![None]),
         ),
         _ => (
             vec![mem, mask, ("node_ids", ElemType::I64, vec![None])],

@@ -8,10 +8,12 @@
 use promise_rt::{Model, SearchConfig};
 
 /// Every shipped bundle: each numeric variant of both models, the tiny test bundle, and
-/// a synthetic one with a causal encoder (tests/data/causal, made by models/train/synth.py).
-pub const BUNDLES: [&str; 8] = [
+/// two synthetic ones (models/train/synth.py): a causal encoder (tests/data/causal) and an
+/// int8 PRM with the path query (tests/data/path).
+pub const BUNDLES: [&str; 9] = [
     "models/tiny",
     "tests/data/causal",
+    "tests/data/path",
     "models/ml1m",
     "models/ml1m-f16",
     "models/ml1m-int8",

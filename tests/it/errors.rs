@@ -84,6 +84,20 @@ fn manifest_problems() {
             "\"sideways\"",
         ),
         (
+            "prm query",
+            Box::new(|v| v["model"]["prm_query"] = "edge".into()),
+            ErrorCode::Manifest,
+            "\"edge\"",
+        ),
+        (
+            // a node-table PRM graph declared as the path form: its input and its table
+            // are not what the path form reads
+            "prm query that the graph does not have",
+            Box::new(|v| v["model"]["prm_query"] = "path".into()),
+            ErrorCode::Graph,
+            "node_path",
+        ),
+        (
             "unknown field",
             Box::new(|v| v["surprise"] = 1.into()),
             ErrorCode::Manifest,

@@ -120,6 +120,13 @@ fn default_bundle_matches_the_reference_on_the_cpu() {
     assert!(n >= 400, "only {n} golden cases");
 }
 
+#[test]
+fn a_path_query_bundle_matches_the_reference_on_the_cpu() {
+    // tests/data/path: int8, `model.prm_query: "path"` (models/train/synth.py --prm-query path)
+    let n = check_golden("tests/data/path", "tests/golden/path.json", Device::Cpu);
+    assert!(n >= 400, "only {n} golden cases");
+}
+
 #[cfg(feature = "tract")]
 #[test]
 fn the_tract_engine_matches_the_reference_too() {
@@ -128,6 +135,7 @@ fn the_tract_engine_matches_the_reference_too() {
     for (bundle, golden) in [
         ("models/tiny", "tests/golden/tiny.json"),
         ("models/ml1m", "tests/golden/ml1m.json"),
+        ("tests/data/path", "tests/golden/path.json"),
     ] {
         let n = check_golden_with(bundle, golden, Device::Cpu, &opts);
         assert!(n >= 400, "only {n} golden cases");

@@ -89,6 +89,7 @@ fn gpu_matches_the_python_reference_golden_files() {
     }
     assert!(check_golden("models/tiny", "tests/golden/tiny.json", Device::Gpu) >= 400);
     assert!(check_golden("models/ml1m", "tests/golden/ml1m.json", Device::Gpu) >= 400);
+    assert!(check_golden("tests/data/path", "tests/golden/path.json", Device::Gpu) >= 400);
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use tract_onnx::prelude::*;
 
 use crate::backend::checks;
-use crate::bundle::{Bundle, Manifest};
+use crate::bundle::{Bundle, Catalog, Manifest, PrmQuery};
 use crate::error::{err, Error, ErrorCode, Result};
 use crate::search::{Scorer, SearchConfig};
 
@@ -43,6 +43,8 @@ pub struct TractModel {
     encoder: Plan,
     decoder: InferenceModel,
     prm: InferenceModel,
+    /// `model.prm_query: "path"`: the catalog, which gives each node's path input
+    path: Option<Box<Catalog>>,
     plans: Mutex<HashMap<(&'static str, usize), Plan>>,
 }
 
@@ -77,6 +79,10 @@ impl TractModel {
             encoder,
             decoder,
             prm,
+            path: match bundle.manifest().dims.prm_query {
+                PrmQuery::Node => None,
+                _ => Some(Box::new(bundle.catalog().clone())),
+            },
             plans: Mutex::new(HashMap::new()),
         })
     }
@@ -95,6 +101,8 @@ impl TractModel {
         };
         let last: TVec<usize> = if role == "decoder" {
             tvec![rows, l - 1]
+        } else if self.path.is_some() {
+            tvec![rows, l]
         } else {
             tvec![rows]
         };
@@ -151,7 +159,8 @@ impl TractModel {
             memory: None,
             mask: None,
             pad_prefix: vec![0; cfg.beam_capacity() * (m.levels - 1)],
-            pad_nodes: vec![0; cfg.candidates],
+            pad_nodes: vec![0; cfg.candidates * if self.path.is_some() { m.levels } else { 1 }],
+            path: self.path.clone(),
         })
     }
 }
@@ -170,7 +179,8 @@ pub struct TractSession {
     memory: Option<TValue>, // [1, H, d]
     mask: Option<TValue>,   // [1, H]
     pad_prefix: Vec<i64>,   // [max(K', N) * (L-1)] padded decoder input
-    pad_nodes: Vec<i64>,    // [K+] padded PRM input
+    pad_nodes: Vec<i64>,    // [K+] padded PRM input ([K+, L] with the path query)
+    path: Option<Box<Catalog>>,
 }
 
 impl std::fmt::Debug for TractModel {
@@ -276,10 +286,24 @@ impl Scorer for TractSession {
         };
         let (rows, state) = pick(&mut self.prms, m)?;
         let rows = *rows;
-        let buf = &mut self.pad_nodes[..rows];
-        buf.fill(0);
-        buf[..m].copy_from_slice(nodes);
-        let t = Tensor::from_shape(&[rows], buf).map_err(tract_err("build the node tensor"))?;
+        let t = match &self.path {
+            None => {
+                let buf = &mut self.pad_nodes[..rows];
+                buf.fill(0);
+                buf[..m].copy_from_slice(nodes);
+                Tensor::from_shape(&[rows], buf)
+            }
+            Some(catalog) => {
+                let l = self.levels;
+                let buf = &mut self.pad_nodes[..rows * l];
+                buf.fill(0);
+                for (i, &node) in nodes.iter().enumerate() {
+                    catalog.path_rows(node as u32, self.cmax, &mut buf[i * l..(i + 1) * l]);
+                }
+                Tensor::from_shape(&[rows, l], buf)
+            }
+        }
+        .map_err(tract_err("build the node tensor"))?;
         let inputs = tvec![memory, mask, t.into_tvalue()];
         let res = contain(ErrorCode::Backend, "run the prm", || {
             state.run(inputs).map_err(tract_err("run the prm"))

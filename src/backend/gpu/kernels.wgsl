@@ -142,6 +142,56 @@ fn embed_prm(@builtin(global_invocation_id) g: vec3<u32>) {
     act[p.o + r * p.ldo + j] = wraw(p.w0 + id * p.n + j) * aux[p.s0 + id * p.ss0];
 }
 
+// The parent of trie node x >= 1: the last node q with first_child[q] <= x (first_child is
+// strictly increasing over inner nodes, and every leaf's is the node count, above x).
+fn trie_parent(x: u32) -> u32 {
+    var lo = 0u;
+    var hi = p.t_code - 1u; // the node count (node_code starts after first_child[nodes + 1])
+    while (hi - lo > 1u) {
+        let mid = lo + (hi - lo) / 2u;
+        if (trie[mid] <= x) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+// PRM query r with `model.prm_query: "path"`: the sum of the path rows of node ints[i0 + r]
+// (table w0, per-row scale): row l * cb + code of its level-l ancestor for each level above
+// it, the padding row k * cb for each of the k levels below (k = L, the levels), in level
+// order, as the CPU engines sum them.
+@compute @workgroup_size(64)
+fn embed_prm_path(@builtin(global_invocation_id) g: vec3<u32>) {
+    let j = g.x;
+    let r = g.y;
+    if (j >= p.n || r >= live_rows()) {
+        return;
+    }
+    var rows: array<u32, 6>;
+    let pad = p.k * p.cb;
+    for (var l = 0u; l < p.k; l++) {
+        rows[l] = pad;
+    }
+    var depth = 0u;
+    var x = u32(ints[p.i0 + r]);
+    while (x != 0u && depth < p.k) {
+        x = trie_parent(x);
+        depth++;
+    }
+    x = u32(ints[p.i0 + r]);
+    for (var l = depth; l > 0u; l--) {
+        rows[l - 1u] = (l - 1u) * p.cb + trie[p.t_code + x];
+        x = trie_parent(x);
+    }
+    var s = 0.0;
+    for (var l = 0u; l < p.k; l++) {
+        s += wraw(p.w0 + rows[l] * p.n + j) * aux[p.s0 + rows[l] * p.ss0];
+    }
+    act[p.o + r * p.ldo + j] = s;
+}
+
 // ---- workgroup reductions (subgroup or shared-memory version spliced in) -------------
 
 var<workgroup> red: array<f32, 64>;

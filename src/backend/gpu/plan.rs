@@ -82,6 +82,7 @@ pub(super) enum Kernel {
     EmbedEnc,
     EmbedDec,
     EmbedPrm,
+    EmbedPrmPath,
     Matmul,
     Attention,
     LogSoftmax,
@@ -92,10 +93,11 @@ pub(super) enum Kernel {
 
 impl Kernel {
     /// Every kernel, in the order of `Kernel as usize` (the index into the pipelines).
-    pub(super) const ALL: [Kernel; 9] = [
+    pub(super) const ALL: [Kernel; 10] = [
         Kernel::EmbedEnc,
         Kernel::EmbedDec,
         Kernel::EmbedPrm,
+        Kernel::EmbedPrmPath,
         Kernel::Matmul,
         Kernel::Attention,
         Kernel::LogSoftmax,
@@ -109,6 +111,7 @@ impl Kernel {
             Kernel::EmbedEnc => "embed_enc",
             Kernel::EmbedDec => "embed_dec",
             Kernel::EmbedPrm => "embed_prm",
+            Kernel::EmbedPrmPath => "embed_prm_path",
             Kernel::Matmul => "matmul",
             Kernel::Attention => "attention",
             Kernel::LogSoftmax => "log_softmax",
@@ -558,7 +561,7 @@ impl Plan {
                 live: LIVE_NODES,
                 mul: 1,
             };
-            let ne = wt.w(&a.prm.node_emb)?;
+            let ne = wt.w(&a.prm.query)?;
             let p = Params {
                 rows: u(mc),
                 live: LIVE_NODES,
@@ -569,9 +572,17 @@ impl Plan {
                 s0: ne.scale,
                 ss0: ne.stride,
                 i0: nodes,
+                // the path query: L rows per node, C codes per level
+                k: u(l),
+                cb: u(a.max_codebook),
+                t_code: s.trie.code,
                 ..Params::default()
             };
-            b.push(&mut prm, Kernel::EmbedPrm, p, [groups_of(d), u(mc), 1]);
+            let kernel = match a.prm.query_kind {
+                PrmQuery::Node => Kernel::EmbedPrm,
+                _ => Kernel::EmbedPrmPath,
+            };
+            b.push(&mut prm, kernel, p, [groups_of(d), u(mc), 1]);
             let wq = [wt.w(&a.prm.att.wq)?];
             let n1 = Some(wt.v(&a.prm.n1)?);
             b.matmul(&mut prm, pr, (px, d), d, &wq, pd, pq, 0, None, n1);

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use super::kernels::{self, Isa};
 use crate::backend::checks;
-use crate::bundle::{Bundle, Manifest};
+use crate::bundle::{Bundle, Manifest, PrmQuery};
 use crate::error::Result;
 use crate::search::{Scorer, SearchConfig};
 
@@ -63,7 +63,7 @@ impl FusedModel {
     pub fn load(bundle: &Bundle, isa: Isa) -> Result<FusedModel> {
         let m = bundle.manifest().clone();
         let a = bundle.architecture();
-        let mut t = Table::load(bundle, &[&a.prm.node_emb])?;
+        let mut t = Table::load(bundle, &[&a.prm.query])?;
         let enc = a
             .encoder
             .layers
@@ -101,7 +101,11 @@ impl FusedModel {
             .collect::<Result<Vec<_>>>()?;
         let p = &a.prm;
         let prm = Prm {
-            node_emb: t.rows(&p.node_emb)?,
+            query: t.rows(&p.query)?,
+            path: match p.query_kind {
+                PrmQuery::Node => None,
+                _ => Some((bundle.catalog().clone(), a.max_codebook)),
+            },
             n1: t.w(&p.n1)?,
             wq: t.w(&p.att.wq)?,
             wkv: t.concat(&[&p.att.wk, &p.att.wv])?,

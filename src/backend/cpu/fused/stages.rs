@@ -391,8 +391,19 @@ impl Buffers {
         }
         let rows = nodes.len(); // checked by the caller (backend::checks)
         for (r, &node) in nodes.iter().enumerate() {
-            p.node_emb
-                .row(node as usize, &mut self.px[r * d..(r + 1) * d]);
+            let q = &mut self.px[r * d..(r + 1) * d];
+            match &p.path {
+                None => p.query.row(node as usize, q),
+                Some((catalog, width)) => {
+                    let mut path = [0i64; crate::bundle::catalog::MAX_LEVELS];
+                    let path = &mut path[..catalog.levels()];
+                    catalog.path_rows(node as u32, *width, path);
+                    q.fill(0.0);
+                    for &row in path.iter() {
+                        p.query.add_row(row as usize, q);
+                    }
+                }
+            }
         }
         let scratch = Scratch {
             xn: &mut self.xn,

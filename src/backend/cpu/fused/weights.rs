@@ -31,17 +31,28 @@ impl RowTable {
     /// Row `i` (checked by the caller: a trie node) widened into `out` (its width).
     #[inline]
     pub(super) fn row(&self, i: usize, out: &mut [f32]) {
+        out.fill(0.0);
+        self.add_row(i, out);
+    }
+
+    /// Row `i` widened and added to `out` (its width).
+    #[inline]
+    pub(super) fn add_row(&self, i: usize, out: &mut [f32]) {
         match self {
-            RowTable::F32(v, d) => out.copy_from_slice(&v[i * d..(i + 1) * d]),
+            RowTable::F32(v, d) => {
+                for (o, x) in out.iter_mut().zip(&v[i * d..(i + 1) * d]) {
+                    *o += x;
+                }
+            }
             RowTable::F16(v, d) => {
                 for (o, x) in out.iter_mut().zip(&v[i * d..(i + 1) * d]) {
-                    *o = x.to_f32();
+                    *o += x.to_f32();
                 }
             }
             RowTable::I8(v, scale, d) => {
                 let s = scale[i];
                 for (o, &x) in out.iter_mut().zip(&v[i * d..(i + 1) * d]) {
-                    *o = x as f32 * s;
+                    *o += x as f32 * s;
                 }
             }
         }
@@ -238,17 +249,20 @@ pub(super) struct DecLayer {
 }
 
 pub(super) struct Prm {
-    pub(super) node_emb: RowTable, // [num_nodes, d], as stored
-    pub(super) n1: Vec<f32>,       // [d]
-    pub(super) wq: Vec<f32>,       // [d, pd]
-    pub(super) wkv: Vec<f32>,      // [d, 2 pd] applied to the memory once per request: k | v
-    pub(super) wo: Vec<f32>,       // [pd, d]
-    pub(super) n2: Vec<f32>,       // [d]
-    pub(super) w1: Vec<f32>,       // [d, pff]
-    pub(super) w2: Vec<f32>,       // [pff, d]
-    pub(super) n3: Vec<f32>,       // [d]
-    pub(super) w_out1: Vec<f32>,   // [d, d]
-    pub(super) b_out1: Vec<f32>,   // [d]
-    pub(super) w_out2: Vec<f32>,   // [d, 1]
-    pub(super) b_out2: Vec<f32>,   // [1]
+    pub(super) query: RowTable, // prm.node_emb or prm.path_emb, as stored
+    /// `model.prm_query: "path"`: the catalog (each node's path) and C (the path rows'
+    /// stride per level)
+    pub(super) path: Option<(crate::bundle::Catalog, usize)>,
+    pub(super) n1: Vec<f32>,     // [d]
+    pub(super) wq: Vec<f32>,     // [d, pd]
+    pub(super) wkv: Vec<f32>,    // [d, 2 pd] applied to the memory once per request: k | v
+    pub(super) wo: Vec<f32>,     // [pd, d]
+    pub(super) n2: Vec<f32>,     // [d]
+    pub(super) w1: Vec<f32>,     // [d, pff]
+    pub(super) w2: Vec<f32>,     // [pff, d]
+    pub(super) n3: Vec<f32>,     // [d]
+    pub(super) w_out1: Vec<f32>, // [d, d]
+    pub(super) b_out1: Vec<f32>, // [d]
+    pub(super) w_out2: Vec<f32>, // [d, 1]
+    pub(super) b_out2: Vec<f32>, // [1]
 }
