@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Catalogs at scale (issue 16): synthetic bundles with random weights and a valid trie of
-# 4 levels x 256 codes (models/train/synth.py; the small model's dimensions, int8, H=20),
+# 4 levels x 256 codes (models/train/synth.py; the small model's dimensions, int8, H=20,
+# the PRM's path query: model.prm_query "path"),
 # of 10k, 100k, 1M and 4M items, each as a one-file .promise; `promise bench` on each
 # (fused CPU engine, default search K'=16 K+=64 N=10, real test-split histories); then a
 # table and a plot of how open + load, RSS, model heap and latency grow with the catalog.

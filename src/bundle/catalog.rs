@@ -281,46 +281,55 @@ impl Catalog {
                 }
             }
         }
-        // leaf_item and item_leaf: inverse bijections
+        // leaf_item and item_leaf are inverse bijections, and the codes on the path from
+        // each leaf up to the root are its item's SID. Leaves in order, each walking up
+        // through a parent table built in one pass (the walks read the trie almost in
+        // order); with each node's children strictly increasing this is the same as "the
+        // item's codes lead to its leaf". The item-indexed tables are read at random: in
+        // batches, a first pass touches the rows the batch needs with independent loads,
+        // so their cache misses overlap instead of following one another (1M items: the
+        // check went from most of the open to a fraction of it).
         let leaf_items = &b[self.s.leaf_item..self.s.leaf_item + 4 * m];
         let item_leaves = &b[self.s.item_leaf..self.s.item_leaf + 4 * m];
+        let sids = &b[self.s.item_codes..self.s.item_codes + 2 * m * l];
         let first_leaf = ls(l);
-        for leaf in 0..m {
-            let it = rd_u32(leaf_items, 4 * leaf) as usize;
-            if it >= m {
-                return Err(err!(
-                    Catalog,
-                    "catalog.bin leaf {} maps to item {it}, expected < {m}",
-                    ls(l) + leaf
-                ));
-            }
-            let back = rd_u32(item_leaves, 4 * it) as usize;
-            if back != first_leaf + leaf {
-                return Err(err!(Catalog, "catalog.bin item {it} maps to leaf {back}, expected {} (leaf_item and item_leaf disagree)", first_leaf + leaf));
-            }
-        }
-        // item codes: the codes on the path from each leaf up to the root must be its
-        // item's SID. Leaves in order, each walking up through a parent table built in one
-        // pass: the walks read the tables almost in order (a million items in tens of
-        // milliseconds, where descending from the root by binary search took most of a
-        // second). With leaf_item/item_leaf inverse bijections and each node's children
-        // strictly increasing, this is the same as "the item's codes lead to its leaf".
         let mut parent = crate::limits::zeros::<u32>(n, "the trie's parent table")?;
-        for p in 0..ls(l) {
+        for p in 0..first_leaf {
             parent[fc(p)..fc(p + 1)].fill(p as u32);
         }
-        let sids = &b[self.s.item_codes..self.s.item_codes + 2 * m * l];
-        for (k, li) in leaf_items.chunks_exact(4).enumerate() {
-            let item = u32::from_le_bytes([li[0], li[1], li[2], li[3]]) as usize;
-            let row = &sids[2 * item * l..2 * (item + 1) * l];
-            let mut node = ls(l) + k;
-            for d in (0..l).rev() {
-                let code = u16::from_le_bytes([row[2 * d], row[2 * d + 1]]);
-                let got = code_of(node);
-                if code != got {
-                    return Err(err!(Catalog, "catalog.bin item {item} has code {code} at level {}, but its leaf {}'s ancestor {node} at that level has code {got}", d + 1, ls(l) + k));
+        const BATCH: usize = 64;
+        let mut items = [0usize; BATCH];
+        for start in (0..m).step_by(BATCH) {
+            let end = (start + BATCH).min(m);
+            let mut touched = 0u8;
+            for (slot, leaf) in items.iter_mut().zip(start..end) {
+                let it = rd_u32(leaf_items, 4 * leaf) as usize;
+                if it >= m {
+                    return Err(err!(
+                        Catalog,
+                        "catalog.bin leaf {} maps to item {it}, expected < {m}",
+                        first_leaf + leaf
+                    ));
                 }
-                node = parent[node] as usize;
+                *slot = it;
+                touched ^= item_leaves[4 * it] ^ sids[2 * it * l];
+            }
+            std::hint::black_box(touched);
+            for (&item, leaf) in items.iter().zip(start..end) {
+                let back = rd_u32(item_leaves, 4 * item) as usize;
+                if back != first_leaf + leaf {
+                    return Err(err!(Catalog, "catalog.bin item {item} maps to leaf {back}, expected {} (leaf_item and item_leaf disagree)", first_leaf + leaf));
+                }
+                let row = &sids[2 * item * l..2 * (item + 1) * l];
+                let mut node = first_leaf + leaf;
+                for d in (0..l).rev() {
+                    let code = u16::from_le_bytes([row[2 * d], row[2 * d + 1]]);
+                    let got = code_of(node);
+                    if code != got {
+                        return Err(err!(Catalog, "catalog.bin item {item} has code {code} at level {}, but its leaf {}'s ancestor {node} at that level has code {got}", d + 1, first_leaf + leaf));
+                    }
+                    node = parent[node] as usize;
+                }
             }
         }
         Ok(())
