@@ -24,7 +24,7 @@ rm -f "$OUT/valid.jsonl"
 for b in ml1m ml1m-large; do
   for kb in "4 16" "16 64"; do
     set -- $kb
-    for mix in 0 0.25 0.5 0.75; do
+    for mix in 0 0.25 0.5 0.75 0.9; do
       ev --bundle "models/$b" --split valid --beams "$1" --candidates "$2" --mix "$mix" >> "$OUT/valid.jsonl"
     done
     ev --bundle "models/$b" --split valid --beams "$1" --no-prm >> "$OUT/valid.jsonl"

@@ -6,7 +6,11 @@
 //!   every decoder and PRM call);
 //! - at level `l` the decoder over tokens `0..=l` of the live beams only (the graphs run
 //!   all L tokens of all K' padded rows), the head and log-softmax on the last token only;
-//! - the PRM over the live candidates only (no padding rows).
+//! - the PRM over the live candidates only (no padding rows);
+//! - the history's real rows only: a history shorter than H is right-aligned after padding
+//!   rows that every attention masks (weight exactly 0), so the encoder runs rows
+//!   `mem_from..H` and every attention over the memory reads those keys only. A user with
+//!   40 items costs a fifth of the encoder a 200-item window costs.
 //!
 //! Every buffer is allocated when the session is created: a request allocates nothing.
 //!
@@ -154,6 +158,7 @@ impl FusedModel {
         let z = |n: usize| crate::limits::zeros::<f32>(n, "a fused session buffer");
         let b = Buffers {
             encoded: false,
+            mem_from: 0,
             bias: z(h)?,
             ex: z(h * d)?,
             xn: z(h.max(kb).max(mc) * d)?,
@@ -203,6 +208,9 @@ pub struct FusedSession {
 /// levels, d model width, hd = heads x head_dim, pd = PRM heads x head_dim).
 struct Buffers {
     encoded: bool,
+    /// The first memory row the request computed: the leading rows that are padding
+    /// (mask 0; histories are right-aligned) are skipped by every stage (module docs)
+    mem_from: usize,
     bias: Vec<f32>,              // [H] mask bias of the memory: 0 or NEG
     ex: Vec<f32>,                // [H, d] encoder residual stream
     xn: Vec<f32>,                // [max(H, K', K+), d] normed input of the next matmul

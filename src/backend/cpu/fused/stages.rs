@@ -22,8 +22,13 @@ impl Buffers {
         for (b, &v) in self.bias.iter_mut().zip(mask) {
             *b = (1.0 - v) * NEG;
         }
+        // the leading padding rows are skipped (module docs); a history of padding only
+        // (no real row) keeps every row, as the graphs do
+        let from = mask.iter().position(|&v| v != 0.0).unwrap_or(0);
+        self.mem_from = from;
+        let n = h - from;
         // token r = sum of its item's level-code embeddings + position r
-        for r in 0..h {
+        for r in from..h {
             let x = &mut self.ex[r * d..(r + 1) * d];
             x.copy_from_slice(&model.enc_pos[r * d..(r + 1) * d]);
             for lv in 0..l {
@@ -34,13 +39,14 @@ impl Buffers {
                 }
             }
         }
+        let bias = &self.bias[from..];
         for layer in &model.enc {
-            rmsnorm((&self.ex, d), h, &layer.n1, &mut self.xn);
+            rmsnorm((&self.ex[from * d..], d), n, &layer.n1, &mut self.xn);
             let xn = (&self.xn[..], d);
             matmul(
                 isa,
                 xn,
-                h,
+                n,
                 &layer.wqkv,
                 (d, 3 * hd),
                 (&mut self.eqkv, 3 * hd),
@@ -48,17 +54,16 @@ impl Buffers {
             );
             let kv = &self.eqkv[hd..];
             let keys = (kv, &kv[hd..], 3 * hd);
-            let bias = Some(&self.bias[..]);
             let q = (&self.eqkv[..], 3 * hd);
             if m.dims.encoder_causal {
                 // row r reads keys 0..=r (the graph adds NEG after r: weight exactly 0)
-                for r in 0..h {
+                for r in 0..n {
                     attend(
                         &q.0[r * q.1..],
                         keys,
                         r + 1,
                         (heads, dh),
-                        bias,
+                        Some(bias),
                         &mut self.scratch,
                         &mut self.att[r * hd..(r + 1) * hd],
                     );
@@ -66,11 +71,11 @@ impl Buffers {
             } else {
                 attend_rows(
                     q,
-                    h,
+                    n,
                     keys,
-                    h,
+                    n,
                     (heads, dh),
-                    bias,
+                    Some(bias),
                     &mut self.scratch,
                     &mut self.att,
                 );
@@ -78,32 +83,32 @@ impl Buffers {
             matmul(
                 isa,
                 (&self.att, hd),
-                h,
+                n,
                 &layer.wo,
                 (hd, d),
-                (&mut self.ex, d),
+                (&mut self.ex[from * d..], d),
                 Epilogue::ADD,
             );
             let scratch = (&mut self.xn[..], &mut self.ff[..]);
             ffn(
                 isa,
-                &mut self.ex,
+                &mut self.ex[from * d..],
                 scratch,
-                h,
+                n,
                 &layer.n2,
                 (&layer.w1, &layer.w2),
                 ff,
                 d,
             );
         }
-        // the memory is enc_norm(ex); only its projections are kept
-        rmsnorm((&self.ex, d), h, &model.enc_norm, &mut self.xn);
+        // the memory is enc_norm(ex); only its projections are kept (rows from.. at 0..)
+        rmsnorm((&self.ex[from * d..], d), n, &model.enc_norm, &mut self.xn);
         for (layer, kv) in model.dec.iter().zip(self.cross_kv.iter_mut()) {
             let xn = (&self.xn[..], d);
             matmul(
                 isa,
                 xn,
-                h,
+                n,
                 &layer.wkv_cross,
                 (d, 2 * hd),
                 (kv, 2 * hd),
@@ -114,7 +119,7 @@ impl Buffers {
         matmul(
             isa,
             xn,
-            h,
+            n,
             &model.prm.wkv,
             (d, 2 * pd),
             (&mut self.prm_kv, 2 * pd),
@@ -136,8 +141,8 @@ struct Scratch<'a> {
 
 /// Cross-attention over the memory (the decoder's and the PRM's), for `rows` rows of the
 /// residual stream `x`: `x += attend(norm(x) @ wq, memory) @ wo`. The memory is its
-/// keys | values `[H, 2 w]` (w = heads x dh, computed once per request) and its mask bias
-/// `[H]`.
+/// keys | values `[n, 2 w]` (w = heads x dh, computed once per request) and its mask bias
+/// `[n]`: the request's rows `mem_from..H`.
 fn memory_attention(
     isa: Isa,
     x: &mut [f32],
@@ -359,7 +364,7 @@ impl Buffers {
                 logits: &mut self.scratch,
             };
             let weights = (&layer.n2[..], &layer.wq_cross[..], &layer.wo_cross[..]);
-            let memory = (&kv[..], &self.bias[..]);
+            let memory = (&kv[..], &self.bias[self.mem_from..]);
             memory_attention(isa, &mut self.dx, k, weights, memory, (heads, dh), scratch);
             let scratch = (&mut self.xn[..], &mut self.ff[..]);
             ffn(
@@ -411,7 +416,7 @@ impl Buffers {
             att: &mut self.att,
             logits: &mut self.scratch,
         };
-        let memory = (&self.prm_kv[..], &self.bias[..]);
+        let memory = (&self.prm_kv[..], &self.bias[self.mem_from..]);
         let weights = (&p.n1[..], &p.wq[..], &p.wo[..]);
         memory_attention(isa, &mut self.px, rows, weights, memory, (ph, dh), scratch);
         let scratch = (&mut self.xn[..], &mut self.ff[..]);
