@@ -1,6 +1,6 @@
 //! The model's weights as the fused engine holds them: read from the graphs' initializers
 //! as the [`Architecture`](crate::bundle::Architecture) lists them, widened to f32 (except
-//! the PRM's node table, kept as stored: [`RowTable`]), the projections that read the same
+//! the PRM's query table, kept as stored: [`RowTable`]), the projections that read the same
 //! input packed side by side.
 
 use std::collections::HashMap;
@@ -18,7 +18,8 @@ pub(super) struct Table(
 );
 
 /// A gathered table (one row per id) kept as stored: f32, f16, or int8 with one scale per
-/// row. The PRM's node table grows with the catalog (2M rows at 1M items): widening it to
+/// row. The PRM's node table (`model.prm_query: "node"`) grows with the catalog (2M rows at
+/// 1M items; the path form's does not): widening it to
 /// f32 at load would hold 4x the int8 bundle's bytes in the heap, so a request widens
 /// only the K+ rows it reads.
 pub(super) enum RowTable {
