@@ -10,6 +10,8 @@
 # 2. the test split: plain and PRM-guided search for both bundles, with the per-level share
 #    of users whose true prefix the search keeps (the "semantic drift" table);
 # writes models/results/{valid,ml1m,ml1m-large}.jsonl and table.md.
+# Env: SMALL, LARGE (the two bundles, default models/ml1m and models/ml1m-large), PROMISE_BIN,
+# PRM_BUNDLES (the bundles whose PRM is measured, default both: "ml1m ml1m-large").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${1:-models/train/work/venv/bin/python}
@@ -18,16 +20,20 @@ BIN=${PROMISE_BIN:-target/release/promise}
 OUT=models/results
 mkdir -p "$OUT"
 ev() { "$BIN" eval --data "$DATA" --json --per-level "$@"; }
+PRM_BUNDLES=${PRM_BUNDLES:-"ml1m ml1m-large"}
+has_prm() { [[ " $PRM_BUNDLES " == *" $1 "* ]]; }
+declare -A DIR=([ml1m]=${SMALL:-models/ml1m} [ml1m-large]=${LARGE:-models/ml1m-large})
 
 # 1. mix on the validation split
 rm -f "$OUT/valid.jsonl"
 for b in ml1m ml1m-large; do
   for kb in "4 16" "16 64"; do
     set -- $kb
+    has_prm "$b" || { ev --bundle "${DIR[$b]}" --split valid --beams "$1" --no-prm >> "$OUT/valid.jsonl"; continue; }
     for mix in 0 0.25 0.5 0.75 0.9; do
-      ev --bundle "models/$b" --split valid --beams "$1" --candidates "$2" --mix "$mix" >> "$OUT/valid.jsonl"
+      ev --bundle "${DIR[$b]}" --split valid --beams "$1" --candidates "$2" --mix "$mix" >> "$OUT/valid.jsonl"
     done
-    ev --bundle "models/$b" --split valid --beams "$1" --no-prm >> "$OUT/valid.jsonl"
+    ev --bundle "${DIR[$b]}" --split valid --beams "$1" --no-prm >> "$OUT/valid.jsonl"
   done
 done
 best_mix() { # bundle K' K+ -> the mix with the best validation Recall@10 (ties: NDCG@10)
@@ -45,13 +51,14 @@ EOF
 for b in ml1m ml1m-large; do
   rm -f "$OUT/$b.jsonl"
   for k in 1 4 16 32; do
-    ev --bundle "models/$b" --beams "$k" --no-prm >> "$OUT/$b.jsonl"
+    ev --bundle "${DIR[$b]}" --beams "$k" --no-prm >> "$OUT/$b.jsonl"
   done
   for kb in "4 16" "16 64"; do
     set -- $kb
+    has_prm "$b" || continue
     mixes="0 $(best_mix "$b" "$1" "$2")"
     for mix in $(echo $mixes | tr ' ' '\n' | sort -u); do
-      ev --bundle "models/$b" --beams "$1" --candidates "$2" --mix "$mix" >> "$OUT/$b.jsonl"
+      ev --bundle "${DIR[$b]}" --beams "$1" --candidates "$2" --mix "$mix" >> "$OUT/$b.jsonl"
     done
   done
 done

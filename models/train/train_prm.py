@@ -130,11 +130,21 @@ def main():
     ap.add_argument("--valid-users", type=int, default=1000)
     ap.add_argument("--minutes", type=float, default=150)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--prm-heads", type=int, default=0,
+                    help="a fresh PRM with this many heads of the generator's head_dim (0: as trained "
+                         "with the generator, heads/4 = one 16-dim head for the small model)")
+    ap.add_argument("--lr-decay", type=float, default=1.0,
+                    help="multiply the learning rate by this after an epoch without a new best (1 = off)")
     ap.add_argument("--curve-dir", default="models/results")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model, info = load_trained(args.work, args.gen)
+    if args.prm_heads:
+        from model import PRM
+        model.cfg.prm_heads = args.prm_heads
+        model.prm = PRM(model.cfg)
+        info = dict(info, config=model.cfg.to_dict(), params_prm=sum(p.numel() for p in model.prm.parameters()))
     gen, prm = model.gen.eval(), model.prm
     for p in gen.parameters():
         p.requires_grad_(False)
@@ -241,11 +251,16 @@ def main():
         st["pos"] = 0
         val = validate()
         row = {"epoch": st["epoch"], "loss": tot / max(steps, 1), "valid": val,
-               "train_seconds": round(st["train_seconds"], 1)}
+               "train_seconds": round(st["train_seconds"], 1), "lr": args.lr * st.get("lr_scale", 1.0)}
         print(json.dumps(row), flush=True)
         with open(curve, "a") as f:
             f.write(json.dumps(row) + "\n")
         keep = float(np.mean(val["prm_keeps_true"]))
+        if keep <= st["best"] and args.lr_decay < 1.0:
+            st["lr_scale"] = st.get("lr_scale", 1.0) * args.lr_decay
+            for group in opt.param_groups:
+                group["lr"] = args.lr * st["lr_scale"]
+            print(f"no new best: learning rate -> {args.lr * st['lr_scale']:.2e}", flush=True)
         if keep > st["best"]:
             st["best"], st["best_epoch"] = keep, st["epoch"]
             with torch.no_grad():
