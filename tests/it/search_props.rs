@@ -156,6 +156,36 @@ proptest! {
     }
 
     #[test]
+    fn every_nodes_path_is_found_by_walking_down_the_trie(
+        (sids, codebook) in arb_catalog(), width in 6usize..9,
+    ) {
+        // the PRM's path input (model.prm_query "path") read with binary searches over
+        // first_child, against the path each node is reached by from the root
+        let cat = Catalog::from_bytes(build(&sids, &codebook).unwrap()).unwrap();
+        let l = cat.levels();
+        let mut want = vec![vec![(l * width) as i64; l]; cat.num_nodes()];
+        for depth in 0..l {
+            for node in cat.depth_nodes(depth) {
+                for child in cat.children(node) {
+                    let mut rows = want[node as usize].clone();
+                    rows[depth] = (depth * width + cat.node_code(child) as usize) as i64;
+                    want[child as usize] = rows;
+                }
+            }
+        }
+        let mut got = vec![0i64; l];
+        for node in 0..cat.num_nodes() as u32 {
+            cat.path_rows(node, width, &mut got);
+            prop_assert_eq!(&got, &want[node as usize], "node {}", node);
+            let depth = cat.depth(node);
+            prop_assert!(cat.depth_nodes(depth).contains(&node));
+            if depth > 0 {
+                prop_assert!(cat.children(cat.parent(node, depth)).contains(&node));
+            }
+        }
+    }
+
+    #[test]
     fn exhaustive_plain_search_returns_the_best_unseen_items(
         (sids, codebook) in arb_catalog(), salt: u64, results in 1usize..6,
     ) {
