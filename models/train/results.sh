@@ -43,7 +43,7 @@ f, b, k, c = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 rows = [json.loads(l) for l in open(f)]
 rows = [r for r in rows if r["bundle"] == b and r["config"]["prm"] and r["config"]["beams"] == k
         and r["config"]["candidates"] == c]
-print(max(rows, key=lambda r: (r["recall@10"], r["ndcg@10"]))["config"]["mix"])
+print(round(max(rows, key=lambda r: (r["recall@10"], r["ndcg@10"]))["config"]["mix"], 4))
 EOF
 }
 

@@ -23,7 +23,7 @@ for b in ("ml1m", "ml1m-large"):
         for line in open(p):
             r = json.loads(line)
             c = r["config"]
-            mode = (f"PRM K'={c['beams']} K+={c['candidates']} mix={c['mix']}" if c["prm"]
+            mode = (f"PRM K'={c['beams']} K+={c['candidates']} mix={round(c['mix'], 4):g}" if c["prm"]
                     else f"plain beam K'={c['beams']}")
             rows.append(("small" if b == "ml1m" else "large", mode, r))
 print("| model | search | Recall@5 | Recall@10 | NDCG@5 | NDCG@10 | true prefix kept, level 1 / 2 | ms / request |")
