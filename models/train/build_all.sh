@@ -35,11 +35,12 @@ $PY $T/train.py --work "$WORK" --data "$DATA" --size small $GEN --out small_s200
 $PY $T/train.py --work "$WORK" --data "$DATA" --size large $GEN --out large_s200 &
 wait
 # the PRMs: generator frozen, on-policy listwise over the beam's K+ pools, path query
-PRM="--windows 40000 --max-epochs 12 --patience 2 --batch 32 --lr 2e-3"
-$PY $T/train_prm.py --work "$WORK" --data "$DATA" --gen small_s200 --out small_s200_prm $PRM &
-$PY $T/train_prm.py --work "$WORK" --data "$DATA" --gen large_s200 --out large_s200_prm $PRM &
+PRM="--windows 40000 --max-epochs 12 --patience 3 --batch 32 --lr 2e-3 --lr-decay 0.5"
+$PY $T/train_prm.py --work "$WORK" --data "$DATA" --gen small_s200 --out small_s200_prm4 --prm-heads 4 $PRM &
+$PY $T/train_prm.py --work "$WORK" --data "$DATA" --gen large_s200 --out large_s200_prm --prm-heads 8 $PRM &
 wait
-$PY $T/export.py --work "$WORK" --model small_s200_prm --out models/ml1m --name ml1m --prm-query path --promise
+$PY $T/export.py --work "$WORK" --model small_s200_prm4 --out models/ml1m --name ml1m --prm-query path --promise
+rm -f models/ml1m-f16.promise models/ml1m-int8.promise      # only the default ships in both forms
 $PY $T/export.py --work "$WORK" --model large_s200_prm --out models/ml1m-large --name ml1m-large --prm-query path
 # golden files (synthetic histories) and the results tables
 $PY $T/reference.py golden --bundle models/tiny --out tests/golden/tiny.json
