@@ -277,9 +277,15 @@ mod tests {
     fn cached_decoding_equals_full_decoding() {
         let cfg = SearchConfig::default();
         let mut s = session("models/ml1m", &cfg);
-        let (h, l, c) = (20, 3, 32);
+        let m = &s.model.m;
+        let (h, l, c) = (m.history, m.levels, m.max_codebook());
+        assert!(
+            l == 3 && m.codebook.iter().all(|&w| w >= 32),
+            "the test's codes fit"
+        );
         let codes: Vec<i64> = (0..h * l).map(|i| ((i * 7 + i / 3) % 24) as i64).collect();
-        let mask: Vec<f32> = (0..h).map(|i| if i < 13 { 0.0 } else { 1.0 }).collect();
+        // 7 real items after padding (the encoder skips the padding rows)
+        let mask: Vec<f32> = (0..h).map(|i| if i + 7 < h { 0.0 } else { 1.0 }).collect();
         // level 1: 5 beams (codes at level 0); level 2: 7 beams, each extending one of them
         let lvl1: Vec<i64> = [3, 9, 0, 31, 17].iter().flat_map(|&a| [a, 0]).collect();
         let lvl2: Vec<i64> = [(9, 4), (3, 0), (31, 31), (9, 30), (17, 2), (0, 5), (3, 7)]
