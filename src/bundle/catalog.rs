@@ -426,17 +426,29 @@ impl Catalog {
             self.s.item_codes + 2 * (item as usize * self.levels + level),
         )
     }
-    /// The depth of `node` (0 = root; `node < num_nodes`). O(levels).
+    /// The depth of `node` (0 = root), or `None` past the trie. O(levels).
     #[inline]
-    pub fn depth(&self, node: u32) -> usize {
-        (1..=self.levels)
-            .take_while(|&d| self.level_start_raw(d) <= node)
-            .count()
+    pub fn depth(&self, node: u32) -> Option<usize> {
+        if node as usize >= self.num_nodes {
+            return None;
+        }
+        Some(
+            (1..=self.levels)
+                .take_while(|&d| self.level_start_raw(d) <= node)
+                .count(),
+        )
     }
-    /// The parent of `node` at `depth >= 1`: the node of depth - 1 whose children hold it
-    /// (binary search over the sorted `first_child` of that depth; no parent table, so
-    /// nothing here grows with the catalog).
-    pub fn parent(&self, node: u32, depth: usize) -> u32 {
+    /// The parent of `node`, or `None` for the root and past the trie: the node one level
+    /// up whose children hold it (binary search over that level's sorted `first_child`; no
+    /// parent table, so nothing here grows with the catalog). O(levels + log nodes).
+    pub fn parent(&self, node: u32) -> Option<u32> {
+        match self.depth(node)? {
+            0 => None,
+            depth => Some(self.parent_at(node, depth)),
+        }
+    }
+    /// [`parent`](Self::parent) of a node known to be at `depth >= 1`.
+    fn parent_at(&self, node: u32, depth: usize) -> u32 {
         let r = self.depth_nodes(depth - 1);
         let (mut lo, mut hi) = (r.start, r.end);
         // the last p in r with first_child(p) <= node
@@ -452,15 +464,35 @@ impl Catalog {
     }
     /// The PRM's path input of `node` (`model.prm_query: "path"`): for each level l, `l *
     /// width + code` of the node's level-l ancestor (itself at its own level), or `levels
-    /// * width` (the padding row) below the node's depth. `out` holds `levels` values.
-    pub fn path_rows(&self, node: u32, width: usize, out: &mut [i64]) {
-        let depth = self.depth(node);
+    /// * width` (the padding row) below the node's depth. `out` holds `levels` values;
+    /// `width` is at least every level's codebook.
+    pub fn path_rows(&self, node: u32, width: usize, out: &mut [i64]) -> Result<()> {
+        let depth = self.depth(node).ok_or_else(|| {
+            err!(
+                Backend,
+                "node {node} is past the trie's {} nodes",
+                self.num_nodes
+            )
+        })?;
+        if out.len() != self.levels
+            || self.codebook[..self.levels]
+                .iter()
+                .any(|&c| c as usize > width)
+        {
+            return Err(err!(
+                Backend,
+                "path of {} values at width {width}, expected {} values and a width of at least every codebook",
+                out.len(),
+                self.levels
+            ));
+        }
         out.fill((self.levels * width) as i64);
         let mut n = node;
         for d in (1..=depth).rev() {
             out[d - 1] = ((d - 1) * width + self.node_code(n) as usize) as i64;
-            n = self.parent(n, d);
+            n = self.parent_at(n, d);
         }
+        Ok(())
     }
 }
 

@@ -175,14 +175,21 @@ proptest! {
         }
         let mut got = vec![0i64; l];
         for node in 0..cat.num_nodes() as u32 {
-            cat.path_rows(node, width, &mut got);
+            cat.path_rows(node, width, &mut got).unwrap();
             prop_assert_eq!(&got, &want[node as usize], "node {}", node);
-            let depth = cat.depth(node);
+            let depth = cat.depth(node).unwrap();
             prop_assert!(cat.depth_nodes(depth).contains(&node));
-            if depth > 0 {
-                prop_assert!(cat.children(cat.parent(node, depth)).contains(&node));
+            match cat.parent(node) {
+                Some(p) => prop_assert!(cat.children(p).contains(&node)),
+                None => prop_assert_eq!(node, 0),
             }
         }
+        // past the trie, a short output, a narrow width: errors, not panics
+        let past = cat.num_nodes() as u32;
+        prop_assert!(cat.depth(past).is_none() && cat.parent(past).is_none());
+        prop_assert!(cat.path_rows(past, width, &mut got).is_err());
+        prop_assert!(cat.path_rows(0, width, &mut got[..l - 1]).is_err());
+        prop_assert!(cat.path_rows(0, 1, &mut got).is_err());
     }
 
     #[test]

@@ -298,7 +298,7 @@ impl Scorer for TractSession {
                 let buf = &mut self.pad_nodes[..rows * l];
                 buf.fill(0);
                 for (i, &node) in nodes.iter().enumerate() {
-                    catalog.path_rows(node as u32, self.cmax, &mut buf[i * l..(i + 1) * l]);
+                    catalog.path_rows(node as u32, self.cmax, &mut buf[i * l..(i + 1) * l])?;
                 }
                 Tensor::from_shape(&[rows, l], buf)
             }

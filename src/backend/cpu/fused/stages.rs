@@ -402,7 +402,7 @@ impl Buffers {
                 Some((catalog, width)) => {
                     let mut path = [0i64; crate::bundle::catalog::MAX_LEVELS];
                     let path = &mut path[..catalog.levels()];
-                    catalog.path_rows(node as u32, *width, path);
+                    catalog.path_rows(node as u32, *width, path)?;
                     q.fill(0.0);
                     for &row in path.iter() {
                         p.query.add_row(row as usize, q);
