@@ -287,6 +287,20 @@ impl Session {
         self.searcher.kept(level)
     }
 
+    /// Let the model read only the last `items` of each history (1..=the bundle's window
+    /// H; a `config` error otherwise). A phone with a latency budget can trade quality for
+    /// time this way: the encoder's work grows with the items it reads (see the README's
+    /// "history window" measurements). Every item of a history is still excluded from its
+    /// feed.
+    pub fn set_history_window(&mut self, items: usize) -> Result<()> {
+        self.searcher.set_history_window(items)
+    }
+
+    /// The last items of a history the model reads (the bundle's H unless set).
+    pub fn history_window(&self) -> usize {
+        self.searcher.history_window()
+    }
+
     /// The session's validated search config.
     pub fn config(&self) -> &SearchConfig {
         self.searcher.config()

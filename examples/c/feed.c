@@ -143,6 +143,18 @@ int main(int argc, char **argv) {
     st = promise_recommend(NULL, history, 6, recs, 10, &untouched);
     CHECK(st == PROMISE_STATUS_INVALID_ARGUMENT, "null session -> %d", st);
     printf("null pointers     -> %s: %s\n", promise_status_text(st), promise_last_error());
+    /* a shorter history window: 0 is refused, 3 reads the last 3 items (all still excluded) */
+    st = promise_session_set_history_window(session, 0);
+    CHECK(st == PROMISE_STATUS_CONFIG, "history window 0 -> %d", st);
+    printf("history window 0  -> %s: %s\n", promise_status_text(st), promise_last_error());
+    CHECK(promise_session_set_history_window(NULL, 3) == PROMISE_STATUS_INVALID_ARGUMENT, "null session window");
+    st = promise_session_set_history_window(session, 3);
+    CHECK(st == PROMISE_STATUS_OK, "history window 3: %s", promise_last_error());
+    st = promise_recommend(session, history, 6, recs, 10, &written);
+    CHECK(st == PROMISE_STATUS_OK && written == 10, "recommend, window 3: %s", promise_last_error());
+    for (size_t i = 0; i < written; i++)
+        for (size_t j = 0; j < 6; j++)
+            CHECK(recs[i].item != history[j], "window 3 recommended history item %u", history[j]);
 
     PromiseSearchConfig bad_cfg = cfg;
     bad_cfg.beams = 0;

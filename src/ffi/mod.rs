@@ -454,6 +454,42 @@ pub unsafe extern "C" fn promise_session_new(
     })
 }
 
+/// The session for this call: "in use" when another thread's call holds it. After a call
+/// on it panicked (and returned PROMISE_STATUS_PANIC) it serves again: every request
+/// rebuilds the session's state from its inputs.
+fn locked(s: &Mutex<Session>) -> Result<std::sync::MutexGuard<'_, Session>, Error> {
+    match s.try_lock() {
+        Ok(g) => Ok(g),
+        Err(std::sync::TryLockError::WouldBlock) => Err(err!(
+            InvalidArgument,
+            "the session is in use on another thread (a session is for one thread at a time)"
+        )),
+        Err(std::sync::TryLockError::Poisoned(p)) => {
+            s.clear_poison();
+            Ok(p.into_inner())
+        }
+    }
+}
+
+/// Let the session's model read only the last `items` of each history (1..=the bundle's
+/// window; `PROMISE_STATUS_CONFIG` otherwise): less encoder work per request, at the
+/// quality the model has for users with that many items (the README's "history window"
+/// table). Every item of a history is still excluded from its feed.
+#[no_mangle]
+pub extern "C" fn promise_session_set_history_window(
+    session: *mut PromiseSession,
+    items: usize,
+) -> PromiseStatus {
+    guard(|| {
+        if session.is_null() {
+            return Err(err!(InvalidArgument, "session must not be NULL"));
+        }
+        let s = lookup(sessions(), session as usize, "session")?;
+        let mut s = locked(&s)?;
+        s.set_history_window(items)
+    })
+}
+
 /// Free a session. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn promise_session_free(session: *mut PromiseSession) -> PromiseStatus {
@@ -498,21 +534,7 @@ pub unsafe extern "C" fn promise_recommend(
             ));
         }
         let s = lookup(sessions(), session as usize, "session")?;
-        let mut s = match s.try_lock() {
-            Ok(g) => g,
-            Err(std::sync::TryLockError::WouldBlock) => {
-                return Err(err!(
-                InvalidArgument,
-                "the session is in use on another thread (a session is for one thread at a time)"
-            ))
-            }
-            // a call on this session panicked (and returned PROMISE_STATUS_PANIC): every
-            // request rebuilds the session's state from its inputs, so it serves again
-            Err(std::sync::TryLockError::Poisoned(p)) => {
-                s.clear_poison();
-                p.into_inner()
-            }
-        };
+        let mut s = locked(&s)?;
         take_fault();
         let n = s.config().results;
         if capacity < n {

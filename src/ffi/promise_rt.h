@@ -201,6 +201,14 @@ PromiseStatus promise_session_new(const PromiseModel *model,
                                   PromiseSession **out);
 
 /**
+ * Let the session's model read only the last `items` of each history (1..=the bundle's
+ * window; `PROMISE_STATUS_CONFIG` otherwise): less encoder work per request, at the
+ * quality the model has for users with that many items (the README's "history window"
+ * table). Every item of a history is still excluded from its feed.
+ */
+PromiseStatus promise_session_set_history_window(PromiseSession *session, size_t items);
+
+/**
  * Free a session. NULL is a no-op.
  */
 PromiseStatus promise_session_free(PromiseSession *session);

@@ -224,6 +224,7 @@ pub struct Searcher {
     cfg: SearchConfig,
     levels: usize,
     history: usize,
+    window: usize, // the last items the encoder reads: H, or fewer (`set_history_window`)
     cmax: usize,
     num_items: usize,
     beams: Vec<Beam>,      // [cap] live beams (cap = max(K', N), the full-feed rule)
@@ -267,6 +268,7 @@ impl Searcher {
             cfg,
             levels,
             history,
+            window: history,
             cmax,
             num_items: items,
             beams: with_capacity(k, "the beams")?,
@@ -285,6 +287,27 @@ impl Searcher {
             kept: Vec::new(),
             trace: false,
         })
+    }
+
+    /// Let the encoder read only the last `items` of a history (1..=H, the bundle's
+    /// window): a shorter window is less encoder work for a long history (the fused CPU
+    /// engine skips the padding rows), at the quality the model has for users with that
+    /// many items. Every item still feeds the seen-item filter.
+    pub fn set_history_window(&mut self, items: usize) -> Result<()> {
+        if items == 0 || items > self.history {
+            return Err(crate::error::err!(
+                Config,
+                "history window {items}, expected 1..={} (the bundle's window)",
+                self.history
+            ));
+        }
+        self.window = items;
+        Ok(())
+    }
+
+    /// The last items of a history the encoder reads (the bundle's H unless set).
+    pub fn history_window(&self) -> usize {
+        self.window
     }
 
     /// The validated config.
@@ -364,8 +387,9 @@ impl Searcher {
     pub(crate) fn prepare(&mut self, catalog: &Catalog, history: &[u32]) -> Result<()> {
         Self::check_history(history, self.num_items)?;
         let (l, h) = (self.levels, self.history);
-        // encoder input: the last H items right-aligned, padding codes 0 with mask 0
-        let n = history.len().min(h);
+        // encoder input: the last H items (or the window's) right-aligned, padding codes 0
+        // with mask 0
+        let n = history.len().min(self.window);
         let recent = &history[history.len() - n..];
         self.hist_codes.fill(0);
         self.hist_mask.fill(0.0);

@@ -63,3 +63,59 @@ fn the_cpu_engine_is_named_and_parsed() {
     assert!(e.to_string().contains("\"onnx\""), "{e}");
     assert_eq!(LoadOptions::default().cpu_engine, CpuEngine::Fused);
 }
+
+/// A session's history window (`Session::set_history_window`): outside 1..=H a `config`
+/// error naming the value; inside, the encoder reads only the last items (the fused engine
+/// skips the rest, tract reads them masked: the same feed), and every item of the history
+/// is still excluded.
+#[cfg(feature = "tract")]
+#[test]
+fn a_shorter_history_window_is_the_same_on_both_engines_and_still_excludes_the_history() {
+    use promise_rt::{ErrorCode, SearchConfig};
+    let bundle = Bundle::open(repo().join("models/ml1m")).expect("bundle");
+    let h = bundle.manifest().history;
+    let (fused, tract) = (
+        load(&bundle, CpuEngine::Fused),
+        load(&bundle, CpuEngine::Tract),
+    );
+    let mut f = fused.session(SearchConfig::default()).unwrap();
+    let mut t = tract.session(SearchConfig::default()).unwrap();
+    assert_eq!(f.history_window(), h);
+    for bad in [0, h + 1] {
+        let e = f.set_history_window(bad).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Config, "{e}");
+        assert!(e.to_string().contains(&format!("window {bad}")), "{e}");
+    }
+    let history: Vec<u32> = (0..60u32).map(|i| (i * 37) % 3706).collect();
+    let full: Vec<u32> = f
+        .recommend(&history)
+        .unwrap()
+        .iter()
+        .map(|r| r.item)
+        .collect();
+    for s in [&mut f, &mut t] {
+        s.set_history_window(5).unwrap();
+    }
+    let short_f: Vec<u32> = f
+        .recommend(&history)
+        .unwrap()
+        .iter()
+        .map(|r| r.item)
+        .collect();
+    let short_t: Vec<u32> = t
+        .recommend(&history)
+        .unwrap()
+        .iter()
+        .map(|r| r.item)
+        .collect();
+    assert_eq!(
+        short_f, short_t,
+        "fused and tract differ with a window of 5"
+    );
+    assert_ne!(short_f, full, "a window of 5 of 60 items changed nothing");
+    assert!(
+        short_f.iter().all(|i| !history.contains(i)),
+        "a history item was recommended"
+    );
+    assert_eq!(short_f.len(), 10);
+}

@@ -199,6 +199,11 @@ struct Common {
     /// How the CPU backend computes.
     #[arg(long, value_enum, default_value_t = EngineArg::Fused)]
     cpu_engine: EngineArg,
+    /// The model reads only the last N items of each history (1..=the bundle's window;
+    /// default: the whole window). Less encoder work, the quality the model has for users
+    /// with N items.
+    #[arg(long)]
+    history_window: Option<usize>,
 }
 
 #[derive(Args)]
@@ -230,6 +235,18 @@ impl Common {
             prm: !self.no_prm,
             mix: self.mix,
         }
+    }
+    /// A session of `model` with `cfg` and this command's history window.
+    fn session(
+        &self,
+        model: &Model,
+        cfg: SearchConfig,
+    ) -> Result<promise_rt::Session, promise_rt::Error> {
+        let mut session = model.session(cfg)?;
+        if let Some(items) = self.history_window {
+            session.set_history_window(items)?;
+        }
+        Ok(session)
     }
     fn load(&self) -> Result<Model, promise_rt::Error> {
         let device = match self.device {
@@ -336,7 +353,7 @@ fn main() {
 
 fn recommend(c: &Common, history: &[u32], json: bool) -> Result<(), Failure> {
     let model = c.load()?;
-    let mut session = model.session(c.config())?;
+    let mut session = c.session(&model, c.config())?;
     let cfg = *session.config();
     let t = Instant::now();
     let recs = session.recommend(history)?;
@@ -432,7 +449,7 @@ fn eval(c: &Common, d: &DataArgs, split: &str, json: bool, per_level: bool) -> R
     if d.users > 0 {
         rows.truncate(d.users);
     }
-    let mut session = model.session(c.config())?;
+    let mut session = c.session(&model, c.config())?;
     session.set_trace(per_level)?;
     let bar = progress(rows.len() as u64, "users");
     bar.set_message("eval");
@@ -449,7 +466,7 @@ fn eval(c: &Common, d: &DataArgs, split: &str, json: bool, per_level: bool) -> R
             "{}",
             serde_json::json!({"bundle": model.bundle().manifest().name, "split": split, "config": cfg_json(session.config()),
             "users": rows.len(), "recall@5": r5, "recall@10": r10, "ndcg@5": n5, "ndcg@10": n10, "ms_per_request": ms,
-            "short_feeds": short, "true_prefix_kept_per_level": per_level_share})
+            "short_feeds": short, "true_prefix_kept_per_level": per_level_share, "history_window": session.history_window()})
         );
     } else {
         println!(
@@ -563,7 +580,7 @@ fn run_sweep(
         let (numeric, device) = sweep::describe_model(model);
         for (curve, cfg) in &grid {
             bar.set_message(format!("{name} {}", describe(cfg)));
-            let mut session = model.session(*cfg)?;
+            let mut session = c.session(model, *cfg)?;
             let [r5, r10, n5, n10, ms, _] = evaluate(&mut session, &rows, &bar, &mut [])?;
             bar.suspend(|| {
                 eprintln!(
@@ -719,7 +736,7 @@ fn bench(
     let heap0 = LIVE.load(Ordering::Relaxed);
     let model = c.load()?;
     let model_heap_kib = (LIVE.load(Ordering::Relaxed) - heap0) / 1024;
-    let mut session = model.session(c.config())?;
+    let mut session = c.session(&model, c.config())?;
     let load_ms = t_load.elapsed().as_secs_f64() * 1e3;
     let rows = ds.split("test");
     let warm = 20.min(rows.len());
