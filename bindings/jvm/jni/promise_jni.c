@@ -146,6 +146,12 @@ JNIEXPORT jint JNICALL Java_dev_promisert_Native_recommend(JNIEnv *env, jclass c
     return st == PROMISE_STATUS_OK ? (jint)written : 0;
 }
 
+JNIEXPORT void JNICALL Java_dev_promisert_Native_setHistoryWindow(JNIEnv *env, jclass c, jlong session, jint items) {
+    (void)c;
+    if (items < 0) items = 0; /* PromiseSession refuses negative counts first */
+    fail(env, promise_session_set_history_window((PromiseSession *)(intptr_t)session, (size_t)items));
+}
+
 JNIEXPORT void JNICALL Java_dev_promisert_Native_sessionFree(JNIEnv *env, jclass c, jlong session) {
     (void)c;
     fail(env, promise_session_free((PromiseSession *)(intptr_t)session));

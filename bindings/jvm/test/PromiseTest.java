@@ -86,6 +86,21 @@ public final class PromiseTest {
                 expect(PromiseException.Code.EMPTY_HISTORY, "empty history", () -> s.recommend(new int[0]));
                 expect(PromiseException.Code.UNKNOWN_ITEM, "unknown item", () -> s.recommend(new int[] {1, 1 << 30}));
                 expect(PromiseException.Code.UNKNOWN_ITEM, "negative id", () -> s.recommend(new int[] {-1}));
+                expect(PromiseException.Code.CONFIG, "history window 0", () -> s.setHistoryWindow(0));
+                try {
+                    s.setHistoryWindow(-3);
+                    check(false, "a negative history window was accepted");
+                } catch (IllegalArgumentException e) {
+                    System.out.println("negative history window -> " + e.getMessage());
+                }
+                s.setHistoryWindow(3);
+                Recommendation[] windowed = s.recommend(history);
+                check(windowed.length == 10, "10 recommendations with a window of 3");
+                for (Recommendation r : windowed) {
+                    for (int h : history) {
+                        check(r.item != h, "a seen item came back with a window of 3");
+                    }
+                }
             }
             expect(PromiseException.Code.CONFIG, "beams 0", () -> m.newSession(new SearchConfig(0, 4, 2, true, 0.5f)));
             expect(PromiseException.Code.CONFIG, "mix 2", () -> m.newSession(new SearchConfig(4, 16, 10, true, 2f)));

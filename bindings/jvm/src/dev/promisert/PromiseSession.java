@@ -36,6 +36,23 @@ public final class PromiseSession implements AutoCloseable {
         return out;
     }
 
+    /**
+     * Let the model read only the last {@code items} of each history (1 to the bundle's
+     * window; {@link PromiseException.Code#CONFIG} otherwise): less work per request, at the
+     * quality the model has for users with that many items. Every history item is still
+     * excluded from its feed. A negative count is an {@link IllegalArgumentException}.
+     */
+    public void setHistoryWindow(int items) {
+        if (items < 0) {
+            throw new IllegalArgumentException("history window " + items + ", expected 1 or more");
+        }
+        long h = handle;
+        if (h == 0) {
+            throw new IllegalStateException("the session is closed");
+        }
+        Native.setHistoryWindow(h, items);
+    }
+
     @Override
     public synchronized void close() {
         long h = handle;
