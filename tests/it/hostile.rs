@@ -301,8 +301,9 @@ fn manifest_shapes_that_serde_would_accept_are_refused() {
 
 /// The structured mutations of the `structured` fuzz target, as a property test that runs
 /// on stable in CI: the manifest's numbers set to arbitrary values (within and far beyond
-/// each field's bound) and weights appended under other graphs' names; every step either
-/// fails with an error or serves a valid feed. Nothing panics or aborts.
+/// each field's bound), the PRM's query form switched, and weights appended under other
+/// graphs' names, on a node-table and a path-query bundle; every step either fails with an
+/// error or serves a valid feed. Nothing panics or aborts.
 mod structured {
     use proptest::prelude::*;
 
@@ -334,14 +335,17 @@ mod structured {
         #![proptest_config(ProptestConfig::with_cases(48))]
         #[test]
         fn mutated_bundles_fail_cleanly_or_serve_valid_feeds(
-            fields in proptest::collection::vec((0usize..11, number()), 0..4),
+            fields in proptest::collection::vec((0usize..12, number()), 0..4),
             weights in proptest::collection::vec((0usize..3, 0usize..3, 0usize..64), 0..2),
+            path_query in any::<bool>(),
         ) {
-            let d = copy_bundle(&tiny());
-            let src = Bundle::open(tiny()).unwrap();
+            // the tiny bundle (a per-node PRM table) or tests/data/path (the path query)
+            let base = if path_query { repo().join("tests/data/path") } else { tiny() };
+            let d = copy_bundle(&base);
+            let src = Bundle::open(&base).unwrap();
             for (g, from, k) in &weights {
                 // a weight of graph `from`, appended to graph `g` under its own name
-                let bytes = fs::read(tiny().join(GRAPHS[*from])).unwrap();
+                let bytes = fs::read(base.join(GRAPHS[*from])).unwrap();
                 let idx = promise_rt::internals::onnx::index(&bytes, "src").unwrap();
                 let w = &idx.initializers[k % idx.initializers.len()];
                 let dims: Vec<u64> = w.dims.iter().map(|&x| x as u64).collect();
@@ -353,7 +357,8 @@ mod structured {
                         0..=7 => v["model"][FIELDS[*f]] = (*x).into(),
                         8 => v["history"] = (*x).into(),
                         9 => v["sid"]["codebook"][0] = (*x).into(),
-                        _ => v["sid"]["num_nodes"] = (*x).into(),
+                        10 => v["sid"]["num_nodes"] = (*x).into(),
+                        _ => v["model"]["prm_query"] = if x % 2 == 0 { "path" } else { "node" }.into(),
                     }
                 }
             });
