@@ -87,27 +87,18 @@ fn a_shorter_history_window_is_the_same_on_both_engines_and_still_excludes_the_h
         assert!(e.to_string().contains(&format!("window {bad}")), "{e}");
     }
     let history: Vec<u32> = (0..60u32).map(|i| (i * 37) % 3706).collect();
-    let full: Vec<u32> = f
-        .recommend(&history)
-        .unwrap()
-        .iter()
-        .map(|r| r.item)
-        .collect();
+    let items = |s: &mut promise_rt::Session| -> Vec<u32> {
+        s.recommend(&history)
+            .unwrap()
+            .iter()
+            .map(|r| r.item)
+            .collect()
+    };
+    let full = items(&mut f);
     for s in [&mut f, &mut t] {
         s.set_history_window(5).unwrap();
     }
-    let short_f: Vec<u32> = f
-        .recommend(&history)
-        .unwrap()
-        .iter()
-        .map(|r| r.item)
-        .collect();
-    let short_t: Vec<u32> = t
-        .recommend(&history)
-        .unwrap()
-        .iter()
-        .map(|r| r.item)
-        .collect();
+    let (short_f, short_t) = (items(&mut f), items(&mut t));
     assert_eq!(
         short_f, short_t,
         "fused and tract differ with a window of 5"
