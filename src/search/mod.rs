@@ -17,8 +17,9 @@
 //!   place where the verifier and the generator combine.
 //!
 //! # One request
-//! 1. The encoder reads the last H items of the history (H = the bundle's window); every
-//!    item of the history, however long, feeds `unseen`.
+//! 1. The encoder reads the last H items of the history (H = the bundle's window, or the
+//!    session's shorter `set_history_window`); every item of the history, however long,
+//!    feeds `unseen`.
 //! 2. For each level b = 1..=L, starting from one beam at the root (cum 0):
 //!    - the decoder gives every live beam's level-b log-probabilities;
 //!    - **pool**: every child of every beam with `unseen > 0`, ranked by `cum` (parent's
