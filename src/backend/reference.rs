@@ -1,37 +1,9 @@
-//! Plain Rust references of the kernels, one per GPU entry point (`gpu/kernels.wgsl`) and
-//! per CPU kernel (`cpu/kernels.rs`), written straight from models/train/model.py and
-//! accumulating in f64. Each backend's kernel tests run its kernels on fresh random
-//! inputs and compare with these (test-only code).
+//! Plain Rust references of the CPU kernels (`cpu/kernels.rs`), written straight from
+//! models/train/model.py and accumulating in f64. The kernel tests run the kernels on
+//! fresh random inputs and compare with these (test-only code). The GPU's stage kernels
+//! are checked against the fused CPU engine instead (`gpu/tests`).
 
-/// `embed_enc`: token r = sum over levels of `table[ids[r*k + l]] * row_scale[id]`
-/// + `pos[r] * col_scale`.
-#[allow(clippy::too_many_arguments)]
-pub fn embed_enc(
-    table: &[f32],
-    row_scale: &[f32],
-    pos: &[f32],
-    col_scale: &[f32],
-    ids: &[i32],
-    rows: usize,
-    k: usize,
-    n: usize,
-) -> Vec<f32> {
-    let mut out = vec![0.0; rows * n];
-    for r in 0..rows {
-        for j in 0..n {
-            let mut s = 0.0f64;
-            for l in 0..k {
-                let id = ids[r * k + l] as usize;
-                s += (table[id * n + j] * row_scale[id]) as f64;
-            }
-            s += (pos[r * n + j] * col_scale[j]) as f64;
-            out[r * n + j] = s as f32;
-        }
-    }
-    out
-}
-
-/// RMSNorm (fused into `matmul` when `g0` is set): x / sqrt(mean(x^2) + eps) * gain, per row.
+/// RMSNorm: x / sqrt(mean(x^2) + eps) * gain, per row.
 pub fn rmsnorm(x: &[f32], gain: &[f32], rows: usize, n: usize, eps: f32) -> Vec<f32> {
     let mut out = vec![0.0; rows * n];
     for r in 0..rows {
@@ -147,47 +119,6 @@ pub fn log_softmax(x: &[f32], rows: usize, n: usize, cb: usize) -> Vec<f32> {
         }
     }
     out
-}
-
-/// `embed_dec`: token t of beam b (row b * tq + t) = BOS (t = 0) or the beam's level-(t-1)
-/// code embedding `table[ids[b * k + t - 1]] * row_scale[id]`, plus `pos[t] * pos_scale`.
-#[allow(clippy::too_many_arguments)]
-pub fn embed_dec(
-    table: &[f32],
-    row_scale: &[f32],
-    (bos, bos_scale): (&[f32], &[f32]),
-    (pos, pos_scale): (&[f32], &[f32]),
-    ids: &[i32],
-    beams: usize,
-    tq: usize,
-    k: usize,
-    n: usize,
-) -> Vec<f32> {
-    let mut out = vec![0.0; beams * tq * n];
-    for b in 0..beams {
-        for t in 0..tq {
-            for j in 0..n {
-                let tok = if t == 0 {
-                    bos[j] * bos_scale[j]
-                } else {
-                    let id = ids[b * k + t - 1] as usize;
-                    table[id * n + j] * row_scale[id]
-                };
-                out[(b * tq + t) * n + j] = tok + pos[t * n + j] * pos_scale[j];
-            }
-        }
-    }
-    out
-}
-
-/// `embed_prm`: row r = `table[ids[r]] * row_scale[id]`.
-pub fn embed_prm(table: &[f32], row_scale: &[f32], ids: &[i32], n: usize) -> Vec<f32> {
-    ids.iter()
-        .flat_map(|&id| {
-            let id = id as usize;
-            (0..n).map(move |j| table[id * n + j] * row_scale[id])
-        })
-        .collect()
 }
 
 /// The kernel tests' random source (xorshift; fresh inputs, never zeros).

@@ -12,7 +12,7 @@
 //! overhead and in work the graphs cannot skip (tract and onnxruntime alike, README
 //! "Results"); the fused engine is what makes the CPU path several times faster.
 
-mod fused;
+pub(crate) mod fused;
 pub mod kernels;
 #[cfg(feature = "tract")]
 mod tract;

@@ -90,19 +90,19 @@ pub(super) fn open(numeric: Numeric, opts: &GpuOptions) -> Result<Gpu> {
     )?;
     check_limit(
         "max_storage_buffers_per_shader_stage",
-        3,
+        6,
         limits.max_storage_buffers_per_shader_stage as u64,
         &info.name,
     )?;
     check_limit(
         "max_compute_workgroup_size_x",
-        WG as u64,
+        256,
         limits.max_compute_workgroup_size_x as u64,
         &info.name,
     )?;
     check_limit(
         "max_compute_invocations_per_workgroup",
-        WG as u64,
+        256,
         limits.max_compute_invocations_per_workgroup as u64,
         &info.name,
     )?;
@@ -185,8 +185,9 @@ pub(super) fn check_buffer(gpu: &Gpu, what: &str, bytes: u64) -> Result<()> {
     Ok(())
 }
 
-/// The two bind group layouts every kernel shares: group 0 the model's weights (`wts`,
-/// `aux`), group 1 the session's activations, ids and dynamic parameter block.
+/// The two bind group layouts every kernel shares: group 0 the model (`wts`, `aux`, the
+/// trie, the weight descriptors), group 1 the session's activations, ids and dynamic
+/// parameter block.
 pub(super) fn layouts(device: &wgpu::Device) -> (wgpu::BindGroupLayout, wgpu::BindGroupLayout) {
     let storage = |binding, read_only| wgpu::BindGroupLayoutEntry {
         binding,
@@ -200,7 +201,12 @@ pub(super) fn layouts(device: &wgpu::Device) -> (wgpu::BindGroupLayout, wgpu::Bi
     };
     let model_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
         label: Some("model"),
-        entries: &[storage(0, true), storage(1, true), storage(2, true)],
+        entries: &[
+            storage(0, true),
+            storage(1, true),
+            storage(2, true),
+            storage(3, true),
+        ],
     });
     let session_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
         label: Some("session"),
@@ -224,6 +230,7 @@ pub(super) fn layouts(device: &wgpu::Device) -> (wgpu::BindGroupLayout, wgpu::Bi
 
 pub(super) fn build_pipelines(
     gpu: &Gpu,
+    source: &str,
     model_layout: &wgpu::BindGroupLayout,
     session_layout: &wgpu::BindGroupLayout,
 ) -> Result<Pipelines> {
@@ -231,7 +238,7 @@ pub(super) fn build_pipelines(
     let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some("promise kernels"),
-        source: wgpu::ShaderSource::Wgsl(shader::source(gpu.variant).into()),
+        source: wgpu::ShaderSource::Wgsl(source.into()),
     });
     let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
         label: Some("promise"),

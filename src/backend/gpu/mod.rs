@@ -32,6 +32,7 @@
 //! options and the loaded model.
 
 mod device;
+mod layout;
 mod plan;
 mod session;
 mod shader;
@@ -52,6 +53,7 @@ use crate::error::{err, Result};
 use crate::search::{Scorer, SearchConfig};
 
 use device::*;
+use layout::*;
 use plan::*;
 pub use session::GpuSession;
 pub use shader::Variant;
@@ -85,29 +87,21 @@ impl Default for GpuOptions {
     }
 }
 
-const NONE: u32 = u32::MAX;
 /// Longest wait for one submission before the device is reported lost.
 const GPU_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 const PARAMS_STRIDE: u64 = 256;
 const WG: u32 = 64;
-/// Workgroups a grid-stride search kernel dispatches at most (the WebGPU default limit
-/// per dimension).
-const MAX_GROUPS: u32 = 65_535;
 
 /// Distinct history items a session's seen-leaf list holds on the device: as many as the
 /// search's own list ([`crate::search::MAX_HISTORY`], or every item of a smaller catalog).
 fn seen_capacity(num_items: usize) -> usize {
     num_items.min(crate::search::MAX_HISTORY)
 }
-/// Largest head_dim the attention kernel holds in registers.
-pub const MAX_HEAD_DIM: usize = 64;
-
 /// Everything a session needs from the model, shared by all its sessions.
 struct Shared {
     gpu: Gpu,
     manifest: Manifest,
-    arch: Architecture,
-    weights: Weights,
+    geometry: Geometry,
     model_bg: wgpu::BindGroup,
     session_layout: wgpu::BindGroupLayout,
     pipelines: Pipelines,
@@ -116,6 +110,7 @@ struct Shared {
     _wts: wgpu::Buffer,
     _aux: wgpu::Buffer,
     _trie: wgpu::Buffer,
+    _desc: wgpu::Buffer,
 }
 
 /// A bundle loaded onto the GPU. `Send + Sync`; sessions share it.
@@ -132,16 +127,25 @@ impl GpuModel {
 
     pub fn load_with(bundle: &Bundle, opts: &GpuOptions) -> Result<GpuModel> {
         let m = bundle.manifest().clone();
-        if m.dims.head_dim > MAX_HEAD_DIM {
+        let arch = bundle.architecture().clone();
+        let geometry = Geometry::new(&m, &arch);
+        let gpu = open(m.numeric, opts)?;
+        let need = geometry.workgroup_bytes();
+        let have = gpu.limits.max_compute_workgroup_storage_size as u64;
+        if need > have {
             return Err(err!(
                 Limits,
-                "head_dim is {}, the GPU attention kernel holds at most {MAX_HEAD_DIM}",
-                m.dims.head_dim
+                "GPU {}: d_model {} (heads x head_dim {}) needs {need} bytes of workgroup memory per stage kernel, the adapter allows {have}",
+                gpu.info.name,
+                m.dims.d_model,
+                m.dims.heads.max(m.dims.prm_heads) * m.dims.head_dim
             ));
         }
-        let gpu = open(m.numeric, opts)?;
         let (wts, aux, weights) = upload(&gpu, bundle)?;
+        // every weight resolved now, so a bundle that lacks one fails at load
+        let table = Table::build(&weights, &arch)?;
         let (trie_buf, trie) = upload_trie(&gpu, bundle.catalog())?;
+        let desc = upload_words(&gpu, "weight descriptors", &table.words)?;
         let device = &gpu.device;
         let (model_layout, session_layout) = layouts(device);
         let model_bg = device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -160,14 +164,18 @@ impl GpuModel {
                     binding: 2,
                     resource: trie_buf.as_entire_binding(),
                 },
+                wgpu::BindGroupEntry {
+                    binding: 3,
+                    resource: desc.as_entire_binding(),
+                },
             ],
         });
-        let pipelines = build_pipelines(&gpu, &model_layout, &session_layout)?;
+        let source = shader::source(gpu.variant, &geometry.wgsl(&table));
+        let pipelines = build_pipelines(&gpu, &source, &model_layout, &session_layout)?;
         let shared = Shared {
             gpu,
             manifest: m,
-            arch: bundle.architecture().clone(),
-            weights,
+            geometry,
             model_bg,
             session_layout,
             pipelines,
@@ -176,9 +184,8 @@ impl GpuModel {
             _wts: wts,
             _aux: aux,
             _trie: trie_buf,
+            _desc: desc,
         };
-        // resolve every weight now, so a bundle that lacks one fails at load
-        Plan::build(&shared, &SearchConfig::default(), true)?;
         Ok(GpuModel {
             shared: Arc::new(shared),
         })

@@ -27,15 +27,18 @@ pub struct GpuSession {
 
 impl GpuSession {
     pub(super) fn new(s: Arc<Shared>, cfg: &SearchConfig) -> Result<GpuSession> {
-        let plan = Plan::build(&s, cfg, false)?;
+        let plan = Plan::build(&s, cfg);
         let gpu = &s.gpu;
         let act_bytes = (plan.act_len * 4) as u64;
         check_buffer(gpu, "activation arena", act_bytes)?;
-        let max_groups = [&plan.encoder, &plan.prm]
-            .into_iter()
-            .chain(plan.decoder.iter())
-            .flatten()
-            .flat_map(|st| st.groups)
+        check_buffer(gpu, "id buffer", (plan.ints_len * 4) as u64)?;
+        let max_groups = plan
+            .encoder
+            .iter()
+            .chain(&plan.decoder)
+            .chain(&plan.finish)
+            .chain([&plan.prm])
+            .map(|st| st.groups)
             .max()
             .unwrap_or(1);
         check_limit(
@@ -131,12 +134,16 @@ impl GpuSession {
         })
     }
 
-    pub(super) fn record(&self, pass: &mut wgpu::ComputePass<'_>, steps: &[Step]) {
+    pub(super) fn record<'a>(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        steps: impl IntoIterator<Item = &'a Step>,
+    ) {
         pass.set_bind_group(0, &self.s.model_bg, &[]);
         for st in steps {
             pass.set_pipeline(&self.s.pipelines[st.kernel as usize]);
             pass.set_bind_group(1, &self.bg, &[st.params * PARAMS_STRIDE as u32]);
-            pass.dispatch_workgroups(st.groups[0], st.groups[1], st.groups[2]);
+            pass.dispatch_workgroups(st.groups, 1, 1);
         }
     }
 
@@ -180,11 +187,11 @@ impl GpuSession {
             if self.encoder_pending {
                 self.record(pass, &self.plan.encoder);
             }
-            let steps = match level {
-                Some(l) => &self.plan.decoder[l],
+            let step = match level {
+                Some(l) => &self.plan.decoder_cpu[l],
                 None => &self.plan.prm,
             };
-            self.record(pass, steps);
+            self.record(pass, [step]);
         });
         let bytes = (floats * 4) as u64;
         enc.copy_buffer_to_buffer(&self.act, src as u64 * 4, &self.readback, 0, bytes);
@@ -298,12 +305,12 @@ impl GpuSession {
         let mut enc = self.pass(|pass| {
             self.record(pass, &plan.encoder);
             for level in 0..plan.decoder.len() {
-                self.record(pass, &plan.decoder[level]);
-                self.record(pass, &plan.select[level]);
-                if self.prm {
-                    self.record(pass, &plan.prm);
-                }
-                self.record(pass, std::slice::from_ref(&plan.finish[level]));
+                let prm = if self.prm { Some(&plan.prm) } else { None };
+                let steps = [&plan.decoder[level], &plan.select[level]]
+                    .into_iter()
+                    .chain(prm)
+                    .chain([&plan.finish[level]]);
+                self.record(pass, steps);
             }
         });
         // read-back: [result count, error flag, N nodes, N keys]
@@ -358,6 +365,11 @@ impl Scorer for GpuSession {
             self.ints_host[at + i] = (code as usize + (i % l) * c) as i32;
         }
         self.upload_ints(at, at + h * l);
+        // the first real row: the kernels skip the leading padding rows (every attention
+        // masks them); a history of padding only keeps every row, as the graphs do
+        let from = mask.iter().position(|&v| v != 0.0).unwrap_or(0);
+        self.ints_host[MEM_FROM as usize] = from as i32;
+        self.upload_ints(MEM_FROM as usize, MEM_FROM as usize + 1);
         self.s.gpu.queue.write_buffer(
             &self.act,
             self.plan.mask as u64 * 4,
@@ -410,7 +422,7 @@ impl std::fmt::Debug for GpuSession {
         f.debug_struct("GpuSession")
             .field("beams", &self.beams)
             .field("candidates", &self.candidates)
-            .field("dispatches", &self.plan.params.len())
+            .field("dispatches", &self.plan.dispatches(self.prm))
             .finish()
     }
 }

@@ -15,12 +15,12 @@ pub struct Variant {
 const SOURCE: &str = include_str!("kernels.wgsl");
 
 const REDUCE_SHARED: &str = "
-fn wg_sum(v: f32, lid: u32) -> f32 {
-    red[lid] = v;
+fn wg_sum(v: f32) -> f32 {
+    red[tid] = v;
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            red[lid] += red[lid + s];
+        if (tid < s) {
+            red[tid] += red[tid + s];
         }
         workgroupBarrier();
     }
@@ -29,12 +29,12 @@ fn wg_sum(v: f32, lid: u32) -> f32 {
     return t;
 }
 
-fn wg_max(v: f32, lid: u32) -> f32 {
-    red[lid] = v;
+fn wg_max(v: f32) -> f32 {
+    red[tid] = v;
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            red[lid] = max(red[lid], red[lid + s]);
+        if (tid < s) {
+            red[tid] = max(red[tid], red[tid + s]);
         }
         workgroupBarrier();
     }
@@ -46,28 +46,28 @@ fn wg_max(v: f32, lid: u32) -> f32 {
 
 // one partial per subgroup in shared memory, then every invocation sums the partials
 const REDUCE_SUBGROUP: &str = "
-fn wg_sum(v: f32, lid: u32, sgi: u32, sgs: u32) -> f32 {
+fn wg_sum(v: f32) -> f32 {
     let s = subgroupAdd(v);
-    if (sgi == 0u) {
-        red[lid / sgs] = s;
+    if (sg_i == 0u) {
+        red[tid / sg_s] = s;
     }
     workgroupBarrier();
     var t = 0.0;
-    for (var i = 0u; i < (WG + sgs - 1u) / sgs; i++) {
+    for (var i = 0u; i < (WG + sg_s - 1u) / sg_s; i++) {
         t += red[i];
     }
     workgroupBarrier();
     return t;
 }
 
-fn wg_max(v: f32, lid: u32, sgi: u32, sgs: u32) -> f32 {
+fn wg_max(v: f32) -> f32 {
     let s = subgroupMax(v);
-    if (sgi == 0u) {
-        red[lid / sgs] = s;
+    if (sg_i == 0u) {
+        red[tid / sg_s] = s;
     }
     workgroupBarrier();
     var t = -3.0e38;
-    for (var i = 0u; i < (WG + sgs - 1u) / sgs; i++) {
+    for (var i = 0u; i < (WG + sg_s - 1u) / sg_s; i++) {
         t = max(t, red[i]);
     }
     workgroupBarrier();
@@ -75,8 +75,8 @@ fn wg_max(v: f32, lid: u32, sgi: u32, sgs: u32) -> f32 {
 }
 ";
 
-/// The WGSL source for `v`.
-pub fn source(v: Variant) -> String {
+/// The WGSL source for `v`, with `model` (the model's constants, see `layout.rs`).
+pub fn source(v: Variant, model: &str) -> String {
     let native_f16 = v.native_f16 && v.numeric == Numeric::F16;
     let mut enables = String::new();
     if native_f16 {
@@ -98,22 +98,23 @@ pub fn source(v: Variant) -> String {
             "    return f32(extractBits(bitcast<i32>(wts[i >> 2u]), (i & 3u) * 8u, 8u));"
         }
     };
-    let (reduce, sg_args, sg_pass) = if v.subgroups {
+    let (reduce, sg_args, sg_init) = if v.subgroups {
         (
             REDUCE_SUBGROUP,
             ", @builtin(subgroup_invocation_id) sgi: u32, @builtin(subgroup_size) sgs: u32",
-            ", sgi, sgs",
+            "sg_i = sgi;\n    sg_s = sgs;",
         )
     } else {
         (REDUCE_SHARED, "", "")
     };
     SOURCE
         .replace("//!ENABLES", &enables)
+        .replace("//!MODEL", model)
         .replace("//!WTS_DECL", wts)
         .replace("//!WRAW", wraw)
         .replace("//!REDUCE", reduce)
         .replace(" /*!SG_ARGS*/", sg_args)
-        .replace(" /*!SG_PASS*/", sg_pass)
+        .replace("/*!SG_INIT*/", sg_init)
 }
 
 /// Bytes per weight element in the arena.

@@ -224,3 +224,22 @@ pub(super) fn upload_trie(gpu: &Gpu, catalog: &Catalog) -> Result<(wgpu::Buffer,
     buf.unmap();
     Ok((buf, layout))
 }
+
+/// A read-only storage buffer holding `words` (the weight descriptors).
+pub(super) fn upload_words(gpu: &Gpu, what: &str, words: &[u32]) -> Result<wgpu::Buffer> {
+    let size = (words.len().max(1) * 4) as u64;
+    check_buffer(gpu, what, size)?;
+    let buf = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(what),
+        size,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: true,
+    });
+    {
+        let mut map = buf.slice(..).get_mapped_range_mut().map_err(map_err)?;
+        map.slice(..words.len() * 4)
+            .copy_from_slice(bytemuck::cast_slice(words));
+    }
+    buf.unmap();
+    Ok(buf)
+}

@@ -1,111 +1,32 @@
-//! Every kernel against its plain Rust reference (`reference.rs`) on fresh random inputs,
-//! for each weight format and with SHADER_F16 / SUBGROUP on and off. Runs on whatever
-//! adapter wgpu finds (lavapipe in CI). Without an adapter the tests skip with a printed
-//! reason on a developer machine and fail under `CI=true`.
+//! The stage kernels against the fused CPU engine (log-probs and PRM scores through the
+//! [`Scorer`] interface, every shader variant), the search kernels against the CPU
+//! search's top-k (`search.rs`), the dispatch count, limits. Runs on whatever adapter wgpu
+//! finds (lavapipe in CI). Without an adapter the tests skip with a printed reason on a
+//! developer machine and fail under `CI=true`.
 
 use wgpu::util::DeviceExt;
 
 use super::*;
-use crate::backend::reference as r;
+use crate::backend::cpu::fused::FusedModel;
+use crate::backend::cpu::kernels::Isa;
 use crate::backend::reference::{assert_close, Rng};
 
-/// |gpu - ref| <= atol + rtol * |ref| for f32 kernels against the f64 reference.
-const MATMUL_TOL: (f32, f32) = (5e-5, 1e-5);
-const ATTENTION_TOL: (f32, f32) = (1e-5, 1e-5);
-const LOG_SOFTMAX_TOL: (f32, f32) = (2e-5, 1e-6);
-const EMBED_TOL: (f32, f32) = (1e-6, 1e-6);
+/// |gpu - fused| <= atol + rtol * |fused| for log-probs and PRM scores: two f32 engines
+/// that sum in different orders.
+const STAGE_TOL: (f32, f32) = (2e-4, 1e-4);
 
-/// A weight stored in `numeric`: its arena bytes, the values the kernel sees before
-/// scaling, and the scales (one per column, or per row with `per_row`).
-struct Stored {
-    bytes: Vec<u8>,
-    values: Vec<f32>,
-    scales: Vec<f32>,
-}
-
-fn store(numeric: Numeric, w: &[f32], rows: usize, cols: usize, per_row: bool) -> Stored {
-    match numeric {
-        Numeric::F32 => Stored {
-            bytes: w.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            values: w.to_vec(),
-            scales: vec![1.0; if per_row { rows } else { cols }],
-        },
-        Numeric::F16 => {
-            let h: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
-            Stored {
-                bytes: h.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                values: h.iter().map(|v| v.to_f32()).collect(),
-                scales: vec![1.0; if per_row { rows } else { cols }],
-            }
-        }
-        Numeric::Int8 => {
-            let groups = if per_row { rows } else { cols };
-            let mut scales = vec![0f32; groups];
-            for i in 0..rows {
-                for j in 0..cols {
-                    let g = if per_row { i } else { j };
-                    scales[g] = scales[g].max(w[i * cols + j].abs() / 127.0);
-                }
-            }
-            let q: Vec<i8> = (0..rows * cols)
-                .map(|x| {
-                    let g = if per_row { x / cols } else { x % cols };
-                    (w[x] / scales[g]).round().clamp(-127.0, 127.0) as i8
-                })
-                .collect();
-            Stored {
-                bytes: q.iter().map(|&v| v as u8).collect(),
-                values: q.iter().map(|&v| v as f32).collect(),
-                scales,
-            }
-        }
-    }
-}
-
-/// Arena builder mirroring `upload`: weights 4-byte aligned, aux[0] = 1.0.
+/// The weight arenas a search-kernel test binds (the search kernels read none).
 struct Arenas {
-    numeric: Numeric,
     wts: Vec<u8>,
     aux: Vec<f32>,
 }
 
 impl Arenas {
-    fn new(numeric: Numeric) -> Arenas {
+    fn new(_numeric: Numeric) -> Arenas {
         Arenas {
-            numeric,
             wts: Vec::new(),
             aux: vec![1.0],
         }
-    }
-    /// Add a weight; returns its descriptor and the reference's (values, scales).
-    fn weight(&mut self, w: &[f32], rows: usize, cols: usize, per_row: bool) -> (W, Stored) {
-        let s = store(self.numeric, w, rows, cols, per_row);
-        let off = (self.wts.len() / shader::elem_bytes(self.numeric)) as u32;
-        self.wts.extend_from_slice(&s.bytes);
-        while !self.wts.len().is_multiple_of(4) {
-            self.wts.push(0);
-        }
-        let desc = if self.numeric == Numeric::Int8 {
-            let at = self.aux.len() as u32;
-            self.aux.extend_from_slice(&s.scales);
-            W {
-                off,
-                scale: at,
-                stride: 1,
-            }
-        } else {
-            W {
-                off,
-                scale: 0,
-                stride: 0,
-            }
-        };
-        (desc, s)
-    }
-    fn vector(&mut self, v: &[f32]) -> V {
-        let at = self.aux.len() as u32;
-        self.aux.extend_from_slice(v);
-        V(at)
     }
 }
 
@@ -133,8 +54,16 @@ fn rig(numeric: Numeric, shader_f16: bool, subgroups: bool) -> Option<Rig> {
         }
         Err(e) => panic!("{e}"),
     };
+    // the kernels, specialised for the tiny bundle (the search kernels read no weights)
+    let bundle = Bundle::open(concat!(env!("CARGO_MANIFEST_DIR"), "/models/tiny")).unwrap();
+    let (_, _, weights) = upload(&gpu, &bundle).expect("tiny uploads");
+    let arch = bundle.architecture();
+    let table = Table::build(&weights, arch).expect("every weight");
+    let geometry = Geometry::new(bundle.manifest(), arch);
+    let source = shader::source(gpu.variant, &geometry.wgsl(&table));
     let (model_layout, session_layout) = layouts(&gpu.device);
-    let pipelines = build_pipelines(&gpu, &model_layout, &session_layout).expect("kernels build");
+    let pipelines =
+        build_pipelines(&gpu, &source, &model_layout, &session_layout).expect("kernels build");
     Some(Rig {
         gpu,
         model_layout,
@@ -144,28 +73,13 @@ fn rig(numeric: Numeric, shader_f16: bool, subgroups: bool) -> Option<Rig> {
 }
 
 impl Rig {
-    /// Run one dispatch over `act` (read back in place).
-    fn run(
-        &self,
-        kernel: Kernel,
-        p: Params,
-        groups: [u32; 3],
-        ar: &Arenas,
-        act: &mut [f32],
-        ints: &[i32],
-    ) {
-        let mut iv = ints.to_vec();
-        iv.resize(iv.len().max(1), 0);
-        self.run_ids(kernel, p, groups, ar, act, &mut iv);
-    }
-
     /// Run one dispatch over `act` and `ints` (both read back in place; the search kernels
     /// write ids).
     fn run_ids(
         &self,
         kernel: Kernel,
         p: Params,
-        groups: [u32; 3],
+        groups: u32,
         ar: &Arenas,
         act: &mut [f32],
         ints: &mut [i32],
@@ -218,10 +132,16 @@ impl Rig {
             }
         }
         let trie = init("trie", &[0u8; 4], wgpu::BufferUsages::STORAGE); // unused here
+        let desc = init("desc", &[0u8; 4], wgpu::BufferUsages::STORAGE); // unused here
         let mbg = d.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
             layout: &self.model_layout,
-            entries: &[entry(0, &wts), entry(1, &aux), entry(2, &trie)],
+            entries: &[
+                entry(0, &wts),
+                entry(1, &aux),
+                entry(2, &trie),
+                entry(3, &desc),
+            ],
         });
         let sbg = d.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
@@ -245,7 +165,7 @@ impl Rig {
             pass.set_pipeline(&self.pipelines[kernel as usize]);
             pass.set_bind_group(0, &mbg, &[]);
             pass.set_bind_group(1, &sbg, &[0]);
-            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+            pass.dispatch_workgroups(groups, 1, 1);
         }
         enc.copy_buffer_to_buffer(&actb, 0, &out, 0, (act.len() * 4) as u64);
         enc.copy_buffer_to_buffer(&intb, 0, &ints_out, 0, (ints.len() * 4) as u64);
@@ -264,376 +184,101 @@ impl Rig {
     }
 }
 
-/// Every shader variant the adapter can run: (numeric, SHADER_F16 wanted, SUBGROUP wanted).
-fn variants() -> Vec<(Numeric, bool, bool)> {
-    let mut v = Vec::new();
-    for numeric in [Numeric::F32, Numeric::F16, Numeric::Int8] {
-        for f16 in [true, false] {
-            if numeric != Numeric::F16 && !f16 {
-                continue; // the switch only matters for f16 weights
-            }
-            for sg in [true, false] {
-                v.push((numeric, f16, sg));
-            }
-        }
-    }
-    v
-}
-
-#[test]
-fn matmul_matches_reference() {
-    let mut rng = Rng::new(1);
-    for (numeric, f16, sg) in variants() {
-        let Some(rig) = rig(numeric, f16, sg) else {
-            return;
-        };
-        let v = rig.gpu.variant;
-        // (rows, k, n, lda, relu+bias, accumulate, live rows, fused rmsnorm, weights)
-        for &(rows, k, n, lda, rb, accumulate, live, norm, blocks) in &[
-            (
-                1usize, 64usize, 64usize, 64usize, false, false, None, false, 1usize,
-            ),
-            (5, 64, 256, 64, true, false, None, true, 1),
-            (33, 100, 24, 100, false, true, None, false, 1),
-            (7, 16, 130, 48, true, true, Some(3usize), true, 1),
-            (64, 128, 1, 128, true, false, None, false, 1),
-            (20, 64, 64, 64, false, false, None, true, 3),
-            (9, 48, 16, 96, false, false, Some(6), true, 2),
-        ] {
-            let mut ar = Arenas::new(numeric);
-            let mut ws = Vec::new();
-            let mut stored = Vec::new();
-            for _ in 0..blocks {
-                let (w, st) = ar.weight(&rng.vec(k * n), k, n, false);
-                ws.push(w);
-                stored.push(st);
-            }
-            let bias = rng.vec(n);
-            let bv = ar.vector(&bias);
-            let gain = rng.vec(k);
-            let gv = ar.vector(&gain);
-            let x: Vec<f32> = rng.vec(rows * lda).iter().map(|v| v * 2.0).collect();
-            let y0 = rng.vec(blocks * rows * n);
-            let mut act = x.clone();
-            let o = act.len() as u32;
-            act.extend_from_slice(&y0);
-            let w = |i: usize| ws[i.min(blocks - 1)];
-            let p = Params {
-                rows: rows as u32,
-                live: if live.is_some() { 0 } else { NONE },
-                n: n as u32,
-                k: k as u32,
-                a: 0,
-                lda: lda as u32,
-                o,
-                ldo: n as u32,
-                w0: w(0).off,
-                s0: w(0).scale,
-                ss0: w(0).stride,
-                w1: w(1).off,
-                s1: w(1).scale,
-                ss1: w(1).stride,
-                w2: w(2).off,
-                s2: w(2).scale,
-                ss2: w(2).stride,
-                flags: if rb { RELU | BIAS } else { 0 } | if accumulate { ACCUMULATE } else { 0 },
-                x0: bv.0,
-                g0: if norm { gv.0 } else { NONE },
-                ..Params::default()
-            };
-            let ints = [live.unwrap_or(0) as i32];
-            let groups = [n.div_ceil(8) as u32, rows.div_ceil(4) as u32, blocks as u32];
-            rig.run(Kernel::Matmul, p, groups, &ar, &mut act, &ints);
-            let mut xs: Vec<f32> = (0..rows)
-                .flat_map(|r| x[r * lda..r * lda + k].to_vec())
-                .collect();
-            if norm {
-                xs = r::rmsnorm(&xs, &gain, rows, k, 1e-6);
-            }
-            for (z, st) in stored.iter().enumerate() {
-                let before = &y0[z * rows * n..(z + 1) * rows * n];
-                let mut want = r::matmul(
-                    &xs,
-                    &st.values,
-                    &st.scales,
-                    rb.then_some(&bias[..]),
-                    rb,
-                    accumulate.then_some(before),
-                    rows,
-                    k,
-                    n,
-                );
-                if let Some(lv) = live {
-                    want[lv * n..].copy_from_slice(&before[lv * n..]); // rows past live untouched
-                }
-                let at = o as usize + z * rows * n;
-                assert_close(
-                    &format!("matmul {rows}x{k}x{n} norm={norm} block {z} {v:?}"),
-                    &act[at..at + rows * n],
-                    &want,
-                    MATMUL_TOL,
-                );
-            }
-        }
-    }
-}
-
-#[test]
-fn attention_matches_reference() {
-    let mut rng = Rng::new(3);
-    let Some(rig) = rig(Numeric::F32, true, true) else {
-        return;
+/// Every shader variant the adapter can run for `numeric`: (SHADER_F16 wanted, SUBGROUP
+/// wanted).
+fn variants(numeric: Numeric) -> Vec<(bool, bool)> {
+    let f16s: &[bool] = if numeric == Numeric::F16 {
+        &[true, false]
+    } else {
+        &[true]
     };
-    // (rows, tq, skv, kvrow, heads, dh, masked, causal): encoder self-attention, decoder
-    // self-attention (causal, per-beam keys), cross-attention and the PRM's (shared keys)
-    for &(rows, tq, skv, kvrow, heads, dh, masked, causal) in &[
-        (
-            1usize, 20usize, 20usize, 0usize, 4usize, 16usize, true, false,
-        ),
-        (5, 3, 3, 3, 4, 16, false, true),
-        (5, 2, 20, 0, 8, 16, true, false),
-        (64, 1, 20, 0, 1, 16, true, false),
-        (3, 3, 7, 0, 2, 64, true, false),
+    f16s.iter().flat_map(|&f| [(f, true), (f, false)]).collect()
+}
+
+/// The stage kernels give the fused CPU engine's log-probs at every level and its PRM
+/// scores, through the [`Scorer`] interface (the decoder over whole prefixes), on bundles
+/// that cover each path: f32 with a node-table PRM (tiny), a causal encoder, int8 with the
+/// path query, f16 with 4 heads and H = 200 (the default bundle's f16 variant), each shader
+/// variant. Histories have leading padding (skipped rows) and one is padding only (every
+/// row kept).
+#[test]
+fn stage_kernels_match_the_fused_engine() {
+    for dir in [
+        "models/tiny",
+        "tests/data/causal",
+        "tests/data/path",
+        "models/ml1m-f16",
     ] {
-        let w = heads * dh;
-        let krows = if kvrow == 0 { skv } else { rows * kvrow };
-        let q = rng.vec(rows * tq * w);
-        let k: Vec<f32> = rng.vec(krows * w).iter().map(|v| v * 2.0).collect();
-        let v = rng.vec(krows * w);
-        let mask: Vec<f32> = (0..skv)
-            .map(|s| if s == 0 || rng.f() > -0.4 { 1.0 } else { 0.0 })
-            .collect();
-        let mut act = Vec::new();
-        let place = |act: &mut Vec<f32>, x: &[f32]| {
-            let at = act.len() as u32;
-            act.extend_from_slice(x);
-            at
-        };
-        let (qa, ka, va, ma) = (
-            place(&mut act, &q),
-            place(&mut act, &k),
-            place(&mut act, &v),
-            place(&mut act, &mask),
-        );
-        let o = place(&mut act, &vec![0.0; rows * tq * w]);
-        let p = Params {
-            rows: rows as u32,
-            a: qa,
-            lda: w as u32,
-            b: ka,
-            c: va,
-            ldk: w as u32,
-            o,
-            ldo: w as u32,
-            heads: heads as u32,
-            dh: dh as u32,
-            tq: tq as u32,
-            skv: skv as u32,
-            kvrow: kvrow as u32,
-            mask: if masked { ma } else { NONE },
-            causal: causal as u32,
-            scale: 1.0 / (dh as f32).sqrt(),
-            ..Params::default()
-        };
-        let groups = (rows * tq * heads).div_ceil(64) as u32;
-        rig.run(
-            Kernel::Attention,
-            p,
-            [groups, 1, 1],
-            &Arenas::new(Numeric::F32),
-            &mut act,
-            &[0],
-        );
-        let want = r::attention(
-            &q,
-            &k,
-            &v,
-            masked.then_some(&mask[..]),
-            rows,
-            tq,
-            skv,
-            kvrow,
-            heads,
-            dh,
-            causal,
-        );
-        assert_close(
-            &format!("attention rows={rows} tq={tq} skv={skv} heads={heads} causal={causal}"),
-            &act[o as usize..],
-            &want,
-            ATTENTION_TOL,
-        );
-    }
-}
-
-#[test]
-fn log_softmax_matches_reference() {
-    let mut rng = Rng::new(4);
-    for sg in [true, false] {
-        let Some(rig) = rig(Numeric::F32, true, sg) else {
-            return;
-        };
-        for &(rows, n, cb) in &[
-            (1usize, 32usize, 32usize),
-            (6, 32, 24),
-            (4, 100, 77),
-            (2, 300, 256),
-        ] {
-            let x: Vec<f32> = rng.vec(rows * n).iter().map(|v| v * 8.0).collect();
-            let mut act = x.clone();
-            act.resize(2 * rows * n, 0.0);
-            let p = Params {
-                rows: rows as u32,
-                n: n as u32,
-                a: 0,
-                lda: n as u32,
-                o: (rows * n) as u32,
-                ldo: n as u32,
-                cb: cb as u32,
-                ..Params::default()
+        let bundle = Bundle::open(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir))
+            .expect("bundle");
+        let m = bundle.manifest().clone();
+        let (h, l, c) = (m.history, m.levels, m.max_codebook());
+        let cfg = SearchConfig::default();
+        let fused = Arc::new(FusedModel::load(&bundle, Isa::detect()).expect("fused"));
+        let mut cpu = fused.session(&cfg).expect("fused session");
+        let mut rng = Rng::new(0x57A6E);
+        for (f16, sg) in variants(m.numeric) {
+            if rig(m.numeric, f16, sg).is_none() {
+                return;
+            }
+            let opts = GpuOptions {
+                shader_f16: f16,
+                subgroups: sg,
+                search: false,
+                ..GpuOptions::default()
             };
-            rig.run(
-                Kernel::LogSoftmax,
-                p,
-                [rows as u32, 1, 1],
-                &Arenas::new(Numeric::F32),
-                &mut act,
-                &[0],
-            );
-            let want = r::log_softmax(&x, rows, n, cb);
-            assert_close(
-                &format!("log_softmax {rows}x{n} cb={cb} subgroups={sg}"),
-                &act[rows * n..],
-                &want,
-                LOG_SOFTMAX_TOL,
-            );
+            let model = GpuModel::load_with(&bundle, &opts).expect("loads on the GPU");
+            let mut gpu = model.session(&cfg).expect("gpu session");
+            let what = format!("{dir} {:?}", model.variant());
+            for real in [h.min(7), h, 0] {
+                let mut codes = vec![0i64; h * l];
+                let mut mask = vec![0f32; h];
+                for r in h - real..h {
+                    mask[r] = 1.0;
+                    for lv in 0..l {
+                        codes[r * l + lv] = rng.below(m.codebook[lv]) as i64;
+                    }
+                }
+                cpu.encode(&codes, &mask).unwrap();
+                gpu.encode(&codes, &mask).unwrap();
+                let w = (l - 1).max(1);
+                let k = 5.min(cfg.beam_capacity());
+                for level in 0..l {
+                    let mut prefixes = vec![0i64; cfg.beam_capacity() * w];
+                    for b in 0..k {
+                        for j in 0..level.min(w) {
+                            prefixes[b * w + j] = rng.below(m.codebook[j]) as i64;
+                        }
+                    }
+                    let (mut want, mut got) = (vec![0f32; k * c], vec![0f32; k * c]);
+                    cpu.decode(level, &prefixes, k, &mut want).unwrap();
+                    gpu.decode(level, &prefixes, k, &mut got).unwrap();
+                    // codes past the level's codebook hold NEG - lse: compare the real ones
+                    let cb = m.codebook[level];
+                    let real_codes = |v: &[f32]| -> Vec<f32> {
+                        v.chunks(c).flat_map(|row| row[..cb].to_vec()).collect()
+                    };
+                    assert_close(
+                        &format!("{what}: log-probs, level {level}, {real} real rows"),
+                        &real_codes(&got),
+                        &real_codes(&want),
+                        STAGE_TOL,
+                    );
+                }
+                let nodes: Vec<i64> = (0..cfg.candidates)
+                    .map(|_| 1 + rng.below(m.num_nodes - 1) as i64)
+                    .collect();
+                let (mut want, mut got) = (vec![0f32; nodes.len()], vec![0f32; nodes.len()]);
+                cpu.score(&nodes, &mut want).unwrap();
+                gpu.score(&nodes, &mut got).unwrap();
+                assert_close(
+                    &format!("{what}: PRM scores, {real} real rows"),
+                    &got,
+                    &want,
+                    STAGE_TOL,
+                );
+            }
         }
-    }
-}
-
-#[test]
-fn embed_matches_reference() {
-    let mut rng = Rng::new(5);
-    for (numeric, f16, sg) in variants() {
-        if !sg {
-            continue; // no reductions in the embedding kernels
-        }
-        let Some(rig) = rig(numeric, f16, sg) else {
-            return;
-        };
-        let (h, l, c, d) = (20usize, 3usize, 32usize, 64usize);
-        let mut ar = Arenas::new(numeric);
-        let table = rng.vec(l * c * d);
-        let (tw, ts) = ar.weight(&table, l * c, d, true);
-        let pos = rng.vec(h * d);
-        let (pw, ps) = ar.weight(&pos, h, d, false);
-        let ids: Vec<i32> = (0..h * l)
-            .map(|i| (rng.below(c) + (i % l) * c) as i32)
-            .collect();
-        let mut act = vec![0.0; h * d];
-        let p = Params {
-            rows: h as u32,
-            n: d as u32,
-            k: l as u32,
-            o: 0,
-            ldo: d as u32,
-            w0: tw.off,
-            s0: tw.scale,
-            ss0: tw.stride,
-            w1: pw.off,
-            s1: pw.scale,
-            ss1: pw.stride,
-            i0: 0,
-            ..Params::default()
-        };
-        rig.run(Kernel::EmbedEnc, p, [1, h as u32, 1], &ar, &mut act, &ids);
-        let want = r::embed_enc(
-            &ts.values, &ts.scales, &ps.values, &ps.scales, &ids, h, l, d,
-        );
-        assert_close(
-            &format!("embed_enc {:?}", rig.gpu.variant),
-            &act,
-            &want,
-            EMBED_TOL,
-        );
-
-        // decoder tokens: 5 beams (3 live) x 3 tokens, BOS + code embeddings + positions
-        let (beams, tq, k) = (5usize, 3usize, l - 1);
-        let bos = rng.vec(d);
-        let (bw, bs) = ar.weight(&bos, 1, d, false);
-        let dpos = rng.vec(l * d);
-        let (dw, ds) = ar.weight(&dpos, l, d, false);
-        let mut ints = vec![3i32]; // live beams
-        let pids: Vec<i32> = (0..beams * k)
-            .map(|i| (rng.below(c) + (i % k) * c) as i32)
-            .collect();
-        ints.extend_from_slice(&pids);
-        let mut act = vec![-7.0; beams * tq * d];
-        let p = Params {
-            rows: (beams * tq) as u32,
-            live: 0,
-            live_mul: tq as u32,
-            n: d as u32,
-            k: k as u32,
-            ldo: d as u32,
-            w0: tw.off,
-            s0: tw.scale,
-            ss0: tw.stride,
-            w1: bw.off,
-            s1: bw.scale,
-            ss1: bw.stride,
-            w2: dw.off,
-            s2: dw.scale,
-            ss2: dw.stride,
-            tq: tq as u32,
-            i0: 1,
-            ..Params::default()
-        };
-        let groups = [1, (beams * tq) as u32, 1];
-        rig.run(Kernel::EmbedDec, p, groups, &ar, &mut act, &ints);
-        let mut want = r::embed_dec(
-            &ts.values,
-            &ts.scales,
-            (&bs.values, &bs.scales),
-            (&ds.values, &ds.scales),
-            &pids,
-            beams,
-            tq,
-            k,
-            d,
-        );
-        want[3 * tq * d..].fill(-7.0); // beams past the live count are not written
-        assert_close(
-            &format!("embed_dec {:?}", rig.gpu.variant),
-            &act,
-            &want,
-            EMBED_TOL,
-        );
-
-        // PRM queries: node embeddings of 6 nodes (table shared with the codes above)
-        let nids: Vec<i32> = (0..6).map(|_| rng.below(l * c) as i32).collect();
-        let mut ints = vec![0i32, 6];
-        ints.extend_from_slice(&nids);
-        let mut act = vec![0.0; 6 * d];
-        let p = Params {
-            rows: 6,
-            live: 1,
-            n: d as u32,
-            ldo: d as u32,
-            w0: tw.off,
-            s0: tw.scale,
-            ss0: tw.stride,
-            i0: 2,
-            ..Params::default()
-        };
-        rig.run(Kernel::EmbedPrm, p, [1, 6, 1], &ar, &mut act, &ints);
-        let want = r::embed_prm(&ts.values, &ts.scales, &nids, d);
-        assert_close(
-            &format!("embed_prm {:?}", rig.gpu.variant),
-            &act,
-            &want,
-            EMBED_TOL,
-        );
     }
 }
 
