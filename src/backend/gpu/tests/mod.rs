@@ -306,6 +306,25 @@ fn variants_follow_the_options() {
     );
 }
 
+/// What does not fit a stage kernel's workgroup is refused as `limits` naming d_model
+/// (the WebGPU default allows 16 KiB: d_model 2048 does not fit); the shipped models fit. Any history length, FF width or codebook width fits: the kernels
+/// tile the keys, chunk the FF hidden units and loop over the codes.
+#[test]
+fn a_model_too_wide_for_workgroup_memory_is_refused() {
+    let default = wgpu::Limits::default().max_compute_workgroup_storage_size as u64;
+    for dir in ["models/ml1m", "models/ml1m-large"] {
+        let bundle =
+            Bundle::open(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir)).unwrap();
+        let g = Geometry::new(bundle.manifest(), bundle.architecture());
+        g.check_fits("test gpu", default)
+            .expect("the shipped models fit");
+        let wide = Geometry { d: 2048, ..g };
+        let e = wide.check_fits("test gpu", default).unwrap_err();
+        assert_eq!(e.code(), crate::ErrorCode::Limits);
+        assert!(e.message().contains("d_model 2048"), "{e}");
+    }
+}
+
 #[test]
 fn limits_and_lost_devices_have_their_own_codes() {
     let e = check_limit("max_bind_groups", 2, 1, "test gpu").unwrap_err();
