@@ -207,16 +207,16 @@ impl Table {
             t.at("D_STRIDE", base, r);
         }
         // a model without encoder (decoder) layers still names the constants the shader uses
-        for name in ["E_N1", "E_WQ", "E_WO", "E_N2", "E_W1", "E_W2", "E_STRIDE"] {
-            if e.layers.is_empty() {
+        if e.layers.is_empty() {
+            for name in ["E_N1", "E_WQ", "E_WO", "E_N2", "E_W1", "E_W2", "E_STRIDE"] {
                 t.consts.push((name, 0));
             }
         }
-        for name in [
-            "D_N1", "D_SQ", "D_SO", "D_N2", "D_CQ", "D_CK", "D_CO", "D_N3", "D_W1", "D_W2",
-            "D_STRIDE",
-        ] {
-            if d.layers.is_empty() {
+        if d.layers.is_empty() {
+            for name in [
+                "D_N1", "D_SQ", "D_SO", "D_N2", "D_CQ", "D_CK", "D_CO", "D_N3", "D_W1", "D_W2",
+                "D_STRIDE",
+            ] {
                 t.consts.push((name, 0));
             }
         }

@@ -22,7 +22,7 @@ struct Arenas {
 }
 
 impl Arenas {
-    fn new(_numeric: Numeric) -> Arenas {
+    fn empty() -> Arenas {
         Arenas {
             wts: Vec::new(),
             aux: vec![1.0],

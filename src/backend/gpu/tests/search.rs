@@ -35,7 +35,7 @@ fn tie(rng: &mut Rng) -> f32 {
 /// `select_candidates` on `slots` random slots (keys, nodes, unseen counts; a fifth
 /// invalid) against the CPU's top-`keep` by cumulative log-prob; returns that pool.
 fn select_candidates_case(rig: &Rig, rng: &mut Rng, slots: usize, keep: usize) -> Vec<Scored> {
-    let ar = Arenas::new(Numeric::F32);
+    let ar = Arenas::empty();
     {
         // select_candidates: slots [0, slots) of keys / nodes / unseen counts -> the pool
         let mut perm: Vec<usize> = (0..slots).collect();
@@ -115,7 +115,7 @@ fn select_candidates_case(rig: &Rig, rng: &mut Rng, slots: usize, keep: usize) -
 /// before the last level with the full-feed rule (need = N: more beams in key order until
 /// they hold N unseen leaves), with and without the PRM, against the CPU search's rule.
 fn select_beams_cases(rig: &Rig, rng: &mut Rng, want: &[Scored], keep: usize) {
-    let ar = Arenas::new(Numeric::F32);
+    let ar = Arenas::empty();
     {
         let m = want.len();
         let scores: Vec<f32> = (0..m).map(|_| tie(rng)).collect();
