@@ -139,8 +139,8 @@ impl GpuModel {
 
     pub fn load_with(bundle: &Bundle, opts: &GpuOptions) -> Result<GpuModel> {
         let m = bundle.manifest().clone();
-        let arch = bundle.architecture().clone();
-        let geometry = Geometry::new(&m, &arch);
+        let arch = bundle.architecture();
+        let geometry = Geometry::new(&m, arch);
         let gpu = open(m.numeric, opts)?;
         geometry.check_fits(
             &gpu.info.name,
@@ -148,7 +148,7 @@ impl GpuModel {
         )?;
         let (wts, aux, weights) = upload(&gpu, bundle)?;
         // every weight resolved now, so a bundle that lacks one fails at load
-        let table = Table::build(&weights, &arch)?;
+        let table = Table::build(&weights, arch)?;
         let (trie_buf, trie) = upload_trie(&gpu, bundle.catalog())?;
         let desc = upload_words(&gpu, "weight descriptors", &table.words)?;
         let device = &gpu.device;

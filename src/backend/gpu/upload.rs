@@ -202,30 +202,18 @@ pub(super) fn upload_trie(gpu: &Gpu, catalog: &Catalog) -> Result<(wgpu::Buffer,
         code: nodes + 1,
         num_items: catalog.num_items(),
     };
-    let words = 2 * nodes as usize + 1;
-    let size = (words * 4) as u64;
-    check_buffer(gpu, "trie", size)?;
-    let buf = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("trie"),
-        size,
-        usage: wgpu::BufferUsages::STORAGE,
-        mapped_at_creation: true,
-    });
-    let mut out = vec![0u32; words]; // transient: the catalog is read in place elsewhere
+    let mut out = vec![0u32; 2 * nodes as usize + 1]; // transient: the catalog is read in place elsewhere
     for n in 0..nodes {
         out[n as usize] = catalog.children(n).start;
         out[(layout.code + n) as usize] = catalog.node_code(n) as u32;
     }
     out[nodes as usize] = catalog.children(nodes - 1).end;
-    {
-        let mut map = buf.slice(..).get_mapped_range_mut().map_err(map_err)?;
-        map.slice(..).copy_from_slice(bytemuck::cast_slice(&out));
-    }
-    buf.unmap();
+    let buf = upload_words(gpu, "trie", &out)?;
     Ok((buf, layout))
 }
 
-/// A read-only storage buffer holding `words` (the weight descriptors).
+/// A read-only storage buffer holding `words` (the trie, the weight descriptors), uploaded
+/// through a buffer mapped at creation.
 pub(super) fn upload_words(gpu: &Gpu, what: &str, words: &[u32]) -> Result<wgpu::Buffer> {
     let size = (words.len().max(1) * 4) as u64;
     check_buffer(gpu, what, size)?;
