@@ -63,18 +63,22 @@ def search(gen, tables, seqs, sids_t, beams=16, results=10):
             top = flat.topk(min(results, flat.shape[1]), dim=1).indices
             return items.reshape(B, -1).gather(1, top)
         flat = score.reshape(B, -1)
-        k = min(beams, flat.shape[1])
-        val, top = flat.topk(k, dim=1)
-        parent = top // lp.shape[2]
-        node = ch.reshape(B, -1).gather(1, top)
-        cum = val
-        pre = pre.gather(1, parent[:, :, None].expand(-1, -1, pre.shape[2])).clone()
-        # a beam that fell on an invalid slot (fewer valid children than K) stays dead
-        alive = node >= 0
-        node = node.clamp(min=0)
-        pre[:, :, level] = torch.where(alive, tables.code[node], 0)
-        cum = torch.where(alive, cum, torch.tensor(-math.inf))
+        val, top = flat.topk(min(beams, flat.shape[1]), dim=1)
+        node, cum, pre = advance(tables, ch, pre, level, val, top, lp.shape[2])
     raise AssertionError("unreachable")
+
+
+def advance(tables, ch, pre, level, val, top, width):
+    """The beams kept at `level`: slots `top` [B,K] (parent * width + code) of the children
+    `ch` [B,K_old,width] with cumulative scores `val` -> (nodes, cums, prefixes). A beam
+    that fell on an invalid slot (fewer valid children than K) stays dead (cum -inf)."""
+    parent = top // width
+    node = ch.reshape(ch.shape[0], -1).gather(1, top)
+    pre = pre.gather(1, parent[:, :, None].expand(-1, -1, pre.shape[2])).clone()
+    alive = node >= 0
+    node = node.clamp(min=0)
+    pre[:, :, level] = torch.where(alive, tables.code[node], 0)
+    return node, torch.where(alive, val, torch.tensor(-math.inf)), pre
 
 
 def recall_ndcg(gen, tables, ds, sids_t, split="valid", users=None, beams=16, batch=256):

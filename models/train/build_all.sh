@@ -6,8 +6,8 @@
 # (2 shared cores, one thread per job; models/results/*_curve.jsonl hold each run's
 # seconds):
 #   SASRec 146 CPU-min; small generator 64 CPU-min (24 epochs); large generator ~8 min per
-#   epoch; each PRM ~6.5 min per epoch of 40k windows. About 5-6 hours end to end on
-#   2 cores, the two generators (and the two PRMs) running side by side.
+#   epoch; each dense PRM about 1-2 min per epoch (11 epochs small). About 5-6 hours end
+#   to end on 2 cores, the two generators (and the two PRMs) running side by side.
 # Env: PY (python, default: a venv made in models/train/work/venv), DATA (default data/).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -34,16 +34,16 @@ GEN="--history 200 --causal --dropout 0 --lr 1e-3 --lr-decay 0.5 --batch-targets
 $PY $T/train.py --work "$WORK" --data "$DATA" --size small $GEN --out small_s200 &
 $PY $T/train.py --work "$WORK" --data "$DATA" --size large $GEN --out large_s200 &
 wait
-# the PRMs: generator frozen, on-policy listwise over the beam's K+ pools, path query; the
-# shipped ones stopped for time before their plateau (small after 5 epochs, large after 2:
-# --max-epochs 12 --patience 3 trains them to it)
-PRM="--windows 40000 --patience 3 --batch 32 --lr 2e-3 --lr-decay 0.5"
-$PY $T/train_prm.py --work "$WORK" --data "$DATA" --gen small_s200 --out small_s200_prm4 --prm-heads 4 --max-epochs 5 $PRM &
-$PY $T/train_prm.py --work "$WORK" --data "$DATA" --gen large_s200 --out large_s200_prm --prm-heads 8 --max-epochs 2 $PRM &
+# the PRMs: generator frozen; the dense PRM (model.prm_kind "dense", session 8) reads the
+# encoder's row of the latest item and scores every trie node with a full softmax per
+# level, every training position every epoch, to its plateau (patience 3): a few minutes.
+# (train_prm.py, the listwise attention PRM of sessions 6-7, is kept: models/train/README.md)
+$PY $T/train_dense_prm.py --work "$WORK" --data "$DATA" --gen small_s200 --out small_s200_dense &
+$PY $T/train_dense_prm.py --work "$WORK" --data "$DATA" --gen large_s200 --out large_s200_dense &
 wait
-$PY $T/export.py --work "$WORK" --model small_s200_prm4 --out models/ml1m --name ml1m --prm-query path --promise
+$PY $T/export.py --work "$WORK" --model small_s200_dense --out models/ml1m --name ml1m --prm-query node --promise
 rm -f models/ml1m-f16.promise models/ml1m-int8.promise      # only the default ships in both forms
-$PY $T/export.py --work "$WORK" --model large_s200_prm --out models/ml1m-large --name ml1m-large --prm-query path
+$PY $T/export.py --work "$WORK" --model large_s200_dense --out models/ml1m-large --name ml1m-large --prm-query node
 # golden files (synthetic histories) and the results tables
 $PY $T/reference.py golden --bundle models/tiny --out tests/golden/tiny.json
 $PY $T/reference.py golden --bundle models/ml1m --out tests/golden/ml1m.json

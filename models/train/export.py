@@ -264,12 +264,15 @@ def write_manifest(d, cfg: Config, trie: Trie, fmt, meta, prm_query="node"):
         "history": cfg.history,
         "model": {"d_model": cfg.d, "heads": cfg.heads, "head_dim": cfg.dh, "ff": cfg.ff,
                   "encoder_layers": cfg.enc_layers, "decoder_layers": cfg.dec_layers,
-                  "prm_heads": cfg.prm_heads, "prm_ff": cfg.prm_ff,
                   "params_generator": meta["params_generator"], "params_prm": meta["params_prm"]},
         "graphs": {"encoder": "encoder.onnx", "decoder": "decoder.onnx", "prm": "prm.onnx"},
         "catalog": "catalog.bin",
         "files": files,
     }
+    if cfg.prm_kind == "dense":
+        man["model"]["prm_kind"] = "dense"              # no heads, no FFN (model.DensePRM)
+    else:
+        man["model"]["prm_heads"], man["model"]["prm_ff"] = cfg.prm_heads, cfg.prm_ff
     if getattr(cfg, "causal", False):
         man["model"]["encoder_attention"] = "causal"
     if prm_query != "node":
@@ -321,6 +324,13 @@ def main():
     args = ap.parse_args()
     model, _info = load_trained(args.work, args.model)
     cfg = model.cfg
+    trained = _info.get("prm_training", {})
+    if cfg.prm_kind == "dense" and args.prm_query != "node":
+        raise SystemExit(f"{args.model}: a dense PRM reads node ids: export it with --prm-query node")
+    if trained.get("query", "path") != "path" or cfg.prm_head != "mlp":
+        # train_prm.py experiments the runtime has no engine for (models/train/README.md)
+        raise SystemExit(f"{args.model}: PRM query {trained.get('query')!r} / head {cfg.prm_head!r}: "
+                         "the runtime runs the path (or node) query with the MLP head only")
     model.eval()
     trie = Trie(np.load(os.path.join(args.work, _info.get("sids", "sids.npy"))))
     g, r = model.n_params()

@@ -125,6 +125,8 @@ class Config:
         self.num_nodes = kw["num_nodes"]
         self.causal = kw.get("causal", False)    # causal encoder (trained on all positions)
         self.dropout = kw.get("dropout", 0.0)    # training only
+        self.prm_head = kw.get("prm_head", "mlp")  # PRM output: "mlp" or "dot" (PRM.__init__)
+        self.prm_kind = kw.get("prm_kind", "attention")  # or "dense" (DensePRM)
 
     @property
     def cmax(self):
@@ -203,7 +205,7 @@ class Generator(nn.Module):
         logits = (x.transpose(0, 1) @ self.head).transpose(0, 1)        # [K,L,C]
         return torch.log_softmax(logits + self.level_mask, dim=-1)
 
-    def decode_grouped(self, mem, mask, prefix):
+    def decode_grouped(self, mem, mask, prefix, states=False):
         """`decode` for K prefixes per history without repeating the memory per prefix:
         mem [B,H,d], mask [B,H], prefix [B,K,L-1] -> logp [B,K,L,C]. The cross-attention's
         keys and values are computed once per history (the beam search of beam.py and the
@@ -218,7 +220,11 @@ class Generator(nn.Module):
             x = layer(x, mem, self.causal, mem_bias, positions=k)
         x = self.dec_norm(x)
         logits = (x.transpose(0, 1) @ self.head).transpose(0, 1)
-        return torch.log_softmax(logits + self.level_mask, dim=-1).reshape(b, k, L, -1)
+        logp = torch.log_softmax(logits + self.level_mask, dim=-1).reshape(b, k, L, -1)
+        if states:
+            # the decoder's state [B,K,L,d]: row b is what scores the level-(b+1) code
+            return logp, x.reshape(b, k, L, -1)
+        return logp
 
     def decode_all(self, mem, mask, target):
         """Training with a causal encoder: the decoder for every position at once.
@@ -248,6 +254,12 @@ class PRM(nn.Module):
         self.n3 = RMSNorm(d)
         self.w_out1, self.b_out1 = lin(d, d), nn.Parameter(torch.zeros(d))
         self.w_out2, self.b_out2 = lin(d, 1), nn.Parameter(torch.zeros(1))
+        # cfg.prm_head == "dot": a bilinear term <n3(h) @ w_dot, query> joins the MLP's
+        # logit, so the score can match a user state against the node (a ReLU MLP of one
+        # d-vector cannot form that product); "mlp": the MLP alone (the bundles before it)
+        self.head = getattr(cfg, "prm_head", "mlp")
+        if self.head == "dot":
+            self.w_dot = nn.Parameter(torch.zeros(d, d))
 
     def score(self, mem, mask, nodes):
         # mem [B,H,d], mask [B,H], nodes [B,M] -> [B,M]
@@ -258,8 +270,33 @@ class PRM(nn.Module):
         bias = ((1.0 - mask) * NEG)[:, None, None, :]
         h = q + self.att(self.n1(q), mem, bias)
         h = h + self.ffn(self.n2(h))
-        o = torch.relu(self.n3(h) @ self.w_out1 + self.b_out1) @ self.w_out2 + self.b_out2
-        return o.squeeze(-1)
+        z = self.n3(h)
+        o = (torch.relu(z @ self.w_out1 + self.b_out1) @ self.w_out2 + self.b_out2).squeeze(-1)
+        if self.head == "dot":
+            o = o + ((z @ self.w_dot) * q).sum(-1)
+        return o
+
+
+class DensePRM(nn.Module):
+    """`prm_kind: "dense"` (train_dense_prm.py): the user state u = E[last] @ w + b, the
+    encoder's row of the latest item, and one embedding per trie node:
+    score(node) = <u, node[node]> + node_bias[node]."""
+
+    def __init__(self, d, num_nodes):
+        super().__init__()
+        self.w = nn.Parameter(torch.eye(d))
+        self.b = nn.Parameter(torch.zeros(d))
+        self.node = nn.Parameter(torch.randn(num_nodes, d) * 0.05)
+        self.node_bias = nn.Parameter(torch.zeros(num_nodes))
+
+    def user(self, last):
+        return last @ self.w + self.b
+
+    def score(self, mem, mask, nodes):
+        # mem [B,H,d] (right-aligned: row H-1 is the latest item), mask [B,H], nodes [B,M]
+        # -> [B,M]; a history of padding only has no latest item: u = b
+        u = self.user(mem[:, -1] * mask[:, -1].unsqueeze(-1))   # Gather, not Slice (the bundle op set)
+        return (self.node[nodes] * u[:, None, :]).sum(-1) + self.node_bias[nodes]
 
 
 class Promise(nn.Module):
@@ -267,7 +304,7 @@ class Promise(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.gen = Generator(cfg)
-        self.prm = PRM(cfg)
+        self.prm = DensePRM(cfg.d, cfg.num_nodes) if cfg.prm_kind == "dense" else PRM(cfg)
 
     def n_params(self):
         g = sum(p.numel() for p in self.gen.parameters())

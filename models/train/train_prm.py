@@ -73,14 +73,33 @@ class PathQuery(nn.Module):
         return self.forward(torch.arange(self.path.shape[0]))
 
 
-def score(prm, query, mem, mask, nodes):
+class StateQuery(nn.Module):
+    """Node query = the generator decoder's state at the node's parent (the row that scores
+    the node's code), projected, + the node's own code embedding at its level + a depth
+    embedding: the PRM starts from what the generator knows about the prefix."""
+
+    def __init__(self, trie, cmax, d):
+        super().__init__()
+        L = trie.levels
+        self.cmax = cmax
+        self.code = nn.Parameter(torch.randn(L * cmax, d) * 0.1)
+        self.depth = nn.Parameter(torch.randn(L + 1, d) * 0.1)
+        self.w_state = nn.Parameter(torch.eye(d))
+        self.register_buffer("node_code", torch.from_numpy(np.minimum(trie.node_code.astype(np.int64), cmax - 1)),
+                             persistent=False)                    # the root's code is a sentinel
+        self.register_buffer("node_depth", torch.from_numpy(trie.depth.astype(np.int64)), persistent=False)
+
+    def forward(self, nodes, state):
+        dep = self.node_depth[nodes]
+        return state @ self.w_state + self.code[(dep - 1).clamp(min=0) * self.cmax + self.node_code[nodes]] \
+            + self.depth[dep]
+
+
+def score(prm, query, mem, mask, nodes, state=None):
     """The runtime's PRM (model.PRM) with the compositional query in place of node_emb."""
-    q = query(nodes)
-    bias = ((1.0 - mask) * -1e9)[:, None, None, :]
-    h = q + prm.att(prm.n1(q), mem, bias)
-    h = h + prm.ffn(prm.n2(h))
-    o = torch.relu(prm.n3(h) @ prm.w_out1 + prm.b_out1) @ prm.w_out2 + prm.b_out2
-    return o.squeeze(-1)
+    if isinstance(query, StateQuery):
+        return prm.score_query(mem, mask, query(nodes, state))
+    return prm.score_query(mem, mask, query(nodes))
 
 
 @torch.no_grad()
@@ -93,13 +112,15 @@ def pools(gen, tables, mem, mask, beams, cands):
     pre = torch.zeros(B, 1, max(L - 1, 1), dtype=torch.long)
     out = []
     for level in range(L):
-        lp = gen.decode_grouped(mem, mask, pre[:, :, :L - 1])[:, :, level, :]     # [B,K,C]
+        lp, hs = gen.decode_grouped(mem, mask, pre[:, :, :L - 1], states=True)
+        lp, hs = lp[:, :, level, :], hs[:, :, level, :]                         # [B,K,C], [B,K,d]
         ch = tables.child[node]
         sc = torch.where(ch >= 0, cum[:, :, None] + lp, torch.tensor(-math.inf)).reshape(B, -1)
         k = min(cands, sc.shape[1])
         val, top = sc.topk(k, dim=1)
         pool = torch.where(torch.isfinite(val), ch.reshape(B, -1).gather(1, top), -1)
-        out.append((pool, val, top // lp.shape[2]))
+        par = top // lp.shape[2]
+        out.append((pool, val, par, hs.gather(1, par[:, :, None].expand(-1, -1, hs.shape[2]))))
         if level == L - 1:
             break
         kb = min(beams, k)
@@ -133,6 +154,12 @@ def main():
     ap.add_argument("--prm-heads", type=int, default=0,
                     help="a fresh PRM with this many heads of the generator's head_dim (0: as trained "
                          "with the generator, heads/4 = one 16-dim head for the small model)")
+    ap.add_argument("--prm-query", default="path", choices=["path", "state"],
+                    help="the node query: its path's code embeddings, or the generator decoder's state at its parent")
+    ap.add_argument("--init-from-head", action="store_true",
+                    help="start the code embeddings from the generator's output head")
+    ap.add_argument("--prm-head", default="mlp", choices=["mlp", "dot"],
+                    help="the PRM's output (with --prm-heads): the MLP alone, or with a bilinear query term")
     ap.add_argument("--lr-decay", type=float, default=1.0,
                     help="multiply the learning rate by this after an epoch without a new best (1 = off)")
     ap.add_argument("--curve-dir", default="models/results")
@@ -143,6 +170,7 @@ def main():
     if args.prm_heads:
         from model import PRM
         model.cfg.prm_heads = args.prm_heads
+        model.cfg.prm_head = args.prm_head
         model.prm = PRM(model.cfg)
         info = dict(info, config=model.cfg.to_dict(), params_prm=sum(p.numel() for p in model.prm.parameters()))
     gen, prm = model.gen.eval(), model.prm
@@ -153,7 +181,12 @@ def main():
     sids = np.load(os.path.join(args.work, info.get("sids", "sids.npy")))
     trie = Trie(sids)
     tables = beam_mod.TrieTables(trie, cfg.cmax)
-    query = PathQuery(trie, cfg.cmax, cfg.d)
+    query = StateQuery(trie, cfg.cmax, cfg.d) if args.prm_query == "state" else PathQuery(trie, cfg.cmax, cfg.d)
+    if args.init_from_head:
+        # a code's embedding starts as the generator's output row for it: <state, code> is
+        # then the generator's own logit for the child, the PRM's starting point
+        with torch.no_grad():
+            query.code.copy_(gen.head.detach().transpose(1, 2).reshape(-1, cfg.d))
     params = [p for n, p in prm.named_parameters() if n != "node_emb"] + list(query.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     sids_t = torch.from_numpy(sids.astype(np.int64))
@@ -187,8 +220,8 @@ def main():
             codes, mask = beam_mod.history_batch([h for h, _ in chunk], cfg.history, sids_t)
             mem = gen.encode(codes, mask)
             true = path_t[torch.tensor([t for _, t in chunk])]
-            for level, (pool, cum, _) in enumerate(pools(gen, tables, mem, mask, args.beams, args.candidates)):
-                s = score(prm, query, mem, mask, pool.clamp(min=0)).masked_fill(pool < 0, -math.inf)
+            for level, (pool, cum, _, pst) in enumerate(pools(gen, tables, mem, mask, args.beams, args.candidates)):
+                s = score(prm, query, mem, mask, pool.clamp(min=0), pst).masked_fill(pool < 0, -math.inf)
                 hit = pool == true[:, level:level + 1]
                 has = hit.any(1)
                 kb = min(args.beams, pool.shape[1]) if level < L - 1 else 10
@@ -226,12 +259,12 @@ def main():
                 mem = gen.encode(sids_t[torch.from_numpy(hist)], mask)
             true = path_t[torch.from_numpy(target)]
             loss = 0.0
-            for level, (pool, _cum, _) in enumerate(pools(gen, tables, mem, mask, args.beams, args.candidates)):
+            for level, (pool, _cum, _, pst) in enumerate(pools(gen, tables, mem, mask, args.beams, args.candidates)):
                 hit = pool == true[:, level:level + 1]
                 rows = hit.any(1)
                 if not rows.any():
                     continue
-                s = score(prm, query, mem[rows], mask[rows], pool[rows].clamp(min=0))
+                s = score(prm, query, mem[rows], mask[rows], pool[rows].clamp(min=0), pst[rows])
                 s = s.masked_fill(pool[rows] < 0, -1e9)
                 loss = loss + F.cross_entropy(s, hit[rows].float().argmax(1))
                 used += int(rows.sum())
@@ -263,10 +296,12 @@ def main():
             print(f"no new best: learning rate -> {args.lr * st['lr_scale']:.2e}", flush=True)
         if keep > st["best"]:
             st["best"], st["best_epoch"] = keep, st["epoch"]
-            with torch.no_grad():
-                prm.node_emb.copy_(query.table())          # folded for export
+            if isinstance(query, PathQuery):
+                with torch.no_grad():
+                    prm.node_emb.copy_(query.table())      # folded for export
             torch.save(model.state_dict(), os.path.join(args.work, f"{args.out}.pt"))
             info2 = dict(info, prm_training={"on_policy": True, "beams": args.beams, "candidates": args.candidates,
+                                             "query": args.prm_query, "head": args.prm_head,
                                              "epoch": st["epoch"], "valid": val})
             json.dump(info2, open(os.path.join(args.work, f"{args.out}.json"), "w"), indent=1)
         save()

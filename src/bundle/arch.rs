@@ -11,7 +11,7 @@
 //! (only their product is): `src/bundle/nodes.rs` reads it from the graphs' attention nodes.
 
 use super::onnx::{ElemType, OnnxIndex};
-use super::{Manifest, Numeric, PrmQuery};
+use super::{Manifest, Numeric, PrmKind, PrmQuery};
 use crate::error::{err, Result};
 
 /// The three graphs of a bundle.
@@ -166,6 +166,27 @@ pub struct Prm {
     pub b_out2: Weight,
 }
 
+/// The dense PRM (`model.prm_kind: "dense"`): `u = memory[H - 1] * mask[H - 1] @ w + b`,
+/// `score = <u, node[node]> + node_bias[node]`.
+#[derive(Clone, Debug)]
+pub struct DensePrm {
+    /// `[d, d]`.
+    pub w: Weight,
+    /// `[d]`.
+    pub b: Weight,
+    /// `[num_nodes, d]`, one row per trie node.
+    pub node: Weight,
+    /// `[num_nodes]`.
+    pub node_bias: Weight,
+}
+
+/// The PRM graph, of the kind the manifest names (`model.prm_kind`).
+#[derive(Clone, Debug)]
+pub enum PrmGraph {
+    Attention(Box<Prm>),
+    Dense(Box<DensePrm>),
+}
+
 /// The model, described once: its dimensions, the layers of each graph in the order they
 /// run, and every weight each layer reads. Built from the manifest; [`Bundle::open`]
 /// holds every graph to it (`check`). The fused CPU engine and the GPU plan iterate over
@@ -187,7 +208,7 @@ pub struct Architecture {
     pub num_nodes: usize,
     pub encoder: Encoder,
     pub decoder: Decoder,
-    pub prm: Prm,
+    pub prm: PrmGraph,
 }
 
 impl Architecture {
@@ -253,7 +274,7 @@ impl Architecture {
             norm: norm(dec, "gen.dec_norm.w".into()),
             head: w(dec, "gen.head".into(), &[l, d, c]),
         };
-        let prm_graph = Prm {
+        let attention = || Prm {
             query_kind: dm.prm_query,
             query: match dm.prm_query {
                 PrmQuery::Node => table(prm, "prm.node_emb", m.num_nodes),
@@ -268,6 +289,15 @@ impl Architecture {
             b_out1: w(prm, "prm.b_out1".into(), &[d]),
             w_out2: w(prm, "prm.w_out2".into(), &[d, 1]),
             b_out2: w(prm, "prm.b_out2".into(), &[1]),
+        };
+        let prm_graph = match dm.prm_kind {
+            PrmKind::Attention => PrmGraph::Attention(Box::new(attention())),
+            PrmKind::Dense => PrmGraph::Dense(Box::new(DensePrm {
+                w: w(prm, "prm.w".into(), &[d, d]),
+                b: w(prm, "prm.b".into(), &[d]),
+                node: table(prm, "prm.node", m.num_nodes),
+                node_bias: w(prm, "prm.node_bias".into(), &[m.num_nodes]),
+            })),
         };
         Architecture {
             d_model: d,
@@ -307,11 +337,15 @@ impl Architecture {
             out.extend([&l.n3, &l.ffn.w1, &l.ffn.w2]);
         }
         out.push(&dec.norm);
-        let p = &self.prm;
-        out.extend([&p.query, &p.n1]);
-        out.extend(att(&p.att));
-        out.extend([&p.n2, &p.ffn.w1, &p.ffn.w2, &p.n3]);
-        out.extend([&p.w_out1, &p.b_out1, &p.w_out2, &p.b_out2]);
+        match &self.prm {
+            PrmGraph::Attention(p) => {
+                out.extend([&p.query, &p.n1]);
+                out.extend(att(&p.att));
+                out.extend([&p.n2, &p.ffn.w1, &p.ffn.w2, &p.n3]);
+                out.extend([&p.w_out1, &p.b_out1, &p.w_out2, &p.b_out2]);
+            }
+            PrmGraph::Dense(p) => out.extend([&p.w, &p.b, &p.node, &p.node_bias]),
+        }
         out
     }
 }

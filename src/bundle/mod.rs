@@ -28,7 +28,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-pub use arch::Architecture;
+pub use arch::{Architecture, PrmGraph};
 pub use catalog::Catalog;
 pub(crate) use files::Bytes;
 use files::{map_or_read, open_regular, Source};
@@ -101,14 +101,18 @@ struct RawModel {
     ff: usize,
     encoder_layers: usize,
     decoder_layers: usize,
-    prm_heads: usize,
-    prm_ff: usize,
+    #[serde(default)]
+    prm_heads: Option<usize>,
+    #[serde(default)]
+    prm_ff: Option<usize>,
     params_generator: u64,
     params_prm: u64,
     #[serde(default)]
     encoder_attention: Option<String>,
     #[serde(default)]
     prm_query: Option<String>,
+    #[serde(default)]
+    prm_kind: Option<String>,
 }
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -134,6 +138,7 @@ pub struct Dims {
     pub ff: usize,
     pub encoder_layers: usize,
     pub decoder_layers: usize,
+    /// The attention PRM's heads and FFN width; 0 for a dense PRM, which has neither.
     pub prm_heads: usize,
     pub prm_ff: usize,
     pub params_generator: u64,
@@ -143,6 +148,23 @@ pub struct Dims {
     pub encoder_causal: bool,
     /// How the PRM builds a node's query (manifest `model.prm_query`).
     pub prm_query: PrmQuery,
+    /// What the PRM is (manifest `model.prm_kind`).
+    pub prm_kind: PrmKind,
+}
+
+/// What the PRM computes (manifest `model.prm_kind`; models/README.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PrmKind {
+    /// `"attention"` (the default, the paper's): the node's query, one block of
+    /// cross-attention over the memory and an FFN, an MLP to one logit
+    /// (`model.prm_heads`, `model.prm_ff`).
+    Attention,
+    /// `"dense"`: the user state `u = memory[H - 1] * mask[H - 1] @ prm.w + prm.b` (the
+    /// encoder's row of the latest item) and one row per trie node:
+    /// `score = <u, prm.node[node]> + prm.node_bias[node]`. Input `node_ids`; no
+    /// `prm_heads`, `prm_ff` or `prm_query` in the manifest.
+    Dense,
 }
 
 /// How the PRM turns a trie node into its query vector (manifest `model.prm_query`).
@@ -354,8 +376,6 @@ fn parse_manifest(text: &str) -> Result<(Manifest, RawManifest)> {
         ("ff", m.ff),
         ("encoder_layers", m.encoder_layers),
         ("decoder_layers", m.decoder_layers),
-        ("prm_heads", m.prm_heads),
-        ("prm_ff", m.prm_ff),
     ] {
         if v == 0 || v > 65536 {
             return Err(err!(
@@ -364,6 +384,45 @@ fn parse_manifest(text: &str) -> Result<(Manifest, RawManifest)> {
             ));
         }
     }
+    let prm_kind = match m.prm_kind.as_deref() {
+        None | Some("attention") => PrmKind::Attention,
+        Some("dense") => PrmKind::Dense,
+        Some(other) => {
+            return Err(err!(
+                Manifest,
+                "manifest model.prm_kind is {other:?}, expected \"attention\" or \"dense\""
+            ))
+        }
+    };
+    let mut prm_dims = [0usize; 2];
+    for ((name, v), out) in [("prm_heads", m.prm_heads), ("prm_ff", m.prm_ff)]
+        .into_iter()
+        .zip(prm_dims.iter_mut())
+    {
+        match (prm_kind, v) {
+            (PrmKind::Attention, Some(v)) if (1..=65536).contains(&v) => *out = v,
+            (PrmKind::Attention, Some(v)) => {
+                return Err(err!(
+                    Manifest,
+                    "manifest model.{name} is {v}, expected 1..=65536"
+                ))
+            }
+            (PrmKind::Attention, None) => {
+                return Err(err!(
+                    Manifest,
+                    "manifest model.{name} is missing, expected 1..=65536 (the attention PRM)"
+                ))
+            }
+            (PrmKind::Dense, Some(v)) => {
+                return Err(err!(
+                    Manifest,
+                    "manifest model.{name} is {v}, but a dense PRM (model.prm_kind) has none: expected no {name}"
+                ))
+            }
+            (PrmKind::Dense, None) => {}
+        }
+    }
+    let [prm_heads, prm_ff] = prm_dims;
     let encoder_causal = match m.encoder_attention.as_deref() {
         None | Some("bidirectional") => false,
         Some("causal") => true,
@@ -375,7 +434,14 @@ fn parse_manifest(text: &str) -> Result<(Manifest, RawManifest)> {
         }
     };
     let prm_query = match m.prm_query.as_deref() {
-        None | Some("node") => PrmQuery::Node,
+        None => PrmQuery::Node,
+        Some(q) if prm_kind == PrmKind::Dense => {
+            return Err(err!(
+                Manifest,
+                "manifest model.prm_query is {q:?}, but a dense PRM (model.prm_kind) reads node ids: expected no prm_query"
+            ))
+        }
+        Some("node") => PrmQuery::Node,
         Some("path") => PrmQuery::Path,
         Some(other) => {
             return Err(err!(
@@ -400,12 +466,13 @@ fn parse_manifest(text: &str) -> Result<(Manifest, RawManifest)> {
             ff: m.ff,
             encoder_layers: m.encoder_layers,
             decoder_layers: m.decoder_layers,
-            prm_heads: m.prm_heads,
-            prm_ff: m.prm_ff,
+            prm_heads,
+            prm_ff,
             params_generator: m.params_generator,
             params_prm: m.params_prm,
             encoder_causal,
             prm_query,
+            prm_kind,
         },
     };
     Ok((manifest, raw))

@@ -98,6 +98,40 @@ fn manifest_problems() {
             "node_path",
         ),
         (
+            "prm kind",
+            Box::new(|v| v["model"]["prm_kind"] = "sparse".into()),
+            ErrorCode::Manifest,
+            "\"sparse\"",
+        ),
+        (
+            "attention PRM without heads",
+            Box::new(|v| {
+                v["model"].as_object_mut().unwrap().remove("prm_heads");
+            }),
+            ErrorCode::Manifest,
+            "prm_heads is missing",
+        ),
+        (
+            // a dense PRM has no heads: a manifest that gives it some is contradictory
+            "dense PRM with heads",
+            Box::new(|v| v["model"]["prm_kind"] = "dense".into()),
+            ErrorCode::Manifest,
+            "dense PRM",
+        ),
+        (
+            // the tiny bundle's attention PRM graph declared dense: its weights are not
+            // the dense PRM's
+            "dense PRM that the graph does not have",
+            Box::new(|v| {
+                let m = v["model"].as_object_mut().unwrap();
+                m.remove("prm_heads");
+                m.remove("prm_ff");
+                m.insert("prm_kind".into(), "dense".into());
+            }),
+            ErrorCode::Graph,
+            "prm.",
+        ),
+        (
             "unknown field",
             Box::new(|v| v["surprise"] = 1.into()),
             ErrorCode::Manifest,
@@ -137,6 +171,40 @@ fn manifest_problems() {
     assert_eq!(open_err(d.path()).code(), ErrorCode::Manifest);
     fs::write(d.path().join("manifest.json"), [0xff, 0xfe, 0x00]).unwrap();
     assert_eq!(open_err(d.path()).code(), ErrorCode::Manifest);
+}
+
+/// The shipped bundle's dense PRM (`model.prm_kind: "dense"`) has no heads, no FFN and no
+/// query kind: a manifest that gives it any is refused, naming the field; declared as the
+/// attention PRM it lacks that PRM's weights.
+#[test]
+fn a_dense_prm_manifest_has_no_attention_fields() {
+    let ml1m = crate::util::repo().join("models/ml1m");
+    assert!(Bundle::open(&ml1m).is_ok());
+    for (field, value) in [
+        ("prm_heads", serde_json::json!(4)),
+        ("prm_ff", serde_json::json!(128)),
+        ("prm_query", serde_json::json!("node")),
+    ] {
+        let d = copy_bundle(&ml1m);
+        edit_manifest(d.path(), |v| v["model"][field] = value.clone());
+        let e = open_err(d.path());
+        assert_eq!(e.code(), ErrorCode::Manifest, "{field}: {e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains(field) && msg.contains("dense"),
+            "{field}: {msg}"
+        );
+    }
+    let d = copy_bundle(&ml1m);
+    edit_manifest(d.path(), |v| {
+        let m = v["model"].as_object_mut().unwrap();
+        m.insert("prm_kind".into(), "attention".into());
+        m.insert("prm_heads".into(), 4.into());
+        m.insert("prm_ff".into(), 128.into());
+    });
+    let e = open_err(d.path());
+    assert_eq!(e.code(), ErrorCode::Graph, "{e}");
+    assert!(e.to_string().contains("prm."), "{e}");
 }
 
 #[test]

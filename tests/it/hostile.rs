@@ -302,7 +302,7 @@ fn manifest_shapes_that_serde_would_accept_are_refused() {
 /// The structured mutations of the `structured` fuzz target, as a property test that runs
 /// on stable in CI: the manifest's numbers set to arbitrary values (within and far beyond
 /// each field's bound), the PRM's query form switched, and weights appended under other
-/// graphs' names, on a node-table and a path-query bundle; every step either fails with an
+/// graphs' names, on a node-table, a path-query and a dense-PRM bundle; every step either fails with an
 /// error or serves a valid feed. Nothing panics or aborts.
 mod structured {
     use proptest::prelude::*;
@@ -335,12 +335,17 @@ mod structured {
         #![proptest_config(ProptestConfig::with_cases(48))]
         #[test]
         fn mutated_bundles_fail_cleanly_or_serve_valid_feeds(
-            fields in proptest::collection::vec((0usize..12, number()), 0..4),
+            fields in proptest::collection::vec((0usize..13, number()), 0..4),
             weights in proptest::collection::vec((0usize..3, 0usize..3, 0usize..64), 0..2),
-            path_query in any::<bool>(),
+            kind in 0usize..3,
         ) {
-            // the tiny bundle (a per-node PRM table) or tests/data/path (the path query)
-            let base = if path_query { repo().join("tests/data/path") } else { tiny() };
+            // the tiny bundle (a per-node PRM table), tests/data/path (the path query) or
+            // models/ml1m (the dense PRM)
+            let base = match kind {
+                0 => tiny(),
+                1 => repo().join("tests/data/path"),
+                _ => repo().join("models/ml1m"),
+            };
             let d = copy_bundle(&base);
             let src = Bundle::open(&base).unwrap();
             for (g, from, k) in &weights {
@@ -358,7 +363,8 @@ mod structured {
                         8 => v["history"] = (*x).into(),
                         9 => v["sid"]["codebook"][0] = (*x).into(),
                         10 => v["sid"]["num_nodes"] = (*x).into(),
-                        _ => v["model"]["prm_query"] = if x % 2 == 0 { "path" } else { "node" }.into(),
+                        11 => v["model"]["prm_query"] = if x % 2 == 0 { "path" } else { "node" }.into(),
+                        _ => v["model"]["prm_kind"] = if x % 2 == 0 { "dense" } else { "attention" }.into(),
                     }
                 }
             });

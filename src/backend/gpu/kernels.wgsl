@@ -307,9 +307,19 @@ fn enc_memory(r: u32) {
         act[p.cross + j * 2u * H * HD + z * H * HD + r * HD + col] = dotcol(S_N, D, w, HD, col);
     }
     for (var e = tid; e < 2u * PD; e += WG) {
-        let z = e / PD;
-        let col = e % PD;
+        // max(PD, 1): a dense PRM has PD = 0 (no iteration), and naga refuses / 0
+        let z = e / max(PD, 1u);
+        let col = e % max(PD, 1u);
         act[p.pkv + z * H * PD + r * PD + col] = dotcol(S_N, D, wd(G_PRM_WK + 3u * z), PD, col);
+    }
+    if (DENSE_PRM && r == H - 1u) {
+        // the dense PRM's user state u = memory[H - 1] * mask[H - 1] @ w + b, at pkv
+        let m = act[p.mask + r];
+        let w = wd(G_PRM_DW);
+        let b = desc[G_PRM_DB];
+        for (var j = tid; j < D; j += WG) {
+            act[p.pkv + j] = dotcol(S_N, D, w, D, j) * m + aux[b + j];
+        }
     }
 }
 
@@ -564,6 +574,18 @@ fn prm_score(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     }
     let node = u32(ints[p.nodes + r]);
     let qt = wd(G_PRM_Q);
+    if (DENSE_PRM) {
+        // <u, node row> + node bias (u: enc_memory, at pkv)
+        var s = 0.0;
+        for (var j = tid; j < D; j += WG) {
+            s += act[p.pkv + j] * emb_row(qt, node, j);
+        }
+        let score = wg_sum(s) + aux[desc[G_PRM_NB] + node];
+        if (tid == 0u) {
+            act[p.scores + r] = score;
+        }
+        return;
+    }
     if (PATH_QUERY) {
         var rows: array<u32, 6>;
         for (var l = 0u; l < L; l++) {

@@ -31,6 +31,7 @@ pub(super) struct Geometry {
     pub(super) dec_layers: usize,
     pub(super) causal: bool,
     pub(super) path_query: bool,
+    pub(super) dense_prm: bool,
 }
 
 impl Geometry {
@@ -48,7 +49,8 @@ impl Geometry {
             enc_layers: a.encoder.layers.len(),
             dec_layers: a.decoder.layers.len(),
             causal: a.encoder.causal,
-            path_query: a.prm.query_kind != PrmQuery::Node,
+            path_query: matches!(&a.prm, PrmGraph::Attention(p) if p.query_kind != PrmQuery::Node),
+            dense_prm: matches!(a.prm, PrmGraph::Dense(_)),
         }
     }
 
@@ -117,6 +119,7 @@ impl Geometry {
         }
         s.push_str(&format!("const CAUSAL: bool = {};\n", self.causal));
         s.push_str(&format!("const PATH_QUERY: bool = {};\n", self.path_query));
+        s.push_str(&format!("const DENSE_PRM: bool = {};\n", self.dense_prm));
         s.push_str(&format!("const SCALE: f32 = {scale:?};\n"));
         s
     }
@@ -142,6 +145,11 @@ impl Table {
         self.at(name, base, record);
         self.words.push(v.0);
     }
+    /// Constants the other PRM kind's code names: word 0, never read (its branch is
+    /// compiled out by `DENSE_PRM`).
+    fn unused(&mut self, names: &[&'static str]) {
+        self.consts.extend(names.iter().map(|&n| (n, 0)));
+    }
 
     /// Every weight of the architecture, resolved in the arenas (so a bundle that lacks
     /// one, or has it in another shape, fails at load).
@@ -159,21 +167,37 @@ impl Table {
         t.mat("G_DEC_POS", 0, true, w.w(&d.pos)?);
         t.vec("G_DEC_NORM", 0, true, w.v(&d.norm)?);
         t.mat("G_HEAD", 0, true, w.w(&d.head)?);
-        t.mat("G_PRM_Q", 0, true, w.w(&p.query)?);
-        t.vec("G_PRM_N1", 0, true, w.v(&p.n1)?);
-        // wq, wk, wv adjacent: the kernels step from one to the next by 3 words
-        t.mat("G_PRM_WQ", 0, true, w.w(&p.att.wq)?);
-        t.mat("G_PRM_WK", 0, true, w.w(&p.att.wk)?);
-        t.mat("G_PRM_WV", 0, true, w.w(&p.att.wv)?);
-        t.mat("G_PRM_WO", 0, true, w.w(&p.att.wo)?);
-        t.vec("G_PRM_N2", 0, true, w.v(&p.n2)?);
-        t.mat("G_PRM_W1", 0, true, w.w(&p.ffn.w1)?);
-        t.mat("G_PRM_W2", 0, true, w.w(&p.ffn.w2)?);
-        t.vec("G_PRM_N3", 0, true, w.v(&p.n3)?);
-        t.mat("G_PRM_O1", 0, true, w.w(&p.w_out1)?);
-        t.vec("G_PRM_B1", 0, true, w.v(&p.b_out1)?);
-        t.mat("G_PRM_O2", 0, true, w.w(&p.w_out2)?);
-        t.vec("G_PRM_B2", 0, true, w.v(&p.b_out2)?);
+        const ATTENTION: [&str; 13] = [
+            "G_PRM_N1", "G_PRM_WQ", "G_PRM_WK", "G_PRM_WV", "G_PRM_WO", "G_PRM_N2", "G_PRM_W1",
+            "G_PRM_W2", "G_PRM_N3", "G_PRM_O1", "G_PRM_B1", "G_PRM_O2", "G_PRM_B2",
+        ];
+        match p {
+            PrmGraph::Attention(p) => {
+                t.mat("G_PRM_Q", 0, true, w.w(&p.query)?);
+                t.vec("G_PRM_N1", 0, true, w.v(&p.n1)?);
+                // wq, wk, wv adjacent: the kernels step from one to the next by 3 words
+                t.mat("G_PRM_WQ", 0, true, w.w(&p.att.wq)?);
+                t.mat("G_PRM_WK", 0, true, w.w(&p.att.wk)?);
+                t.mat("G_PRM_WV", 0, true, w.w(&p.att.wv)?);
+                t.mat("G_PRM_WO", 0, true, w.w(&p.att.wo)?);
+                t.vec("G_PRM_N2", 0, true, w.v(&p.n2)?);
+                t.mat("G_PRM_W1", 0, true, w.w(&p.ffn.w1)?);
+                t.mat("G_PRM_W2", 0, true, w.w(&p.ffn.w2)?);
+                t.vec("G_PRM_N3", 0, true, w.v(&p.n3)?);
+                t.mat("G_PRM_O1", 0, true, w.w(&p.w_out1)?);
+                t.vec("G_PRM_B1", 0, true, w.v(&p.b_out1)?);
+                t.mat("G_PRM_O2", 0, true, w.w(&p.w_out2)?);
+                t.vec("G_PRM_B2", 0, true, w.v(&p.b_out2)?);
+                t.unused(&["G_PRM_DW", "G_PRM_DB", "G_PRM_NB"]);
+            }
+            PrmGraph::Dense(p) => {
+                t.mat("G_PRM_Q", 0, true, w.w(&p.node)?);
+                t.mat("G_PRM_DW", 0, true, w.w(&p.w)?);
+                t.vec("G_PRM_DB", 0, true, w.v(&p.b)?);
+                t.vec("G_PRM_NB", 0, true, w.v(&p.node_bias)?);
+                t.unused(&ATTENTION);
+            }
+        }
         t.at("G_ENC", 0, true);
         for (i, layer) in e.layers.iter().enumerate() {
             let (base, r) = (t.words.len(), i == 0);

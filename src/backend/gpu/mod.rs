@@ -60,7 +60,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::bundle::arch::Weight;
 use crate::bundle::onnx::{ElemType, Initializer};
-use crate::bundle::{Architecture, Bundle, Catalog, Manifest, Numeric, PrmQuery};
+use crate::bundle::{Architecture, Bundle, Catalog, Manifest, Numeric, PrmGraph, PrmQuery};
 use crate::error::{err, Result};
 use crate::search::{Scorer, SearchConfig};
 

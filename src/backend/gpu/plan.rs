@@ -170,7 +170,8 @@ impl Plan {
         let ex = act.take(h * d);
         let qkv = act.take(2 * h * 3 * hd);
         let cross = act.take(g.dec_layers * 2 * h * hd);
-        let pkv = act.take(2 * h * pd);
+        // the PRM's keys and values of the memory, or the dense PRM's user state [d]
+        let pkv = act.take((2 * h * pd).max(d));
         let cache = act.take(2 * kb * beam_cache);
         let logp = act.take(kb * c);
         let slots = kb * c;

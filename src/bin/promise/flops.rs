@@ -49,7 +49,12 @@ pub fn per_request(m: &Manifest, cfg: &SearchConfig) -> Macs {
         dec_layers * per_layer + if with_mem_kv { mem_kv } else { 0 } + rows * head_tokens * d * c
     };
     let prm_kv = 2 * h * d * pd;
+    let dense = m.dims.prm_kind == promise_rt::bundle::PrmKind::Dense;
     let prm = |rows: u64, with_kv: bool| {
+        if dense {
+            // u = memory[H - 1] @ w once, one dot product per node
+            return rows * d + if with_kv { d * d } else { 0 };
+        }
         rows * (2 * d * pd + 2 * h * pd + 2 * d * pff + d * d + d)
             + if with_kv { prm_kv } else { 0 }
     };

@@ -31,11 +31,11 @@ use std::sync::Arc;
 
 use super::kernels::{self, Isa};
 use crate::backend::checks;
-use crate::bundle::{Bundle, Manifest, PrmQuery};
+use crate::bundle::{Bundle, Manifest, PrmGraph, PrmQuery};
 use crate::error::Result;
 use crate::search::{Scorer, SearchConfig};
 
-use weights::{DecLayer, EncLayer, Prm, Table};
+use weights::{DecLayer, DensePrm, EncLayer, Prm, PrmWeights, Table};
 
 /// The model's weights in f32, shared by all sessions.
 pub struct FusedModel {
@@ -51,7 +51,7 @@ pub struct FusedModel {
     dec: Vec<DecLayer>,
     dec_norm: Vec<f32>, // [d]
     head: Vec<f32>,     // [L, d, C]
-    prm: Prm,
+    prm: PrmWeights,
 }
 
 impl std::fmt::Debug for FusedModel {
@@ -67,7 +67,12 @@ impl FusedModel {
     pub fn load(bundle: &Bundle, isa: Isa) -> Result<FusedModel> {
         let m = bundle.manifest().clone();
         let a = bundle.architecture();
-        let mut t = Table::load(bundle, &[&a.prm.query])?;
+        // the PRM's node table is kept as stored (it grows with the catalog)
+        let node_table = match &a.prm {
+            PrmGraph::Attention(p) => &p.query,
+            PrmGraph::Dense(p) => &p.node,
+        };
+        let mut t = Table::load(bundle, &[node_table])?;
         let enc = a
             .encoder
             .layers
@@ -103,25 +108,32 @@ impl FusedModel {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let p = &a.prm;
-        let prm = Prm {
-            query: t.rows(&p.query)?,
-            path: match p.query_kind {
-                PrmQuery::Node => None,
-                _ => Some((bundle.catalog().clone(), a.max_codebook)),
-            },
-            n1: t.w(&p.n1)?,
-            wq: t.w(&p.att.wq)?,
-            wkv: t.concat(&[&p.att.wk, &p.att.wv])?,
-            wo: t.w(&p.att.wo)?,
-            n2: t.w(&p.n2)?,
-            w1: t.w(&p.ffn.w1)?,
-            w2: t.w(&p.ffn.w2)?,
-            n3: t.w(&p.n3)?,
-            w_out1: t.w(&p.w_out1)?,
-            b_out1: t.w(&p.b_out1)?,
-            w_out2: t.w(&p.w_out2)?,
-            b_out2: t.w(&p.b_out2)?,
+        let prm = match &a.prm {
+            PrmGraph::Dense(p) => PrmWeights::Dense(DensePrm {
+                w: t.w(&p.w)?,
+                b: t.w(&p.b)?,
+                node: t.rows(&p.node)?,
+                node_bias: t.w(&p.node_bias)?,
+            }),
+            PrmGraph::Attention(p) => PrmWeights::Attention(Box::new(Prm {
+                query: t.rows(&p.query)?,
+                path: match p.query_kind {
+                    PrmQuery::Node => None,
+                    _ => Some((bundle.catalog().clone(), a.max_codebook)),
+                },
+                n1: t.w(&p.n1)?,
+                wq: t.w(&p.att.wq)?,
+                wkv: t.concat(&[&p.att.wk, &p.att.wv])?,
+                wo: t.w(&p.att.wo)?,
+                n2: t.w(&p.n2)?,
+                w1: t.w(&p.ffn.w1)?,
+                w2: t.w(&p.ffn.w2)?,
+                n3: t.w(&p.n3)?,
+                w_out1: t.w(&p.w_out1)?,
+                b_out1: t.w(&p.b_out1)?,
+                w_out2: t.w(&p.w_out2)?,
+                b_out2: t.w(&p.b_out2)?,
+            })),
         };
         let (e, d) = (&a.encoder, &a.decoder);
         Ok(FusedModel {
@@ -169,6 +181,8 @@ impl FusedModel {
                 .map(|_| z(h * 2 * hd))
                 .collect::<Result<_>>()?,
             prm_kv: z(h * 2 * pd)?,
+            pu: z(d)?,
+            scratch_d: z(d)?,
             dx: z(kb * d)?,
             dqkv: z(kb * 3 * hd)?,
             dq: z(kb * hd)?,
@@ -219,6 +233,8 @@ struct Buffers {
     ff: Vec<f32>,                // [max rows, max(ff, pff)] FFN hidden
     cross_kv: Vec<Vec<f32>>,     // per decoder layer [H, 2 hd] the memory's k | v
     prm_kv: Vec<f32>,            // [H, 2 pd] the memory's k | v for the PRM
+    pu: Vec<f32>,                // [d] the dense PRM's user state
+    scratch_d: Vec<f32>,         // [d] its input row
     dx: Vec<f32>,                // [K', d] decoder residual stream of the new tokens
     dqkv: Vec<f32>,              // [K', 3 hd] their self-attention q | k | v
     dq: Vec<f32>,                // [K', hd] their cross-attention queries

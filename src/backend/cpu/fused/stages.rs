@@ -2,6 +2,7 @@
 //! the decoder at one level with its key/value cache, the PRM.
 
 use super::kernels::{attend, attend_rows, log_softmax, matmul, rmsnorm, Epilogue, Isa, NEG};
+use super::weights::PrmWeights;
 use super::{Buffers, FusedModel};
 use crate::error::{err, Result};
 
@@ -115,16 +116,30 @@ impl Buffers {
                 Epilogue::default(),
             );
         }
-        let xn = (&self.xn[..], d);
-        matmul(
-            isa,
-            xn,
-            n,
-            &model.prm.wkv,
-            (d, 2 * pd),
-            (&mut self.prm_kv, 2 * pd),
-            Epilogue::default(),
-        );
+        match &model.prm {
+            PrmWeights::Attention(p) => matmul(
+                isa,
+                (&self.xn[..], d),
+                n,
+                &p.wkv,
+                (d, 2 * pd),
+                (&mut self.prm_kv, 2 * pd),
+                Epilogue::default(),
+            ),
+            PrmWeights::Dense(p) => {
+                // u = memory[H - 1] * mask[H - 1] @ w + b (the memory's row H - 1 is
+                // xn's row n - 1; a history of padding only has mask 0 there: u = b)
+                let last = &mut self.scratch_d;
+                for (o, &x) in last.iter_mut().zip(&self.xn[(n - 1) * d..n * d]) {
+                    *o = x * mask[h - 1];
+                }
+                let ep = Epilogue {
+                    bias: Some(&p.b),
+                    ..Epilogue::default()
+                };
+                matmul(isa, (&last[..], d), 1, &p.w, (d, d), (&mut self.pu, d), ep);
+            }
+        }
         self.encoded = true;
         self.cached_level = None;
         Ok(())
@@ -390,11 +405,23 @@ impl Buffers {
         let isa = model.isa;
         let (d, dh) = (m.dims.d_model, m.dims.head_dim);
         let (ph, pff) = (m.dims.prm_heads, m.dims.prm_ff);
-        let p = &model.prm;
         if !self.encoded {
             return Err(err!(Backend, "score called before encode"));
         }
         let rows = nodes.len(); // checked by the caller (backend::checks)
+        let p = match &model.prm {
+            PrmWeights::Attention(p) => p,
+            PrmWeights::Dense(p) => {
+                let row = &mut self.px[..d];
+                for (&node, o) in nodes.iter().zip(out.iter_mut()) {
+                    let n = node as usize;
+                    p.node.row(n, row);
+                    let s: f32 = row.iter().zip(&self.pu).map(|(a, b)| a * b).sum();
+                    *o = s + p.node_bias[n];
+                }
+                return Ok(());
+            }
+        };
         for (r, &node) in nodes.iter().enumerate() {
             let q = &mut self.px[r * d..(r + 1) * d];
             match &p.path {

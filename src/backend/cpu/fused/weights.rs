@@ -249,6 +249,21 @@ pub(super) struct DecLayer {
     pub(super) w2: Vec<f32>,        // [ff, d]
 }
 
+/// The PRM's weights, of the bundle's kind (`model.prm_kind`).
+pub(super) enum PrmWeights {
+    Attention(Box<Prm>),
+    Dense(DensePrm),
+}
+
+/// `model.prm_kind: "dense"`: `u = memory[H - 1] * mask[H - 1] @ w + b`,
+/// `score = <u, node[n]> + node_bias[n]`.
+pub(super) struct DensePrm {
+    pub(super) w: Vec<f32>,         // [d, d]
+    pub(super) b: Vec<f32>,         // [d]
+    pub(super) node: RowTable,      // [num_nodes, d], as stored
+    pub(super) node_bias: Vec<f32>, // [num_nodes]
+}
+
 pub(super) struct Prm {
     pub(super) query: RowTable, // prm.node_emb or prm.path_emb, as stored
     /// `model.prm_query: "path"`: the catalog (each node's path) and C (the path rows'
