@@ -196,8 +196,11 @@ mod tests {
         let e = check_session(&m, &SearchConfig::plain(1, 1)).unwrap_err();
         assert_eq!(e.code(), ErrorCode::Limits, "{e}");
         assert!(e.to_string().contains("multiply-adds"), "{e}");
-        // products past 64 bits are an error, not a wrap
+        // products past 64 bits are an error, not a wrap (the attention PRM's widths
+        // count too; the shipped bundle's dense PRM has none)
         let m = manifest(|v| {
+            v["model"]["prm_kind"] = "attention".into();
+            v["model"]["prm_heads"] = 4.into();
             for f in [
                 "d_model",
                 "heads",
