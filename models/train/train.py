@@ -128,13 +128,27 @@ class Chunks:
         return x, m, y
 
 
-def causal_loss(model, sids_t, hist, mask, target):
-    """Mean next-token loss over every real position and level (causal encoder)."""
+def causal_loss(model, sids_t, hist, mask, target, dense=None):
+    """Mean next-token loss over every real position and level (causal encoder); with
+    `dense` = (trie paths [items, L], level bounds), also the dense PRM's loss on the same
+    memory (full softmax per level over that level's trie nodes, `--dense-aux`)."""
     mem = model.gen.encode(sids_t[hist], mask)                # [B,P,d]
     tgt = sids_t[target]                                      # [B,P,L]
     logp = model.gen.decode_all(mem, mask, tgt)               # [B,P,L,C]
     nll = -logp.gather(3, tgt[..., None])[..., 0].sum(2)      # [B,P]
-    return (nll * mask).sum() / (mask.sum() * tgt.shape[2])
+    gen = (nll * mask).sum() / (mask.sum() * tgt.shape[2])
+    if dense is None:
+        return gen, 0.0
+    path_t, bounds = dense
+    u = model.prm.user(mem)                                   # [B,P,d]
+    nodes = path_t[target]                                    # [B,P,L]
+    aux = 0.0
+    for b, (lo, hi) in enumerate(bounds):
+        logits = u @ model.prm.node[lo:hi].T + model.prm.node_bias[lo:hi]
+        ce = torch.nn.functional.cross_entropy(logits.reshape(-1, hi - lo), (nodes[..., b] - lo).reshape(-1),
+                                               reduction="none").reshape(mask.shape)
+        aux = aux + (ce * mask).sum() / mask.sum()
+    return gen, aux
 
 
 def losses(model, trie_t, sids_t, level_start, hist, mask, target, n_neg, rng):
@@ -190,6 +204,10 @@ def main():
     ap.add_argument("--out", default=None)
     ap.add_argument("--sids", default="sids.npy", help="the SID table in WORK (prepare.py --out)")
     ap.add_argument("--curve-dir", default="models/results")
+    ap.add_argument("--dense-aux", type=float, default=0.0,
+                    help="--causal: also train a dense PRM head (model.DensePRM) on the encoder's memory, "
+                         "this weight on its loss: the encoder learns a dense next-item signal too")
+    ap.add_argument("--init", default=None, help="start from this trained model's generator (WORK/<init>.pt)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -201,7 +219,20 @@ def main():
     trie = Trie(sids)
     cfg = make_config(args.size, sids, trie, history=args.history)
     cfg.causal, cfg.dropout = args.causal, args.dropout
+    if args.dense_aux > 0:
+        cfg.prm_kind = "dense"
     model = Promise(cfg)
+    if args.init and not os.path.exists(os.path.join(args.work, f"{out}.ckpt")):
+        init = torch.load(os.path.join(args.work, f"{args.init}.pt"))
+        model.gen.load_state_dict({k[4:]: v for k, v in init.items() if k.startswith("gen.")})
+        if args.dense_aux > 0 and "prm.node" in init:      # a train_dense_prm.py model: its head too
+            model.prm.load_state_dict({k[4:]: v for k, v in init.items() if k.startswith("prm.")})
+        print(f"generator{' and dense PRM' if 'prm.node' in init else ''} from {args.init}", flush=True)
+    dense = None
+    if args.dense_aux > 0:
+        ls = trie.level_start
+        dense = (torch.from_numpy(trie.path.astype(np.int64)),
+                 [(int(ls[b + 1]), int(ls[b + 2])) for b in range(trie.levels)])
     g, r = model.n_params()
     print(f"{args.size}: generator {g} params, prm {r} params ({100 * r / g:.0f}% of generator), H={cfg.history}",
           flush=True)
@@ -211,7 +242,7 @@ def main():
     sids_t = torch.from_numpy(sids.astype(np.int64))
     trie_t = torch.from_numpy(trie.path)
     tables = beam_mod.TrieTables(trie, cfg.cmax)
-    params = model.parameters() if args.prm_weight > 0 else model.gen.parameters()
+    params = model.parameters() if args.prm_weight > 0 or args.dense_aux > 0 else model.gen.parameters()
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     warm = 200
     st = {"epoch": 0, "pos": 0, "step": 0, "seen": 0, "best": -1.0, "best_epoch": 0, "train_seconds": 0.0,
@@ -247,6 +278,7 @@ def main():
             json.dump({"size": args.size, "config": cfg.to_dict(), "sids": args.sids, "windows_seen": st["seen"],
                        "epochs": st["epoch"], "best_epoch": st["best_epoch"], "valid_recall@10": st["best"],
                        "params_generator": g, "params_prm": r, "prm_weight": args.prm_weight,
+                       "dense_aux": args.dense_aux, "init": args.init,
                        "train_seconds": st["train_seconds"], "stopped": reason}, f, indent=1)
         print(f"saved {out}: {reason}", flush=True)
 
@@ -274,9 +306,9 @@ def main():
         while st["pos"] < n_units:
             if args.causal:
                 hist, mask, target = win.batch(groups[st["pos"]])
-                gen = causal_loss(model, sids_t, torch.from_numpy(hist), torch.from_numpy(mask),
-                                  torch.from_numpy(target))
-                prm, accs, step_units, step_seen = 0.0, [], 1, int(mask.sum())
+                gen, prm = causal_loss(model, sids_t, torch.from_numpy(hist), torch.from_numpy(mask),
+                                       torch.from_numpy(target), dense)
+                accs, step_units, step_seen = [], 1, int(mask.sum())
             else:
                 idx = perm[st["pos"]:st["pos"] + args.batch]
                 hist, mask, target = win.batch(idx)
@@ -284,7 +316,10 @@ def main():
                                         torch.from_numpy(hist), torch.from_numpy(mask),
                                         torch.from_numpy(target), args.neg if args.prm_weight > 0 else 0, rng)
                 step_units = step_seen = len(idx)
-            loss = gen + args.prm_weight * prm if args.prm_weight > 0 else gen
+            if args.dense_aux > 0:
+                loss = gen + args.dense_aux * prm
+            else:
+                loss = gen + args.prm_weight * prm if args.prm_weight > 0 else gen
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
