@@ -36,6 +36,10 @@
 //! - **prefix** / **node**: a SID prefix is a node of the trie; node ids are breadth-first.
 //! - **beam** (K'): a prefix kept alive between levels. **candidate** (K+): a prefix the
 //!   PRM scores. **result** (N): a returned item.
+//! - **PRM kind** (manifest `model.prm_kind`, the bundle format in models/README.md):
+//!   `attention`, the paper's (the node's query, cross-attention over E, an MLP), or
+//!   `dense`, what the ML-1M bundles ship (E's row of the latest item, projected, dotted
+//!   with one row per node); every engine runs both.
 //!
 //! ## Features
 //! - `cpu` (default): the CPU backend (`src/backend/cpu/`) with its `Fused` engine
