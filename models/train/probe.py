@@ -26,9 +26,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
 import beam as beam_mod  # noqa: E402
-import data as data_mod  # noqa: E402
-from model import load_trained  # noqa: E402
-from train_dense_prm import chunks, encode_all  # noqa: E402
+from train_dense_prm import chunks, encode_all, load_frozen  # noqa: E402
 
 
 def main():
@@ -41,13 +39,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model, info = load_trained(args.work, args.gen)
-    gen, cfg = model.gen.eval(), model.cfg
-    for p in gen.parameters():
-        p.requires_grad_(False)
-    ds = data_mod.load(args.data)
-    sids = np.load(os.path.join(args.work, info.get("sids", "sids.npy")))
-    sids_t = torch.from_numpy(sids.astype(np.int64))
+    _model, _info, gen, cfg, ds, sids, sids_t = load_frozen(args.work, args.gen, args.data)
     H, d, n_items = cfg.history, cfg.d, sids.shape[0]
     t0 = time.time()
     mem, tgt = encode_all(gen, chunks(ds.seqs, H), H, sids_t)

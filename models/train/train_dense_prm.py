@@ -71,6 +71,18 @@ def encode_all(gen, ch, H, sids_t):
     return torch.cat(mems), torch.cat(tgts)
 
 
+def load_frozen(work, gen_name, data_dir):
+    """The trained model `gen_name` with its generator frozen (eval mode, no gradients), the
+    dataset and its SID table: (model, info, gen, cfg, ds, sids, sids_t)."""
+    model, info = load_trained(work, gen_name)
+    gen, cfg = model.gen.eval(), model.cfg
+    for p in gen.parameters():
+        p.requires_grad_(False)
+    ds = data_mod.load(data_dir)
+    sids = np.load(os.path.join(work, info.get("sids", "sids.npy")))
+    return model, info, gen, cfg, ds, sids, torch.from_numpy(sids.astype(np.int64))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", required=True)
@@ -89,13 +101,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model, info = load_trained(args.work, args.gen)
-    gen, cfg = model.gen.eval(), model.cfg
-    for p in gen.parameters():
-        p.requires_grad_(False)
-    ds = data_mod.load(args.data)
-    sids = np.load(os.path.join(args.work, info.get("sids", "sids.npy")))
-    sids_t = torch.from_numpy(sids.astype(np.int64))
+    model, info, gen, cfg, ds, sids, sids_t = load_frozen(args.work, args.gen, args.data)
     trie = Trie(sids)
     tables = beam_mod.TrieTables(trie, cfg.cmax)
     path_t = torch.from_numpy(trie.path.astype(np.int64))           # [items, L] node ids
