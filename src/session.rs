@@ -213,7 +213,9 @@ impl Model {
         config.validate()?;
         let bundle = &self.inner.bundle;
         crate::limits::check_session(bundle.manifest(), &config)?;
-        let searcher = Searcher::new(config, bundle.catalog(), bundle.manifest().history)?;
+        let m = bundle.manifest();
+        let searcher =
+            Searcher::with_item_column(config, bundle.catalog(), m.history, m.dims.encoder_item)?;
         let backend = match &self.inner.backend {
             BackendModel::Never(n) => match *n {},
             #[cfg(feature = "cpu")]

@@ -11,6 +11,8 @@ import math
 import numpy as np
 import torch
 
+from model import enc_table
+
 
 class TrieTables:
     """child[node, code] = child node id or -1, as a torch tensor; leaf -> item."""
@@ -44,7 +46,7 @@ def search(gen, tables, seqs, sids_t, beams=16, results=10):
     """Top `results` items per history (plain beam search): LongTensor [B, results]."""
     cfg = gen.cfg
     L, H = cfg.levels, cfg.history
-    codes, mask = history_batch(seqs, H, sids_t)
+    codes, mask = history_batch(seqs, H, enc_table(cfg, sids_t))
     B = len(seqs)
     mem = gen.encode(codes, mask)                                   # [B,H,d]
     node = torch.zeros(B, 1, dtype=torch.long)                      # [B,K]

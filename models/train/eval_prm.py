@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 import beam as beam_mod  # noqa: E402
 import data as data_mod  # noqa: E402
-from model import PRM, load_trained  # noqa: E402
+from model import PRM, enc_table, load_trained  # noqa: E402
 from train_prm import PathQuery, StateQuery, score  # noqa: E402
 from trie import Trie  # noqa: E402
 
@@ -120,7 +120,7 @@ def main():
             rec, ndcg = 0.0, 0.0
             for b in range(0, len(rows), 256):
                 chunk = rows[b:b + 256]
-                codes, mask = beam_mod.history_batch([h for h, _ in chunk], cfg.history, sids_t)
+                codes, mask = beam_mod.history_batch([h for h, _ in chunk], cfg.history, enc_table(cfg, sids_t))
                 mem = gen.encode(codes, mask)
                 seen = torch.zeros(len(chunk), n_items, dtype=torch.bool)
                 for i, (h, _) in enumerate(chunk):

@@ -83,10 +83,15 @@ def path_table(node_emb: np.ndarray, trie: Trie, width: int) -> np.ndarray:
     return table
 
 
+def enc_sizes(cfg):
+    """The range of each encoder input column: the codebooks, then (cfg.item_ids) the items."""
+    return list(cfg.codebook) + ([cfg.item_ids] if cfg.item_ids else [])
+
+
 def export_graphs(model: Promise, cfg: Config, d: str, path_emb=None, trie=None):
     H, L = cfg.history, cfg.levels
     g = torch.Generator().manual_seed(1)
-    codes = torch.stack([torch.randint(0, c, (1, H), generator=g) for c in cfg.codebook], -1)
+    codes = torch.stack([torch.randint(0, c, (1, H), generator=g) for c in enc_sizes(cfg)], -1)
     mask = torch.ones(1, H)
     mask[0, :3] = 0
     with torch.no_grad():
@@ -215,7 +220,7 @@ def check_against_torch(model: Promise, cfg: Config, d: str, seed: int, trie=Non
     PRM graph is the path form, checked against the torch PRM's node table."""
     rng = np.random.default_rng(seed)
     H, L = cfg.history, cfg.levels
-    codes = np.stack([rng.integers(0, c, (1, H)) for c in cfg.codebook], -1).astype(np.int64)
+    codes = np.stack([rng.integers(0, c, (1, H)) for c in enc_sizes(cfg)], -1).astype(np.int64)
     mask = np.ones((1, H), np.float32)
     mask[0, : rng.integers(0, H - 1)] = 0
     k = 5
@@ -275,6 +280,8 @@ def write_manifest(d, cfg: Config, trie: Trie, fmt, meta, prm_query="node"):
         man["model"]["prm_heads"], man["model"]["prm_ff"] = cfg.prm_heads, cfg.prm_ff
     if getattr(cfg, "causal", False):
         man["model"]["encoder_attention"] = "causal"
+    if getattr(cfg, "item_ids", 0):
+        man["model"]["encoder_input"] = "codes_and_item"   # an item column after the codes
     if prm_query != "node":
         man["model"]["prm_query"] = prm_query
     with open(os.path.join(d, "manifest.json"), "w") as f:

@@ -127,6 +127,9 @@ class Config:
         self.dropout = kw.get("dropout", 0.0)    # training only
         self.prm_head = kw.get("prm_head", "mlp")  # PRM output: "mlp" or "dot" (PRM.__init__)
         self.prm_kind = kw.get("prm_kind", "attention")  # or "dense" (DensePRM)
+        # > 0: the encoder's token also adds a per-item embedding (manifest
+        # model.encoder_input "codes_and_item"): the item is a column after its L codes
+        self.item_ids = kw.get("item_ids", 0)
 
     @property
     def cmax(self):
@@ -142,12 +145,21 @@ class Config:
         return cfg
 
 
+def enc_table(cfg, sids_t):
+    """The encoder's input columns per item [items, L(+1)]: its L codes, then (cfg.item_ids)
+    its own index. Index it with history item ids to get Generator.encode's codes."""
+    if not cfg.item_ids or sids_t.shape[1] == cfg.levels + 1:   # idempotent
+        return sids_t
+    return torch.cat([sids_t, torch.arange(len(sids_t), dtype=sids_t.dtype)[:, None]], 1)
+
+
 class Generator(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
         self.cfg = cfg
         d, L, C = cfg.d, cfg.levels, cfg.cmax
-        self.enc_code_emb = nn.Parameter(torch.randn(L * C, d) * 0.1)
+        # rows l*C + code, then (cfg.item_ids) L*C + item
+        self.enc_code_emb = nn.Parameter(torch.randn(L * C + cfg.item_ids, d) * 0.1)
         self.enc_pos = nn.Parameter(torch.randn(cfg.history, d) * 0.1)
         p = cfg.dropout
         self.emb_drop = nn.Dropout(p)
@@ -161,6 +173,8 @@ class Generator(nn.Module):
         self.head = nn.Parameter(torch.randn(L, d, C) / math.sqrt(d))
         offs = torch.arange(L) * C
         self.register_buffer("offsets", offs, persistent=False)
+        enc_offs = torch.arange(L + (1 if cfg.item_ids else 0)) * C
+        self.register_buffer("enc_offsets", enc_offs, persistent=False)
         lm = torch.zeros(L, C)
         for l, c in enumerate(cfg.codebook):
             lm[l, c:] = NEG
@@ -185,9 +199,9 @@ class Generator(nn.Module):
         return bias
 
     def encode(self, codes, mask):
-        # codes [B,H',L] int64, mask [B,H'] f32; H' <= H (the last H' positions)
+        # codes [B,H',L(+1)] int64 (enc_table), mask [B,H'] f32; H' <= H (the last H' positions)
         n = codes.shape[1]
-        x = self.emb_drop(self.enc_code_emb[codes + self.offsets].sum(2) + self.enc_pos[self.cfg.history - n:])
+        x = self.emb_drop(self.enc_code_emb[codes + self.enc_offsets].sum(2) + self.enc_pos[self.cfg.history - n:])
         bias = self.enc_bias(mask)
         for layer in self.enc:
             x = layer(x, bias)

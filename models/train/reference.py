@@ -106,9 +106,12 @@ def search(rb: RefBundle, history, beams: int, candidates: int, results: int, pr
         raise ValueError("empty history")
     recent = list(history)[-H:]
     n = len(recent)
-    codes = np.zeros((1, H, L), np.int64)
+    item_col = rb.man["model"].get("encoder_input", "codes") == "codes_and_item"
+    codes = np.zeros((1, H, L + item_col), np.int64)
     mask = np.zeros((1, H), np.float32)
-    codes[0, H - n:] = rb.item_codes[recent]
+    codes[0, H - n:, :L] = rb.item_codes[recent]
+    if item_col:                                   # the item's own index after its codes
+        codes[0, H - n:, L] = recent
     mask[0, H - n:] = 1.0
     seen_leaves = np.unique(rb.item_leaf[np.asarray(history, np.int64)])
 

@@ -3,6 +3,7 @@ shape, exported exactly like the trained models (export.py). For tests and bench
 what the data cannot give: very wide codebooks, large catalogs.
 
 python synth.py --items 4000 --codebook 65535,4 --out tests/data/wide [--numeric int8]
+python synth.py --items 600 --codebook 16,16,8 --history 24 --causal --item-ids --out tests/data/causal
 python synth.py --items 1000000 --codebook 256,256,256,256 --d 64 --heads 4 --ff 256 --layers 2 \
     --history 20 --numeric int8 --prm-query path --promise --out WORK/scale/1000000   (benches/scale.sh)
 """
@@ -52,6 +53,8 @@ def main():
     ap.add_argument("--layers", type=int, default=1, help="encoder and decoder layers each")
     ap.add_argument("--promise", action="store_true", help="also write OUT.promise (the one-file bundle)")
     ap.add_argument("--causal", action="store_true", help="a causal encoder (as the trained models)")
+    ap.add_argument("--item-ids", action="store_true",
+                    help="the encoder also reads an embedding per item (model.encoder_input \"codes_and_item\")")
     ap.add_argument("--prm-query", default="node", choices=["node", "path"],
                     help="path: the PRM's query as per-level code rows (no per-node table)")
     ap.add_argument("--seed", type=int, default=0)
@@ -63,7 +66,7 @@ def main():
     trie = Trie(sids)
     cfg = Config(levels=len(codebook), codebook=codebook, history=args.history, num_nodes=trie.num_nodes,
                  d=args.d, heads=args.heads, ff=args.ff, enc_layers=args.layers, dec_layers=args.layers,
-                 causal=args.causal)
+                 causal=args.causal, item_ids=args.items if args.item_ids else 0)
     model = Promise(cfg).eval()
     with torch.no_grad():
         # untrained norm gains are all ones: the ONNX exporter would merge identical

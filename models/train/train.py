@@ -29,7 +29,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(__file__))
 import data as data_mod  # noqa: E402
 import beam as beam_mod  # noqa: E402
-from model import Config, Promise  # noqa: E402
+from model import Config, Promise, enc_table  # noqa: E402
 from trie import Trie  # noqa: E402
 
 SIZES = {
@@ -132,7 +132,7 @@ def causal_loss(model, sids_t, hist, mask, target, dense=None):
     """Mean next-token loss over every real position and level (causal encoder); with
     `dense` = (trie paths [items, L], level bounds), also the dense PRM's loss on the same
     memory (full softmax per level over that level's trie nodes, `--dense-aux`)."""
-    mem = model.gen.encode(sids_t[hist], mask)                # [B,P,d]
+    mem = model.gen.encode(enc_table(model.cfg, sids_t)[hist], mask)   # [B,P,d]
     tgt = sids_t[target]                                      # [B,P,L]
     logp = model.gen.decode_all(mem, mask, tgt)               # [B,P,L,C]
     nll = -logp.gather(3, tgt[..., None])[..., 0].sum(2)      # [B,P]
@@ -154,7 +154,7 @@ def causal_loss(model, sids_t, hist, mask, target, dense=None):
 def losses(model, trie_t, sids_t, level_start, hist, mask, target, n_neg, rng):
     cfg = model.cfg
     L = cfg.levels
-    codes = sids_t[hist]                          # [B,H,L]
+    codes = enc_table(cfg, sids_t)[hist]          # [B,H,L(+1)]
     mem = model.gen.encode(codes, mask)
     tgt = sids_t[target]                          # [B,L]
     logp = model.gen.decode(mem, mask, tgt[:, :-1])
@@ -207,6 +207,13 @@ def main():
     ap.add_argument("--dense-aux", type=float, default=0.0,
                     help="--causal: also train a dense PRM head (model.DensePRM) on the encoder's memory, "
                          "this weight on its loss: the encoder learns a dense next-item signal too")
+    ap.add_argument("--item-ids", action="store_true",
+                    help="the encoder's token also adds a per-item embedding (manifest model.encoder_input "
+                         "\"codes_and_item\"), not only the item's code embeddings")
+    ap.add_argument("--item-init", default=None,
+                    help="--item-ids: start the item rows (and, with --dense-aux, the dense PRM's node rows: "
+                         "a leaf is its item, an inner node the mean of its items) from these item "
+                         "embeddings in WORK, e.g. sasrec_items.npy (sasrec.py)")
     ap.add_argument("--init", default=None, help="start from this trained model's generator (WORK/<init>.pt)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -221,7 +228,23 @@ def main():
     cfg.causal, cfg.dropout = args.causal, args.dropout
     if args.dense_aux > 0:
         cfg.prm_kind = "dense"
+    if args.item_ids:
+        cfg.item_ids = int(sids.shape[0])
     model = Promise(cfg)
+    if args.item_init and not os.path.exists(os.path.join(args.work, f"{out}.ckpt")):
+        emb = torch.from_numpy(np.load(os.path.join(args.work, args.item_init))).float()
+        emb = emb * (0.1 / emb.std())                       # the code rows' scale
+        with torch.no_grad():
+            model.gen.enc_code_emb[cfg.levels * cfg.cmax:] = emb
+            if args.dense_aux > 0:
+                path = torch.from_numpy(trie.path.astype(np.int64))   # [items, L] node ids
+                node = torch.zeros(trie.num_nodes, cfg.d)
+                cnt = torch.zeros(trie.num_nodes)
+                for b in range(cfg.levels):
+                    node.index_add_(0, path[:, b], emb)
+                    cnt.index_add_(0, path[:, b], torch.ones(len(emb)))
+                model.prm.node.copy_(node / cnt.clamp(min=1)[:, None])
+        print(f"item rows from {args.item_init}", flush=True)
     if args.init and not os.path.exists(os.path.join(args.work, f"{out}.ckpt")):
         init = torch.load(os.path.join(args.work, f"{args.init}.pt"))
         model.gen.load_state_dict({k[4:]: v for k, v in init.items() if k.startswith("gen.")})
@@ -278,7 +301,7 @@ def main():
             json.dump({"size": args.size, "config": cfg.to_dict(), "sids": args.sids, "windows_seen": st["seen"],
                        "epochs": st["epoch"], "best_epoch": st["best_epoch"], "valid_recall@10": st["best"],
                        "params_generator": g, "params_prm": r, "prm_weight": args.prm_weight,
-                       "dense_aux": args.dense_aux, "init": args.init,
+                       "dense_aux": args.dense_aux, "init": args.init, "item_init": args.item_init,
                        "train_seconds": st["train_seconds"], "stopped": reason}, f, indent=1)
         print(f"saved {out}: {reason}", flush=True)
 

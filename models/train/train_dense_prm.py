@@ -38,7 +38,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(__file__))
 import beam as beam_mod  # noqa: E402
 import data as data_mod  # noqa: E402
-from model import DensePRM, load_trained  # noqa: E402
+from model import DensePRM, enc_table, load_trained  # noqa: E402
 from train_prm import pools  # noqa: E402
 from trie import Trie  # noqa: E402
 
@@ -73,14 +73,15 @@ def encode_all(gen, ch, H, sids_t):
 
 def load_frozen(work, gen_name, data_dir):
     """The trained model `gen_name` with its generator frozen (eval mode, no gradients), the
-    dataset and its SID table: (model, info, gen, cfg, ds, sids, sids_t)."""
+    dataset, its SID table and the encoder's input table (model.enc_table): (model, info,
+    gen, cfg, ds, sids, enc_t)."""
     model, info = load_trained(work, gen_name)
     gen, cfg = model.gen.eval(), model.cfg
     for p in gen.parameters():
         p.requires_grad_(False)
     ds = data_mod.load(data_dir)
     sids = np.load(os.path.join(work, info.get("sids", "sids.npy")))
-    return model, info, gen, cfg, ds, sids, torch.from_numpy(sids.astype(np.int64))
+    return model, info, gen, cfg, ds, sids, enc_table(cfg, torch.from_numpy(sids.astype(np.int64)))
 
 
 def main():
@@ -109,6 +110,10 @@ def main():
     lo = [int(trie.level_start[b + 1]) for b in range(L)]             # first node of level b+1
     hi = [int(trie.level_start[b + 2]) for b in range(L)]
     prm = DensePRM(cfg.d, trie.num_nodes)
+    from_head = isinstance(model.prm, DensePRM)
+    if from_head:      # a multi-task generator (train.py --dense-aux): start from its head
+        prm.load_state_dict(model.prm.state_dict())
+        print(f"dense head from {args.gen} (trained with its generator)", flush=True)
     opt = torch.optim.Adam(prm.parameters(), lr=args.lr)
     ckpt = os.path.join(args.work, f"{args.out}.ckpt")
     curve = os.path.join(args.curve_dir, f"{args.out}_curve.jsonl")
@@ -149,6 +154,27 @@ def main():
         return {"prm_keeps_true": (kept / n).round(4).tolist(), "gen_keeps_true": (kept_gen / n).round(4).tolist(),
                 "true_in_pool": (n_in / n).round(4).tolist()}
 
+    def keep_if_best(val):
+        """Save the model if `val` is the best mean keep-rate so far; False if not."""
+        keep = float(np.mean(val["prm_keeps_true"]))
+        if keep <= st["best"]:
+            return False
+        st["best"], st["best_epoch"] = keep, st["epoch"]
+        model.prm = prm
+        torch.save(model.state_dict(), os.path.join(args.work, f"{args.out}.pt"))
+        cfg2 = dict(cfg.to_dict(), prm_kind="dense")
+        info2 = dict(info, config=cfg2, params_prm=sum(p.numel() for p in prm.parameters()),
+                     prm_training={"kind": "dense", "epoch": st["epoch"], "valid": val,
+                                   "positions": int(len(tgt))})
+        json.dump(info2, open(os.path.join(args.work, f"{args.out}.json"), "w"), indent=1)
+        return True
+
+    if from_head and st["epoch"] == 0:       # the joint head is epoch 0: fine-tuning must beat it
+        val = validate()
+        print(json.dumps({"epoch": 0, "valid": val}), flush=True)
+        with open(curve, "a") as f:
+            f.write(json.dumps({"epoch": 0, "valid": val}) + "\n")
+        keep_if_best(val)
     while st["epoch"] < args.max_epochs and (st["epoch"] == 0 or st["epoch"] - st["best_epoch"] < args.patience):
         t0 = time.time()
         g = torch.Generator().manual_seed(1000 + st["epoch"])
@@ -173,17 +199,7 @@ def main():
         print(json.dumps(row), flush=True)
         with open(curve, "a") as f:
             f.write(json.dumps(row) + "\n")
-        keep = float(np.mean(val["prm_keeps_true"]))
-        if keep > st["best"]:
-            st["best"], st["best_epoch"] = keep, st["epoch"]
-            model.prm = prm
-            torch.save(model.state_dict(), os.path.join(args.work, f"{args.out}.pt"))
-            cfg2 = dict(cfg.to_dict(), prm_kind="dense")
-            info2 = dict(info, config=cfg2, params_prm=sum(p.numel() for p in prm.parameters()),
-                         prm_training={"kind": "dense", "epoch": st["epoch"], "valid": val,
-                                       "positions": int(len(tgt))})
-            json.dump(info2, open(os.path.join(args.work, f"{args.out}.json"), "w"), indent=1)
-        else:
+        if not keep_if_best(val):
             st["lr_scale"] *= 0.5
             for group in opt.param_groups:
                 group["lr"] = args.lr * st["lr_scale"]

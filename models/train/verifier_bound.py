@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 import beam as beam_mod  # noqa: E402
 import data as data_mod  # noqa: E402
-from model import load_trained  # noqa: E402
+from model import enc_table, load_trained  # noqa: E402
 from sasrec import SASRec, pad_left  # noqa: E402
 from trie import Trie  # noqa: E402
 
@@ -88,7 +88,7 @@ def main():
     for s0 in range(0, len(rows), 256):
         chunk = rows[s0:s0 + 256]
         B = len(chunk)
-        codes, mask = beam_mod.history_batch([h for h, _ in chunk], cfg.history, sids_t)
+        codes, mask = beam_mod.history_batch([h for h, _ in chunk], cfg.history, enc_table(cfg, sids_t))
         mem = gen.encode(codes, mask)
         if probe is None:
             x = torch.from_numpy(pad_left([h for h, _ in chunk], 200))

@@ -17,22 +17,31 @@ pub(crate) mod checks {
     use crate::bundle::Manifest;
     use crate::error::{err, Result};
 
-    /// [`Scorer::encode`](crate::Scorer::encode): `codes` [H * L] with every code inside its
-    /// level's codebook, `mask` [H].
+    /// [`Scorer::encode`](crate::Scorer::encode): `codes` [H * cols]
+    /// ([`Manifest::encoder_columns`]) with every code inside its level's codebook (and an
+    /// item column inside the catalog), `mask` [H].
     pub fn encode(m: &Manifest, codes: &[i64], mask: &[f32]) -> Result<()> {
-        let (h, l) = (m.history, m.levels);
-        if codes.len() != h * l || mask.len() != h {
+        let (h, l, cols) = (m.history, m.levels, m.encoder_columns());
+        if codes.len() != h * cols || mask.len() != h {
             return Err(err!(
                 Backend,
                 "encode got {} codes and {} mask values, expected {} and {h}",
                 codes.len(),
                 mask.len(),
-                h * l
+                h * cols
             ));
         }
         for (i, &code) in codes.iter().enumerate() {
-            let lv = i % l;
-            if code < 0 || code as usize >= m.codebook[lv] {
+            let lv = i % cols;
+            if lv == l {
+                if code < 0 || code as usize >= m.num_items {
+                    return Err(err!(
+                        Backend,
+                        "history item {code} (the encoder's item column) is outside 0..{}",
+                        m.num_items
+                    ));
+                }
+            } else if code < 0 || code as usize >= m.codebook[lv] {
                 return Err(err!(
                     Backend,
                     "history code {code} at level {lv} is outside 0..{}",
@@ -223,8 +232,9 @@ mod tests {
     fn refuses_bad_inputs(what: &str, s: &mut dyn Scorer, bundle: &Bundle, cfg: &SearchConfig) {
         let m = bundle.manifest();
         let (h, l, c) = (m.history, m.levels, m.max_codebook());
+        let cols = m.encoder_columns();
         let (w, kb) = (l - 1, cfg.beam_capacity());
-        let codes = vec![0i64; h * l];
+        let codes = vec![0i64; h * cols];
         let mask = vec![1.0f32; h];
         let code = |r: crate::Result<()>| r.map_err(|e| e.code()).err();
         let mut bad_codes = codes.clone();
@@ -234,6 +244,18 @@ mod tests {
             Some(ErrorCode::Backend),
             "{what}"
         );
+        if cols > l {
+            // the item column: an index past the catalog, or negative
+            for bad in [m.num_items as i64, -1] {
+                let mut bad_item = codes.clone();
+                bad_item[cols * (h - 1) + l] = bad;
+                assert_eq!(
+                    code(s.encode(&bad_item, &mask)),
+                    Some(ErrorCode::Backend),
+                    "{what}: item {bad}"
+                );
+            }
+        }
         assert_eq!(
             code(s.encode(&codes[1..], &mask)),
             Some(ErrorCode::Backend),
@@ -282,9 +304,17 @@ mod tests {
         s.score(&nodes[..2], &mut scores).unwrap();
     }
 
+    /// On the tiny bundle and on one whose encoder also reads an item column
+    /// (tests/data/causal).
     #[test]
     fn every_backend_refuses_the_same_bad_inputs() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny");
+        for dir in ["models/tiny", "tests/data/causal"] {
+            refuses_on(dir);
+        }
+    }
+
+    fn refuses_on(dir: &str) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
         let bundle = Bundle::open(dir).unwrap();
         let cfg = SearchConfig::default();
         let mut engines = vec![crate::CpuEngine::Fused];

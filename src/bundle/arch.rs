@@ -114,11 +114,13 @@ pub struct DecoderLayer {
     pub ffn: Ffn,
 }
 
-/// The encoder graph: token = sum of the item's level-code embeddings + position; layers;
-/// final norm (the memory).
+/// The encoder graph: token = sum of the item's level-code embeddings (and, with an item
+/// column, its item embedding) + position; layers; final norm (the memory).
 #[derive(Clone, Debug)]
 pub struct Encoder {
-    /// `[L * C, d]`, row `level * C + code`.
+    /// `[L * C, d]`, row `level * C + code`; with an item column
+    /// ([`Dims::encoder_item`](super::Dims::encoder_item)) `[L * C + items, d]`, row
+    /// `L * C + item` the item's own embedding.
     pub code_emb: Weight,
     /// `[H, d]`.
     pub pos: Weight,
@@ -244,7 +246,12 @@ impl Architecture {
         };
         let norm = |graph, name: String| w(graph, name, &[d]);
         let encoder = Encoder {
-            code_emb: table(enc, "gen.enc_code_emb", l.saturating_mul(c)),
+            code_emb: table(
+                enc,
+                "gen.enc_code_emb",
+                l.saturating_mul(c)
+                    .saturating_add(if dm.encoder_item { m.num_items } else { 0 }),
+            ),
             pos: w(enc, "gen.enc_pos".into(), &[h, d]),
             layers: (0..dm.encoder_layers)
                 .map(|i| EncoderLayer {

@@ -113,6 +113,8 @@ struct RawModel {
     prm_query: Option<String>,
     #[serde(default)]
     prm_kind: Option<String>,
+    #[serde(default)]
+    encoder_input: Option<String>,
 }
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -150,6 +152,11 @@ pub struct Dims {
     pub prm_query: PrmQuery,
     /// What the PRM is (manifest `model.prm_kind`).
     pub prm_kind: PrmKind,
+    /// The encoder's token also adds a per-item embedding (manifest `model.encoder_input:
+    /// "codes_and_item"`): its input has a column after the L codes, the item's index,
+    /// and `gen.enc_code_emb` a row `L * C + item` per item. Else (`"codes"`, the
+    /// default) the token is the sum of the item's code embeddings only.
+    pub encoder_item: bool,
 }
 
 /// What the PRM computes (manifest `model.prm_kind`; models/README.md).
@@ -205,6 +212,12 @@ impl Manifest {
     /// Largest codebook (the decoder's output width C).
     pub fn max_codebook(&self) -> usize {
         self.codebook.iter().copied().max().unwrap_or(0)
+    }
+
+    /// Columns of the encoder's input per history item: the item's L codes, then its
+    /// index when the encoder reads item embeddings ([`Dims::encoder_item`]).
+    pub fn encoder_columns(&self) -> usize {
+        self.levels + usize::from(self.dims.encoder_item)
     }
 }
 
@@ -450,6 +463,14 @@ fn parse_manifest(text: &str) -> Result<(Manifest, RawManifest)> {
             ))
         }
     };
+    let encoder_item = match m.encoder_input.as_deref() {
+        None | Some("codes") => false,
+        Some("codes_and_item") => true,
+        Some(other) => return Err(err!(
+            Manifest,
+            "manifest model.encoder_input is {other:?}, expected \"codes\" or \"codes_and_item\""
+        )),
+    };
     let manifest = Manifest {
         name: raw.name.clone(),
         dataset: raw.dataset.clone(),
@@ -473,6 +494,7 @@ fn parse_manifest(text: &str) -> Result<(Manifest, RawManifest)> {
             encoder_causal,
             prm_query,
             prm_kind,
+            encoder_item,
         },
     };
     Ok((manifest, raw))
@@ -768,9 +790,10 @@ fn expect_io(
 fn check_graph(bytes: Arc<Bytes>, role: &str, a: &Architecture, m: &Manifest) -> Result<Graph> {
     let what = format!("{role} graph");
     let index = onnx::index(&bytes, &what)?;
-    let (h, l, d, c) = (
+    let (h, l, cols, d, c) = (
         m.history as i64,
         m.levels as i64,
+        m.encoder_columns() as i64,
         m.dims.d_model as i64,
         m.max_codebook() as i64,
     );
@@ -783,7 +806,7 @@ fn check_graph(bytes: Arc<Bytes>, role: &str, a: &Architecture, m: &Manifest) ->
                 (
                     "history_codes",
                     ElemType::I64,
-                    vec![Some(1), Some(h), Some(l)],
+                    vec![Some(1), Some(h), Some(cols)],
                 ),
                 mask,
             ],

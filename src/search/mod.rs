@@ -189,7 +189,9 @@ pub struct Recommendation {
 
 /// What the search needs from a model. Implemented by each backend's session state.
 pub trait Scorer {
-    /// Encode one history: `codes` is [H * L] (row-major, item-major), `mask` `[H]` with 1.0
+    /// Encode one history: `codes` is [H * cols] (row-major, item-major; cols =
+    /// [`Manifest::encoder_columns`](crate::bundle::Manifest::encoder_columns): the item's
+    /// L codes, then its index if the encoder reads item embeddings), `mask` `[H]` with 1.0
     /// for real items. Keeps the encoder output for the next calls.
     fn encode(&mut self, codes: &[i64], mask: &[f32]) -> Result<()>;
     /// Log-probabilities of the level-`level` (0-based) code for `k` prefixes given as
@@ -225,6 +227,7 @@ struct Beam {
 pub struct Searcher {
     cfg: SearchConfig,
     levels: usize,
+    enc_cols: usize, // encoder input columns per item: L codes (+ the item, `item_column`)
     history: usize,
     window: usize, // the last items the encoder reads: H, or fewer (`set_history_window`)
     cmax: usize,
@@ -236,7 +239,7 @@ pub struct Searcher {
     log_probs: Vec<f32>,   // [cap * C] decoder output for the current level
     nodes: Vec<i64>,       // [K+] PRM input
     prm_scores: Vec<f32>,  // [K+] PRM output
-    hist_codes: Vec<i64>,  // [H * L] encoder input
+    hist_codes: Vec<i64>,  // [H * enc_cols] encoder input
     hist_mask: Vec<f32>,   // [H] encoder input
     seen: Vec<u64>,        // bitset over items (deduplicates the history)
     seen_leaves: Vec<u32>, // [min(items, MAX_HISTORY)] the history's leaves, sorted
@@ -258,9 +261,23 @@ impl std::fmt::Debug for Searcher {
 
 impl Searcher {
     /// Validate `cfg` and allocate every buffer for it.
+    /// The encoder reads the item's codes only (`model.encoder_input: "codes"`).
     pub fn new(cfg: SearchConfig, catalog: &Catalog, history: usize) -> Result<Searcher> {
+        Self::with_item_column(cfg, catalog, history, false)
+    }
+
+    /// As [`Searcher::new`]; with `item_column` the encoder input also carries each
+    /// history item's index after its codes
+    /// ([`Dims::encoder_item`](crate::bundle::Dims::encoder_item)).
+    pub fn with_item_column(
+        cfg: SearchConfig,
+        catalog: &Catalog,
+        history: usize,
+        item_column: bool,
+    ) -> Result<Searcher> {
         cfg.validate()?;
         let levels = catalog.levels();
+        let enc_cols = levels + usize::from(item_column);
         let cmax = (0..levels).map(|l| catalog.codebook(l)).max().unwrap_or(1);
         let k = cfg.beam_capacity();
         let items = catalog.num_items();
@@ -269,6 +286,7 @@ impl Searcher {
         Ok(Searcher {
             cfg,
             levels,
+            enc_cols,
             history,
             window: history,
             cmax,
@@ -280,7 +298,7 @@ impl Searcher {
             log_probs: zeros(k * cmax, "the log-probabilities")?,
             nodes: zeros(cfg.candidates, "the PRM input")?,
             prm_scores: zeros(cfg.candidates, "the PRM scores")?,
-            hist_codes: zeros(history * levels, "the history codes")?,
+            hist_codes: zeros(history.saturating_mul(enc_cols), "the history codes")?,
             hist_mask: zeros(history, "the history mask")?,
             seen: zeros(items.div_ceil(64), "the seen-item set")?,
             seen_leaves: with_capacity(items.min(MAX_HISTORY), "the seen leaves")?,
@@ -388,9 +406,9 @@ impl Searcher {
     /// sorted distinct seen leaves.
     pub(crate) fn prepare(&mut self, catalog: &Catalog, history: &[u32]) -> Result<()> {
         Self::check_history(history, self.num_items)?;
-        let (l, h) = (self.levels, self.history);
-        // encoder input: the last H items (or the window's) right-aligned, padding codes 0
-        // with mask 0
+        let (l, h, cols) = (self.levels, self.history, self.enc_cols);
+        // encoder input: the last H items (or the window's) right-aligned, padding codes
+        // (and item) 0 with mask 0
         let n = history.len().min(self.window);
         let recent = &history[history.len() - n..];
         self.hist_codes.fill(0);
@@ -399,7 +417,10 @@ impl Searcher {
             let pos = h - n + j;
             self.hist_mask[pos] = 1.0;
             for lv in 0..l {
-                self.hist_codes[pos * l + lv] = catalog.item_code(item, lv) as i64;
+                self.hist_codes[pos * cols + lv] = catalog.item_code(item, lv) as i64;
+            }
+            if cols > l {
+                self.hist_codes[pos * cols + l] = i64::from(item);
             }
         }
         // the history's distinct leaves, sorted: `unseen` of any node is two binary searches

@@ -132,6 +132,19 @@ fn manifest_problems() {
             "prm.",
         ),
         (
+            "encoder input",
+            Box::new(|v| v["model"]["encoder_input"] = "item_only".into()),
+            ErrorCode::Manifest,
+            "\"item_only\"",
+        ),
+        (
+            // the tiny encoder reads codes only: an item column is not in its graph
+            "item column the graph does not have",
+            Box::new(|v| v["model"]["encoder_input"] = "codes_and_item".into()),
+            ErrorCode::Graph,
+            "history_codes",
+        ),
+        (
             "unknown field",
             Box::new(|v| v["surprise"] = 1.into()),
             ErrorCode::Manifest,
@@ -171,6 +184,24 @@ fn manifest_problems() {
     assert_eq!(open_err(d.path()).code(), ErrorCode::Manifest);
     fs::write(d.path().join("manifest.json"), [0xff, 0xfe, 0x00]).unwrap();
     assert_eq!(open_err(d.path()).code(), ErrorCode::Manifest);
+}
+
+/// An encoder that reads an item column (tests/data/causal, `model.encoder_input:
+/// "codes_and_item"`) opens; declared as reading codes only, its graph's input and its
+/// embedding table disagree with the manifest: a graph error, never a wrong answer.
+#[test]
+fn an_item_column_must_match_the_encoder_graph() {
+    let causal = crate::util::repo().join("tests/data/causal");
+    let b = Bundle::open(&causal).expect("opens");
+    assert!(b.manifest().dims.encoder_item);
+    assert_eq!(b.manifest().encoder_columns(), b.manifest().levels + 1);
+    let d = copy_bundle(&causal);
+    edit_manifest(d.path(), |v| {
+        v["model"].as_object_mut().unwrap().remove("encoder_input");
+    });
+    let e = open_err(d.path());
+    assert_eq!(e.code(), ErrorCode::Graph, "{e}");
+    assert!(e.to_string().contains("history_codes"), "{e}");
 }
 
 /// The shipped bundle's dense PRM (`model.prm_kind: "dense"`) has no heads, no FFN and no

@@ -335,15 +335,16 @@ mod structured {
         #![proptest_config(ProptestConfig::with_cases(48))]
         #[test]
         fn mutated_bundles_fail_cleanly_or_serve_valid_feeds(
-            fields in proptest::collection::vec((0usize..13, number()), 0..4),
+            fields in proptest::collection::vec((0usize..14, number()), 0..4),
             weights in proptest::collection::vec((0usize..3, 0usize..3, 0usize..64), 0..2),
-            kind in 0usize..3,
+            kind in 0usize..4,
         ) {
-            // the tiny bundle (a per-node PRM table), tests/data/path (the path query) or
-            // models/ml1m (the dense PRM)
+            // the tiny bundle (a per-node PRM table), tests/data/path (the path query),
+            // tests/data/causal (an item column) or models/ml1m (the dense PRM)
             let base = match kind {
                 0 => tiny(),
                 1 => repo().join("tests/data/path"),
+                2 => repo().join("tests/data/causal"),
                 _ => repo().join("models/ml1m"),
             };
             let d = copy_bundle(&base);
@@ -364,6 +365,8 @@ mod structured {
                         9 => v["sid"]["codebook"][0] = (*x).into(),
                         10 => v["sid"]["num_nodes"] = (*x).into(),
                         11 => v["model"]["prm_query"] = if x % 2 == 0 { "path" } else { "node" }.into(),
+                        12 => v["model"]["encoder_input"] =
+                            if x % 2 == 0 { "codes_and_item" } else { "codes" }.into(),
                         _ => v["model"]["prm_kind"] = if x % 2 == 0 { "dense" } else { "attention" }.into(),
                     }
                 }

@@ -61,11 +61,11 @@ impl TractModel {
         let enc = parse(&bundle.encoder().bytes, "encoder")?;
         let decoder = parse(&bundle.decoder().bytes, "decoder")?;
         let prm = parse(&bundle.prm().bytes, "prm")?;
-        let (h, l) = (m.history, m.levels);
+        let (h, cols) = (m.history, m.encoder_columns());
         let encoder = contain(ErrorCode::Graph, "optimize the encoder", || {
             enc.with_input_fact(
                 0,
-                InferenceFact::dt_shape(i64::datum_type(), tvec![1, h, l]),
+                InferenceFact::dt_shape(i64::datum_type(), tvec![1, h, cols]),
             )
             .and_then(|g| {
                 g.with_input_fact(1, InferenceFact::dt_shape(f32::datum_type(), tvec![1, h]))
@@ -224,9 +224,9 @@ fn pick(
 impl Scorer for TractSession {
     fn encode(&mut self, codes: &[i64], mask: &[f32]) -> Result<()> {
         checks::encode(&self.manifest, codes, mask)?;
-        let (h, l) = (self.history, self.levels);
-        let codes =
-            Tensor::from_shape(&[1, h, l], codes).map_err(tract_err("build the history tensor"))?;
+        let (h, cols) = (self.history, self.manifest.encoder_columns());
+        let codes = Tensor::from_shape(&[1, h, cols], codes)
+            .map_err(tract_err("build the history tensor"))?;
         let mask = Tensor::from_shape(&[1, h], mask).map_err(tract_err("build the mask tensor"))?;
         let mask: TValue = mask.into_tvalue();
         let inputs = tvec![codes.into_tvalue(), mask.clone()];

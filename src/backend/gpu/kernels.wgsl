@@ -323,7 +323,8 @@ fn enc_memory(r: u32) {
     }
 }
 
-// row r's token (the sum of its item's level-code embeddings and position r), then layer
+// row r's token (the sum of its item's input columns' embeddings: its level codes, and its
+// item with an item column; and position r), then layer
 // 0's q/k/v (or, without encoder layers, the memory)
 @compute @workgroup_size(64)
 fn enc_embed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32 /*!SG_ARGS*/) {
@@ -338,8 +339,8 @@ fn enc_embed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     let pos = wd(G_ENC_POS);
     for (var j = tid; j < D; j += WG) {
         var s = 0.0;
-        for (var l = 0u; l < L; l++) {
-            s += emb_row(emb, u32(ints[p.codes + r * L + l]), j);
+        for (var l = 0u; l < ENC_COLS; l++) {
+            s += emb_row(emb, u32(ints[p.codes + r * ENC_COLS + l]), j);
         }
         s += pos_row(pos, r, j);
         sm[S_X + j] = s;

@@ -26,6 +26,8 @@ pub(super) struct Geometry {
     pub(super) pff: usize,
     pub(super) h: usize,
     pub(super) l: usize,
+    /// The encoder's input columns per item (`Manifest::encoder_columns`).
+    pub(super) enc_cols: usize,
     pub(super) c: usize,
     pub(super) enc_layers: usize,
     pub(super) dec_layers: usize,
@@ -45,6 +47,7 @@ impl Geometry {
             pff: m.dims.prm_ff,
             h: m.history,
             l: m.levels,
+            enc_cols: m.encoder_columns(),
             c: m.max_codebook(),
             enc_layers: a.encoder.layers.len(),
             dec_layers: a.decoder.layers.len(),
@@ -106,6 +109,7 @@ impl Geometry {
         u("PFF", self.pff);
         u("H", self.h);
         u("L", self.l);
+        u("ENC_COLS", self.enc_cols);
         u("C", self.c);
         u("ENC_LAYERS", self.enc_layers);
         u("DEC_LAYERS", self.dec_layers);

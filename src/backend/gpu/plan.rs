@@ -185,7 +185,7 @@ impl Plan {
         // slot nodes, pool parents, slot and pool unseen counts, beam nodes (two sets),
         // beam parents, result nodes, seen-leaf list]
         let mut ints = Arena(8);
-        let codes = ints.take(h * l);
+        let codes = ints.take(h * g.enc_cols);
         let w = (l - 1).max(1);
         let prefix = [ints.take(kb * w), ints.take(kb * w)];
         let nodes = ints.take(mc);

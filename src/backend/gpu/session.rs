@@ -358,13 +358,15 @@ impl GpuSession {
 impl Scorer for GpuSession {
     fn encode(&mut self, codes: &[i64], mask: &[f32]) -> Result<()> {
         let m = &self.s.manifest;
-        let (h, l, c) = (m.history, m.levels, m.max_codebook());
+        let (h, cols, c) = (m.history, m.encoder_columns(), m.max_codebook());
         checks::encode(m, codes, mask)?;
         let at = self.plan.codes as usize;
+        // pre-offset rows of gen.enc_code_emb: column j is row j * C + code (an item
+        // column: L * C + item)
         for (i, &code) in codes.iter().enumerate() {
-            self.ints_host[at + i] = (code as usize + (i % l) * c) as i32;
+            self.ints_host[at + i] = (code as usize + (i % cols) * c) as i32;
         }
-        self.upload_ints(at, at + h * l);
+        self.upload_ints(at, at + h * cols);
         // the first real row: the kernels skip the leading padding rows (every attention
         // masks them); a history of padding only keeps every row, as the graphs do
         let from = mask.iter().position(|&v| v != 0.0).unwrap_or(0);

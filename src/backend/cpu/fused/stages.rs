@@ -18,7 +18,7 @@ impl Buffers {
         let isa = model.isa;
         let (d, heads, dh) = (m.dims.d_model, m.dims.heads, m.dims.head_dim);
         let (hd, ff, pd) = (heads * dh, m.dims.ff, m.dims.prm_heads * dh);
-        let (h, l, c) = (m.history, m.levels, m.max_codebook());
+        let (h, cols, c) = (m.history, m.encoder_columns(), m.max_codebook());
         // inputs checked by the caller (backend::checks)
         for (b, &v) in self.bias.iter_mut().zip(mask) {
             *b = (1.0 - v) * NEG;
@@ -32,8 +32,9 @@ impl Buffers {
         for r in from..h {
             let x = &mut self.ex[r * d..(r + 1) * d];
             x.copy_from_slice(&model.enc_pos[r * d..(r + 1) * d]);
-            for lv in 0..l {
-                let code = codes[r * l + lv];
+            for lv in 0..cols {
+                // column L (an item column) is the item: row L * C + item
+                let code = codes[r * cols + lv];
                 let row = (code as usize + lv * c) * d;
                 for (o, &e) in x.iter_mut().zip(&model.enc_emb[row..row + d]) {
                     *o += e;

@@ -197,9 +197,9 @@ fn variants(numeric: Numeric) -> Vec<(bool, bool)> {
 
 /// The stage kernels give the fused CPU engine's log-probs at every level and its PRM
 /// scores, through the [`Scorer`] interface (the decoder over whole prefixes), on bundles
-/// that cover each path: f32 with a node-table PRM (tiny), a causal encoder, int8 with the
-/// path query, f16 with 4 heads and H = 200 (the default bundle's f16 variant), each shader
-/// variant. Histories have leading padding (skipped rows) and one is padding only (every
+/// that cover each path: f32 with a node-table PRM (tiny), a causal encoder reading an
+/// item column, int8 with the path query, f16 with 4 heads and H = 200 (the default
+/// bundle's f16 variant), each shader variant. Histories have leading padding (skipped rows) and one is padding only (every
 /// row kept).
 #[test]
 fn stage_kernels_match_the_fused_engine() {
@@ -231,12 +231,16 @@ fn stage_kernels_match_the_fused_engine() {
             let mut gpu = model.session(&cfg).expect("gpu session");
             let what = format!("{dir} {:?}", model.variant());
             for real in [h.min(7), h, 0] {
-                let mut codes = vec![0i64; h * l];
+                let cols = m.encoder_columns();
+                let mut codes = vec![0i64; h * cols];
                 let mut mask = vec![0f32; h];
                 for r in h - real..h {
                     mask[r] = 1.0;
                     for lv in 0..l {
-                        codes[r * l + lv] = rng.below(m.codebook[lv]) as i64;
+                        codes[r * cols + lv] = rng.below(m.codebook[lv]) as i64;
+                    }
+                    if cols > l {
+                        codes[r * cols + l] = rng.below(m.num_items) as i64;
                     }
                 }
                 cpu.encode(&codes, &mask).unwrap();
