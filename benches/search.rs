@@ -124,7 +124,10 @@ fn forward(c: &mut Criterion, bundle: &Bundle, engine: CpuEngine, name: &str) {
     let cfg = SearchConfig::default();
     let model = CpuModel::load(bundle, engine).unwrap();
     let mut s = model.session(&cfg).unwrap();
-    let codes: Vec<i64> = (0..h * l).map(|i| (i * 7 % 24) as i64).collect();
+    // every column below 24: a code of any level, or an item (an item column)
+    let codes: Vec<i64> = (0..h * m.encoder_columns())
+        .map(|i| (i * 7 % 24) as i64)
+        .collect();
     let mask = vec![1.0f32; h];
     let w = l - 1;
     // 16 beams: distinct level-0 codes at level 1, then each extended at level 2

@@ -6,7 +6,7 @@
 //!
 //! ## Data flow of one request
 //! ```text
-//! history: [item ids] --catalog--> SID codes --> encoder --> E (kept by the backend)
+//! history: [item ids] --catalog--> SID codes (+ item ids) --> encoder --> E (kept by the backend)
 //! for level b in 1..=L:
 //!     decoder(E, K' beam prefixes)        -> log-probs over level-b codes, per beam
 //!     trie: only valid children survive   -> top K+ candidates by cumulative log-prob
@@ -40,6 +40,9 @@
 //!   `attention`, the paper's (the node's query, cross-attention over E, an MLP), or
 //!   `dense`, what the ML-1M bundles ship (E's row of the latest item, projected, dotted
 //!   with one row per node); every engine runs both.
+//! - **encoder input** (manifest `model.encoder_input`): an item's token is the sum of its
+//!   L code embeddings (`codes`), plus its own item embedding (`codes_and_item`, the
+//!   default bundle since session 9); every engine runs both.
 //!
 //! ## Features
 //! - `cpu` (default): the CPU backend (`src/backend/cpu/`) with its `Fused` engine

@@ -466,10 +466,12 @@ fn parse_manifest(text: &str) -> Result<(Manifest, RawManifest)> {
     let encoder_item = match m.encoder_input.as_deref() {
         None | Some("codes") => false,
         Some("codes_and_item") => true,
-        Some(other) => return Err(err!(
+        Some(other) => {
+            return Err(err!(
             Manifest,
             "manifest model.encoder_input is {other:?}, expected \"codes\" or \"codes_and_item\""
-        )),
+        ))
+        }
     };
     let manifest = Manifest {
         name: raw.name.clone(),

@@ -246,7 +246,7 @@ pub extern "C" fn promise_last_error() -> *const c_char {
     LAST_ERROR.with(|l| l.borrow().as_ptr())
 }
 
-/// Fill `out` with the default search config (K'=16, K+=64, N=10, PRM on, mix 0.75).
+/// Fill `out` with the default search config (K'=16, K+=64, N=10, PRM on, mix 0.25).
 #[no_mangle]
 pub unsafe extern "C" fn promise_search_config_default(
     out: *mut PromiseSearchConfig,

@@ -141,7 +141,7 @@ const char *promise_status_text(PromiseStatus status);
 const char *promise_last_error(void);
 
 /**
- * Fill `out` with the default search config (K'=16, K+=64, N=10, PRM on, mix 0.75).
+ * Fill `out` with the default search config (K'=16, K+=64, N=10, PRM on, mix 0.25).
  */
 PromiseStatus promise_search_config_default(PromiseSearchConfig *out);
 

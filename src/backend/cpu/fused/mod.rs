@@ -299,7 +299,11 @@ mod tests {
             l == 3 && m.codebook.iter().all(|&w| w >= 32),
             "the test's codes fit"
         );
-        let codes: Vec<i64> = (0..h * l).map(|i| ((i * 7 + i / 3) % 24) as i64).collect();
+        // every column below 24: a code of any level, or an item (an item column)
+        let cols = m.encoder_columns();
+        let codes: Vec<i64> = (0..h * cols)
+            .map(|i| ((i * 7 + i / 3) % 24) as i64)
+            .collect();
         // 7 real items after padding (the encoder skips the padding rows)
         let mask: Vec<f32> = (0..h).map(|i| if i + 7 < h { 0.0 } else { 1.0 }).collect();
         // level 1: 5 beams (codes at level 0); level 2: 7 beams, each extending one of them

@@ -344,7 +344,8 @@ fn limits_and_lost_devices_have_their_own_codes() {
     let mut s = model.session(&SearchConfig::default()).unwrap();
     let m = bundle.manifest();
     let (h, l, c) = (m.history, m.levels, m.max_codebook());
-    s.encode(&vec![0; h * l], &vec![1.0; h]).unwrap();
+    s.encode(&vec![0; h * m.encoder_columns()], &vec![1.0; h])
+        .unwrap();
     let mut out = vec![0.0; 16 * c];
     s.decode(0, &vec![0; 16 * (l - 1)], 1, &mut out).unwrap();
     model.shared.gpu.device.destroy();

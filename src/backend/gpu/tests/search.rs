@@ -236,7 +236,7 @@ fn the_device_search_reports_non_finite_values() {
         std::fs::write(&path, &bytes).unwrap();
         let bundle = Bundle::open(dir.path()).expect("finite weights open");
         let m = bundle.manifest();
-        let codes = vec![1i64; m.history * m.levels];
+        let codes = vec![1i64; m.history * m.encoder_columns()];
         let mask = vec![1.0f32; m.history];
         let seen: Vec<u32> = Vec::new();
         let model = GpuModel::load(&bundle).unwrap();

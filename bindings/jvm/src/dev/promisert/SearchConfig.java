@@ -20,8 +20,8 @@ public final class SearchConfig {
         this.mix = mix;
     }
 
-    /** The runtime's default: K'=16, K+=64, N=10, PRM with mix 0.75 ({@code promise_search_config_default}). */
+    /** The runtime's default: K'=16, K+=64, N=10, PRM with mix 0.25 ({@code promise_search_config_default}). */
     public static SearchConfig defaults() {
-        return new SearchConfig(16, 64, 10, true, 0.75f);
+        return new SearchConfig(16, 64, 10, true, 0.25f);
     }
 }
