@@ -286,6 +286,8 @@ def main():
         print(f"resumed: epoch {st['epoch']} {unit} {st['pos']}, best valid R@10 {st['best']:.4f}", flush=True)
     elif os.path.exists(curve):
         os.remove(curve)
+    if args.item_init and not st.get("item_init"):
+        st["item_init"] = args.item_init    # acts at the start only: kept for finish()'s record
 
     def save():
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "state": st},
@@ -301,7 +303,7 @@ def main():
             json.dump({"size": args.size, "config": cfg.to_dict(), "sids": args.sids, "windows_seen": st["seen"],
                        "epochs": st["epoch"], "best_epoch": st["best_epoch"], "valid_recall@10": st["best"],
                        "params_generator": g, "params_prm": r, "prm_weight": args.prm_weight,
-                       "dense_aux": args.dense_aux, "init": args.init, "item_init": args.item_init,
+                       "dense_aux": args.dense_aux, "init": args.init, "item_init": st.get("item_init"),
                        "train_seconds": st["train_seconds"], "stopped": reason}, f, indent=1)
         print(f"saved {out}: {reason}", flush=True)
 
