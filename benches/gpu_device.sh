@@ -67,7 +67,7 @@ for entry in "${LIST[@]}"; do
     args=(--bundle "models/$bundle" --beams "$beams" --candidates "$cand" --results "$n" --data "$DATA")
     # four runs per config: the CPU's fused engine (the anchor) and its tract engine, the
     # GPU with the search on the device (one submission per request) and with the search
-    # on the host (session 2's path: two submissions per level)
+    # on the host (the first GPU path: two submissions per level)
     for spec in "cpu:--device cpu" "tract:--device cpu --cpu-engine tract" \
                 "gpu:--device gpu" "gpu-host:--device gpu --gpu-host-search"; do
         label=${spec%%:*}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Catalogs at scale (issue 16): synthetic bundles with random weights and a valid trie of
-# 4 levels x 256 codes (models/train/synth.py; the small model's dimensions, int8, H=20,
+# 4 levels x 256 codes (models/train/promise_train/synth.py; the small model's dimensions, int8, H=20,
 # the PRM's path query: model.prm_query "path"),
 # of 10k, 100k, 1M and 4M items, each as a one-file .promise; `promise bench` on each
 # (fused CPU engine, default search K'=16 K+=64 N=10, real test-split histories); then a
@@ -24,7 +24,7 @@ OUT=${OUT:-benches/results/scale}
 mkdir -p "$WORK" "$OUT"
 for n in $SIZES; do
   if [[ ! -f "$WORK/$n.promise" ]]; then
-    /usr/bin/time -f "synth $n: %e s, %M KiB max RSS" "$PY" models/train/synth.py --items "$n" \
+    PYTHONPATH=models/train /usr/bin/time -f "synth $n: %e s, %M KiB max RSS" "$PY" -m promise_train synth --items "$n" \
       --codebook 256,256,256,256 --d 64 --heads 4 --ff 256 --layers 2 --history 20 \
       --numeric int8 --prm-query path --promise --seed 1 --out "$WORK/$n"
     rm -rf "${WORK:?}/$n"   # the directory form; the bench opens the one-file bundle

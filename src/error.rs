@@ -163,6 +163,12 @@ macro_rules! err {
 }
 pub(crate) use err;
 
+impl From<crate::alloc::AllocError> for Error {
+    fn from(e: crate::alloc::AllocError) -> Self {
+        Error::new(ErrorCode::Limits, e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,7 +42,7 @@
 //!   with one row per node); every engine runs both.
 //! - **encoder input** (manifest `model.encoder_input`): an item's token is the sum of its
 //!   L code embeddings (`codes`), plus its own item embedding (`codes_and_item`, the
-//!   default bundle since session 9); every engine runs both.
+//!   default bundle since commit 4ae8b37); every engine runs both.
 //!
 //! ## Features
 //! - `cpu` (default): the CPU backend (`src/backend/cpu/`) with its `Fused` engine
@@ -70,6 +70,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_debug_implementations)]
 
+mod alloc;
 mod backend;
 pub mod bundle;
 mod error;

@@ -1,5 +1,9 @@
 //! The budgets a bundle and a search config must fit before anything is allocated.
 //!
+//! This module sits above `bundle` and `search` (it reads a [`Manifest`] and a
+//! [`SearchConfig`]); neither of them imports it. Sessions check their config against it before
+//! they allocate.
+//!
 //! Each manifest dimension is bounded on its own, but their products are what sessions
 //! allocate and what requests compute: a few-MB bundle with a long history and a wide
 //! feed-forward layer could ask for gigabytes, and a failed allocation aborts the process
@@ -7,7 +11,7 @@
 //! an upper bound of what one session of any engine holds and of the multiply-adds one
 //! request performs, and refuses the pair as a `limits` error naming the numbers when
 //! either is over its budget. Engines then allocate with fallible allocation
-//! (`zeros`), so even a machine with less memory than the budget gets an error, not an
+//! (`crate::alloc`), so even a machine with less memory than the budget gets an error, not an
 //! abort.
 //!
 //! The budgets are far above the shipped bundles (the default session holds about 0.3 MB
@@ -131,31 +135,6 @@ pub(crate) fn check_session(m: &Manifest, cfg: &SearchConfig) -> Result<()> {
     Ok(())
 }
 
-/// A vector of `n` copies of `v` whose allocation failure is a `limits` error, not an
-/// abort: every buffer whose size comes from a bundle is made with this.
-pub(crate) fn filled<T: Clone>(n: usize, v: T, what: &str) -> Result<Vec<T>> {
-    let mut out = with_capacity(n, what)?;
-    out.resize(n, v);
-    Ok(out)
-}
-
-/// [`filled`] with zeros.
-pub(crate) fn zeros<T: Clone + Default>(n: usize, what: &str) -> Result<Vec<T>> {
-    filled(n, T::default(), what)
-}
-
-/// An empty vector with room for `n`, fallibly (see [`filled`]).
-pub(crate) fn with_capacity<T>(n: usize, what: &str) -> Result<Vec<T>> {
-    let mut out = Vec::new();
-    out.try_reserve_exact(n).map_err(|_| {
-        err!(
-            Limits,
-            "cannot allocate {n} values for {what}: out of memory"
-        )
-    })?;
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,13 +193,5 @@ mod tests {
         });
         let e = check_session(&m, &SearchConfig::default()).unwrap_err();
         assert_eq!(e.code(), ErrorCode::Limits, "{e}");
-    }
-
-    #[test]
-    fn allocation_failure_is_an_error_not_an_abort() {
-        let e = zeros::<f32>(usize::MAX / 2, "a test buffer").unwrap_err();
-        assert_eq!(e.code(), ErrorCode::Limits, "{e}");
-        assert!(e.to_string().contains("a test buffer"), "{e}");
-        assert_eq!(zeros::<f32>(3, "x").unwrap(), vec![0.0; 3]);
     }
 }

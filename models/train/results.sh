@@ -62,5 +62,5 @@ for b in ml1m ml1m-large; do
     done
   done
 done
-"$PY" models/train/table.py "$OUT" > "$OUT/table.md"
+PYTHONPATH=models/train "$PY" -m promise_train table "$OUT" > "$OUT/table.md"
 cat "$OUT/table.md"

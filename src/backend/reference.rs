@@ -1,5 +1,5 @@
 //! Plain Rust references of the CPU kernels (`cpu/kernels.rs`), written straight from
-//! models/train/model.py and accumulating in f64. The kernel tests run the kernels on
+//! models/train/promise_train/model.py and accumulating in f64. The kernel tests run the kernels on
 //! fresh random inputs and compare with these (test-only code). The GPU's stage kernels
 //! are checked against the fused CPU engine instead (`gpu/tests`).
 

@@ -293,7 +293,7 @@ impl Catalog {
         let item_leaves = &b[self.s.item_leaf..self.s.item_leaf + 4 * m];
         let sids = &b[self.s.item_codes..self.s.item_codes + 2 * m * l];
         let first_leaf = ls(l);
-        let mut parent = crate::limits::zeros::<u32>(n, "the trie's parent table")?;
+        let mut parent = crate::alloc::zeros::<u32>(n, "the trie's parent table")?;
         for p in 0..first_leaf {
             parent[fc(p)..fc(p + 1)].fill(p as u32);
         }

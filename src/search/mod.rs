@@ -81,7 +81,7 @@ pub const MAX_CANDIDATES: usize = 4096;
 pub const MAX_HISTORY: usize = 1 << 16;
 
 /// Default `mix`: chosen on the validation split for the default bundle (models/train/results.sh,
-/// `models/results/valid.jsonl`, session 9's `ml1m`): among {0, 0.25, 0.5, 0.75, 0.9}, 0.25 is
+/// `models/results/valid.jsonl`, the `ml1m` bundle of commit 4ae8b37): among {0, 0.25, 0.5, 0.75, 0.9}, 0.25 is
 /// the best Recall@10 at both K'=4, K+=16 and K'=16, K+=64. The PRM alone (the paper's
 /// choice, mix 0) is within 0.004 of it and well above plain beam search. The large bundle's
 /// verifier is weaker: validation picks 0.9 there (README, Quality).
@@ -282,8 +282,8 @@ impl Searcher {
         let cmax = (0..levels).map(|l| catalog.codebook(l)).max().unwrap_or(1);
         let k = cfg.beam_capacity();
         let items = catalog.num_items();
-        // sizes come from the bundle: fallible allocation (crate::limits)
-        use crate::limits::{filled, with_capacity, zeros};
+        // sizes come from the bundle: fallible allocation (crate::alloc)
+        use crate::alloc::{filled, with_capacity, zeros};
         Ok(Searcher {
             cfg,
             levels,
@@ -344,7 +344,7 @@ impl Searcher {
             let cap = self.cfg.beam_capacity().max(self.cfg.results);
             for _ in 0..self.levels {
                 self.kept
-                    .push(crate::limits::with_capacity(cap, "the per-level trace")?);
+                    .push(crate::alloc::with_capacity(cap, "the per-level trace")?);
             }
         }
         self.trace = on;

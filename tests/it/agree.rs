@@ -8,7 +8,7 @@
 use promise_rt::{Model, SearchConfig};
 
 /// Every shipped bundle: each numeric variant of both models, the tiny test bundle, and
-/// two synthetic ones (models/train/synth.py): a causal encoder that also reads an item
+/// two synthetic ones (models/train/promise_train/synth.py): a causal encoder that also reads an item
 /// column (tests/data/causal) and an int8 PRM with the path query (tests/data/path).
 pub const BUNDLES: [&str; 9] = [
     "models/tiny",

@@ -44,7 +44,7 @@ fn fused_engine_matches_tract_on_fresh_histories_for_every_bundle() {
 }
 
 /// A bundle whose first level has 65,535 codes (3,000 items, random weights, made by
-/// models/train/synth.py): both engines answer, agree, and fill the feed.
+/// models/train/promise_train/synth.py): both engines answer, agree, and fill the feed.
 #[cfg(feature = "tract")]
 #[test]
 fn a_65535_code_level_works_on_both_engines() {

@@ -1,4 +1,4 @@
-//! The CPU runtime against the golden files written by `models/train/reference.py`
+//! The CPU runtime against the golden files written by `models/train/promise_train/reference.py`
 //! (onnxruntime + NumPy): same items in the same order, scores within 1e-4, on both CPU
 //! engines (the GPU's run in gpu.rs).
 //! Tolerance for order: two adjacent items may swap only when the reference's own
@@ -122,7 +122,7 @@ fn default_bundle_matches_the_reference_on_the_cpu() {
 
 #[test]
 fn a_path_query_bundle_matches_the_reference_on_the_cpu() {
-    // tests/data/path: int8, `model.prm_query: "path"` (models/train/synth.py --prm-query path)
+    // tests/data/path: int8, `model.prm_query: "path"` (models/train/promise_train/synth.py --prm-query path)
     let n = check_golden("tests/data/path", "tests/golden/path.json", Device::Cpu);
     assert!(n >= 400, "only {n} golden cases");
 }

@@ -13,9 +13,9 @@ const NR: usize = 16;
 /// Rows of one matmul tile: 4 x 16 accumulators fit the 16 AVX registers with room for
 /// the weight row and the broadcast.
 const MR: usize = 4;
-/// RMSNorm epsilon of models/train/model.py.
+/// RMSNorm epsilon of models/train/promise_train/model.py.
 pub const NORM_EPS: f32 = 1e-6;
-/// The additive bias of a masked key (models/train/model.py `NEG`).
+/// The additive bias of a masked key (models/train/promise_train/model.py `NEG`).
 pub const NEG: f32 = -1e9;
 
 /// The instruction set the matmul runs with, found once when a model loads.

@@ -1,6 +1,6 @@
 //! The CPU backend, with two engines over the same bundle ([`CpuEngine`]):
 //! - `fused` (default, `fused/` + `kernels.rs`): the architecture of
-//!   models/train/model.py written out with our own kernels, weights read by name from
+//!   models/train/promise_train/model.py written out with our own kernels, weights read by name from
 //!   the graphs' initializers. It computes only what the search needs (the memory's
 //!   keys/values once per request, only the live beams' tokens up to the current level,
 //!   only the live candidates) and allocates nothing per request.

@@ -1,4 +1,4 @@
-// promise-rt GPU kernels: the encoder, decoder and PRM of models/train/model.py as stage
+// promise-rt GPU kernels: the encoder, decoder and PRM of models/train/promise_train/model.py as stage
 // kernels, and the search on the device.
 //
 // One workgroup runs a whole stage for one token: an encoder layer for one history row, the

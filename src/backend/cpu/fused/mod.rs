@@ -1,4 +1,4 @@
-//! The fused CPU engine: the architecture of models/train/model.py written out with our
+//! The fused CPU engine: the architecture of models/train/promise_train/model.py written out with our
 //! own kernels (`kernels.rs`), the way the GPU backend runs it, instead of running the
 //! ONNX graphs through tract. It computes only what the search needs:
 //! - the encoder once per request, and from its memory the cross-attention keys/values of
@@ -159,7 +159,7 @@ impl FusedModel {
     }
 
     /// Allocate every buffer a session with `cfg` needs.
-    /// Sizes come from the bundle: every buffer is allocated fallibly ([`crate::limits`]).
+    /// Sizes come from the bundle: every buffer is allocated fallibly ([`crate::alloc`]).
     pub fn session(self: &Arc<Self>, cfg: &SearchConfig) -> Result<FusedSession> {
         let m = &self.m;
         let (d, hd) = (m.dims.d_model, m.dims.heads * m.dims.head_dim);
@@ -167,7 +167,9 @@ impl FusedModel {
         let (h, l, c) = (m.history, m.levels, m.max_codebook());
         let kb = cfg.beam_capacity();
         let mc = cfg.candidates;
-        let z = |n: usize| crate::limits::zeros::<f32>(n, "a fused session buffer");
+        let z = |n: usize| {
+            crate::alloc::zeros::<f32>(n, "a fused session buffer").map_err(crate::Error::from)
+        };
         let b = Buffers {
             encoded: false,
             mem_from: 0,
@@ -192,8 +194,8 @@ impl FusedModel {
             slot: 0,
             cached_level: None,
             cached_beams: 0,
-            cached_prefix: crate::limits::zeros(kb * (l - 1).max(1), "the cached prefixes")?,
-            parent: crate::limits::zeros(kb, "the beam parents")?,
+            cached_prefix: crate::alloc::zeros(kb * (l - 1).max(1), "the cached prefixes")?,
+            parent: crate::alloc::zeros(kb, "the beam parents")?,
             logits: z(kb * c)?,
             px: z(mc * d)?,
             pq: z(mc * pd)?,

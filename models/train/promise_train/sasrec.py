@@ -1,0 +1,198 @@
+"""SASRec trained the standard way, the dense sequential anchor: every training target of
+every user per epoch (each training sequence cut into windows of L+1 items from its end, so
+that a target is in exactly one window; a user with 1,000 items gives 5 windows), causal self-attention, full softmax cross-entropy over all
+items (as in Klenitskiy & Vasilev, RecSys 2023), L = 200. Same split and protocol as the
+runtime: train on s[:-2]; validation target s[-2] given s[:-2]; test target s[-1] given
+s[:-1]; full ranking over all items with seen items excluded.
+
+Trains until validation Recall@10 has not improved for --patience epochs; the learning rate
+is multiplied by --lr-decay after every epoch that does not set a new best (the generator's
+schedule in train.py). Resumable: the
+state after every epoch is in WORK/sasrec.ckpt (model, optimizer, rng, curve); run the same
+command again to continue. The learning curve goes to models/results/sasrec_curve.jsonl,
+the final test metrics (best validation epoch) to --out.
+
+python sasrec.py --data DATA --work WORK --out models/results/sasrec.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import data as data_mod
+
+
+class SASRec(nn.Module):
+    def __init__(self, n_items, d=64, layers=2, heads=2, max_len=200, dropout=0.2):
+        super().__init__()
+        self.item = nn.Embedding(n_items + 1, d, padding_idx=0)   # 0 = padding, item i -> i+1
+        self.pos = nn.Embedding(max_len, d)
+        layer = nn.TransformerEncoderLayer(d, heads, 4 * d, dropout, batch_first=True, norm_first=True)
+        self.enc = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d)
+        self.drop = nn.Dropout(dropout)
+        self.max_len = max_len
+        nn.init.normal_(self.item.weight, std=0.02)
+        nn.init.normal_(self.pos.weight, std=0.02)
+
+    def hidden(self, x):
+        L = x.shape[1]
+        h = self.drop(self.item(x) * math.sqrt(self.item.embedding_dim) + self.pos(torch.arange(L)))
+        causal = torch.triu(torch.full((L, L), float("-inf")), 1)
+        # no key-padding mask: left padding is a zero item embedding (padding_idx); a padding
+        # mask makes all-padding query rows NaN, and NaN leaks through attention
+        return self.norm(self.enc(h, mask=causal))
+
+    def forward(self, x):
+        return self.hidden(x) @ self.item.weight[1:].T          # [B, L, n_items]
+
+
+def windows(seq, L):
+    """Cut one training sequence into windows of at most L+1 items, from its end, so that
+    every item but the first is a target in exactly one window."""
+    out = []
+    end = len(seq)
+    while end > 1:
+        out.append(seq[max(0, end - L - 1):end])
+        end -= L
+    return out
+
+
+def pad_left(seqs, L):
+    out = np.zeros((len(seqs), L), np.int64)
+    for i, s in enumerate(seqs):
+        s = s[-L:]
+        if len(s):
+            out[i, L - len(s):] = np.asarray(s) + 1
+    return out
+
+
+@torch.no_grad()
+def evaluate(model, seqs, split, L, n_items):
+    """Recall/NDCG@5/10 over all users; split 'valid' (s[:-2] -> s[-2]) or 'test'."""
+    model.eval()
+    acc = {"recall@5": 0.0, "recall@10": 0.0, "ndcg@5": 0.0, "ndcg@10": 0.0}
+    cut = 2 if split == "valid" else 1
+    for b in range(0, len(seqs), 256):
+        chunk = seqs[b:b + 256]
+        hist = [s[:-cut] for s in chunk]
+        x = torch.from_numpy(pad_left(hist, L))
+        scores = (model.hidden(x)[:, -1, :] @ model.item.weight[1:].T).numpy()
+        for i, s in enumerate(chunk):
+            scores[i, hist[i]] = -np.inf
+            target = s[-cut]
+            if not np.isfinite(scores[i, target]):
+                raise SystemExit(f"non-finite score for user {b + i}: refusing to report")
+            rank = int((scores[i] > scores[i, target]).sum())
+            for k in (5, 10):
+                if rank < k:
+                    acc[f"recall@{k}"] += 1
+                    acc[f"ndcg@{k}"] += 1 / math.log2(rank + 2)
+    model.train()
+    return {k: v / len(seqs) for k, v in acc.items()}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="data")
+    ap.add_argument("--work", default="models/train/work")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--curve", default="models/results/sasrec_curve.jsonl")
+    ap.add_argument("--patience", type=int, default=10)
+    ap.add_argument("--lr-decay", type=float, default=0.5,
+                    help="multiply the rate by this after an epoch without a new best")
+    ap.add_argument("--name", default="sasrec", help="checkpoint name in --work")
+    ap.add_argument("--max-epochs", type=int, default=400)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--minutes", type=float, default=150, help="stop this run (resumable) after this long")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    ds = data_mod.load(args.data)
+    L = 200
+    model = SASRec(ds.n_items, max_len=L)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    rng = np.random.default_rng(0)
+    os.makedirs(args.work, exist_ok=True)
+    ckpt = os.path.join(args.work, f"{args.name}.ckpt")
+    best_path = os.path.join(args.work, f"{args.name}_best.pt")
+    state = {"epoch": 0, "best": -1.0, "best_epoch": 0, "train_seconds": 0.0, "lr_scale": 1.0}
+    if os.path.exists(ckpt):
+        c = torch.load(ckpt, weights_only=False)
+        model.load_state_dict(c["model"])
+        opt.load_state_dict(c["opt"])
+        rng.bit_generator.state = c["rng"]
+        state = c["state"]
+        print(f"resumed after epoch {state['epoch']} (best valid R@10 {state['best']:.4f} at {state['best_epoch']})",
+              flush=True)
+    elif os.path.exists(args.curve):
+        os.remove(args.curve)
+    for g in opt.param_groups:
+        g["lr"] = args.lr * state.get("lr_scale", 1.0)
+    train = [w for s in ds.seqs for w in windows(s[:-2], L)]
+    n_targets = sum(len(w) - 1 for w in train)
+    print(f"{len(train)} windows, {n_targets} training targets", flush=True)
+    t_run = time.time()
+    while (state["epoch"] < args.max_epochs and state["epoch"] - state["best_epoch"] < args.patience
+           and time.time() - t_run < args.minutes * 60):
+        t0 = time.time()
+        order = rng.permutation(len(train))
+        model.train()
+        tot, n = 0.0, 0
+        for b in range(0, len(order), args.batch):
+            batch = [train[i] for i in order[b:b + args.batch]]
+            x = torch.from_numpy(pad_left([s[:-1] for s in batch], L))
+            y = torch.from_numpy(pad_left([s[1:] for s in batch], L)) - 1      # -1 = padding
+            loss = F.cross_entropy(model(x).reshape(-1, ds.n_items), y.reshape(-1), ignore_index=-1)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            tot, n = tot + loss.item(), n + 1
+        state["epoch"] += 1
+        state["train_seconds"] += time.time() - t0
+        val = evaluate(model, ds.seqs, "valid", L, ds.n_items)
+        lr_now = args.lr * state.get("lr_scale", 1.0)
+        if val["recall@10"] > state["best"]:
+            state["best"], state["best_epoch"] = val["recall@10"], state["epoch"]
+            torch.save(model.state_dict(), best_path)
+        else:
+            state["lr_scale"] = state.get("lr_scale", 1.0) * args.lr_decay
+            for g in opt.param_groups:
+                g["lr"] = args.lr * state["lr_scale"]
+        row = {"epoch": state["epoch"], "loss": tot / n, "valid": val, "lr": lr_now,
+               "train_seconds": round(state["train_seconds"], 1)}
+        with open(args.curve, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "rng": rng.bit_generator.state,
+                    "state": state}, ckpt + ".tmp")
+        os.replace(ckpt + ".tmp", ckpt)
+    if state["epoch"] - state["best_epoch"] < args.patience and state["epoch"] < args.max_epochs:
+        print(f"stopped after epoch {state['epoch']} without a plateau; run again to resume", flush=True)
+        return
+    model.load_state_dict(torch.load(best_path))
+    res = evaluate(model, ds.seqs, "test", L, ds.n_items)
+    res.update({"model": "SASRec (every training target, full CE, d=64, 2 blocks, 2 heads, L=200, dropout 0.2)",
+                "windows": len(train), "training_targets": n_targets, "lr_decay": args.lr_decay,
+                "epochs": state["epoch"], "best_epoch": state["best_epoch"],
+                "valid_recall@10": state["best"], "batch": args.batch, "lr": args.lr,
+                "patience": args.patience, "train_minutes": state["train_seconds"] / 60})
+    print(json.dumps(res))
+    json.dump(res, open(args.out, "w"), indent=1)
+    emb = model.item.weight[1:].detach().numpy().astype(np.float32)
+    np.save(os.path.join(args.work, f"{args.name}_items.npy"), emb)   # for SIDs from SASRec embeddings
+
+
+if __name__ == "__main__":
+    main()

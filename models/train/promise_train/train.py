@@ -1,0 +1,393 @@
+"""Training of the generator (next-token loss over SID levels), optionally joint with
+the PRM (InfoNCE per depth against negatives drawn uniformly from that depth's valid
+prefixes; --prm-weight 0 trains the generator alone, as the shipped models now are).
+
+Every training window is used once per epoch (a fresh permutation each epoch, no sampling
+with replacement). After each epoch: plain beam search (K'=16) on the validation split
+(Recall@10 / NDCG@10, beam.py); training stops when validation Recall@10 has not improved
+for --patience epochs, or after --samples windows when given (the tiny test bundle).
+Resumable: the state is checkpointed to WORK/<out>.ckpt every --ckpt-minutes and after
+each epoch; run the same command again to continue. The learning curve goes to
+models/results/<out>_curve.jsonl; the best checkpoint by validation to WORK/<out>.pt.
+
+python train.py --work WORK --size small|large [--history 20] [--prm-weight 0] [--out NAME]
+Reads WORK/sids.npy (from prepare.py), writes WORK/<out>.pt and WORK/<out>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import data as data_mod
+from . import beam as beam_mod
+from .model import Config, Promise, enc_table
+from .trie import Trie
+
+SIZES = {
+    # phone-sized default bundle
+    "small": dict(d=64, heads=4, ff=256, enc_layers=2, dec_layers=2),
+    # >= 4x the small generator's parameters, for the scaling comparison
+    "large": dict(d=128, heads=8, ff=512, enc_layers=3, dec_layers=2),
+    # the tiny test bundle (shape-complete, trained for a few hundred steps)
+    "tiny": dict(d=16, heads=4, ff=32, enc_layers=1, dec_layers=1),
+}
+
+
+def make_config(size, sids, trie, history=20):
+    L = sids.shape[1]
+    codebook = [int(sids[:, l].max()) + 1 for l in range(L)]
+    return Config(levels=L, codebook=codebook, history=history, num_nodes=trie.num_nodes, **SIZES[size])
+
+
+class Windows:
+    """All (user, t) next-item windows of the training split, as flat index arrays."""
+
+    def __init__(self, seqs, H, part="train"):
+        self.H = H
+        trains = [s[:-2] for s in seqs]
+        self.flat = np.concatenate([np.asarray(t, np.int64) for t in trains])
+        offs = np.cumsum([0] + [len(t) for t in trains])[:-1]
+        users, ts = [], []
+        for u, t in enumerate(trains):
+            users.append(np.full(len(t) - 1, u))
+            ts.append(np.arange(1, len(t)))
+        self.off = offs
+        self.user = np.concatenate(users)
+        self.t = np.concatenate(ts)
+
+    def __len__(self):
+        return len(self.t)
+
+    def batch(self, idx):
+        u, t = self.user[idx], self.t[idx]
+        pos = t[:, None] - self.H + np.arange(self.H)[None, :]
+        valid = pos >= 0
+        hist = self.flat[self.off[u][:, None] + np.maximum(pos, 0)]
+        target = self.flat[self.off[u] + t]
+        return hist, valid.astype(np.float32), target
+
+
+class Chunks:
+    """Causal training: each user's training sequence cut from its end into chunks of H
+    target positions (inputs t[e-1-H:e-1], targets t[e-H:e] for e = n, n-H, ...), so every
+    training target is used exactly once per epoch with one encoder pass per chunk.
+    Batches group chunks of similar length, and each is trimmed to its longest chunk:
+    the trimmed leading columns are all padding, masked in every attention, so this is
+    exact and saves the padding's compute."""
+
+    def __init__(self, seqs, H):
+        self.H = H
+        self.inputs, self.targets = [], []
+        for s in seqs:
+            t = s[:-2]
+            e = len(t)
+            while e > 1:
+                lo = max(0, e - 1 - H)
+                self.inputs.append(np.asarray(t[lo:e - 1], np.int64))
+                self.targets.append(np.asarray(t[lo + 1:e], np.int64))
+                e -= H
+        self.lens = np.array([len(x) for x in self.inputs])
+        self.n_targets = int(self.lens.sum())
+
+    def __len__(self):
+        return len(self.lens)
+
+    def epoch_batches(self, seed, targets_per_batch):
+        """A fresh grouping each epoch: chunks sorted by (length, random), cut into
+        batches of about `targets_per_batch` padded positions, in random order."""
+        rng = np.random.default_rng(seed)
+        order = np.lexsort((rng.random(len(self.lens)), self.lens))
+        batches, cur = [], []
+        for i in order:
+            if cur and (len(cur) + 1) * self.lens[i] > targets_per_batch:
+                batches.append(np.array(cur))
+                cur = []
+            cur.append(i)
+        if cur:
+            batches.append(np.array(cur))
+        rng.shuffle(batches)
+        return batches
+
+    def batch(self, idx):
+        n = int(self.lens[idx].max())
+        x = np.zeros((len(idx), n), np.int64)
+        y = np.zeros((len(idx), n), np.int64)
+        m = np.zeros((len(idx), n), np.float32)
+        for r, i in enumerate(idx):
+            k = self.lens[i]
+            x[r, n - k:], y[r, n - k:], m[r, n - k:] = self.inputs[i], self.targets[i], 1.0
+        return x, m, y
+
+
+def causal_loss(model, sids_t, hist, mask, target, dense=None):
+    """Mean next-token loss over every real position and level (causal encoder); with
+    `dense` = (trie paths [items, L], level bounds), also the dense PRM's loss on the same
+    memory (full softmax per level over that level's trie nodes, `--dense-aux`)."""
+    mem = model.gen.encode(enc_table(model.cfg, sids_t)[hist], mask)   # [B,P,d]
+    tgt = sids_t[target]                                      # [B,P,L]
+    logp = model.gen.decode_all(mem, mask, tgt)               # [B,P,L,C]
+    nll = -logp.gather(3, tgt[..., None])[..., 0].sum(2)      # [B,P]
+    gen = (nll * mask).sum() / (mask.sum() * tgt.shape[2])
+    if dense is None:
+        return gen, 0.0
+    path_t, bounds = dense
+    u = model.prm.user(mem)                                   # [B,P,d]
+    nodes = path_t[target]                                    # [B,P,L]
+    aux = 0.0
+    for b, (lo, hi) in enumerate(bounds):
+        logits = u @ model.prm.node[lo:hi].T + model.prm.node_bias[lo:hi]
+        ce = torch.nn.functional.cross_entropy(logits.reshape(-1, hi - lo), (nodes[..., b] - lo).reshape(-1),
+                                               reduction="none").reshape(mask.shape)
+        aux = aux + (ce * mask).sum() / mask.sum()
+    return gen, aux
+
+
+def losses(model, trie_t, sids_t, level_start, hist, mask, target, n_neg, rng):
+    cfg = model.cfg
+    L = cfg.levels
+    codes = enc_table(cfg, sids_t)[hist]          # [B,H,L(+1)]
+    mem = model.gen.encode(codes, mask)
+    tgt = sids_t[target]                          # [B,L]
+    logp = model.gen.decode(mem, mask, tgt[:, :-1])
+    gen = F.nll_loss(logp.reshape(-1, logp.shape[-1]), tgt.reshape(-1))
+    if n_neg == 0:
+        return gen, 0.0, []
+    path = trie_t[target]                         # [B,L] node ids
+    prm_total = 0.0
+    accs = []
+    for d in range(1, L + 1):
+        lo, hi = level_start[d], level_start[d + 1]
+        neg = torch.from_numpy(rng.integers(lo, hi, size=n_neg))
+        pos = path[:, d - 1]
+        nodes = torch.cat([pos[:, None], neg[None, :].expand(len(pos), -1)], 1)
+        s = model.prm.score(mem, mask, nodes)
+        dup = torch.cat([torch.zeros_like(pos[:, None], dtype=torch.bool), nodes[:, 1:].eq(pos[:, None])], 1)
+        s = s.masked_fill(dup, -1e9)   # a negative that is the positive is not a negative
+        prm_total = prm_total + F.cross_entropy(s, torch.zeros(len(pos), dtype=torch.long))
+        accs.append((s.argmax(1) == 0).float().mean().item())
+    return gen, prm_total / L, accs
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--data", default="data")
+    ap.add_argument("--size", default="small", choices=list(SIZES))
+    ap.add_argument("--history", type=int, default=20)
+    ap.add_argument("--causal", action="store_true",
+                    help="causal encoder, every position of a chunk a target (one encoder pass per chunk)")
+    ap.add_argument("--dropout", type=float, default=0.0)
+    ap.add_argument("--batch-targets", type=int, default=8192, help="--causal: padded positions per batch")
+    ap.add_argument("--samples", type=int, default=0, help="stop after this many windows (0: at the plateau)")
+    ap.add_argument("--patience", type=int, default=2)
+    ap.add_argument("--lr-decay", type=float, default=1.0,
+                    help="multiply the learning rate by this after an epoch without a new best (1 = off)")
+    ap.add_argument("--max-epochs", type=int, default=60)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--neg", type=int, default=32)
+    ap.add_argument("--prm-weight", type=float, default=0.0)
+    ap.add_argument("--valid-users", type=int, default=0, help="validate on the first N users (0 = all)")
+    ap.add_argument("--ckpt-minutes", type=float, default=3.0)
+    ap.add_argument("--minutes", type=float, default=150, help="stop this run (resumable) after this long")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--sids", default="sids.npy", help="the SID table in WORK (prepare.py --out)")
+    ap.add_argument("--curve-dir", default="models/results")
+    ap.add_argument("--dense-aux", type=float, default=0.0,
+                    help="--causal: also train a dense PRM head (model.DensePRM) on the encoder's memory, "
+                         "this weight on its loss: the encoder learns a dense next-item signal too")
+    ap.add_argument("--item-ids", action="store_true",
+                    help="the encoder's token also adds a per-item embedding (manifest model.encoder_input "
+                         "\"codes_and_item\"), not only the item's code embeddings")
+    ap.add_argument("--item-init", default=None,
+                    help="--item-ids: start the item rows (and, with --dense-aux, the dense PRM's node rows: "
+                         "a leaf is its item, an inner node the mean of its items) from these item "
+                         "embeddings in WORK, e.g. sasrec_items.npy (sasrec.py)")
+    ap.add_argument("--init", default=None, help="start from this trained model's generator (WORK/<init>.pt)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    out = args.out or args.size
+
+    ds = data_mod.load(args.data)
+    sids = np.load(os.path.join(args.work, args.sids))
+    trie = Trie(sids)
+    cfg = make_config(args.size, sids, trie, history=args.history)
+    cfg.causal, cfg.dropout = args.causal, args.dropout
+    if args.dense_aux > 0:
+        cfg.prm_kind = "dense"
+    if args.item_ids:
+        cfg.item_ids = int(sids.shape[0])
+    model = Promise(cfg)
+    if args.item_init and not os.path.exists(os.path.join(args.work, f"{out}.ckpt")):
+        emb = torch.from_numpy(np.load(os.path.join(args.work, args.item_init))).float()
+        emb = emb * (0.1 / emb.std())                       # the code rows' scale
+        with torch.no_grad():
+            model.gen.enc_code_emb[cfg.levels * cfg.cmax:] = emb
+            if args.dense_aux > 0:
+                path = torch.from_numpy(trie.path.astype(np.int64))   # [items, L] node ids
+                node = torch.zeros(trie.num_nodes, cfg.d)
+                cnt = torch.zeros(trie.num_nodes)
+                for b in range(cfg.levels):
+                    node.index_add_(0, path[:, b], emb)
+                    cnt.index_add_(0, path[:, b], torch.ones(len(emb)))
+                model.prm.node.copy_(node / cnt.clamp(min=1)[:, None])
+        print(f"item rows from {args.item_init}", flush=True)
+    if args.init and not os.path.exists(os.path.join(args.work, f"{out}.ckpt")):
+        init = torch.load(os.path.join(args.work, f"{args.init}.pt"))
+        model.gen.load_state_dict({k[4:]: v for k, v in init.items() if k.startswith("gen.")})
+        if args.dense_aux > 0 and "prm.node" in init:      # a train_dense_prm.py model: its head too
+            model.prm.load_state_dict({k[4:]: v for k, v in init.items() if k.startswith("prm.")})
+        print(f"generator{' and dense PRM' if 'prm.node' in init else ''} from {args.init}", flush=True)
+    dense = None
+    if args.dense_aux > 0:
+        ls = trie.level_start
+        dense = (torch.from_numpy(trie.path.astype(np.int64)),
+                 [(int(ls[b + 1]), int(ls[b + 2])) for b in range(trie.levels)])
+    g, r = model.n_params()
+    print(f"{args.size}: generator {g} params, prm {r} params ({100 * r / g:.0f}% of generator), H={cfg.history}",
+          flush=True)
+    win = Chunks(ds.seqs, cfg.history) if args.causal else Windows(ds.seqs, cfg.history)
+    if args.causal:
+        print(f"{len(win.lens)} chunks, {win.n_targets} targets", flush=True)
+    sids_t = torch.from_numpy(sids.astype(np.int64))
+    trie_t = torch.from_numpy(trie.path)
+    tables = beam_mod.TrieTables(trie, cfg.cmax)
+    params = model.parameters() if args.prm_weight > 0 or args.dense_aux > 0 else model.gen.parameters()
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    warm = 200
+    st = {"epoch": 0, "pos": 0, "step": 0, "seen": 0, "best": -1.0, "best_epoch": 0, "train_seconds": 0.0,
+          "perm_seed": int(rng.integers(1 << 62))}
+    # warm-up, times st["lr_scale"]: halved (--lr-decay) after an epoch that does not beat the
+    # best validation Recall@10 (the lambda reads `st`, also after a resume rebinds it)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * st.get("lr_scale", 1.0))
+    ckpt = os.path.join(args.work, f"{out}.ckpt")
+    curve = os.path.join(args.curve_dir, f"{out}_curve.jsonl")
+    if os.path.exists(ckpt):
+        c = torch.load(ckpt, weights_only=False)
+        model.load_state_dict(c["model"])
+        opt.load_state_dict(c["opt"])
+        sched.load_state_dict(c["sched"])
+        st = c["state"]
+        unit = "batch" if args.causal else "window"
+        print(f"resumed: epoch {st['epoch']} {unit} {st['pos']}, best valid R@10 {st['best']:.4f}", flush=True)
+    elif os.path.exists(curve):
+        os.remove(curve)
+    if args.item_init and not st.get("item_init"):
+        st["item_init"] = args.item_init    # acts at the start only: kept for finish()'s record
+
+    def save():
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "state": st},
+                   ckpt + ".tmp")
+        os.replace(ckpt + ".tmp", ckpt)
+
+    def finish(reason):
+        best = os.path.join(args.work, f"{out}.best.pt")
+        if os.path.exists(best):
+            model.load_state_dict(torch.load(best))
+        torch.save(model.state_dict(), os.path.join(args.work, f"{out}.pt"))
+        with open(os.path.join(args.work, f"{out}.json"), "w") as f:
+            json.dump({"size": args.size, "config": cfg.to_dict(), "sids": args.sids, "windows_seen": st["seen"],
+                       "epochs": st["epoch"], "best_epoch": st["best_epoch"], "valid_recall@10": st["best"],
+                       "params_generator": g, "params_prm": r, "prm_weight": args.prm_weight,
+                       "dense_aux": args.dense_aux, "init": args.init, "item_init": st.get("item_init"),
+                       "train_seconds": st["train_seconds"], "stopped": reason}, f, indent=1)
+        print(f"saved {out}: {reason}", flush=True)
+
+    t_run = time.time()
+    t_ckpt = time.time()
+    ema = None
+    while True:
+        if args.samples and st["seen"] >= args.samples:
+            return finish(f"{st['seen']} windows")
+        if st["epoch"] >= args.max_epochs:
+            return finish(f"--max-epochs {args.max_epochs} reached (best epoch {st['best_epoch']})")
+        if st["epoch"] - st["best_epoch"] >= args.patience and st["epoch"] > 0:
+            return finish(f"plateau after epoch {st['epoch']} (best {st['best_epoch']})")
+        if time.time() - t_run > args.minutes * 60:
+            save()
+            print(f"stopped at epoch {st['epoch']} window {st['pos']}: run again to resume", flush=True)
+            return
+        if args.causal:   # pos counts batches of this epoch's grouping, seen counts targets
+            groups = win.epoch_batches(st["perm_seed"] + st["epoch"], args.batch_targets)
+            n_units = len(groups)
+        else:
+            perm = np.random.default_rng(st["perm_seed"] + st["epoch"]).permutation(len(win))
+            n_units = len(win)
+        t0 = time.time()
+        while st["pos"] < n_units:
+            if args.causal:
+                hist, mask, target = win.batch(groups[st["pos"]])
+                gen, prm = causal_loss(model, sids_t, torch.from_numpy(hist), torch.from_numpy(mask),
+                                       torch.from_numpy(target), dense)
+                accs, step_units, step_seen = [], 1, int(mask.sum())
+            else:
+                idx = perm[st["pos"]:st["pos"] + args.batch]
+                hist, mask, target = win.batch(idx)
+                gen, prm, accs = losses(model, trie_t, sids_t, trie.level_start,
+                                        torch.from_numpy(hist), torch.from_numpy(mask),
+                                        torch.from_numpy(target), args.neg if args.prm_weight > 0 else 0, rng)
+                step_units = step_seen = len(idx)
+            if args.dense_aux > 0:
+                loss = gen + args.dense_aux * prm
+            else:
+                loss = gen + args.prm_weight * prm if args.prm_weight > 0 else gen
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            st["pos"] += step_units
+            st["seen"] += step_seen
+            st["step"] += 1
+            cur = np.array([gen.item(), float(prm)] + accs)
+            ema = cur if ema is None else 0.98 * ema + 0.02 * cur
+            if st["step"] % (20 if args.causal else 200) == 0:
+                el = st["train_seconds"] + time.time() - t0
+                print(f"epoch {st['epoch']} unit {st['pos']}/{n_units} gen {ema[0]:.3f} prm {ema[1]:.3f} | "
+                      f"{st['seen'] / max(el, 1e-9):.0f} targets/s", flush=True)
+            if args.samples and st["seen"] >= args.samples:
+                break
+            if time.time() - t_ckpt > args.ckpt_minutes * 60:
+                st["train_seconds"] += time.time() - t0
+                t0 = time.time()
+                save()
+                t_ckpt = time.time()
+            if time.time() - t_run > args.minutes * 60:
+                break
+        st["train_seconds"] += time.time() - t0
+        if st["pos"] < n_units and not args.samples:
+            continue   # out of time mid-epoch: the loop head saves and stops
+        st["epoch"] += 1
+        st["pos"] = 0
+        v0 = time.time()
+        val = beam_mod.recall_ndcg(model.gen, tables, ds, sids_t, "valid", users=args.valid_users or None)
+        row = {"epoch": st["epoch"], "windows_seen": st["seen"], "gen_loss": float(ema[0]), "valid": val,
+               "train_seconds": round(st["train_seconds"], 1), "valid_seconds": round(time.time() - v0, 1),
+               "lr": args.lr * st.get("lr_scale", 1.0)}
+        print(json.dumps(row), flush=True)
+        with open(curve, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if val["recall@10"] > st["best"]:
+            st["best"], st["best_epoch"] = val["recall@10"], st["epoch"]
+            torch.save(model.state_dict(), os.path.join(args.work, f"{out}.best.pt"))
+        elif args.lr_decay < 1.0:
+            st["lr_scale"] = st.get("lr_scale", 1.0) * args.lr_decay
+            print(f"no new best: learning rate x{args.lr_decay} -> {args.lr * st['lr_scale']:.2e}", flush=True)
+        save()
+
+
+if __name__ == "__main__":
+    main()
