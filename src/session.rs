@@ -266,6 +266,24 @@ impl Session {
         self.searcher.run(catalog, self.backend.scorer(), history)
     }
 
+    /// Run one request's worth of work on a fixed history (the catalog's first items, as
+    /// many as the history window reads) and discard its feed, so that the first user
+    /// request does not pay for first use: the mapped weights paged in, the caches and the
+    /// device's pipelines touched. Call it once after creating the session, off the UI
+    /// thread; it costs about one request (`promise bench --warmup` measures both ways).
+    /// It allocates one history buffer; the requests after it allocate as before.
+    pub fn warmup(&mut self) -> Result<()> {
+        let n = self
+            .history_window()
+            .min(self.model.inner.bundle.catalog().num_items());
+        let history =
+            crate::alloc::with_capacity::<u32>(n, "the warm-up history").map(|mut h| {
+                h.extend(0..n as u32);
+                h
+            })?;
+        self.recommend(&history).map(|_| ())
+    }
+
     /// Record, per level, the nodes each request keeps ([`Session::kept`]), e.g. to measure
     /// how often the true prefix survives each level. The search must run on the host: a
     /// GPU session searching on the device returns a `config` error (load it with

@@ -111,6 +111,10 @@ int main(int argc, char **argv) {
     PromiseSession *session = NULL;
     st = promise_session_new(model, &cfg, &session);
     CHECK(st == PROMISE_STATUS_OK, "session_new: %s", promise_last_error());
+    /* one request's worth of work now, so that the user's first request is warm */
+    st = promise_session_warmup(session);
+    CHECK(st == PROMISE_STATUS_OK, "session_warmup: %s", promise_last_error());
+    CHECK(promise_session_warmup(NULL) == PROMISE_STATUS_INVALID_ARGUMENT, "warmup(NULL)");
 
     uint32_t history[] = {12, 7, 99, 1024, 5, 318};
     PromiseRecommendation recs[10];

@@ -490,6 +490,22 @@ pub extern "C" fn promise_session_set_history_window(
     })
 }
 
+/// Run one request's worth of work on a fixed history and discard its feed, so that the
+/// first user request is warm (the mapped weights paged in, caches and GPU pipelines
+/// touched). Call it once after `promise_session_new`, off the UI thread; it costs about
+/// one request. The library spawns no threads: the work runs on the calling thread.
+#[no_mangle]
+pub extern "C" fn promise_session_warmup(session: *mut PromiseSession) -> PromiseStatus {
+    guard(|| {
+        if session.is_null() {
+            return Err(err!(InvalidArgument, "session must not be NULL"));
+        }
+        let s = lookup(sessions(), session as usize, "session")?;
+        let mut s = locked(&s)?;
+        s.warmup()
+    })
+}
+
 /// Free a session. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn promise_session_free(session: *mut PromiseSession) -> PromiseStatus {

@@ -13,6 +13,12 @@
  *   thread at a time; a concurrent call on the same session returns
  *   PROMISE_STATUS_INVALID_ARGUMENT instead of racing.
  * - Rust panics never cross this boundary: they become PROMISE_STATUS_PANIC.
+ * - Threads: the library spawns none and never spins or busy-waits; every call does its
+ *   work on the calling thread and returns (on the GPU backend the graphics driver may
+ *   run threads of its own). For parallel requests, give each thread its own session.
+ * - Linking: the shared library exports only these promise_* symbols; the static library
+ *   (libpromise_rt.a) carries Rust's std and the dependencies' symbols, for apps that
+ *   link it into one binary with -Wl,--gc-sections.
  */
 
 #ifndef PROMISE_RT_H
@@ -207,6 +213,14 @@ PromiseStatus promise_session_new(const PromiseModel *model,
  * table). Every item of a history is still excluded from its feed.
  */
 PromiseStatus promise_session_set_history_window(PromiseSession *session, size_t items);
+
+/**
+ * Run one request's worth of work on a fixed history and discard its feed, so that the
+ * first user request is warm (the mapped weights paged in, caches and GPU pipelines
+ * touched). Call it once after `promise_session_new`, off the UI thread; it costs about
+ * one request. The library spawns no threads: the work runs on the calling thread.
+ */
+PromiseStatus promise_session_warmup(PromiseSession *session);
 
 /**
  * Free a session. NULL is a no-op.

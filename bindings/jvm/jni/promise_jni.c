@@ -152,6 +152,11 @@ JNIEXPORT void JNICALL Java_dev_promisert_Native_setHistoryWindow(JNIEnv *env, j
     fail(env, promise_session_set_history_window((PromiseSession *)(intptr_t)session, (size_t)items));
 }
 
+JNIEXPORT void JNICALL Java_dev_promisert_Native_warmup(JNIEnv *env, jclass c, jlong session) {
+    (void)c;
+    fail(env, promise_session_warmup((PromiseSession *)(intptr_t)session));
+}
+
 JNIEXPORT void JNICALL Java_dev_promisert_Native_sessionFree(JNIEnv *env, jclass c, jlong session) {
     (void)c;
     fail(env, promise_session_free((PromiseSession *)(intptr_t)session));

@@ -75,6 +75,7 @@ public final class PromiseTest {
             check(items > 0, "numItems");
             int[] history = {12, 7, 99, 1024, 5, 318};
             try (PromiseSession s = m.newSession(new SearchConfig(8, 32, 10, true, 0.5f))) {
+                s.warmup();
                 Recommendation[] recs = s.recommend(history);
                 check(recs.length == 10, "10 recommendations");
                 for (Recommendation r : recs) {

@@ -3,6 +3,7 @@
 //! Exit codes: 0 success; 1 runtime error (printed as `error[<code>]: <message>`);
 //! 2 bad command line; 3 the MovieLens-1M data for eval/bench is missing (with how to get it).
 
+mod bench;
 mod data;
 #[cfg(feature = "tract")]
 mod flops;
@@ -14,9 +15,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use promise_rt::{
-    BackendInfo, Bundle, CpuEngine, Device, Model, OpenOptions, Recommendation, SearchConfig,
-};
+use promise_rt::{Bundle, CpuEngine, Device, Model, OpenOptions, Recommendation, SearchConfig};
 
 /// `--device`: where the model runs.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -41,8 +40,8 @@ enum EngineArg {
 /// Counts heap allocations (and the bytes live on the Rust heap) so that `bench` can report
 /// allocations per request and what a loaded model holds on the heap.
 struct Counting;
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-static LIVE: AtomicI64 = AtomicI64::new(0);
+pub(crate) static ALLOCS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static LIVE: AtomicI64 = AtomicI64::new(0);
 // SAFETY: forwards to the system allocator unchanged; only counts calls and bytes.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
@@ -158,6 +157,10 @@ enum Cmd {
         /// current directory).
         #[arg(long)]
         flops: bool,
+        /// Call the session's warm-up before the first request (what an app does at
+        /// launch); without it the first request is measured cold.
+        #[arg(long)]
+        warmup: bool,
     },
 }
 
@@ -180,7 +183,8 @@ struct Common {
     #[arg(long)]
     no_prm: bool,
     /// Weight of the generator log-prob in the PRM selection key (0 = PRM alone, the paper).
-    #[arg(long, default_value_t = promise_rt::search::DEFAULT_MIX)]
+    /// A negative value parses as a number and is refused by the search config.
+    #[arg(long, default_value_t = promise_rt::search::DEFAULT_MIX, allow_negative_numbers = true)]
     mix: f32,
     /// Where the model runs.
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
@@ -249,14 +253,19 @@ impl Common {
         Ok(session)
     }
     fn load(&self) -> Result<Model, promise_rt::Error> {
+        self.load_bundle(&self.open()?)
+    }
+    fn open(&self) -> Result<Bundle, promise_rt::Error> {
+        let mut open = OpenOptions::default();
+        open.verify_checksums = self.verify;
+        Bundle::open_with(&self.bundle, open)
+    }
+    fn load_bundle(&self, bundle: &Bundle) -> Result<Model, promise_rt::Error> {
         let device = match self.device {
             DeviceArg::Cpu => Device::Cpu,
             DeviceArg::Gpu => Device::Gpu,
             DeviceArg::Auto => Device::Auto,
         };
-        let mut open = OpenOptions::default();
-        open.verify_checksums = self.verify;
-        let bundle = Bundle::open_with(&self.bundle, open)?;
         let mut opts = promise_rt::LoadOptions::default();
         opts.cpu_engine = match self.cpu_engine {
             EngineArg::Fused => CpuEngine::Fused,
@@ -265,7 +274,7 @@ impl Common {
         opts.gpu_shader_f16 = !self.gpu_portable;
         opts.gpu_subgroups = !self.gpu_portable;
         opts.gpu_search = !self.gpu_host_search;
-        Model::load_with(&bundle, device, &opts)
+        Model::load_with(bundle, device, &opts)
     }
 }
 
@@ -326,7 +335,8 @@ fn main() {
             json,
             dump,
             flops,
-        } => bench(&common, &data, requests, json, dump, flops),
+            warmup,
+        } => bench::bench(&common, &data, requests, json, dump, flops, warmup),
         Cmd::Pack { dir, file } => promise_rt::bundle::container::pack(&dir, &file)
             .map(|n| println!("{}: {n} bytes", file.display()))
             .map_err(Failure::Runtime),
@@ -614,229 +624,4 @@ fn run_sweep(
         println!("wrote {}", f.display());
     }
     Ok(())
-}
-
-/// Latency histogram with 1%-wide log buckets from 1 us to ~100 s: fixed size, no
-/// allocation per sample. Quantiles are the bucket's upper edge (within 1%).
-struct LatencyHistogram {
-    counts: Vec<u64>,
-    n: u64,
-}
-
-impl LatencyHistogram {
-    const BUCKETS: usize = 1900;
-    const BASE_MS: f64 = 1e-3;
-    fn new() -> Self {
-        LatencyHistogram {
-            counts: vec![0; Self::BUCKETS],
-            n: 0,
-        }
-    }
-    fn add(&mut self, ms: f64) {
-        let b = ((ms / Self::BASE_MS).max(1.0).ln() / 1.01f64.ln()).ceil() as usize;
-        self.counts[b.min(Self::BUCKETS - 1)] += 1;
-        self.n += 1;
-    }
-    fn quantile(&self, q: f64) -> f64 {
-        let target = ((self.n as f64) * q).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (b, &c) in self.counts.iter().enumerate() {
-            seen += c;
-            if seen >= target {
-                return Self::BASE_MS * 1.01f64.powi(b as i32);
-            }
-        }
-        f64::NAN
-    }
-}
-
-/// The floor figures for `bench --flops`.
-#[derive(serde::Serialize)]
-struct Floor {
-    /// multiply-adds per request as the tract engine, the GPU and the fused engine run it
-    graph_macs: u64,
-    gpu_macs: u64,
-    fused_macs: u64,
-    /// the count for this model's backend
-    backend_macs: u64,
-    /// single-core f32 matmul rate at 128x256x256: tract's, the fused kernel's, the best
-    tract_peak_gmacs: f64,
-    fused_peak_gmacs: f64,
-    peak_gmacs: f64,
-    achieved_gmacs: f64,
-    achieved_over_peak: f64,
-    /// the fused (minimal) count at the peak rate
-    floor_ms: f64,
-}
-
-#[cfg(feature = "tract")]
-fn floor(model: &Model, cfg: &SearchConfig, p50_ms: f64) -> Result<Floor, Failure> {
-    let macs = flops::per_request(model.bundle().manifest(), cfg);
-    let tract_peak = flops::peak_gmacs(std::path::Path::new("."))?;
-    let fused_peak = flops::fused_peak_gmacs();
-    let peak = tract_peak.max(fused_peak);
-    let backend_macs = match model.backend() {
-        BackendInfo::Cpu {
-            engine: CpuEngine::Tract,
-            ..
-        } => macs.graph,
-        BackendInfo::Gpu { .. } => macs.gpu,
-        _ => macs.fused,
-    };
-    let achieved = backend_macs as f64 / (p50_ms * 1e-3) / 1e9;
-    Ok(Floor {
-        graph_macs: macs.graph,
-        gpu_macs: macs.gpu,
-        fused_macs: macs.fused,
-        backend_macs,
-        tract_peak_gmacs: tract_peak,
-        fused_peak_gmacs: fused_peak,
-        peak_gmacs: peak,
-        achieved_gmacs: achieved,
-        achieved_over_peak: achieved / peak,
-        floor_ms: macs.fused as f64 / (peak * 1e9) * 1e3,
-    })
-}
-#[cfg(not(feature = "tract"))]
-fn floor(_: &Model, _: &SearchConfig, _: f64) -> Result<Floor, Failure> {
-    Err(Failure::Other(anyhow::anyhow!(
-        "--flops needs the tract feature (it measures tract's matmul rate too)"
-    )))
-}
-
-fn rss_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn bench(
-    c: &Common,
-    d: &DataArgs,
-    requests: usize,
-    json: bool,
-    dump: Option<PathBuf>,
-    flops: bool,
-) -> Result<(), Failure> {
-    if requests == 0 {
-        return Err(Failure::Other(anyhow::anyhow!(
-            "--requests is 0, expected at least 1"
-        )));
-    }
-    let ds = load_data(d)?;
-    // reset the peak-RSS mark so that the data loading does not count (Linux >= 4.0)
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-    let rss0 = rss_kib("VmRSS:");
-    let t_load = Instant::now();
-    let heap0 = LIVE.load(Ordering::Relaxed);
-    let model = c.load()?;
-    let model_heap_kib = (LIVE.load(Ordering::Relaxed) - heap0) / 1024;
-    let mut session = c.session(&model, c.config())?;
-    let load_ms = t_load.elapsed().as_secs_f64() * 1e3;
-    let rows = ds.split("test");
-    let warm = 20.min(rows.len());
-    for (h, _) in rows.iter().take(warm) {
-        session.recommend(h)?;
-    }
-    // latencies go into a fixed log-scale histogram (1% wide buckets) allocated before
-    // the warm-up RSS is read, so that a million-request soak measures the runtime's
-    // memory and not a growing list of timings
-    let mut hist = LatencyHistogram::new();
-    let mut rss_trace = [0u64; 11];
-    let rss_warm = rss_kib("VmRSS:");
-    rss_trace[0] = rss_warm;
-    let mut request_allocs = 0u64; // counted around `recommend` only, not the RSS probes
-    let t = Instant::now();
-    for i in 0..requests {
-        let (h, _) = rows[(warm + i) % rows.len()];
-        let a0 = ALLOCS.load(Ordering::Relaxed);
-        let s = Instant::now();
-        session.recommend(h)?;
-        hist.add(s.elapsed().as_secs_f64() * 1e3);
-        request_allocs += ALLOCS.load(Ordering::Relaxed) - a0;
-        let tenth = (i + 1) * 10 / requests;
-        if tenth != i * 10 / requests {
-            rss_trace[tenth.min(10)] = rss_kib("VmRSS:");
-        }
-    }
-    let total = t.elapsed().as_secs_f64();
-    let allocs = request_allocs as f64 / requests as f64;
-    let (p50, p99) = (hist.quantile(0.5), hist.quantile(0.99));
-    let rps = requests as f64 / total;
-    let peak = rss_kib("VmHWM:");
-    let steady = rss_kib("VmRSS:");
-    let growth = steady as i64 - rss_warm as i64;
-    let bundle_kib = model.bundle().file_bytes() / 1024;
-    if let Some(path) = dump {
-        use std::io::Write;
-        let mut f = std::io::BufWriter::new(
-            std::fs::File::create(&path)
-                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?,
-        );
-        for i in 0..requests {
-            let (h, _) = rows[(warm + i) % rows.len()];
-            let items: Vec<u32> = session.recommend(h)?.iter().map(|r| r.item).collect();
-            writeln!(f, "{}", serde_json::to_string(&items).expect("json"))
-                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-        }
-    }
-    let floor = if flops {
-        Some(floor(&model, session.config(), p50)?)
-    } else {
-        None
-    };
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({"bundle": model.bundle().manifest().name, "device": format!("{:?}", model.device()), "floor": floor,
-            "config": cfg_json(session.config()), "requests": requests, "p50_ms": p50, "p99_ms": p99, "requests_per_s": rps,
-            "load_ms": load_ms, "peak_rss_kib": peak, "steady_rss_kib": steady, "rss_before_load_kib": rss0,
-            "bundle_kib": bundle_kib, "allocs_per_request": allocs, "gpu_adapter": gpu_adapter(&model), "backend": model.backend().to_string(), "rss_after_warmup_kib": rss_warm,
-            "rss_growth_kib": growth, "model_heap_kib": model_heap_kib, "rss_trace_kib": rss_trace})
-        );
-    } else {
-        println!(
-            "bundle {} on {}, {}",
-            model.bundle().manifest().name,
-            model.backend(),
-            describe(session.config())
-        );
-        println!("{requests} requests over real test-split histories (1 thread)");
-        println!("latency p50 {p50:.3} ms  p99 {p99:.3} ms  throughput {rps:.0} requests/s");
-        println!("load + session {load_ms:.0} ms; RSS before load {rss0} KiB (evaluation data included), steady {steady} KiB, peak since load {peak} KiB; bundle files {bundle_kib} KiB");
-        println!("Rust heap held by the loaded model: {model_heap_kib} KiB (bundle files {bundle_kib} KiB; driver memory not included)");
-        println!("RSS growth over the timed requests: {growth} KiB (after warm-up {rss_warm} KiB)");
-        println!("RSS at each tenth of the run (KiB): {rss_trace:?}");
-        println!("heap allocations per request: {allocs:.1} (the search itself makes none; the fused CPU engine none either; tract and wgpu do)");
-        if let Some(f) = floor {
-            println!(
-                "multiply-adds per request: {:.2} M as the tract engine runs the graphs, {:.2} M on the GPU backend, {:.2} M on the fused CPU engine (the minimal)",
-                f.graph_macs as f64 / 1e6,
-                f.gpu_macs as f64 / 1e6,
-                f.fused_macs as f64 / 1e6,
-            );
-            println!(
-                "this core's f32 matmul rate at 128x256x256: tract {:.2} GMAC/s, fused kernel {:.2} GMAC/s; at p50 this backend does {:.2} GMAC/s = {:.1}% of the best; the minimal work at that rate would take {:.3} ms",
-                f.tract_peak_gmacs,
-                f.fused_peak_gmacs,
-                f.achieved_gmacs,
-                f.achieved_over_peak * 100.0,
-                f.floor_ms
-            );
-        }
-    }
-    Ok(())
-}
-
-/// The GPU adapter a model runs on (`None` on the CPU), for the bench's JSON.
-fn gpu_adapter(model: &Model) -> Option<String> {
-    match model.backend() {
-        BackendInfo::Gpu { adapter, .. } => Some(adapter),
-        _ => None,
-    }
 }

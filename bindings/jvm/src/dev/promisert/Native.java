@@ -27,6 +27,7 @@ final class Native {
     static native int recommend(long session, int[] history, int[] items, float[] scores);
 
     static native void setHistoryWindow(long session, int items);
+    static native void warmup(long session);
 
     static native void sessionFree(long session);
 }

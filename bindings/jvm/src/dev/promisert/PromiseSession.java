@@ -53,6 +53,19 @@ public final class PromiseSession implements AutoCloseable {
         Native.setHistoryWindow(h, items);
     }
 
+    /**
+     * Run one request's worth of work on a fixed history and discard its feed, so that the
+     * first user request is warm (the mapped weights paged in, caches touched). Call it
+     * once after {@link PromiseModel#session}, off the UI thread; it costs about one request.
+     */
+    public void warmup() {
+        long h = handle;
+        if (h == 0) {
+            throw new IllegalStateException("the session is closed");
+        }
+        Native.warmup(h);
+    }
+
     @Override
     public synchronized void close() {
         long h = handle;

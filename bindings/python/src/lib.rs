@@ -1,0 +1,205 @@
+//! The Python binding: `promise_rt.Model.open(path | bytes)`, `model.session(...)`,
+//! `session.recommend(history) -> [(item, score), ...]`. Errors are
+//! `promise_rt.PromiseError` with the runtime's stable `code` (the C API's status) and its
+//! `name`; the GIL is released while a request (or a load) runs, so Python threads with
+//! their own sessions run requests in parallel.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+
+use ::promise_rt as rt;
+
+create_exception!(
+    promise_rt,
+    PromiseError,
+    PyException,
+    "A runtime error: `code` is the stable status (the C API's PROMISE_STATUS_*), `name` its short name."
+);
+
+fn to_py(py: Python<'_>, e: rt::Error) -> PyErr {
+    let err = PromiseError::new_err(e.to_string());
+    let v = err.value(py);
+    let _ = v.setattr("code", e.code() as i32);
+    let _ = v.setattr("name", e.code().name());
+    err
+}
+
+fn device(name: &str) -> PyResult<rt::Device> {
+    match name {
+        "cpu" => Ok(rt::Device::Cpu),
+        "gpu" => Ok(rt::Device::Gpu),
+        "auto" => Ok(rt::Device::Auto),
+        other => Err(PyValueError::new_err(format!(
+            "device {other:?}, expected \"cpu\", \"gpu\" or \"auto\""
+        ))),
+    }
+}
+
+/// A loaded model: immutable, shared by any number of threads and sessions.
+#[pyclass(module = "promise_rt", frozen)]
+struct Model {
+    inner: rt::Model,
+}
+
+#[pymethods]
+impl Model {
+    /// Open a bundle and load it: `source` is a bundle directory or a one-file `.promise`
+    /// (a str or os.PathLike), or a `.promise` file's bytes. `device` is "cpu" (default),
+    /// "gpu" or "auto".
+    #[staticmethod]
+    #[pyo3(signature = (source, device = "cpu"))]
+    fn open(py: Python<'_>, source: &Bound<'_, PyAny>, device: &str) -> PyResult<Model> {
+        let dev = self::device(device)?;
+        let bundle = if let Ok(bytes) = source.extract::<&[u8]>() {
+            let owned = bytes.to_vec();
+            py.detach(|| rt::Bundle::from_bytes(owned))
+        } else if let Ok(path) = source.extract::<PathBuf>() {
+            py.detach(|| rt::Bundle::open(&path))
+        } else {
+            return Err(PyTypeError::new_err(format!(
+                "source is a {}, expected a path (str or os.PathLike) or bytes",
+                source.get_type().name()?
+            )));
+        }
+        .map_err(|e| to_py(py, e))?;
+        let inner = py
+            .detach(|| rt::Model::load(&bundle, dev))
+            .map_err(|e| to_py(py, e))?;
+        Ok(Model { inner })
+    }
+
+    /// Items in the catalog (ids 0..num_items).
+    #[getter]
+    fn num_items(&self) -> usize {
+        self.inner.bundle().catalog().num_items()
+    }
+
+    /// The bundle's name (manifest `name`).
+    #[getter]
+    fn name(&self) -> String {
+        self.inner.bundle().manifest().name.clone()
+    }
+
+    /// What computes requests, e.g. "cpu (fused, avx2)".
+    #[getter]
+    fn backend(&self) -> String {
+        self.inner.backend().to_string()
+    }
+
+    /// A session with every buffer allocated: `beams` K', `candidates` K+ (default 4 x
+    /// beams with the PRM, beams without), `results` N, `prm`, `mix` (default the
+    /// runtime's validated default). One session per thread.
+    #[pyo3(signature = (beams = 16, candidates = None, results = 10, prm = true, mix = None))]
+    fn session(
+        &self,
+        py: Python<'_>,
+        beams: usize,
+        candidates: Option<usize>,
+        results: usize,
+        prm: bool,
+        mix: Option<f32>,
+    ) -> PyResult<Session> {
+        let default_k = if prm { beams.saturating_mul(4) } else { beams };
+        let cfg = rt::SearchConfig {
+            beams,
+            candidates: candidates.unwrap_or(default_k).max(results),
+            results,
+            prm,
+            mix: mix.unwrap_or(rt::search::DEFAULT_MIX),
+        };
+        let s = self.inner.session(cfg).map_err(|e| to_py(py, e))?;
+        Ok(Session {
+            inner: Mutex::new(s),
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Model(name={:?}, items={}, backend={:?})",
+            self.inner.bundle().manifest().name,
+            self.num_items(),
+            self.inner.backend().to_string()
+        )
+    }
+}
+
+/// Per-thread request state; `recommend` reuses its buffers.
+#[pyclass(module = "promise_rt", frozen)]
+struct Session {
+    inner: Mutex<rt::Session>,
+}
+
+impl Session {
+    fn with<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut rt::Session) -> rt::Result<T> + Send,
+    ) -> PyResult<T> {
+        py.detach(|| {
+            let mut s = match self.inner.try_lock() {
+                Ok(g) => g,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    return Err(Err(
+                        "the session is in use on another thread (a session is for one thread at a time)",
+                    ))
+                }
+            };
+            f(&mut s).map_err(Ok)
+        })
+        .map_err(|e| match e {
+            Ok(e) => to_py(py, e),
+            Err(msg) => PyValueError::new_err(msg),
+        })
+    }
+}
+
+#[pymethods]
+impl Session {
+    /// The feed for `history` (item ids, oldest first): a list of (item, score), best
+    /// first, none of them in the history.
+    fn recommend(&self, py: Python<'_>, history: Vec<u32>) -> PyResult<Vec<(u32, f32)>> {
+        self.with(py, |s| {
+            s.recommend(&history)
+                .map(|r| r.iter().map(|r| (r.item, r.score)).collect())
+        })
+    }
+
+    /// One request's worth of work on a fixed history, so the first real request is warm.
+    fn warmup(&self, py: Python<'_>) -> PyResult<()> {
+        self.with(py, |s| s.warmup())
+    }
+
+    /// Let the model read only the last `items` of each history.
+    fn set_history_window(&self, py: Python<'_>, items: usize) -> PyResult<()> {
+        self.with(py, |s| s.set_history_window(items))
+    }
+
+    /// K', K+, N, prm, mix of this session.
+    #[getter]
+    fn config(&self, py: Python<'_>) -> PyResult<(usize, usize, usize, bool, f32)> {
+        self.with(py, |s| {
+            let c = s.config();
+            Ok((c.beams, c.candidates, c.results, c.prm, c.mix))
+        })
+    }
+}
+
+/// The runtime's version.
+#[pyfunction]
+fn version() -> &'static str {
+    rt::VERSION
+}
+
+#[pymodule]
+fn promise_rt(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Model>()?;
+    m.add_class::<Session>()?;
+    m.add_function(wrap_pyfunction!(version, m)?)?;
+    m.add("PromiseError", m.py().get_type::<PromiseError>())?;
+    Ok(())
+}
