@@ -12,6 +12,12 @@ sysroot=/usr/aarch64-linux-gnu
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L $sysroot"
 export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
+# the sysroot for every emulated process, children included (a test that re-runs its own
+# binary starts it through binfmt_misc, which passes no -L)
+export QEMU_LD_PREFIX=$sysroot
+# without binfmt_misc an emulated test cannot start a child process of its own: the one test
+# that needs one (the panic hook's, src/panic.rs) says so and skips; the host run covers it
+export PROMISE_EMULATED=1
 dir=target/arm
 features=cpu,ffi
 # the library's own tests (the fused engine's kernels, the search, the bundle checks, the C
