@@ -18,7 +18,8 @@ while IFS= read -r -d '' f; do
     fail=1
   fi
 done < <(git ls-files -z)
-# "session 6", "session-9", "sessions 8-9", "in session 9": history belongs to dated logs
+# the word "session" followed by a run number is a run label, not a date or commit: history
+# belongs to dated logs
 if git grep -n -I -i -E '\bsessions?[-_ ]?[0-9]{1,2}\b|results/session' -- ':!.ci/tree_check.sh' >/tmp/tree_sessions.txt; then
   echo "tree: measurements named by session (name them by date, commit or bundle):" >&2
   head -20 /tmp/tree_sessions.txt >&2
