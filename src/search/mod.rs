@@ -129,6 +129,21 @@ impl SearchConfig {
         }
     }
 
+    /// K' beams returning N items, PRM-guided or plain, with the default pool: K+ = 4 K'
+    /// with the PRM (the default's ratio), K' without, never below N; `mix` is
+    /// [`DEFAULT_MIX`]. The CLI and the Python binding start from this and override what
+    /// their caller sets.
+    pub fn with_beams(beams: usize, results: usize, prm: bool) -> SearchConfig {
+        let pool = if prm { beams.saturating_mul(4) } else { beams };
+        SearchConfig {
+            beams,
+            candidates: pool.max(results),
+            results,
+            prm,
+            mix: DEFAULT_MIX,
+        }
+    }
+
     /// The most beams a level can carry: K', or N when the full-feed rule needs more
     /// (module docs). Backends size their per-beam buffers with it.
     pub fn beam_capacity(&self) -> usize {

@@ -91,8 +91,9 @@ impl Model {
     }
 
     /// A session with every buffer allocated: `beams` K', `candidates` K+ (default 4 x
-    /// beams with the PRM, beams without), `results` N, `prm`, `mix` (default the
-    /// runtime's validated default). One session per thread.
+    /// beams with the PRM, beams without, never below results; an explicit value is taken
+    /// as given and validated), `results` N, `prm`, `mix` (default the runtime's validated
+    /// default). One session per thread.
     #[pyo3(signature = (beams = 16, candidates = None, results = 10, prm = true, mix = None))]
     fn session(
         &self,
@@ -103,14 +104,13 @@ impl Model {
         prm: bool,
         mix: Option<f32>,
     ) -> PyResult<Session> {
-        let default_k = if prm { beams.saturating_mul(4) } else { beams };
-        let cfg = rt::SearchConfig {
-            beams,
-            candidates: candidates.unwrap_or(default_k).max(results),
-            results,
-            prm,
-            mix: mix.unwrap_or(rt::search::DEFAULT_MIX),
-        };
+        let mut cfg = rt::SearchConfig::with_beams(beams, results, prm);
+        if let Some(c) = candidates {
+            cfg.candidates = c;
+        }
+        if let Some(m) = mix {
+            cfg.mix = m;
+        }
         let s = self.inner.session(cfg).map_err(|e| to_py(py, e))?;
         Ok(Session {
             inner: Mutex::new(s),

@@ -223,22 +223,13 @@ struct DataArgs {
 impl Common {
     fn config(&self) -> SearchConfig {
         // an explicit --candidates is taken as given (and validated); the default is
-        // 4 x beams with the PRM, beams without, and never below results
-        let candidates = self.candidates.unwrap_or_else(|| {
-            (if self.no_prm {
-                self.beams
-            } else {
-                4 * self.beams
-            })
-            .max(self.results)
-        });
-        SearchConfig {
-            beams: self.beams,
-            candidates,
-            results: self.results,
-            prm: !self.no_prm,
-            mix: self.mix,
+        // SearchConfig::with_beams's pool
+        let mut cfg = SearchConfig::with_beams(self.beams, self.results, !self.no_prm);
+        if let Some(c) = self.candidates {
+            cfg.candidates = c;
         }
+        cfg.mix = self.mix;
+        cfg
     }
     /// A session of `model` with `cfg` and this command's history window.
     fn session(
