@@ -173,7 +173,8 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Parse and validate a manifest from its JSON text (what [`Bundle::open`] does first).
+    /// Parse and validate a manifest from its JSON text (what
+    /// [`Bundle::open`](super::Bundle::open) does first).
     pub fn from_json(text: &str) -> Result<Manifest> {
         parse_manifest(text).map(|(m, _)| m)
     }
