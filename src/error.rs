@@ -99,7 +99,7 @@ pub struct Error {
 /// Characters a message never carries raw: control characters (a newline would forge a
 /// second `error[...]` line, ESC starts a terminal escape sequence) and the invisible
 /// format characters that reorder or hide text (bidi overrides, zero-width marks).
-fn must_escape(c: char) -> bool {
+pub(crate) fn must_escape(c: char) -> bool {
     c.is_control()
         || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
 }
@@ -120,6 +120,12 @@ fn one_line(message: String) -> String {
         }
     }
     out
+}
+
+/// `text` as every message of the library quotes it: on one line, control and invisible
+/// format characters written as `\u{..}`. The CLI prints paths and names through it too.
+pub fn escape(text: &str) -> String {
+    one_line(text.to_owned())
 }
 
 impl Error {

@@ -94,6 +94,8 @@ pub use session::{LoadOptions, Model, Session};
 pub mod internals {
     #[cfg(feature = "cpu")]
     pub use crate::backend::cpu::{kernels, CpuModel};
+    pub use crate::bundle::open_regular;
+    pub use crate::error::escape;
     #[cfg(feature = "ffi")]
     pub use crate::ffi::{inject_fault, Fault};
     /// The ONNX index the bundle checks are built on (the fuzz targets' entry point).

@@ -177,12 +177,37 @@ impl Model {
         };
         // every engine has read what it needs from the graphs: their pages can leave RSS
         bundle.release_graph_pages();
-        Ok(Model {
+        let model = Model {
             inner: Arc::new(ModelInner {
                 bundle: bundle.clone(),
                 device,
                 backend,
             }),
+        };
+        model.probe()?;
+        Ok(model)
+    }
+
+    /// The load-time probe: one request on a fixed history through this engine (the
+    /// encoder, every decoder level and the PRM run), so that weights that make a graph's
+    /// outputs non-finite on this engine fail the load with a clear error instead of every
+    /// request after it. A bundle either fails to load or serves every request.
+    fn probe(&self) -> Result<()> {
+        let items = self.inner.bundle.catalog().num_items();
+        let n = self.inner.bundle.manifest().history.min(items / 2).max(1);
+        let history = crate::alloc::with_capacity::<u32>(n, "the probe history").map(|mut h| {
+            h.extend((0..n as u32).map(|i| (i * 7) % items as u32));
+            h
+        })?;
+        let mut session = self.session(SearchConfig::with_beams(4, 10, true))?;
+        session.recommend(&history).map(|_| ()).map_err(|e| {
+            err!(
+                Graph,
+                "the bundle's load-time probe request (a fixed history of {n} items) failed on \
+                 {}: {}",
+                self.backend(),
+                e.message()
+            )
         })
     }
 

@@ -88,6 +88,12 @@ fn rd_u16(b: &[u8], off: usize) -> u16 {
     u16::from_le_bytes([b[off], b[off + 1]])
 }
 
+/// The exact size of a `catalog.bin` for these counts (`None` on overflow): checked
+/// against the manifest before the file is read.
+pub(crate) fn expected_len(levels: usize, nodes: usize, items: usize) -> Option<u64> {
+    Sections::layout(levels, nodes, items).map(|s| s.end as u64)
+}
+
 impl Catalog {
     /// Validate every field, offset and index of the catalog once.
     pub(crate) fn parse(bytes: Arc<Bytes>) -> Result<Catalog> {

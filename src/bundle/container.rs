@@ -185,63 +185,226 @@ pub fn build(files: &[(String, Vec<u8>)]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Largest container `unpack` reads (the manifest's files together are bounded at open).
+pub const MAX_CONTAINER_BYTES: u64 = 4 << 30;
+
 /// Pack the bundle directory `dir` into the container file `out`, after checking that
-/// the directory opens as a bundle. Written to a temporary file next to `out`, then
-/// renamed over it: a reader never sees half a container.
+/// the directory opens as a bundle and that every file matches its manifest checksum.
+///
+/// No file operation can be turned against the user: every member is a regular file (a
+/// symlink only if it stays inside `dir`), read through one `fstat`ed handle; `out` may not
+/// be one of the inputs (same device and inode); the bytes go to a fresh temporary file
+/// created exclusively (`O_EXCL`, random name) beside `out`, are synced, then renamed over
+/// it, so a reader never sees half a container and a planted symlink is never followed.
 pub fn pack(dir: &Path, out: &Path) -> Result<u64> {
-    let bundle = super::Bundle::open(dir)?;
-    let mut files = vec![(
-        "manifest.json".to_string(),
-        read(&dir.join("manifest.json"))?,
-    )];
-    for name in bundle.file_names() {
-        files.push((name.clone(), read(&dir.join(&name))?));
+    let bundle = super::Bundle::open_with(dir, super::OpenOptions::default().with_checksums(true))?;
+    let root =
+        std::fs::canonicalize(dir).map_err(|e| err!(Io, "cannot resolve {}: {e}", esc(dir)))?;
+    let mut inputs = vec![file_id(&std::fs::metadata(&root), dir)?];
+    let mut files = Vec::new();
+    for name in std::iter::once("manifest.json".to_string()).chain(bundle.file_names()) {
+        let p = dir.join(&name);
+        let real =
+            std::fs::canonicalize(&p).map_err(|e| err!(Io, "cannot resolve {}: {e}", esc(&p)))?;
+        if real.parent() != Some(root.as_path()) {
+            return Err(err!(
+                InvalidArgument,
+                "{} leads outside the bundle directory (to {}); pack reads the bundle's own files only",
+                esc(&p),
+                esc(&real)
+            ));
+        }
+        let (f, len) = super::files::open_regular(&p)?;
+        inputs.push(file_id(&f.metadata(), &p)?);
+        files.push((name, super::files::read_exact_fallible(f, len, &p)?));
     }
+    // what was read is what was checked: the same checksums again, on these bytes
     let bytes = build(&files)?;
-    // the container must open as the same bundle
-    super::Bundle::from_bytes(bytes.clone())?;
+    super::Bundle::open_with_bytes_checked(bytes.clone())?;
+    if let Ok(md) = std::fs::metadata(out) {
+        let id = file_id(&Ok(md), out)?;
+        if inputs.contains(&id) {
+            return Err(err!(
+                InvalidArgument,
+                "the output {} is one of pack's inputs (the bundle directory or one of its files)",
+                esc(out)
+            ));
+        }
+    }
     write_atomic(out, &bytes)?;
     Ok(bytes.len() as u64)
 }
 
-/// Unpack the container file `file` into the new directory `dir` (which must not exist).
+/// Unpack the container file `file` into the directory `dir`: one it creates, or an
+/// existing empty one (never through a symlink). Only `manifest.json` and the files the
+/// manifest lists are written, each created exclusively under its checked plain name;
+/// the container is `fstat`ed (a regular file of at most [`MAX_CONTAINER_BYTES`]) and its
+/// header checked before the rest is read.
 pub fn unpack(file: &Path, dir: &Path) -> Result<usize> {
-    let bytes = read(file)?;
-    // a container that does not open as a bundle is not unpacked
-    super::Bundle::from_bytes(bytes.clone())?;
-    let index = parse(&bytes, &file.display().to_string())?;
-    std::fs::create_dir(dir)
-        .map_err(|e| err!(Io, "cannot create the directory {}: {e}", dir.display()))?;
-    for (name, r) in &index.entries {
-        let p = dir.join(name);
-        std::fs::write(&p, &bytes[r.clone()])
-            .map_err(|e| err!(Io, "cannot write {}: {e}", p.display()))?;
+    let (f, len) = super::files::open_regular(file)?;
+    if len > MAX_CONTAINER_BYTES {
+        return Err(err!(
+            Limits,
+            "{} is {len} bytes, over the {MAX_CONTAINER_BYTES}-byte limit of a container",
+            esc(file)
+        ));
     }
-    Ok(index.entries.len())
+    let mut head = [0u8; HEADER];
+    {
+        use std::io::Read;
+        let n = (&f)
+            .take(HEADER as u64)
+            .read(&mut head)
+            .map_err(|e| err!(Io, "cannot read {}: {e}", esc(file)))?;
+        if n < HEADER || !is_container(&head) || u64_at(&head, 24) != len {
+            return Err(err!(
+                Manifest,
+                "{} is not a .promise bundle of {len} bytes (magic \"PROMISE\\0\" and a header \
+                 stating its length)",
+                esc(file)
+            ));
+        }
+    }
+    let (f, _) = super::files::open_regular(file)?;
+    let bytes = super::files::read_exact_fallible(f, len, file)?;
+    // a container that does not open as a bundle (its checksums included) is not unpacked
+    let bundle = super::Bundle::open_with_bytes_checked(bytes.clone())?;
+    let index = parse(&bytes, &esc(file))?;
+    let listed: Vec<String> = std::iter::once("manifest.json".to_string())
+        .chain(bundle.file_names())
+        .collect();
+    match std::fs::symlink_metadata(dir) {
+        Ok(md) if md.file_type().is_symlink() || !md.is_dir() => {
+            return Err(err!(
+                InvalidArgument,
+                "{} exists and is not a directory (a symlink is not followed)",
+                esc(dir)
+            ))
+        }
+        Ok(_) => {
+            let mut it =
+                std::fs::read_dir(dir).map_err(|e| err!(Io, "cannot list {}: {e}", esc(dir)))?;
+            if it.next().is_some() {
+                return Err(err!(
+                    InvalidArgument,
+                    "{} is not empty; unpack writes into a new or empty directory",
+                    esc(dir)
+                ));
+            }
+        }
+        Err(_) => std::fs::create_dir(dir)
+            .map_err(|e| err!(Io, "cannot create the directory {}: {e}", esc(dir)))?,
+    }
+    let mut written = 0;
+    for (name, r) in &index.entries {
+        // parse checked the names (plain, visible, printable) and open the listing
+        if !listed.contains(name) {
+            continue;
+        }
+        let p = dir.join(name);
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            o.custom_flags(libc::O_NOFOLLOW);
+        }
+        let mut out = o
+            .open(&p)
+            .map_err(|e| err!(Io, "cannot create {}: {e}", esc(&p)))?;
+        use std::io::Write;
+        out.write_all(&bytes[r.clone()])
+            .and_then(|()| out.sync_all())
+            .map_err(|e| err!(Io, "cannot write {}: {e}", esc(&p)))?;
+        written += 1;
+    }
+    Ok(written)
 }
 
-fn read(p: &Path) -> Result<Vec<u8>> {
-    std::fs::read(p).map_err(|e| err!(Io, "cannot read {}: {e}", p.display()))
+/// A path for a message (every error message is made one line, control characters
+/// escaped, where it is built: error.rs).
+fn esc(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// (device, inode) of a file, to tell whether two paths are one file.
+fn file_id(md: &std::io::Result<std::fs::Metadata>, p: &Path) -> Result<(u64, u64)> {
+    let md = md
+        .as_ref()
+        .map_err(|e| err!(Io, "cannot stat {}: {e}", esc(p)))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Ok((md.dev(), md.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        Ok((md.len(), 0))
+    }
+}
+
+/// A name no other writer can have taken: `.{out}.{random}.tmp`.
+fn temp_name(out: &std::ffi::OsStr, attempt: u32) -> std::ffi::OsString {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u32(attempt);
+    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(t.as_nanos());
+    }
+    let mut n = std::ffi::OsString::from(".");
+    n.push(out);
+    n.push(format!(".{:016x}.tmp", h.finish()));
+    n
 }
 
 fn write_atomic(out: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
     let name = out
         .file_name()
-        .ok_or_else(|| err!(InvalidArgument, "{} is not a file name", out.display()))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(".tmp");
-    let tmp = out.with_file_name(tmp_name);
-    std::fs::write(&tmp, bytes).map_err(|e| err!(Io, "cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, out).map_err(|e| {
+        .ok_or_else(|| err!(InvalidArgument, "{} is not a file name", esc(out)))?;
+    let (tmp, mut f) = (0..16)
+        .find_map(|attempt| {
+            let tmp = out.with_file_name(temp_name(name, attempt));
+            let mut o = std::fs::OpenOptions::new();
+            o.write(true).create_new(true);
+            match o.open(&tmp) {
+                Ok(f) => Some(Ok((tmp, f))),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => None,
+                Err(e) => Some(Err(err!(Io, "cannot create {}: {e}", esc(&tmp)))),
+            }
+        })
+        .unwrap_or_else(|| {
+            Err(err!(
+                Io,
+                "cannot create a temporary file beside {}",
+                esc(out)
+            ))
+        })?;
+    let done = f
+        .write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| err!(Io, "cannot write {}: {e}", esc(&tmp)))
+        .and_then(|()| {
+            std::fs::rename(&tmp, out)
+                .map_err(|e| err!(Io, "cannot rename {} to {}: {e}", esc(&tmp), esc(out)))
+        });
+    if done.is_err() {
         let _ = std::fs::remove_file(&tmp);
-        err!(
-            Io,
-            "cannot rename {} to {}: {e}",
-            tmp.display(),
-            out.display()
-        )
-    })
+        return done;
+    }
+    // the rename itself reaches the disk with the directory (best effort off Unix)
+    if let Some(parent) = out.parent() {
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        if let Ok(d) = std::fs::File::open(parent) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -51,10 +51,10 @@ impl std::ops::Deref for Bytes {
 }
 
 /// Open `path` for reading only if it is a regular file (after following symlinks), and
-/// return it with its size. Opened non-blocking, so a FIFO where a file belongs cannot
+/// return it with its size (`internals::open_regular`: the CLI's `--data` uses it too). Opened non-blocking, so a FIFO where a file belongs cannot
 /// hang the open; then `fstat` on the opened file (no race with a rename) refuses FIFOs,
 /// sockets, device files and directories as `io` errors at once.
-pub(super) fn open_regular(path: &Path) -> Result<(File, u64)> {
+pub fn open_regular(path: &Path) -> Result<(File, u64)> {
     let mut o = std::fs::OpenOptions::new();
     o.read(true);
     #[cfg(unix)]
@@ -76,7 +76,7 @@ pub(super) fn open_regular(path: &Path) -> Result<(File, u64)> {
         };
         return Err(err!(
             Io,
-            "{} is {kind}; a bundle is read from regular files only",
+            "{} is {kind}; only regular files are read",
             path.display()
         ));
     }
@@ -147,6 +147,27 @@ pub(super) fn map_or_read(f: File, len: u64, path: &Path, in_memory: bool) -> Re
     Ok(Bytes::Mapped(map))
 }
 
+/// The byte range of the container entry `name`, which must be `expected` bytes long (the
+/// manifest's size).
+fn entry(
+    index: &container::Index,
+    name: &str,
+    expected: u64,
+    what: &str,
+) -> Result<std::ops::Range<usize>> {
+    let r = index
+        .get(name)
+        .ok_or_else(|| err!(Manifest, "{what} holds no {name:?}, which the manifest lists"))?;
+    if r.len() as u64 != expected {
+        return Err(err!(
+            Checksum,
+            "{what}'s {name} is {} bytes, the manifest says {expected}",
+            r.len()
+        ));
+    }
+    Ok(r)
+}
+
 /// Where a bundle's files come from: a directory, or the entries of a one-file container
 /// (a `.promise` file, a buffer in memory, a range of a file descriptor).
 pub(super) enum Source<'a> {
@@ -186,6 +207,54 @@ impl Source<'_> {
         }
     }
 
+    /// The total length a catalog file of `expected` bytes (the manifest's size, checked
+    /// first) states in its 64-byte header (bytes 56..64), reading only the header.
+    pub(super) fn catalog_declared_len(
+        &self,
+        name: &str,
+        expected: u64,
+        what: &str,
+    ) -> Result<u64> {
+        let mut head = [0u8; 64];
+        match self {
+            Source::Dir(dir) => {
+                use std::io::Read;
+                let p = dir.join(name);
+                let (f, len) = open_regular(&p)?;
+                if len != expected {
+                    return Err(err!(
+                        Checksum,
+                        "{} is {len} bytes, the manifest says {expected}",
+                        p.display()
+                    ));
+                }
+                if len < 64 {
+                    return Err(err!(
+                        Catalog,
+                        "{name} is {len} bytes, expected at least the 64-byte header"
+                    ));
+                }
+                (&f).take(64)
+                    .read_exact(&mut head)
+                    .map_err(|e| err!(Io, "cannot read {}: {e}", p.display()))?;
+            }
+            Source::Container(bytes, index) => {
+                let r = entry(index, name, expected, what)?;
+                if r.len() < 64 {
+                    return Err(err!(
+                        Catalog,
+                        "{name} is {} bytes, expected at least the 64-byte header",
+                        r.len()
+                    ));
+                }
+                head.copy_from_slice(&bytes[r.start..r.start + 64]);
+            }
+        }
+        Ok(u64::from_le_bytes(
+            head[56..64].try_into().expect("8 bytes"),
+        ))
+    }
+
     /// The file `name` of exactly `expected` bytes (the manifest's size): mapped, or in
     /// the heap with `in_memory`.
     pub(super) fn file(
@@ -198,19 +267,7 @@ impl Source<'_> {
         match self {
             Source::Dir(dir) => read_file(&dir.join(name), expected, in_memory),
             Source::Container(bytes, index) => {
-                let r = index.get(name).ok_or_else(|| {
-                    err!(
-                        Manifest,
-                        "{what} holds no {name:?}, which the manifest lists"
-                    )
-                })?;
-                if r.len() as u64 != expected {
-                    return Err(err!(
-                        Checksum,
-                        "{what}'s {name} is {} bytes, the manifest says {expected}",
-                        r.len()
-                    ));
-                }
+                let r = entry(index, name, expected, what)?;
                 if in_memory {
                     let mut v = Vec::new();
                     v.try_reserve_exact(r.len()).map_err(|_| {

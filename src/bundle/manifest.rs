@@ -196,15 +196,26 @@ pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 /// Most entries `files` may list (a bundle has five).
 pub const MAX_FILES: usize = 16;
 
+/// A bundle file name: plain (no separator), visible (no leading dot), printable (no
+/// control characters), at most [`MAX_NAME_BYTES`]; what `unpack` may create.
 pub(super) fn safe_name(name: &str) -> Result<&str> {
-    if name.is_empty() || name.contains('/') || name.contains('\\') || name == "." || name == ".." {
+    if name.is_empty()
+        || name.len() > MAX_NAME_BYTES
+        || name.starts_with('.')
+        || name.contains(['/', '\\'])
+        || name.chars().any(crate::error::must_escape)
+    {
         return Err(err!(
             Manifest,
-            "manifest file name {name:?} must be a plain file name inside the bundle directory"
+            "manifest file name {name:?} must be a plain file name inside the bundle directory \
+             (1..={MAX_NAME_BYTES} bytes, no separator, no leading dot, no control character)"
         ));
     }
     Ok(name)
 }
+
+/// Longest bundle file name (a container's index holds names of up to 48 bytes).
+pub const MAX_NAME_BYTES: usize = 48;
 
 pub(super) fn parse_manifest(text: &str) -> Result<(Manifest, RawManifest)> {
     let value: serde_json::Value = serde_json::from_str(text)

@@ -31,7 +31,8 @@ use sha2::{Digest, Sha256};
 pub use arch::{Architecture, PrmGraph};
 pub use catalog::Catalog;
 pub(crate) use files::Bytes;
-use files::{map_or_read, open_regular, Source};
+use files::{map_or_read, Source};
+pub use files::open_regular;
 use manifest::{parse_manifest, safe_name};
 pub use manifest::{
     Dims, Manifest, Numeric, PrmKind, PrmQuery, FORMAT_VERSION, MAX_FILES, MAX_MANIFEST_BYTES,
@@ -133,6 +134,14 @@ impl Bundle {
         Bundle::assemble(Source::Container(&bytes, &index), "<memory>".into(), opts)
     }
 
+    /// A container in memory, opened with every checksum verified (pack and unpack).
+    pub(crate) fn open_with_bytes_checked(bytes: Vec<u8>) -> Result<Bundle> {
+        let bytes = Arc::new(Bytes::Owned(bytes));
+        let index = container::parse(&bytes, "the container")?;
+        let opts = OpenOptions::default().with_checksums(true);
+        Bundle::assemble(Source::Container(&bytes, &index), "<memory>".into(), opts)
+    }
+
     /// Open a one-file bundle stored at `offset..offset + len` of the open file `fd` (an
     /// uncompressed Android APK asset: `AAsset_openFileDescriptor64`). The range is
     /// memory-mapped (read into memory with `opts.in_memory`); `fd` is only used during
@@ -204,6 +213,73 @@ impl Bundle {
         let text = std::str::from_utf8(&text)
             .map_err(|_| err!(Manifest, "the manifest of {what} is not valid UTF-8"))?;
         let (manifest, raw) = parse_manifest(text)?;
+        let arch = Architecture::new(&manifest);
+        if let Source::Container(_, index) = &src {
+            // a container holds the manifest and the files it lists, nothing else
+            if let Some((name, _)) = index
+                .entries
+                .iter()
+                .find(|(n, _)| n != "manifest.json" && !raw.files.iter().any(|f| f.name == *n))
+            {
+                return Err(err!(
+                    Manifest,
+                    "{what} holds an entry {name:?} that its manifest does not list"
+                ));
+            }
+        }
+        // every size is checked against what the manifest's counts allow before a byte is
+        // read or mapped (sha256 would read a padded file whole)
+        for f in &raw.files {
+            let limit = if f.name == raw.catalog {
+                // the catalog's own header states its length: it must be the manifest's,
+                // and the length the manifest's counts give (read: 64 bytes)
+                let declared = src.catalog_declared_len(&f.name, f.bytes, &what)?;
+                if declared != f.bytes {
+                    return Err(err!(
+                        Catalog,
+                        "{} declares {declared} bytes in its header, the manifest says {}",
+                        f.name,
+                        f.bytes
+                    ));
+                }
+                let want =
+                    catalog::expected_len(manifest.levels, manifest.num_nodes, manifest.num_items);
+                if want != Some(f.bytes) {
+                    return Err(err!(
+                        Manifest,
+                        "{} is {} bytes, a catalog of the manifest's {} levels, {} nodes and {} \
+                         items is {}",
+                        f.name,
+                        f.bytes,
+                        manifest.levels,
+                        manifest.num_nodes,
+                        manifest.num_items,
+                        want.map_or("too large".to_string(), |w| w.to_string())
+                    ));
+                }
+                continue;
+            } else if let Some(role) = [
+                (&raw.graphs.encoder, arch::GraphRole::Encoder),
+                (&raw.graphs.decoder, arch::GraphRole::Decoder),
+                (&raw.graphs.prm, arch::GraphRole::Prm),
+            ]
+            .iter()
+            .find(|(n, _)| **n == f.name)
+            .map(|(_, r)| *r)
+            {
+                graph_byte_limit(&arch, role, &manifest)
+            } else {
+                MAX_OTHER_FILE_BYTES
+            };
+            if f.bytes > limit {
+                return Err(err!(
+                    Limits,
+                    "manifest says {} is {} bytes, over the {limit} bytes its weights can fill",
+                    f.name,
+                    f.bytes
+                ));
+            }
+        }
 
         let mut files = std::collections::HashMap::new();
         let mut file_bytes = 0u64;
@@ -275,7 +351,6 @@ impl Bundle {
                 mf.num_nodes
             ));
         }
-        let arch = Architecture::new(mf);
         let encoder = check_graph(enc_bytes, "encoder", &arch, mf)?;
         let decoder = check_graph(dec_bytes, "decoder", &arch, mf)?;
         let prm = check_graph(prm_bytes, "prm", &arch, mf)?;
@@ -333,6 +408,22 @@ impl Bundle {
     pub(crate) fn prm(&self) -> &Graph {
         &self.inner.prm
     }
+}
+
+/// Largest listed file that is neither the catalog nor a graph.
+const MAX_OTHER_FILE_BYTES: u64 = 64 << 20;
+
+/// The most bytes a graph of `role` can need: every weight as f32 with a scale per row,
+/// the encoder's causal mask as a constant, and 4 MiB for the nodes and small constants.
+fn graph_byte_limit(arch: &Architecture, role: arch::GraphRole, m: &Manifest) -> u64 {
+    let weights: u64 = arch
+        .weights()
+        .iter()
+        .filter(|w| w.graph == role)
+        .map(|w| (w.len() as u64 + w.shape.first().copied().unwrap_or(0) as u64) * 4)
+        .sum();
+    let h = m.history as u64;
+    weights + h * h * 4 + (4 << 20)
 }
 
 fn expect_io(

@@ -83,6 +83,12 @@ pub enum ConstValues {
     Opaque,
 }
 
+/// Largest magnitude of an f16 weight (trained weights stay far below it; f16 tops out at
+/// 65504, and one product of two such values overflows an engine computing in f16).
+pub const MAX_F16_WEIGHT: f32 = 256.0;
+/// Largest int8 dequantization scale (a weight of 127 x scale stays a sane f32).
+pub const MAX_INT8_SCALE: f32 = 1e3;
+
 /// Largest `Constant` whose values the index keeps.
 pub const MAX_CONST_VALUES: usize = 64;
 /// Most nodes a graph may have (the shipped graphs have a few hundred).
@@ -146,13 +152,22 @@ impl<'a> Reader<'a> {
         if self.pos >= self.end {
             return Ok(None);
         }
+        let at = self.pos;
         let key = self.varint()?;
         let (num, wt) = (key >> 3, key & 7);
+        if num == 0 || num > 63 {
+            // 0 is not a protobuf field (zero padding); the messages read here number theirs below 64
+            return Err(err!(
+                Graph,
+                "{}: protobuf field number {num} at byte {at} (padding or a corrupt file)",
+                self.what
+            ));
+        }
         let f = match wt {
             0 => Field::Varint(self.varint()?),
             1 => {
                 self.skip(8)?;
-                Field::Fixed
+                Field::Fixed64
             }
             2 => {
                 let len = self.varint()? as usize;
@@ -162,7 +177,7 @@ impl<'a> Reader<'a> {
             }
             5 => {
                 self.skip(4)?;
-                Field::Fixed
+                Field::Fixed32
             }
             w => {
                 return Err(err!(
@@ -202,13 +217,172 @@ impl<'a> Reader<'a> {
 enum Field {
     Varint(u64),
     Bytes(usize, usize),
-    Fixed,
+    Fixed32,
+    Fixed64,
+}
+
+/// The wire form a field must have.
+#[derive(Clone, Copy)]
+enum Wire {
+    /// A varint.
+    V,
+    /// Length-delimited (a message, a string, or packed repeated scalars).
+    B,
+    /// A fixed32 (an attribute's `f`).
+    F32,
+    /// A repeated varint, unpacked or packed (tensor dims, attribute ints).
+    Ints,
+    /// A repeated float, unpacked or packed (attribute floats).
+    Floats,
+}
+
+/// One field a message may hold: its number, wire form, and whether it may repeat.
+struct Rule(u64, Wire, bool);
+
+/// The fields of one message, each checked against `rules` before `f` sees it: a field
+/// number the runtime does not read, a wire form it does not expect, or a singular field
+/// given twice is an error. This is what makes the bundle's bytes mean one model to every
+/// engine: protobuf readers disagree on repeated singular fields (last wins, or merge) and
+/// some read fields others skip, so a bundle may hold only the fields every engine reads
+/// alike, each once (models/README.md, "One reading").
+fn fields(
+    r: &mut Reader,
+    msg: &str,
+    rules: &[Rule],
+    mut f: impl FnMut(&Reader, u64, Field) -> Result<()>,
+) -> Result<()> {
+    let mut seen = 0u64;
+    while let Some((num, fld)) = r.field()? {
+        let Some(rule) = rules.iter().find(|x| x.0 == num) else {
+            return Err(err!(
+                Graph,
+                "{}: {msg} holds field {num}, which the runtime does not read (a bundle holds \
+                 only fields every engine reads alike)",
+                r.what
+            ));
+        };
+        let ok = matches!(
+            (rule.1, &fld),
+            (Wire::V, Field::Varint(_))
+                | (Wire::B, Field::Bytes(..))
+                | (Wire::F32, Field::Fixed32)
+                | (Wire::Ints, Field::Varint(_) | Field::Bytes(..))
+                | (Wire::Floats, Field::Fixed32 | Field::Bytes(..))
+        );
+        if !ok {
+            return Err(err!(
+                Graph,
+                "{}: {msg} field {num} has the wrong protobuf wire type",
+                r.what
+            ));
+        }
+        if !rule.2 {
+            if seen & (1 << num) != 0 {
+                return Err(err!(
+                    Graph,
+                    "{}: {msg} holds field {num} twice; it is a single field (engines would \
+                     read different values)",
+                    r.what
+                ));
+            }
+            seen |= 1 << num;
+        }
+        f(r, num, fld)?;
+    }
+    Ok(())
 }
 
 fn string(buf: &[u8], s: usize, e: usize, what: &str) -> Result<String> {
     std::str::from_utf8(&buf[s..e])
         .map(str::to_owned)
         .map_err(|_| err!(Graph, "{what}: a name is not valid UTF-8"))
+}
+
+/// The default ONNX operator set versions a bundle may declare: every operator the
+/// graphs use has the same meaning in each (Unsqueeze, Squeeze and ReduceSum take their
+/// axes as an input from 13 on, ReduceMean as an attribute until 17, Softmax and
+/// LogSoftmax reduce one axis from 13 on), which is the meaning the fused and GPU
+/// engines implement.
+pub const OPSETS: std::ops::RangeInclusive<u64> = 13..=17;
+
+const MODEL: &[Rule] = &[
+    Rule(1, Wire::V, false), // ir_version
+    Rule(2, Wire::B, false), // producer_name
+    Rule(3, Wire::B, false), // producer_version
+    Rule(4, Wire::B, false), // domain
+    Rule(5, Wire::V, false), // model_version
+    Rule(6, Wire::B, false), // doc_string
+    Rule(7, Wire::B, false), // graph
+    Rule(8, Wire::B, true),  // opset_import
+    Rule(14, Wire::B, true), // metadata_props
+];
+const OPSET_ID: &[Rule] = &[Rule(1, Wire::B, false), Rule(2, Wire::V, false)];
+const GRAPH: &[Rule] = &[
+    Rule(1, Wire::B, true),   // node
+    Rule(2, Wire::B, false),  // name
+    Rule(5, Wire::B, true),   // initializer
+    Rule(10, Wire::B, false), // doc_string
+    Rule(11, Wire::B, true),  // input
+    Rule(12, Wire::B, true),  // output
+    Rule(13, Wire::B, true),  // value_info
+];
+const NODE: &[Rule] = &[
+    Rule(1, Wire::B, true),  // input
+    Rule(2, Wire::B, true),  // output
+    Rule(3, Wire::B, false), // name
+    Rule(4, Wire::B, false), // op_type
+    Rule(5, Wire::B, true),  // attribute
+    Rule(6, Wire::B, false), // doc_string
+    Rule(7, Wire::B, false), // domain
+];
+const ATTRIBUTE: &[Rule] = &[
+    Rule(1, Wire::B, false),     // name
+    Rule(2, Wire::F32, false),   // f
+    Rule(3, Wire::V, false),     // i
+    Rule(4, Wire::B, false),     // s
+    Rule(5, Wire::B, false),     // t
+    Rule(7, Wire::Floats, true), // floats
+    Rule(8, Wire::Ints, true),   // ints
+    Rule(9, Wire::B, true),      // strings
+    Rule(13, Wire::B, false),    // doc_string
+    Rule(20, Wire::V, false),    // type
+];
+const TENSOR: &[Rule] = &[
+    Rule(1, Wire::Ints, true), // dims
+    Rule(2, Wire::V, false),   // data_type
+    Rule(4, Wire::B, false),   // float_data (packed, once)
+    Rule(5, Wire::B, false),   // int32_data
+    Rule(7, Wire::B, false),   // int64_data
+    Rule(8, Wire::B, false),   // name
+    Rule(9, Wire::B, false),   // raw_data
+    Rule(12, Wire::B, false),  // doc_string
+    Rule(14, Wire::V, false),  // data_location
+];
+const VALUE_INFO: &[Rule] = &[
+    Rule(1, Wire::B, false), // name
+    Rule(2, Wire::B, false), // type
+    Rule(3, Wire::B, false), // doc_string
+];
+const TYPE: &[Rule] = &[Rule(1, Wire::B, false), Rule(6, Wire::B, false)];
+const TENSOR_TYPE: &[Rule] = &[Rule(1, Wire::V, false), Rule(2, Wire::B, false)];
+const SHAPE: &[Rule] = &[Rule(1, Wire::B, true)];
+const DIM: &[Rule] = &[
+    Rule(1, Wire::V, false),
+    Rule(2, Wire::B, false),
+    Rule(3, Wire::B, false),
+];
+
+/// The operator-set domain a node or an opset import names: the default one only.
+fn default_domain(buf: &[u8], s: usize, e: usize, what: &str, whose: &str) -> Result<()> {
+    let d = string(buf, s, e, what)?;
+    if d.is_empty() || d == "ai.onnx" {
+        Ok(())
+    } else {
+        Err(err!(
+            Graph,
+            "{what}: {whose} names operator domain {d:?}, expected the default ONNX domain"
+        ))
+    }
 }
 
 /// Parse the graph I/O and the initializer index of an ONNX model held in `buf`.
@@ -220,15 +394,58 @@ pub fn index(buf: &[u8], what: &str) -> Result<OnnxIndex> {
         what,
     };
     let mut graph = None;
-    while let Some((num, f)) = r.field()? {
-        if let (7, Field::Bytes(s, e)) = (num, f) {
-            graph = Some((s, e));
+    let mut opset = None;
+    fields(&mut r, "the model", MODEL, |r, num, f| {
+        match (num, f) {
+            (7, Field::Bytes(s, e)) => graph = Some((s, e)),
+            (8, Field::Bytes(s, e)) => {
+                let mut o = r.sub(s, e);
+                let mut version = None;
+                fields(&mut o, "an opset import", OPSET_ID, |o, n, f| {
+                    match (n, f) {
+                        (1, Field::Bytes(s, e)) => {
+                            default_domain(o.buf, s, e, o.what, "an opset import")?
+                        }
+                        (2, Field::Varint(v)) => version = Some(v),
+                        _ => {}
+                    }
+                    Ok(())
+                })?;
+                let v =
+                    version.ok_or_else(|| err!(Graph, "{what}: an opset import has no version"))?;
+                if opset.replace(v).is_some() {
+                    return Err(err!(
+                        Graph,
+                        "{what}: the default operator set is imported twice"
+                    ));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    match opset {
+        Some(v) if OPSETS.contains(&v) => {}
+        Some(v) => {
+            return Err(err!(
+                Graph,
+                "{what}: operator set version {v}, expected {}..={} (the versions whose \
+                 operators mean what every engine runs)",
+                OPSETS.start(),
+                OPSETS.end()
+            ))
+        }
+        None => {
+            return Err(err!(
+                Graph,
+                "{what}: no operator set version (opset_import)"
+            ))
         }
     }
     let (gs, ge) = graph.ok_or_else(|| err!(Graph, "{what}: no graph in the ONNX model"))?;
     let mut g = r.sub(gs, ge);
     let mut out = OnnxIndex::default();
-    while let Some((num, f)) = g.field()? {
+    fields(&mut g, "the graph", GRAPH, |g, num, f| {
         match (num, f) {
             (1, Field::Bytes(s, e)) => {
                 if out.nodes.len() == MAX_NODES {
@@ -236,12 +453,27 @@ pub fn index(buf: &[u8], what: &str) -> Result<OnnxIndex> {
                 }
                 out.nodes.push(node(&g.sub(s, e))?)
             }
-            (5, Field::Bytes(s, e)) => out.initializers.push(tensor(&g.sub(s, e))?),
+            (5, Field::Bytes(s, e)) => {
+                let t = tensor(&g.sub(s, e))?;
+                if !t.raw {
+                    return Err(err!(
+                        Graph,
+                        "{what}: initializer {:?} is not stored as raw_data, the one form \
+                         every engine reads",
+                        t.name
+                    ));
+                }
+                out.initializers.push(t)
+            }
             (11, Field::Bytes(s, e)) => out.inputs.push(value_info(&g.sub(s, e))?),
             (12, Field::Bytes(s, e)) => out.outputs.push(value_info(&g.sub(s, e))?),
+            (13, Field::Bytes(s, e)) => {
+                value_info(&g.sub(s, e))?;
+            }
             _ => {}
         }
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -255,29 +487,32 @@ fn node(r: &Reader) -> Result<Node> {
     };
     let mut value = None;
     let mut attrs = 0usize;
-    while let Some((num, f)) = r.field()? {
+    fields(&mut r, "a node", NODE, |r, num, f| {
         match (num, f) {
             (1, Field::Bytes(s, e)) => n.inputs.push(string(r.buf, s, e, r.what)?),
             (2, Field::Bytes(s, e)) => n.outputs.push(string(r.buf, s, e, r.what)?),
             (4, Field::Bytes(s, e)) => n.op = string(r.buf, s, e, r.what)?,
+            (7, Field::Bytes(s, e)) => default_domain(r.buf, s, e, r.what, "a node")?,
             (5, Field::Bytes(s, e)) => {
                 attrs += 1;
                 let mut a = r.sub(s, e);
                 let (mut name, mut t) = (String::new(), None);
-                while let Some((an, af)) = a.field()? {
+                fields(&mut a, "an attribute", ATTRIBUTE, |a, an, af| {
                     match (an, af) {
                         (1, Field::Bytes(s2, e2)) => name = string(a.buf, s2, e2, a.what)?,
                         (5, Field::Bytes(s2, e2)) => t = Some((s2, e2)),
                         _ => {}
                     }
-                }
+                    Ok(())
+                })?;
                 if name == "value" {
                     value = t;
                 }
             }
             _ => {}
         }
-    }
+        Ok(())
+    })?;
     if n.op == "Constant" {
         // only `value` (a tensor) is accepted: sparse_value / value_ints / ... are refused
         let (s, e) = match (value, attrs) {
@@ -296,28 +531,70 @@ fn node(r: &Reader) -> Result<Node> {
     Ok(n)
 }
 
+/// The dims of a tensor: field 1, unpacked varints or packed.
+fn push_dims(r: &Reader, f: Field, dims: &mut Dims<i64>) -> Result<()> {
+    match f {
+        Field::Varint(v) => dims.push(v as i64),
+        Field::Bytes(s, e) => {
+            let mut p = r.sub(s, e);
+            while p.pos < p.end {
+                dims.push(p.varint()? as i64);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A tensor's storage: exactly one of raw_data and the typed fields, else engines
+/// disagree on which one holds the values.
+fn one_storage(count: usize, r: &Reader, whose: &str) -> Result<()> {
+    if count > 1 {
+        return Err(err!(
+            Graph,
+            "{}: {whose} stores its values twice (raw_data and a typed field); expected one",
+            r.what
+        ));
+    }
+    Ok(())
+}
+
 /// A `Constant` node's tensor: element count, dims, and its values when small.
 fn constant(r: &Reader) -> Result<(u64, Dims<i64>, ConstValues)> {
     let mut r = r.sub(r.pos, r.end);
     let (mut dims, mut elem) = (Dims::new(), ElemType::Other(0));
     let (mut raw, mut ints, mut floats) = (None, None, None);
-    while let Some((num, f)) = r.field()? {
+    let mut stores = 0;
+    fields(&mut r, "a Constant's tensor", TENSOR, |r, num, f| {
         match (num, f) {
-            (1, Field::Varint(v)) => dims.push(v as i64),
-            (1, Field::Bytes(s, e)) => {
-                let mut p = r.sub(s, e);
-                while p.pos < p.end {
-                    dims.push(p.varint()? as i64);
-                }
-            }
+            (1, f) => push_dims(r, f, &mut dims)?,
             (2, Field::Varint(v)) => elem = ElemType::from_code(v as i64),
-            (4, Field::Bytes(s, e)) => floats = Some((s, e)),
-            (7, Field::Bytes(s, e)) => ints = Some((s, e)),
-            (9, Field::Bytes(s, e)) => raw = Some((s, e)),
-            (14, Field::Varint(1)) => {
+            (4, Field::Bytes(s, e)) => (floats, stores) = (Some((s, e)), stores + 1),
+            (5, Field::Bytes(..)) => stores += 1,
+            (7, Field::Bytes(s, e)) => (ints, stores) = (Some((s, e)), stores + 1),
+            (9, Field::Bytes(s, e)) => (raw, stores) = (Some((s, e)), stores + 1),
+            (14, Field::Varint(v)) if v != 0 => {
                 return Err(err!(Graph, "{}: a Constant uses external data", r.what))
             }
             _ => {}
+        }
+        Ok(())
+    })?;
+    one_storage(stores, &r, "a Constant")?;
+    // a constant's values reach tract alone (the fused and GPU engines build their own
+    // masks and shapes): a non-finite one would make the engines disagree
+    if elem == ElemType::F32 {
+        if let Some((s, e)) = raw.or(floats) {
+            if let Some(i) = r.buf[s..e]
+                .chunks_exact(4)
+                .position(|c| !f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite())
+            {
+                return Err(err!(
+                    Graph,
+                    "{}: a Constant holds a non-finite value at element {i}; constants are finite",
+                    r.what
+                ));
+            }
         }
     }
     let count = dims
@@ -375,50 +652,65 @@ fn value_info(r: &Reader) -> Result<ValueInfo> {
         elem: ElemType::Other(0),
         dims: Dims::new(),
     };
-    while let Some((num, f)) = r.field()? {
+    fields(&mut r, "a graph value", VALUE_INFO, |r, num, f| {
         match (num, f) {
             (1, Field::Bytes(s, e)) => vi.name = string(r.buf, s, e, r.what)?,
             (2, Field::Bytes(s, e)) => {
                 let mut t = r.sub(s, e);
-                while let Some((n2, f2)) = t.field()? {
-                    if let (1, Field::Bytes(s2, e2)) = (n2, f2) {
-                        let mut tt = t.sub(s2, e2);
-                        while let Some((n3, f3)) = tt.field()? {
-                            match (n3, f3) {
-                                (1, Field::Varint(v)) => vi.elem = ElemType::from_code(v as i64),
-                                (2, Field::Bytes(s3, e3)) => {
-                                    let mut sh = tt.sub(s3, e3);
-                                    while let Some((n4, f4)) = sh.field()? {
-                                        if let (1, Field::Bytes(s4, e4)) = (n4, f4) {
-                                            let mut dm = sh.sub(s4, e4);
-                                            let mut d = Dim::Unknown;
-                                            while let Some((n5, f5)) = dm.field()? {
-                                                match (n5, f5) {
-                                                    (1, Field::Varint(v)) => {
-                                                        d = Dim::Fixed(v as i64)
-                                                    }
-                                                    (2, Field::Bytes(a, b)) => {
-                                                        d = Dim::Symbol(string(
-                                                            dm.buf, a, b, dm.what,
-                                                        )?)
-                                                    }
-                                                    _ => {}
-                                                }
-                                            }
-                                            vi.dims.push(d);
-                                        }
-                                    }
-                                }
-                                _ => {}
+                fields(&mut t, "a value type", TYPE, |t, n2, f2| {
+                    let (1, Field::Bytes(s2, e2)) = (n2, f2) else {
+                        return Ok(());
+                    };
+                    let mut tt = t.sub(s2, e2);
+                    fields(&mut tt, "a tensor type", TENSOR_TYPE, |tt, n3, f3| {
+                        match (n3, f3) {
+                            (1, Field::Varint(v)) => vi.elem = ElemType::from_code(v as i64),
+                            (2, Field::Bytes(s3, e3)) => {
+                                let mut sh = tt.sub(s3, e3);
+                                fields(&mut sh, "a shape", SHAPE, |sh, _, f4| {
+                                    let Field::Bytes(s4, e4) = f4 else {
+                                        return Ok(());
+                                    };
+                                    vi.dims.push(dim(&sh.sub(s4, e4))?);
+                                    Ok(())
+                                })?;
                             }
+                            _ => {}
                         }
-                    }
-                }
+                        Ok(())
+                    })
+                })?;
             }
             _ => {}
         }
-    }
+        Ok(())
+    })?;
     Ok(vi)
+}
+
+/// One dimension of a value's shape: a number or a symbol (one of them).
+fn dim(r: &Reader) -> Result<Dim> {
+    let mut dm = r.sub(r.pos, r.end);
+    let mut d = Dim::Unknown;
+    fields(&mut dm, "a dimension", DIM, |dm, n5, f5| {
+        let prev = std::mem::replace(
+            &mut d,
+            match (n5, f5) {
+                (1, Field::Varint(v)) => Dim::Fixed(v as i64),
+                (2, Field::Bytes(a, b)) => Dim::Symbol(string(dm.buf, a, b, dm.what)?),
+                _ => return Ok(()),
+            },
+        );
+        if prev != Dim::Unknown {
+            return Err(err!(
+                Graph,
+                "{}: a dimension holds both a value and a symbol",
+                dm.what
+            ));
+        }
+        Ok(())
+    })?;
+    Ok(d)
 }
 
 fn tensor(r: &Reader) -> Result<Initializer> {
@@ -431,28 +723,25 @@ fn tensor(r: &Reader) -> Result<Initializer> {
         len: 0,
         raw: false,
     };
-    while let Some((num, f)) = r.field()? {
+    let mut stores = 0;
+    fields(&mut r, "an initializer", TENSOR, |r, num, f| {
         match (num, f) {
-            (1, Field::Varint(v)) => t.dims.push(v as i64),
-            (1, Field::Bytes(s, e)) => {
-                let mut p = r.sub(s, e);
-                while p.pos < p.end {
-                    t.dims.push(p.varint()? as i64);
-                }
-            }
+            (1, f) => push_dims(r, f, &mut t.dims)?,
             (2, Field::Varint(v)) => t.elem = ElemType::from_code(v as i64),
             (8, Field::Bytes(s, e)) => t.name = string(r.buf, s, e, r.what)?,
             (9, Field::Bytes(s, e)) => {
                 t.offset = s;
                 t.len = e - s;
                 t.raw = true;
+                stores += 1;
             }
             (4 | 5 | 7, Field::Bytes(s, e)) => {
-                // typed (non-raw) storage: keep the payload range; only raw_data is used directly
+                // typed (non-raw) storage: refused for initializers by `index`
                 t.offset = s;
                 t.len = e - s;
+                stores += 1;
             }
-            (14, Field::Varint(1)) => {
+            (14, Field::Varint(v)) if v != 0 => {
                 return Err(err!(
                     Graph,
                     "{}: initializer {:?} uses external data, which bundles do not allow",
@@ -462,7 +751,9 @@ fn tensor(r: &Reader) -> Result<Initializer> {
             }
             _ => {}
         }
-    }
+        Ok(())
+    })?;
+    one_storage(stores, &r, "an initializer")?;
     if t.raw {
         let n: i64 = t
             .dims
@@ -497,23 +788,46 @@ impl OnnxIndex {
     pub fn initializer(&self, name: &str) -> Option<&Initializer> {
         self.initializers.iter().find(|i| i.name == name)
     }
-    /// Check that every f32/f16 raw initializer holds only finite values.
+    /// Check every weight's values: each f32 and f16 value finite, each f16 value within
+    /// [`MAX_F16_WEIGHT`] (an engine that computes in f16 overflows on larger products), and
+    /// each int8 scale (`<name>.scale`) finite, positive and at most [`MAX_INT8_SCALE`].
     pub fn check_finite(&self, buf: &[u8], what: &str) -> Result<()> {
         for init in self.initializers.iter().filter(|i| i.raw) {
             let data = &buf[init.offset..init.offset + init.len];
+            let is_scale = init.name.ends_with(".scale");
             let bad = match init.elem {
                 ElemType::F32 => data
                     .chunks_exact(4)
-                    .position(|c| !f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite()),
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .enumerate()
+                    .find(|(_, v)| {
+                        !v.is_finite() || (is_scale && !(*v > 0.0 && *v <= MAX_INT8_SCALE))
+                    }),
                 ElemType::F16 => data
                     .chunks_exact(2)
-                    .position(|c| !half::f16::from_le_bytes([c[0], c[1]]).is_finite()),
+                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .enumerate()
+                    .find(|(_, v)| !v.is_finite() || v.abs() > MAX_F16_WEIGHT),
                 _ => None,
             };
-            if let Some(i) = bad {
+            if let Some((i, v)) = bad {
+                if !v.is_finite() {
+                    return Err(err!(
+                        Graph,
+                        "{what}: weight {:?} holds a non-finite value ({v}) at element {i}",
+                        init.name
+                    ));
+                }
+                let expected = if is_scale {
+                    format!("an int8 scale is finite and in (0, {MAX_INT8_SCALE}]")
+                } else if init.elem == ElemType::F16 {
+                    format!("an f16 weight is finite and within +-{MAX_F16_WEIGHT}")
+                } else {
+                    "a weight is finite".to_string()
+                };
                 return Err(err!(
                     Graph,
-                    "{what}: weight {:?} holds a non-finite value at element {i}",
+                    "{what}: weight {:?} holds {v} at element {i}; {expected}",
                     init.name
                 ));
             }

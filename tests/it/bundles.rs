@@ -120,7 +120,8 @@ fn one_file_bundles_open_every_way_and_match_their_directory() {
     let e = promise_rt::bundle::container::unpack(&packed, &out).unwrap_err();
     assert_eq!(
         e.code(),
-        promise_rt::ErrorCode::Io,
+        promise_rt::ErrorCode::InvalidArgument,
         "unpack into an existing dir: {e}"
     );
+    assert!(e.to_string().contains("not empty"), "{e}");
 }

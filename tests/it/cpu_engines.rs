@@ -110,3 +110,48 @@ fn a_shorter_history_window_is_the_same_on_both_engines_and_still_excludes_the_h
     );
     assert_eq!(short_f.len(), 10);
 }
+
+/// A decoder head of all 1.0 makes every code of every level exactly as likely: the pools
+/// are decided by the search's tie-break alone (smaller node id first), and both engines
+/// must follow it to the same items in the same order, scores bit-equal.
+#[cfg(feature = "tract")]
+#[test]
+fn exact_ties_follow_the_documented_tie_break_on_both_engines() {
+    let d = crate::util::copy_bundle(&crate::util::tiny());
+    crate::util::fill_weight(d.path(), "decoder.onnx", "gen.head", 1.0);
+    let bundle = Bundle::open(d.path()).expect("tied bundle");
+    let (tract, fused) = (
+        load(&bundle, CpuEngine::Tract),
+        load(&bundle, CpuEngine::Fused),
+    );
+    let items = bundle.catalog().num_items() as u32;
+    for plain in [true, false] {
+        let cfg = if plain {
+            promise_rt::SearchConfig::plain(4, 10)
+        } else {
+            promise_rt::SearchConfig::with_beams(4, 10, true)
+        };
+        let (mut a, mut b) = (tract.session(cfg).unwrap(), fused.session(cfg).unwrap());
+        for h in fresh_histories(16, items, 0x71E5) {
+            let x: Vec<(u32, u32)> = a
+                .recommend(&h)
+                .unwrap()
+                .iter()
+                .map(|r| (r.item, r.score.to_bits()))
+                .collect();
+            let y: Vec<(u32, u32)> = b
+                .recommend(&h)
+                .unwrap()
+                .iter()
+                .map(|r| (r.item, r.score.to_bits()))
+                .collect();
+            if plain {
+                assert_eq!(x, y, "plain search on a tied head, history {h:?}");
+            } else {
+                let xi: Vec<u32> = x.iter().map(|p| p.0).collect();
+                let yi: Vec<u32> = y.iter().map(|p| p.0).collect();
+                assert_eq!(xi, yi, "PRM search on a tied head, history {h:?}");
+            }
+        }
+    }
+}

@@ -126,6 +126,13 @@ fn bombs_inside_graphs_are_refused_before_tract_sees_them() {
     let d = copy_bundle(&tiny());
     append_initializer(d.path(), "encoder.onnx", "gen.enc.0.bomb", &[1 << 21], 0.0);
     let e = Bundle::open(d.path()).expect_err("an unexpected large initializer");
+    // refused on its size, before a byte is read (more than its weights can fill)
+    assert_eq!(e.code(), ErrorCode::Limits, "{e}");
+    assert!(e.to_string().contains("weights can fill"), "{e}");
+    // the same initializer small enough to pass the size bound: refused by name
+    let d = copy_bundle(&tiny());
+    append_initializer(d.path(), "encoder.onnx", "gen.enc.0.bomb", &[1 << 10], 0.0);
+    let e = Bundle::open(d.path()).expect_err("an unexpected initializer");
     assert_eq!(e.code(), ErrorCode::Graph, "{e}");
     // each: nodes appended to the encoder graph, and what the error must name
     type Node<'a> = (
@@ -227,15 +234,15 @@ fn messages_quoting_the_bundle_are_one_line() {
         v["graphs"]["prm"] = evil.into();
         v["files"][2]["name"] = evil.into();
     });
-    // the file does not exist: the Io message quotes its path as it is
-    let e = Bundle::open(d.path()).expect_err("a missing graph");
-    assert_eq!(e.code(), ErrorCode::Io, "{e}");
+    // a file name with control characters is refused, and quoted without them
+    let e = Bundle::open(d.path()).expect_err("a name with control characters");
+    assert_eq!(e.code(), ErrorCode::Manifest, "{e}");
     let m = e.to_string();
     assert!(
         !m.contains('\n') && !m.contains('\u{1b}') && !m.contains('\u{202e}'),
         "{m:?}"
     );
-    assert!(m.contains("\\u{a}error[io]"), "{m}");
+    assert!(m.contains("control character"), "{m}");
 }
 
 #[test]
@@ -428,5 +435,41 @@ mod container {
                 prop_assert!(recs.iter().all(|r| r.score.is_finite() && r.item < items));
             }
         }
+    }
+}
+
+/// Numeric poison (issue 29): weights that would make an output non-finite, or that an
+/// engine computing in f16 would overflow on, fail `Bundle::open` or `Model::load` with a
+/// clear `graph` error on every engine; a bundle that loads serves every request.
+#[test]
+fn numeric_poison_fails_at_open_or_load_never_per_request() {
+    use crate::util::set_first_value;
+    let int8 = repo().join("tests/data/path");
+    for (what, v) in [
+        ("a negative int8 scale", -1.0f32),
+        ("an int8 scale of 1e38", 1e38),
+    ] {
+        let d = copy_bundle(&int8);
+        set_first_value(d.path(), "decoder.onnx", "gen.head.scale", v);
+        let e = Bundle::open(d.path()).expect_err(what);
+        assert_eq!(e.code(), ErrorCode::Graph, "{what}: {e}");
+        assert!(e.to_string().contains("int8 scale"), "{what}: {e}");
+    }
+    let d = copy_bundle(&repo().join("models/ml1m-f16"));
+    set_first_value(d.path(), "decoder.onnx", "gen.head", 65504.0);
+    let e = Bundle::open(d.path()).expect_err("an f16 weight of 65504");
+    assert!(e.to_string().contains("f16 weight"), "{e}");
+    // finite weights whose outputs are not: a norm gain of f32::MAX on the decoder's last norm
+    let d = copy_bundle(&tiny());
+    crate::util::fill_weight(d.path(), "decoder.onnx", "gen.dec_norm.w", f32::MAX);
+    let bundle = Bundle::open(d.path()).expect("finite weights open");
+    let mut devices = vec![(Device::Cpu, promise_rt::CpuEngine::Fused)];
+    #[cfg(feature = "tract")]
+    devices.push((Device::Cpu, promise_rt::CpuEngine::Tract));
+    for (device, engine) in devices {
+        let opts = promise_rt::LoadOptions::default().with_cpu_engine(engine);
+        let e = Model::load_with(&bundle, device, &opts).expect_err("a poisoned norm gain");
+        assert_eq!(e.code(), ErrorCode::Graph, "{engine:?}: {e}");
+        assert!(e.to_string().contains("load-time probe"), "{engine:?}: {e}");
     }
 }

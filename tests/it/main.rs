@@ -11,9 +11,11 @@ mod errors;
 #[path = "../support/fake.rs"]
 mod fake;
 mod ffi;
+mod file_ops;
 mod golden;
 mod gpu;
 mod hostile;
 mod matrix;
+mod one_reading;
 mod search_props;
 mod util;

@@ -348,9 +348,12 @@ pub fn log_softmax(x: &[f32], cb: usize, out: &mut [f32]) {
     }
     let mx = out[..n].iter().cloned().fold(f32::NEG_INFINITY, f32::max);
     let z: f32 = out[..n].iter().map(|&v| (v - mx).exp()).sum();
-    let lse = mx + z.ln();
+    let ln_z = z.ln();
+    // (x - max) - ln z, in this order: equal logits give bit-equal log-probs in every row
+    // (x - (max + ln z) rounds differently per row), so exact ties stay exact and the
+    // search's tie-break decides, as on tract and the GPU
     for o in out[..n].iter_mut() {
-        *o -= lse;
+        *o = (*o - mx) - ln_z;
     }
 }
 

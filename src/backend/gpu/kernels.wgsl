@@ -507,9 +507,11 @@ fn dec_step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
     for (var c = tid; c < C; c += WG) {
         se += exp(act[row + c] - mx);
     }
-    let lse = mx + log(wg_sum(se));
+    // (x - max) - ln z: equal logits give bit-equal log-probs in every row, so exact ties
+    // stay exact and the search's tie-break decides (the CPU engines' order too)
+    let ln_z = log(wg_sum(se));
     for (var c = tid; c < C; c += WG) {
-        act[row + c] = act[row + c] - lse;
+        act[row + c] = (act[row + c] - mx) - ln_z;
     }
     if (!search) {
         return;

@@ -1,0 +1,88 @@
+//! One reading of a bundle (issue 29): bytes that protobuf readers could read as two
+//! different models, or that hold what one engine runs and another skips, are refused at
+//! open, so a bundle that opens is the same model to the fused, tract and GPU engines.
+
+use promise_rt::{Bundle, ErrorCode};
+
+use crate::util::{
+    append_graph_entry, append_model_bytes, copy_bundle, float_data_tensor, pb_field, pb_varint,
+    set_opset, tiny,
+};
+
+fn refused(what: &str, edit: impl Fn(&std::path::Path), needle: &str) {
+    let d = copy_bundle(&tiny());
+    edit(d.path());
+    let e = Bundle::open(d.path()).expect_err(what);
+    assert_eq!(e.code(), ErrorCode::Graph, "{what}: {e}");
+    assert!(e.to_string().contains(needle), "{what}: {e}");
+}
+
+#[test]
+fn ambiguous_protobuf_is_refused() {
+    refused(
+        "a second graph field (a reader that keeps the last sees another model)",
+        |d| {
+            let mut g = Vec::new();
+            g.extend_from_slice(&pb_field(2, b"second"));
+            append_model_bytes(d, "encoder.onnx", &pb_field(7, &g));
+        },
+        "field 7 twice",
+    );
+    refused(
+        "trailing zero padding (field 0)",
+        |d| append_model_bytes(d, "decoder.onnx", &[0u8; 64]),
+        "field number 0",
+    );
+    refused(
+        "an initializer with raw_data and float_data",
+        |d| {
+            let t = float_data_tensor("gen.extra", &[4], true);
+            append_graph_entry(d, "encoder.onnx", &pb_field(5, &t));
+        },
+        "stores its values twice",
+    );
+    refused(
+        "float_data weights (run by one engine, refused by another)",
+        |d| {
+            let t = float_data_tensor("gen.extra", &[4], false);
+            append_graph_entry(d, "encoder.onnx", &pb_field(5, &t));
+        },
+        "raw_data",
+    );
+    refused(
+        "a field no engine reads alike (GraphProto.sparse_initializer)",
+        |d| append_graph_entry(d, "prm.onnx", &pb_field(15, b"")),
+        "field 15",
+    );
+    refused(
+        "a node of another operator domain",
+        |d| {
+            let mut n = pb_field(4, b"Relu");
+            n.extend_from_slice(&pb_field(7, b"com.microsoft"));
+            append_graph_entry(d, "encoder.onnx", &pb_field(1, &n));
+        },
+        "com.microsoft",
+    );
+    refused(
+        "a second default opset import",
+        |d| append_model_bytes(d, "encoder.onnx", &pb_field(8, &pb_varint(2, 17))),
+        "imported twice",
+    );
+}
+
+#[test]
+fn opsets_that_change_an_operator_are_refused() {
+    // ReduceMean takes its axes as an input from 18 on; Unsqueeze as an attribute before 13
+    for v in [11, 12, 18, 21] {
+        refused(
+            &format!("opset {v}"),
+            |d| set_opset(d, "encoder.onnx", v),
+            &format!("operator set version {v}"),
+        );
+    }
+    for v in [13, 17] {
+        let d = copy_bundle(&tiny());
+        set_opset(d.path(), "decoder.onnx", v);
+        Bundle::open(d.path()).unwrap_or_else(|e| panic!("opset {v}: {e}"));
+    }
+}
