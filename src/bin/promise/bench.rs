@@ -206,13 +206,13 @@ pub(crate) fn bench(
         use std::io::Write;
         let mut f = std::io::BufWriter::new(
             std::fs::File::create(&path)
-                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?,
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", crate::shown(&path)))?,
         );
         for i in 0..requests {
             let (h, _) = rows[(warm + i) % rows.len()];
             let items: Vec<u32> = session.recommend(h)?.iter().map(|r| r.item).collect();
             writeln!(f, "{}", serde_json::to_string(&items).expect("json"))
-                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", crate::shown(&path)))?;
         }
     }
     let floor = if flops {

