@@ -8,39 +8,13 @@
 //! Input: [file, mode, offset u32 LE, payload...]; file = manifest, encoder, decoder, prm,
 //! catalog (mod 5); mode 0 overwrite with payload, 1 xor with payload, 2 truncate.
 #![no_main]
-use std::path::PathBuf;
-use std::sync::OnceLock;
-
 use libfuzzer_sys::fuzz_target;
+
+#[path = "common.rs"]
+mod common;
+use common::{base, scratch, FILES};
 use promise_rt::{Bundle, CpuEngine, Device, LoadOptions, Model, SearchConfig};
 
-const FILES: [&str; 5] = [
-    "manifest.json",
-    "encoder.onnx",
-    "decoder.onnx",
-    "prm.onnx",
-    "catalog.bin",
-];
-
-fn base() -> &'static Vec<Vec<u8>> {
-    static B: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
-    B.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/tiny");
-        FILES
-            .iter()
-            .map(|f| std::fs::read(dir.join(f)).expect("the tiny bundle"))
-            .collect()
-    })
-}
-
-fn scratch() -> &'static PathBuf {
-    static D: OnceLock<PathBuf> = OnceLock::new();
-    D.get_or_init(|| {
-        let d = std::env::temp_dir().join(format!("promise-fuzz-bundle-{}", std::process::id()));
-        std::fs::create_dir_all(&d).expect("scratch dir");
-        d
-    })
-}
 
 fuzz_target!(
     init: {
@@ -56,7 +30,7 @@ fuzz_target!(
     let which = data[0] as usize % FILES.len();
     let mode = data[1] % 3;
     let payload = &data[6..];
-    let dir = scratch();
+    let dir = scratch("bundle");
     for (i, (name, bytes)) in FILES.iter().zip(base()).enumerate() {
         let mut b = bytes.clone();
         if i == which && !b.is_empty() {
