@@ -69,6 +69,28 @@ def search(gen, prm, query, tables, mem, mask, seen, beams, cands, mix, results=
     raise AssertionError("unreachable")
 
 
+@torch.no_grad()
+def evaluate(gen, prm, query, tables, rows, sids_t, beams, cands, mix):
+    """Recall@10 and NDCG@10 of the PRM-guided search over `rows` (history, target)."""
+    cfg = gen.cfg
+    n_items = int(sids_t.shape[0])
+    rec, ndcg = 0.0, 0.0
+    for b in range(0, len(rows), 256):
+        chunk = rows[b:b + 256]
+        codes, mask = beam_mod.history_batch([h for h, _ in chunk], cfg.history, enc_table(cfg, sids_t))
+        mem = gen.encode(codes, mask)
+        seen = torch.zeros(len(chunk), n_items, dtype=torch.bool)
+        for i, (h, _) in enumerate(chunk):
+            seen[i, torch.as_tensor(np.asarray(h), dtype=torch.long)] = True
+        items, ok = search(gen, prm, query, tables, mem, mask, seen, beams, cands, mix)
+        for i, (_, t) in enumerate(chunk):
+            hit = ((items[i] == t) & ok[i]).nonzero()
+            if len(hit):
+                rec += 1.0
+                ndcg += 1.0 / math.log2(int(hit[0, 0]) + 2)
+    return rec / len(rows), ndcg / len(rows)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", required=True)
@@ -113,26 +135,12 @@ def main():
         rows = [(s[:-1], s[-1]) for s in seqs]
     grid = [tuple(int(x) for x in g.split(":")) for g in args.grid.split(",")]
     mixes = [float(x) for x in args.mix.split(",")]
-    n_items = int(sids.shape[0])
     out = []
     for beams, cands in grid:
         for mix in mixes:
-            rec, ndcg = 0.0, 0.0
-            for b in range(0, len(rows), 256):
-                chunk = rows[b:b + 256]
-                codes, mask = beam_mod.history_batch([h for h, _ in chunk], cfg.history, enc_table(cfg, sids_t))
-                mem = gen.encode(codes, mask)
-                seen = torch.zeros(len(chunk), n_items, dtype=torch.bool)
-                for i, (h, _) in enumerate(chunk):
-                    seen[i, torch.as_tensor(np.asarray(h), dtype=torch.long)] = True
-                items, ok = search(gen, prm, query, tables, mem, mask, seen, beams, cands, mix)
-                for i, (_, t) in enumerate(chunk):
-                    hit = ((items[i] == t) & ok[i]).nonzero()
-                    if len(hit):
-                        rec += 1.0
-                        ndcg += 1.0 / math.log2(int(hit[0, 0]) + 2)
+            rec, ndcg = evaluate(gen, prm, query, tables, rows, sids_t, beams, cands, mix)
             row = {"beams": beams, "candidates": cands, "mix": mix, "users": len(rows), "split": args.split,
-                   "recall10": round(rec / len(rows), 4), "ndcg10": round(ndcg / len(rows), 4)}
+                   "recall10": round(rec, 4), "ndcg10": round(ndcg, 4)}
             print(json.dumps(row), flush=True)
             out.append(row)
     if args.out:

@@ -21,6 +21,7 @@ COMMANDS = {
     "train": ("train", "train a generator (encoder-decoder over SIDs, resumable)"),
     "prm": ("prm_dense", "train the dense PRM on a frozen generator (model.prm_kind \"dense\")"),
     "prm-attention": ("prm_attention", "train the attention PRM on a frozen generator (the paper's)"),
+    "prm-distill": ("prm_distill", "the attention PRM (path query) distilled from a SASRec teacher"),
     "export": ("export", "ONNX graphs (f32/f16/int8), catalog.bin, manifest.json, .promise"),
     "synth": ("synth", "a bundle with random weights and SIDs (tests, the scale bench)"),
     "reference": ("reference", "the NumPy + onnxruntime reference search: golden files, eval, bench"),

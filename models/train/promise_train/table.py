@@ -15,6 +15,10 @@ def main(argv=None):
         if os.path.exists(p):
             r = json.load(open(p))
             label = r["model"].split(" (")[0]
+            if name == "sasrec.json":
+                label += ", each user's last 201 items"
+            elif name == "sasrec_anchor.json":
+                label += ", every training target"
             if "epochs" in r:
                 label += f" (ours, {r['epochs']} epochs, best at {r.get('best_epoch', r['epochs'])})"
             rows.append((label, "-", r))

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 
 from . import data as data_mod
 from . import beam as beam_mod
-from .model import Config, Promise, enc_table
+from . import distill as distill_mod
+from .model import PRM, Config, Promise, enc_table
 from .trie import Trie
 
 SIZES = {
@@ -127,15 +128,28 @@ class Chunks:
         return x, m, y
 
 
-def causal_loss(model, sids_t, hist, mask, target, dense=None):
+def causal_loss(model, sids_t, hist, mask, target, dense=None, distill=None):
     """Mean next-token loss over every real position and level (causal encoder); with
     `dense` = (trie paths [items, L], level bounds), also the dense PRM's loss on the same
-    memory (full softmax per level over that level's trie nodes, `--dense-aux`)."""
+    memory (full softmax per level over that level's trie nodes, `--dense-aux`). With
+    `distill` (a dict: teacher, tri, weights, query, rng; distill.py), the teacher's
+    losses: (gen + w * KL, PRM distillation loss, per-level PRM/teacher agreement)."""
     mem = model.gen.encode(enc_table(model.cfg, sids_t)[hist], mask)   # [B,P,d]
     tgt = sids_t[target]                                      # [B,P,L]
     logp = model.gen.decode_all(mem, mask, tgt)               # [B,P,L,C]
     nll = -logp.gather(3, tgt[..., None])[..., 0].sum(2)      # [B,P]
     gen = (nll * mask).sum() / (mask.sum() * tgt.shape[2])
+    if distill is not None:
+        tlp = distill["teacher"].log_probs(hist, mask)
+        if distill["gen_w"] > 0:
+            kl = distill_mod.generator_kl(logp, tlp, target, distill["tri"])
+            gen = gen + distill["gen_w"] * (kl * mask).sum() / mask.sum()
+        if distill["prm_w"] > 0:
+            prm, agree = distill_mod.prm_distill_loss(model.prm, distill["query"], distill["tri"], mem.detach(),
+                                                      mask, lambda bi, pi: tlp[bi, pi], distill["rng"],
+                                                      distill["positions"])
+            return gen, prm, agree
+        return gen, 0.0, []
     if dense is None:
         return gen, 0.0
     path_t, bounds = dense
@@ -214,6 +228,17 @@ def main():
                          "a leaf is its item, an inner node the mean of its items) from these item "
                          "embeddings in WORK, e.g. sasrec_items.npy (sasrec.py)")
     ap.add_argument("--init", default=None, help="start from this trained model's generator (WORK/<init>.pt)")
+    ap.add_argument("--teacher", default=None,
+                    help="--causal: a SASRec state dict in WORK (sasrec.py's <name>_best.pt) to distil from "
+                         "(distill.py); it ships nowhere")
+    ap.add_argument("--distill", type=float, default=0.0,
+                    help="--teacher: weight of the generator's KL to the teacher's per-level distribution")
+    ap.add_argument("--tau", type=float, default=1.0, help="--teacher: the teacher's softmax temperature")
+    ap.add_argument("--prm-distill", type=float, default=0.0,
+                    help="--teacher: also train an attention PRM with the path query (catalog-independent) "
+                         "on the detached memory, listwise against the teacher's node masses; this weight")
+    ap.add_argument("--prm-positions", type=int, default=512, help="--prm-distill: positions sampled per batch")
+    ap.add_argument("--prm-heads", type=int, default=4, help="--prm-distill: the PRM's attention heads")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -229,7 +254,20 @@ def main():
         cfg.prm_kind = "dense"
     if args.item_ids:
         cfg.item_ids = int(sids.shape[0])
+    if args.prm_distill > 0:
+        cfg.prm_heads = args.prm_heads
     model = Promise(cfg)
+    distill = query = None
+    if args.teacher:
+        if not args.causal:
+            raise SystemExit("--teacher needs --causal (the teacher scores every position of a chunk)")
+        from .prm_attention import PathQuery
+        query = PathQuery(trie, cfg.cmax, cfg.d) if args.prm_distill > 0 else None
+        distill = {"teacher": distill_mod.Teacher(os.path.join(args.work, args.teacher), int(sids.shape[0]),
+                                                  args.tau, cfg.history),
+                   "tri": distill_mod.TrieIndex(trie, sids, cfg.cmax), "gen_w": args.distill,
+                   "prm_w": args.prm_distill, "query": query, "positions": args.prm_positions,
+                   "rng": torch.Generator().manual_seed(args.seed)}
     if args.item_init and not os.path.exists(os.path.join(args.work, f"{out}.ckpt")):
         emb = torch.from_numpy(np.load(os.path.join(args.work, args.item_init))).float()
         emb = emb * (0.1 / emb.std())                       # the code rows' scale
@@ -256,6 +294,8 @@ def main():
         dense = (torch.from_numpy(trie.path.astype(np.int64)),
                  [(int(ls[b + 1]), int(ls[b + 2])) for b in range(trie.levels)])
     g, r = model.n_params()
+    if query is not None:   # exported as prm.path_emb [L*C+1, d], not the node table it folds into
+        r = r - model.prm.node_emb.numel() + (cfg.levels * cfg.cmax + 1) * cfg.d
     print(f"{args.size}: generator {g} params, prm {r} params ({100 * r / g:.0f}% of generator), H={cfg.history}",
           flush=True)
     win = Chunks(ds.seqs, cfg.history) if args.causal else Windows(ds.seqs, cfg.history)
@@ -265,6 +305,9 @@ def main():
     trie_t = torch.from_numpy(trie.path)
     tables = beam_mod.TrieTables(trie, cfg.cmax)
     params = model.parameters() if args.prm_weight > 0 or args.dense_aux > 0 else model.gen.parameters()
+    if query is not None:
+        params = (list(model.gen.parameters()) + [p for n, p in model.prm.named_parameters() if n != "node_emb"]
+                  + list(query.parameters()))
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     warm = 200
     st = {"epoch": 0, "pos": 0, "step": 0, "seen": 0, "best": -1.0, "best_epoch": 0, "train_seconds": 0.0,
@@ -278,9 +321,13 @@ def main():
     if os.path.exists(ckpt):
         c = torch.load(ckpt, weights_only=False)
         model.load_state_dict(c["model"])
+        if query is not None:
+            query.load_state_dict(c["query"])
         opt.load_state_dict(c["opt"])
         sched.load_state_dict(c["sched"])
         st = c["state"]
+        if distill is not None and "prm_rng" in c:
+            distill["rng"].set_state(c["prm_rng"])
         unit = "batch" if args.causal else "window"
         print(f"resumed: epoch {st['epoch']} {unit} {st['pos']}, best valid R@10 {st['best']:.4f}", flush=True)
     elif os.path.exists(curve):
@@ -289,8 +336,11 @@ def main():
         st["item_init"] = args.item_init    # acts at the start only: kept for finish()'s record
 
     def save():
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "state": st},
-                   ckpt + ".tmp")
+        extra = {}
+        if query is not None:
+            extra = {"query": query.state_dict(), "prm_rng": distill["rng"].get_state()}
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "state": st,
+                    **extra}, ckpt + ".tmp")
         os.replace(ckpt + ".tmp", ckpt)
 
     def finish(reason):
@@ -303,6 +353,10 @@ def main():
                        "epochs": st["epoch"], "best_epoch": st["best_epoch"], "valid_recall@10": st["best"],
                        "params_generator": g, "params_prm": r, "prm_weight": args.prm_weight,
                        "dense_aux": args.dense_aux, "init": args.init, "item_init": st.get("item_init"),
+                       "teacher": args.teacher, "distill": args.distill, "tau": args.tau,
+                       **({"prm_training": {"query": "path", "head": "mlp", "distill": args.prm_distill,
+                                            "positions": args.prm_positions, "teacher": args.teacher}}
+                          if query is not None else {}),
                        "train_seconds": st["train_seconds"], "stopped": reason}, f, indent=1)
         print(f"saved {out}: {reason}", flush=True)
 
@@ -330,9 +384,10 @@ def main():
         while st["pos"] < n_units:
             if args.causal:
                 hist, mask, target = win.batch(groups[st["pos"]])
-                gen, prm = causal_loss(model, sids_t, torch.from_numpy(hist), torch.from_numpy(mask),
-                                       torch.from_numpy(target), dense)
-                accs, step_units, step_seen = [], 1, int(mask.sum())
+                out_l = causal_loss(model, sids_t, torch.from_numpy(hist), torch.from_numpy(mask),
+                                    torch.from_numpy(target), dense, distill)
+                gen, prm = out_l[0], out_l[1]
+                accs, step_units, step_seen = list(out_l[2]) if len(out_l) > 2 else [], 1, int(mask.sum())
             else:
                 idx = perm[st["pos"]:st["pos"] + args.batch]
                 hist, mask, target = win.batch(idx)
@@ -342,6 +397,8 @@ def main():
                 step_units = step_seen = len(idx)
             if args.dense_aux > 0:
                 loss = gen + args.dense_aux * prm
+            elif distill is not None:
+                loss = gen + args.prm_distill * prm if args.prm_distill > 0 else gen
             else:
                 loss = gen + args.prm_weight * prm if args.prm_weight > 0 else gen
             opt.zero_grad()
@@ -356,7 +413,8 @@ def main():
             ema = cur if ema is None else 0.98 * ema + 0.02 * cur
             if st["step"] % (20 if args.causal else 200) == 0:
                 el = st["train_seconds"] + time.time() - t0
-                print(f"epoch {st['epoch']} unit {st['pos']}/{n_units} gen {ema[0]:.3f} prm {ema[1]:.3f} | "
+                agr = " agree " + "/".join(f"{a:.2f}" for a in ema[2:]) if len(ema) > 2 else ""
+                print(f"epoch {st['epoch']} unit {st['pos']}/{n_units} gen {ema[0]:.3f} prm {ema[1]:.3f}{agr} | "
                       f"{st['seen'] / max(el, 1e-9):.0f} targets/s", flush=True)
             if args.samples and st["seen"] >= args.samples:
                 break
@@ -377,11 +435,17 @@ def main():
         row = {"epoch": st["epoch"], "windows_seen": st["seen"], "gen_loss": float(ema[0]), "valid": val,
                "train_seconds": round(st["train_seconds"], 1), "valid_seconds": round(time.time() - v0, 1),
                "lr": args.lr * st.get("lr_scale", 1.0)}
+        if distill is not None:
+            row["prm_loss"] = float(ema[1])
+            row["prm_teacher_agreement"] = [round(float(a), 4) for a in ema[2:]]   # per level (EMA)
         print(json.dumps(row), flush=True)
         with open(curve, "a") as f:
             f.write(json.dumps(row) + "\n")
         if val["recall@10"] > st["best"]:
             st["best"], st["best_epoch"] = val["recall@10"], st["epoch"]
+            if query is not None:
+                with torch.no_grad():
+                    model.prm.node_emb.copy_(query.table())      # folded for export (--prm-query path)
             torch.save(model.state_dict(), os.path.join(args.work, f"{out}.best.pt"))
         elif args.lr_decay < 1.0:
             st["lr_scale"] = st.get("lr_scale", 1.0) * args.lr_decay
