@@ -182,7 +182,56 @@ impl<'a> Graph<'a> {
 }
 
 /// Check `index` (one graph of a bundle described by `m`): see the module docs.
+/// The graph's dataflow is well formed: every node reads only graph inputs, initializers
+/// and outputs of nodes before it (ONNX's topological order), each value is defined once,
+/// and the graph's outputs are defined. tract refuses a graph that breaks this, while the
+/// fused and GPU engines, which read weights by name and not the wiring, would run it:
+/// checked here so that both refuse it (found by the `differential` fuzz target).
+fn check_dataflow(index: &OnnxIndex, what: &str) -> Result<()> {
+    let mut defined: std::collections::HashSet<&str> = index
+        .inputs
+        .iter()
+        .map(|v| v.name.as_str())
+        .chain(index.initializers.iter().map(|i| i.name.as_str()))
+        .collect();
+    for n in &index.nodes {
+        if let Some(i) = n
+            .inputs
+            .iter()
+            .find(|i| !i.is_empty() && !defined.contains(i.as_str()))
+        {
+            return Err(err!(
+                Graph,
+                "{what}: a {} node reads {i:?}, which no graph input, initializer or earlier node defines",
+                n.op
+            ));
+        }
+        for o in &n.outputs {
+            if !o.is_empty() && !defined.insert(o.as_str()) {
+                return Err(err!(
+                    Graph,
+                    "{what}: value {o:?} is defined twice (by a {} node)",
+                    n.op
+                ));
+            }
+        }
+    }
+    if let Some(o) = index
+        .outputs
+        .iter()
+        .find(|o| !defined.contains(o.name.as_str()))
+    {
+        return Err(err!(
+            Graph,
+            "{what}: the graph's output {:?} is not computed by any node",
+            o.name
+        ));
+    }
+    Ok(())
+}
+
 pub fn check(index: &OnnxIndex, what: &str, m: &Manifest) -> Result<()> {
+    check_dataflow(index, what)?;
     let mut g = Graph {
         what,
         producer: HashMap::new(),

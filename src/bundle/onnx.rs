@@ -226,8 +226,11 @@ enum Field {
 enum Wire {
     /// A varint.
     V,
-    /// Length-delimited (a message, a string, or packed repeated scalars).
+    /// Length-delimited (a message, bytes, or packed repeated scalars).
     B,
+    /// Length-delimited UTF-8 text (protobuf `string`: readers that decode it refuse
+    /// invalid UTF-8, so it is checked even where the runtime ignores the field).
+    S,
     /// A fixed32 (an attribute's `f`).
     F32,
     /// A repeated varint, unpacked or packed (tensor dims, attribute ints).
@@ -264,7 +267,7 @@ fn fields(
         let ok = matches!(
             (rule.1, &fld),
             (Wire::V, Field::Varint(_))
-                | (Wire::B, Field::Bytes(..))
+                | (Wire::B | Wire::S, Field::Bytes(..))
                 | (Wire::F32, Field::Fixed32)
                 | (Wire::Ints, Field::Varint(_) | Field::Bytes(..))
                 | (Wire::Floats, Field::Fixed32 | Field::Bytes(..))
@@ -275,6 +278,15 @@ fn fields(
                 "{}: {msg} field {num} has the wrong protobuf wire type",
                 r.what
             ));
+        }
+        if let (Wire::S, Field::Bytes(s, e)) = (rule.1, &fld) {
+            if std::str::from_utf8(&r.buf[*s..*e]).is_err() {
+                return Err(err!(
+                    Graph,
+                    "{}: {msg} field {num} is text that is not valid UTF-8",
+                    r.what
+                ));
+            }
         }
         if !rule.2 {
             if seen & (1 << num) != 0 {
@@ -307,36 +319,37 @@ pub const OPSETS: std::ops::RangeInclusive<u64> = 13..=17;
 
 const MODEL: &[Rule] = &[
     Rule(1, Wire::V, false), // ir_version
-    Rule(2, Wire::B, false), // producer_name
-    Rule(3, Wire::B, false), // producer_version
-    Rule(4, Wire::B, false), // domain
+    Rule(2, Wire::S, false), // producer_name
+    Rule(3, Wire::S, false), // producer_version
+    Rule(4, Wire::S, false), // domain
     Rule(5, Wire::V, false), // model_version
-    Rule(6, Wire::B, false), // doc_string
+    Rule(6, Wire::S, false), // doc_string
     Rule(7, Wire::B, false), // graph
     Rule(8, Wire::B, true),  // opset_import
     Rule(14, Wire::B, true), // metadata_props
 ];
-const OPSET_ID: &[Rule] = &[Rule(1, Wire::B, false), Rule(2, Wire::V, false)];
+const OPSET_ID: &[Rule] = &[Rule(1, Wire::S, false), Rule(2, Wire::V, false)];
+const STRING_ENTRY: &[Rule] = &[Rule(1, Wire::S, false), Rule(2, Wire::S, false)];
 const GRAPH: &[Rule] = &[
     Rule(1, Wire::B, true),   // node
-    Rule(2, Wire::B, false),  // name
+    Rule(2, Wire::S, false),  // name
     Rule(5, Wire::B, true),   // initializer
-    Rule(10, Wire::B, false), // doc_string
+    Rule(10, Wire::S, false), // doc_string
     Rule(11, Wire::B, true),  // input
     Rule(12, Wire::B, true),  // output
     Rule(13, Wire::B, true),  // value_info
 ];
 const NODE: &[Rule] = &[
-    Rule(1, Wire::B, true),  // input
-    Rule(2, Wire::B, true),  // output
-    Rule(3, Wire::B, false), // name
-    Rule(4, Wire::B, false), // op_type
+    Rule(1, Wire::S, true),  // input
+    Rule(2, Wire::S, true),  // output
+    Rule(3, Wire::S, false), // name
+    Rule(4, Wire::S, false), // op_type
     Rule(5, Wire::B, true),  // attribute
-    Rule(6, Wire::B, false), // doc_string
-    Rule(7, Wire::B, false), // domain
+    Rule(6, Wire::S, false), // doc_string
+    Rule(7, Wire::S, false), // domain
 ];
 const ATTRIBUTE: &[Rule] = &[
-    Rule(1, Wire::B, false),     // name
+    Rule(1, Wire::S, false),     // name
     Rule(2, Wire::F32, false),   // f
     Rule(3, Wire::V, false),     // i
     Rule(4, Wire::B, false),     // s
@@ -344,7 +357,7 @@ const ATTRIBUTE: &[Rule] = &[
     Rule(7, Wire::Floats, true), // floats
     Rule(8, Wire::Ints, true),   // ints
     Rule(9, Wire::B, true),      // strings
-    Rule(13, Wire::B, false),    // doc_string
+    Rule(13, Wire::S, false),    // doc_string
     Rule(20, Wire::V, false),    // type
 ];
 const TENSOR: &[Rule] = &[
@@ -353,23 +366,23 @@ const TENSOR: &[Rule] = &[
     Rule(4, Wire::B, false),   // float_data (packed, once)
     Rule(5, Wire::B, false),   // int32_data
     Rule(7, Wire::B, false),   // int64_data
-    Rule(8, Wire::B, false),   // name
+    Rule(8, Wire::S, false),   // name
     Rule(9, Wire::B, false),   // raw_data
-    Rule(12, Wire::B, false),  // doc_string
+    Rule(12, Wire::S, false),  // doc_string
     Rule(14, Wire::V, false),  // data_location
 ];
 const VALUE_INFO: &[Rule] = &[
-    Rule(1, Wire::B, false), // name
+    Rule(1, Wire::S, false), // name
     Rule(2, Wire::B, false), // type
-    Rule(3, Wire::B, false), // doc_string
+    Rule(3, Wire::S, false), // doc_string
 ];
-const TYPE: &[Rule] = &[Rule(1, Wire::B, false), Rule(6, Wire::B, false)];
+const TYPE: &[Rule] = &[Rule(1, Wire::B, false), Rule(6, Wire::S, false)];
 const TENSOR_TYPE: &[Rule] = &[Rule(1, Wire::V, false), Rule(2, Wire::B, false)];
 const SHAPE: &[Rule] = &[Rule(1, Wire::B, true)];
 const DIM: &[Rule] = &[
     Rule(1, Wire::V, false),
-    Rule(2, Wire::B, false),
-    Rule(3, Wire::B, false),
+    Rule(2, Wire::S, false),
+    Rule(3, Wire::S, false),
 ];
 
 /// The operator-set domain a node or an opset import names: the default one only.
@@ -398,6 +411,12 @@ pub fn index(buf: &[u8], what: &str) -> Result<OnnxIndex> {
     fields(&mut r, "the model", MODEL, |r, num, f| {
         match (num, f) {
             (7, Field::Bytes(s, e)) => graph = Some((s, e)),
+            (14, Field::Bytes(s, e)) => fields(
+                &mut r.sub(s, e),
+                "a metadata entry",
+                STRING_ENTRY,
+                |_, _, _| Ok(()),
+            )?,
             (8, Field::Bytes(s, e)) => {
                 let mut o = r.sub(s, e);
                 let mut version = None;

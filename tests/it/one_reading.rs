@@ -86,3 +86,40 @@ fn opsets_that_change_an_operator_are_refused() {
         Bundle::open(d.path()).unwrap_or_else(|e| panic!("opset {v}: {e}"));
     }
 }
+
+/// What the `differential` fuzz target found on 2026-12-03: bytes that tract refuses while
+/// the fused engine, which reads weights by name, would run them. Both now fail at open.
+#[test]
+fn what_tract_refuses_the_bundle_refuses() {
+    refused(
+        "a node that reads a value nothing defines",
+        |d| {
+            let mut n = pb_field(1, b"no-such-value");
+            n.extend_from_slice(&pb_field(2, b"out"));
+            n.extend_from_slice(&pb_field(4, b"Relu"));
+            append_graph_entry(d, "decoder.onnx", &pb_field(1, &n));
+        },
+        "no graph input, initializer or earlier node defines",
+    );
+    refused(
+        "a value defined twice",
+        |d| {
+            let mut n = pb_field(1, b"history_mask");
+            n.extend_from_slice(&pb_field(2, b"memory"));
+            n.extend_from_slice(&pb_field(4, b"Relu"));
+            append_graph_entry(d, "encoder.onnx", &pb_field(1, &n));
+        },
+        "defined twice",
+    );
+    refused(
+        "a node name that is not UTF-8",
+        |d| {
+            let mut n = pb_field(1, b"history_mask");
+            n.extend_from_slice(&pb_field(2, b"fresh"));
+            n.extend_from_slice(&pb_field(3, &[0xf8, 0xf8]));
+            n.extend_from_slice(&pb_field(4, b"Relu"));
+            append_graph_entry(d, "encoder.onnx", &pb_field(1, &n));
+        },
+        "not valid UTF-8",
+    );
+}

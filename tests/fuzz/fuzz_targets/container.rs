@@ -12,7 +12,7 @@ use libfuzzer_sys::fuzz_target;
 
 #[path = "common.rs"]
 mod common;
-use common::{base, scratch, FILES};
+use common::{base, scratch};
 use promise_rt::bundle::container::{build, unpack};
 use promise_rt::{Bundle, Device, Model, SearchConfig};
 
