@@ -155,9 +155,12 @@ fn entry(
     expected: u64,
     what: &str,
 ) -> Result<std::ops::Range<usize>> {
-    let r = index
-        .get(name)
-        .ok_or_else(|| err!(Manifest, "{what} holds no {name:?}, which the manifest lists"))?;
+    let r = index.get(name).ok_or_else(|| {
+        err!(
+            Manifest,
+            "{what} holds no {name:?}, which the manifest lists"
+        )
+    })?;
     if r.len() as u64 != expected {
         return Err(err!(
             Checksum,

@@ -30,9 +30,9 @@ use sha2::{Digest, Sha256};
 
 pub use arch::{Architecture, PrmGraph};
 pub use catalog::Catalog;
+pub use files::open_regular;
 pub(crate) use files::Bytes;
 use files::{map_or_read, Source};
-pub use files::open_regular;
 use manifest::{parse_manifest, safe_name};
 pub use manifest::{
     Dims, Manifest, Numeric, PrmKind, PrmQuery, FORMAT_VERSION, MAX_FILES, MAX_MANIFEST_BYTES,

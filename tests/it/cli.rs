@@ -131,7 +131,11 @@ fn eval_data_is_bounded_and_paths_are_escaped() {
     let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
     assert_eq!(rc, 0);
     let empty = tmp.path().join("empty.inter");
-    std::fs::write(&empty, "user_id:token\titem_id:token\trating:float\ttimestamp:float\n").unwrap();
+    std::fs::write(
+        &empty,
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float\n",
+    )
+    .unwrap();
     let evil = tmp.path().join("x\nerror[io]: forged \u{1b}[31m.inter");
     std::fs::create_dir(&evil).unwrap();
     for (data, want) in [

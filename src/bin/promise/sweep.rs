@@ -68,8 +68,7 @@ pub fn label(bundle: &Path) -> String {
 }
 
 pub fn write_outputs(rows: &[Row], out: &Path, command: &str) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(out)
-        .with_context(|| format!("cannot create {}", crate::shown(out)))?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", crate::shown(out)))?;
     let json = out.join("sweep.json");
     let doc = serde_json::json!({"command": command, "rows": rows});
     std::fs::write(&json, serde_json::to_string_pretty(&doc)? + "\n")
