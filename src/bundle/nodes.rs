@@ -312,7 +312,61 @@ pub fn check(index: &OnnxIndex, what: &str, m: &Manifest) -> Result<()> {
             }
         }
     }
-    check_heads(&g, index, m)
+    check_heads(&g, index, m)?;
+    check_code_offsets(&g, index, m)
+}
+
+/// The codes' offsets: the graphs turn level-l codes into rows `l * C + code` of their
+/// embedding tables (C = the largest codebook; under `codes_and_item` the item column is
+/// offset by `L * C`) with one `Add` of a constant, which the fused and GPU engines do not
+/// read but compute from the manifest. So each codes input may feed only that `Add`, whose
+/// constant must be exactly those offsets, and `Shape` (found by the `differential` fuzz
+/// target: an overwritten offset made tract index past its table).
+fn check_code_offsets(g: &Graph, index: &OnnxIndex, m: &Manifest) -> Result<()> {
+    let c = m.max_codebook() as i64;
+    for (input, cols) in [
+        ("history_codes", m.encoder_columns()),
+        ("prefix_codes", m.levels.saturating_sub(1)),
+    ] {
+        let want: Vec<i64> = (0..cols as i64).map(|l| l * c).collect();
+        for n in index
+            .nodes
+            .iter()
+            .filter(|n| n.inputs.iter().any(|i| i == input))
+        {
+            match n.op.as_str() {
+                "Shape" => {}
+                "Add" => {
+                    let other = n.inputs.iter().find(|i| *i != input);
+                    let got = other.and_then(|o| g.eval(o, 0)).map(|v| {
+                        v.iter()
+                            .map(|x| match x {
+                                V::Known(x) => Some(*x),
+                                V::Dynamic => None,
+                            })
+                            .collect::<Option<Vec<i64>>>()
+                    });
+                    if got != Some(Some(want.clone())) {
+                        return Err(err!(
+                            Graph,
+                            "{}: the offsets added to {input} are not {want:?} (level l's codes \
+                             index rows l * {c} of the embedding table)",
+                            g.what
+                        ));
+                    }
+                }
+                op => {
+                    return Err(err!(
+                        Graph,
+                        "{}: {input} feeds a {op} node; the graphs read codes only through their \
+                         offsets (Add) and their Shape",
+                        g.what
+                    ))
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The attention checks of the module docs.

@@ -123,3 +123,21 @@ fn what_tract_refuses_the_bundle_refuses() {
         "not valid UTF-8",
     );
 }
+
+/// The third finding of 2026-12-03 (`corpus/differential/open-constant-c34d754f`): two
+/// bytes of the encoder's code-offset constant overwritten. tract indexed past its table,
+/// the fused engine (which computes the offsets) ran it; now both refuse it at open.
+#[test]
+fn the_code_offsets_are_the_architectures() {
+    refused(
+        "an overwritten code offset",
+        |d| {
+            let p = d.join("encoder.onnx");
+            let mut b = std::fs::read(&p).unwrap();
+            b[126] = 0x00;
+            b[127] = 0x44;
+            std::fs::write(&p, &b).unwrap();
+        },
+        "offsets added to history_codes",
+    );
+}
