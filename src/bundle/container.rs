@@ -197,28 +197,29 @@ pub const MAX_CONTAINER_BYTES: u64 = 4 << 30;
 /// created exclusively (`O_EXCL`, random name) beside `out`, are synced, then renamed over
 /// it, so a reader never sees half a container and a planted symlink is never followed.
 pub fn pack(dir: &Path, out: &Path) -> Result<u64> {
-    let bundle = super::Bundle::open_with(dir, super::OpenOptions::default().with_checksums(true))?;
-    let root =
-        std::fs::canonicalize(dir).map_err(|e| err!(Io, "cannot resolve {}: {e}", esc(dir)))?;
+    // the checksums are verified once, on the bytes that are packed (below)
+    let bundle = super::Bundle::open(dir)?;
+    let root = std::fs::canonicalize(dir)
+        .map_err(|e| err!(Io, "cannot resolve {}: {e}", dir.display()))?;
     let mut inputs = vec![file_id(&std::fs::metadata(&root), dir)?];
     let mut files = Vec::new();
     for name in std::iter::once("manifest.json".to_string()).chain(bundle.file_names()) {
         let p = dir.join(&name);
-        let real =
-            std::fs::canonicalize(&p).map_err(|e| err!(Io, "cannot resolve {}: {e}", esc(&p)))?;
+        let real = std::fs::canonicalize(&p)
+            .map_err(|e| err!(Io, "cannot resolve {}: {e}", p.display()))?;
         if real.parent() != Some(root.as_path()) {
             return Err(err!(
                 InvalidArgument,
                 "{} leads outside the bundle directory (to {}); pack reads the bundle's own files only",
-                esc(&p),
-                esc(&real)
+                p.display(),
+                real.display()
             ));
         }
         let (f, len) = super::files::open_regular(&p)?;
         inputs.push(file_id(&f.metadata(), &p)?);
         files.push((name, super::files::read_exact_fallible(f, len, &p)?));
     }
-    // what was read is what was checked: the same checksums again, on these bytes
+    // what is packed is what is checked: every checksum, on these bytes
     let bytes = build(&files)?;
     super::Bundle::open_with_bytes_checked(bytes.clone())?;
     if let Ok(md) = std::fs::metadata(out) {
@@ -227,7 +228,7 @@ pub fn pack(dir: &Path, out: &Path) -> Result<u64> {
             return Err(err!(
                 InvalidArgument,
                 "the output {} is one of pack's inputs (the bundle directory or one of its files)",
-                esc(out)
+                out.display()
             ));
         }
     }
@@ -246,30 +247,29 @@ pub fn unpack(file: &Path, dir: &Path) -> Result<usize> {
         return Err(err!(
             Limits,
             "{} is {len} bytes, over the {MAX_CONTAINER_BYTES}-byte limit of a container",
-            esc(file)
+            file.display()
         ));
     }
     let mut head = [0u8; HEADER];
     {
-        use std::io::Read;
-        let n = (&f)
-            .take(HEADER as u64)
-            .read(&mut head)
-            .map_err(|e| err!(Io, "cannot read {}: {e}", esc(file)))?;
-        if n < HEADER || !is_container(&head) || u64_at(&head, 24) != len {
+        use std::io::{Read, Seek};
+        // a file shorter than the header fails here like any non-container
+        let whole = (&f).read_exact(&mut head).is_ok();
+        if !whole || !is_container(&head) || u64_at(&head, 24) != len {
             return Err(err!(
                 Manifest,
                 "{} is not a .promise bundle of {len} bytes (magic \"PROMISE\\0\" and a header \
                  stating its length)",
-                esc(file)
+                file.display()
             ));
         }
+        (&f).rewind()
+            .map_err(|e| err!(Io, "cannot read {}: {e}", file.display()))?;
     }
-    let (f, _) = super::files::open_regular(file)?;
     let bytes = super::files::read_exact_fallible(f, len, file)?;
     // a container that does not open as a bundle (its checksums included) is not unpacked
     let bundle = super::Bundle::open_with_bytes_checked(bytes.clone())?;
-    let index = parse(&bytes, &esc(file))?;
+    let index = parse(&bytes, &file.display().to_string())?;
     let listed: Vec<String> = std::iter::once("manifest.json".to_string())
         .chain(bundle.file_names())
         .collect();
@@ -278,22 +278,22 @@ pub fn unpack(file: &Path, dir: &Path) -> Result<usize> {
             return Err(err!(
                 InvalidArgument,
                 "{} exists and is not a directory (a symlink is not followed)",
-                esc(dir)
+                dir.display()
             ))
         }
         Ok(_) => {
-            let mut it =
-                std::fs::read_dir(dir).map_err(|e| err!(Io, "cannot list {}: {e}", esc(dir)))?;
+            let mut it = std::fs::read_dir(dir)
+                .map_err(|e| err!(Io, "cannot list {}: {e}", dir.display()))?;
             if it.next().is_some() {
                 return Err(err!(
                     InvalidArgument,
                     "{} is not empty; unpack writes into a new or empty directory",
-                    esc(dir)
+                    dir.display()
                 ));
             }
         }
         Err(_) => std::fs::create_dir(dir)
-            .map_err(|e| err!(Io, "cannot create the directory {}: {e}", esc(dir)))?,
+            .map_err(|e| err!(Io, "cannot create the directory {}: {e}", dir.display()))?,
     }
     let mut written = 0;
     for (name, r) in &index.entries {
@@ -311,27 +311,21 @@ pub fn unpack(file: &Path, dir: &Path) -> Result<usize> {
         }
         let mut out = o
             .open(&p)
-            .map_err(|e| err!(Io, "cannot create {}: {e}", esc(&p)))?;
+            .map_err(|e| err!(Io, "cannot create {}: {e}", p.display()))?;
         use std::io::Write;
         out.write_all(&bytes[r.clone()])
             .and_then(|()| out.sync_all())
-            .map_err(|e| err!(Io, "cannot write {}: {e}", esc(&p)))?;
+            .map_err(|e| err!(Io, "cannot write {}: {e}", p.display()))?;
         written += 1;
     }
     Ok(written)
-}
-
-/// A path for a message (every error message is made one line, control characters
-/// escaped, where it is built: error.rs).
-fn esc(p: &Path) -> String {
-    p.display().to_string()
 }
 
 /// (device, inode) of a file, to tell whether two paths are one file.
 fn file_id(md: &std::io::Result<std::fs::Metadata>, p: &Path) -> Result<(u64, u64)> {
     let md = md
         .as_ref()
-        .map_err(|e| err!(Io, "cannot stat {}: {e}", esc(p)))?;
+        .map_err(|e| err!(Io, "cannot stat {}: {e}", p.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
@@ -362,7 +356,7 @@ fn write_atomic(out: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let name = out
         .file_name()
-        .ok_or_else(|| err!(InvalidArgument, "{} is not a file name", esc(out)))?;
+        .ok_or_else(|| err!(InvalidArgument, "{} is not a file name", out.display()))?;
     let (tmp, mut f) = (0..16)
         .find_map(|attempt| {
             let tmp = out.with_file_name(temp_name(name, attempt));
@@ -371,23 +365,29 @@ fn write_atomic(out: &Path, bytes: &[u8]) -> Result<()> {
             match o.open(&tmp) {
                 Ok(f) => Some(Ok((tmp, f))),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => None,
-                Err(e) => Some(Err(err!(Io, "cannot create {}: {e}", esc(&tmp)))),
+                Err(e) => Some(Err(err!(Io, "cannot create {}: {e}", tmp.display()))),
             }
         })
         .unwrap_or_else(|| {
             Err(err!(
                 Io,
                 "cannot create a temporary file beside {}",
-                esc(out)
+                out.display()
             ))
         })?;
     let done = f
         .write_all(bytes)
         .and_then(|()| f.sync_all())
-        .map_err(|e| err!(Io, "cannot write {}: {e}", esc(&tmp)))
+        .map_err(|e| err!(Io, "cannot write {}: {e}", tmp.display()))
         .and_then(|()| {
-            std::fs::rename(&tmp, out)
-                .map_err(|e| err!(Io, "cannot rename {} to {}: {e}", esc(&tmp), esc(out)))
+            std::fs::rename(&tmp, out).map_err(|e| {
+                err!(
+                    Io,
+                    "cannot rename {} to {}: {e}",
+                    tmp.display(),
+                    out.display()
+                )
+            })
         });
     if done.is_err() {
         let _ = std::fs::remove_file(&tmp);

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from . import data as data_mod
 from . import beam as beam_mod
 from . import distill as distill_mod
-from .model import PRM, Config, Promise, enc_table
+from .model import Config, Promise, enc_table
 from .trie import Trie
 
 SIZES = {
