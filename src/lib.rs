@@ -83,10 +83,10 @@ pub mod search;
 mod session;
 
 pub use backend::{BackendInfo, CpuEngine, Device};
-pub use bundle::{Bundle, Catalog, Manifest, Numeric, OpenOptions};
+pub use bundle::{Bundle, Catalog, ItemIds, Manifest, Numeric, OpenOptions};
 pub use error::{Error, ErrorCode, Result};
 pub use search::{Recommendation, Scorer, SearchConfig, Searcher};
-pub use session::{LoadOptions, Model, Session};
+pub use session::{IdFeed, LoadOptions, Model, Session};
 
 /// Not part of the API (no stability promise, hidden from the docs): the pieces the
 /// benches, the fuzz targets and the CLI's FLOP counter measure directly.

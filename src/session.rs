@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::backend::{CpuEngine, Device};
-use crate::bundle::Bundle;
+use crate::bundle::{Bundle, Catalog, ItemIds};
 #[allow(unused_imports)]
 use crate::error::{err, Result};
 use crate::search::{Recommendation, Scorer, SearchConfig, Searcher};
@@ -248,10 +248,16 @@ impl Model {
             #[cfg(feature = "gpu")]
             BackendModel::Gpu(m) => BackendSession::Gpu(m.session(&config)?),
         };
+        // the id lookup's buffer, sized once (a request of external ids allocates nothing)
+        let id_history = match bundle.ids() {
+            Some(_) => crate::alloc::with_capacity(crate::search::MAX_HISTORY, "the id history")?,
+            None => Vec::new(),
+        };
         Ok(Session {
             model: self.clone(),
             searcher,
             backend,
+            id_history,
         })
     }
 }
@@ -262,6 +268,65 @@ pub struct Session {
     model: Model,
     searcher: Searcher,
     backend: BackendSession,
+    id_history: Vec<u32>,
+}
+
+/// One request on the session's parts (split so that the id call can borrow its buffer
+/// beside them).
+fn request<'s>(
+    searcher: &'s mut Searcher,
+    backend: &'s mut BackendSession,
+    catalog: &Catalog,
+    history: &[u32],
+) -> Result<&'s [Recommendation]> {
+    #[cfg(feature = "gpu")]
+    if let BackendSession::Gpu(g) = backend {
+        if g.searches_on_device() {
+            // the whole search in one submission; the Searcher only prepares and checks
+            searcher.prepare(catalog, history)?;
+            let r = searcher.device_request();
+            let n = g.search_on_device(r.codes, r.mask, r.seen_leaves, r.found)?;
+            return searcher.take_found(catalog, n);
+        }
+    }
+    searcher.run(catalog, backend.scorer(), history)
+}
+
+/// A feed in the app's item ids ([`Session::recommend_ids`]): valid until the session's
+/// next request.
+#[derive(Clone, Copy, Debug)]
+pub struct IdFeed<'a> {
+    recs: &'a [Recommendation],
+    ids: &'a ItemIds,
+    unknown: usize,
+}
+
+impl<'a> IdFeed<'a> {
+    /// How many recommendations.
+    pub fn len(&self) -> usize {
+        self.recs.len()
+    }
+    /// Whether the feed is empty (no history id was in the catalog).
+    pub fn is_empty(&self) -> bool {
+        self.recs.is_empty()
+    }
+    /// How many history ids the catalog does not know (skipped, not an error).
+    pub fn unknown(&self) -> usize {
+        self.unknown
+    }
+    /// The `i`-th recommendation's external id and score, best first.
+    pub fn get(&self, i: usize) -> Option<(&'a str, f32)> {
+        self.recs.get(i).map(|r| (self.ids.get(r.item), r.score))
+    }
+    /// The recommendations as (external id, score), best first.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, f32)> + 'a {
+        let ids = self.ids;
+        self.recs.iter().map(move |r| (ids.get(r.item), r.score))
+    }
+    /// The same feed in catalog indices.
+    pub fn recommendations(&self) -> &'a [Recommendation] {
+        self.recs
+    }
 }
 
 impl std::fmt::Debug for Session {
@@ -278,17 +343,73 @@ impl Session {
     /// the results.
     pub fn recommend(&mut self, history: &[u32]) -> Result<&[Recommendation]> {
         let catalog = self.model.inner.bundle.catalog();
-        #[cfg(feature = "gpu")]
-        if let BackendSession::Gpu(g) = &mut self.backend {
-            if g.searches_on_device() {
-                // the whole search in one submission; the Searcher only prepares and checks
-                self.searcher.prepare(catalog, history)?;
-                let r = self.searcher.device_request();
-                let n = g.search_on_device(r.codes, r.mask, r.seen_leaves, r.found)?;
-                return self.searcher.take_found(catalog, n);
+        request(&mut self.searcher, &mut self.backend, catalog, history)
+    }
+
+    /// Recommend in the app's item ids (the bundle's `ids.bin`): `history` oldest first, the
+    /// feed's ids best first. A history id the catalog does not know is skipped and
+    /// counted ([`IdFeed::unknown`]); when none is known the feed is empty. A malformed id
+    /// (empty, over 256 bytes, a control character) is an `invalid-argument` error naming
+    /// its position, an empty history `empty-history`, a bundle without ids a `config`
+    /// error. The lookup is a binary search over a table built at load: no allocation.
+    pub fn recommend_ids(&mut self, history: &[&str]) -> Result<IdFeed<'_>> {
+        self.recommend_id_bytes(history.iter().map(|s| s.as_bytes()))
+    }
+
+    /// [`Session::recommend_ids`] over ids given as bytes (each must be UTF-8): what the C,
+    /// JVM and Python bindings call.
+    pub fn recommend_id_bytes<'h>(
+        &mut self,
+        history: impl ExactSizeIterator<Item = &'h [u8]>,
+    ) -> Result<IdFeed<'_>> {
+        let Session {
+            model,
+            searcher,
+            backend,
+            id_history,
+        } = self;
+        let bundle = &model.inner.bundle;
+        let ids = bundle.ids().ok_or_else(|| {
+            err!(
+                Config,
+                "bundle {} carries no item ids (ids.bin): use the index-based calls",
+                bundle.manifest().name
+            )
+        })?;
+        let n = history.len();
+        if n == 0 {
+            return Err(err!(EmptyHistory, "the history holds no item id"));
+        }
+        if n > crate::search::MAX_HISTORY {
+            return Err(err!(
+                InvalidArgument,
+                "the history holds {n} ids, at most {} allowed",
+                crate::search::MAX_HISTORY
+            ));
+        }
+        id_history.clear();
+        let mut unknown = 0;
+        for (i, b) in history.enumerate() {
+            let id = std::str::from_utf8(b)
+                .map_err(|_| err!(InvalidArgument, "history id {i} is not valid UTF-8"))?;
+            if let Some(why) = crate::bundle::ids::id_problem(id) {
+                return Err(err!(
+                    InvalidArgument,
+                    "history id {i} ({:?}) {why}",
+                    crate::error::escape(id)
+                ));
+            }
+            match ids.lookup(b) {
+                Some(item) => id_history.push(item),
+                None => unknown += 1,
             }
         }
-        self.searcher.run(catalog, self.backend.scorer(), history)
+        let recs = if id_history.is_empty() {
+            &[][..]
+        } else {
+            request(searcher, backend, bundle.catalog(), id_history)?
+        };
+        Ok(IdFeed { recs, ids, unknown })
     }
 
     /// Run one request's worth of work on a fixed history (the catalog's first items, as

@@ -51,6 +51,9 @@ pub(super) struct RawManifest {
     model: RawModel,
     pub(super) graphs: RawGraphs,
     pub(super) catalog: String,
+    /// The app's item ids (`ids.bin`, optional; models/README.md "Item ids").
+    #[serde(default)]
+    pub(super) ids: Option<String>,
     pub(super) files: Vec<RawFile>,
 }
 #[derive(Deserialize)]

@@ -19,6 +19,7 @@ pub mod arch;
 pub mod catalog;
 pub mod container;
 mod files;
+pub mod ids;
 mod manifest;
 mod nodes;
 pub(crate) mod onnx;
@@ -33,6 +34,7 @@ pub use catalog::Catalog;
 pub use files::open_regular;
 pub(crate) use files::Bytes;
 use files::{map_or_read, Source};
+pub use ids::ItemIds;
 use manifest::{parse_manifest, safe_name};
 pub use manifest::{
     Dims, Manifest, Numeric, PrmKind, PrmQuery, FORMAT_VERSION, MAX_FILES, MAX_MANIFEST_BYTES,
@@ -86,6 +88,7 @@ struct BundleInner {
     encoder: Graph,
     decoder: Graph,
     prm: Graph,
+    ids: Option<ItemIds>,
     file_bytes: u64,
     file_names: Vec<String>,
 }
@@ -258,6 +261,8 @@ impl Bundle {
                     ));
                 }
                 continue;
+            } else if raw.ids.as_deref() == Some(f.name.as_str()) {
+                ids::max_len(manifest.num_items)
             } else if let Some(role) = [
                 (&raw.graphs.encoder, arch::GraphRole::Encoder),
                 (&raw.graphs.decoder, arch::GraphRole::Decoder),
@@ -285,8 +290,9 @@ impl Bundle {
         let mut file_bytes = 0u64;
         for f in &raw.files {
             let name = safe_name(&f.name)?;
-            // the catalog is what requests read: always in the heap, never a mapping
-            let in_memory = opts.in_memory || f.name == raw.catalog;
+            // the catalog and the ids are what requests read: always in the heap
+            let in_memory =
+                opts.in_memory || f.name == raw.catalog || raw.ids.as_deref() == Some(&f.name);
             let bytes = src.file(name, f.bytes, in_memory, &what)?;
             if opts.verify_checksums {
                 let got = Sha256::digest(&bytes[..])
@@ -354,6 +360,13 @@ impl Bundle {
         let encoder = check_graph(enc_bytes, "encoder", &arch, mf)?;
         let decoder = check_graph(dec_bytes, "decoder", &arch, mf)?;
         let prm = check_graph(prm_bytes, "prm", &arch, mf)?;
+        let ids = match &raw.ids {
+            Some(name) => {
+                let bytes = take(name, "ids")?;
+                Some(ItemIds::parse(&bytes, mf.num_items, name)?)
+            }
+            None => None,
+        };
         Ok(Bundle {
             inner: Arc::new(BundleInner {
                 dir,
@@ -363,6 +376,7 @@ impl Bundle {
                 encoder,
                 decoder,
                 prm,
+                ids,
                 file_bytes,
                 file_names,
             }),
@@ -394,6 +408,10 @@ impl Bundle {
     /// the file descriptor range.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+    /// The app's item ids, when the bundle carries an id table (`ids.bin`).
+    pub fn ids(&self) -> Option<&ItemIds> {
+        self.inner.ids.as_ref()
     }
     /// Total bytes of the bundle's files.
     pub fn file_bytes(&self) -> u64 {

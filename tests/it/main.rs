@@ -15,6 +15,7 @@ mod file_ops;
 mod golden;
 mod gpu;
 mod hostile;
+mod ids;
 mod matrix;
 mod one_reading;
 mod search_props;

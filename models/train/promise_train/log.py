@@ -1,0 +1,307 @@
+"""Any interaction log in: the pipeline's one input form.
+
+A log is a table with a user (or session) id, an item id and a timestamp per row, as CSV,
+TSV or Parquet. Ids are any strings; a timestamp is a number (seconds, any epoch) or an
+ISO 8601 date-time. Rows need not be sorted: each user's rows are ordered by timestamp,
+ties by their order in the file (a stable sort).
+
+Item indices: items are numbered 0, 1, ... in order of first appearance in the training
+rows, and the bundle's id table (ids.bin, models/README.md "Item ids") keeps the external
+id of every index, so the runtime speaks the app's ids.
+
+Splits (`--split`):
+- `loo`, leave-one-out per user: a user's last item is the test target (history: all
+  before it), the second-last the validation target (history: all before it), the rest
+  trains. Users with fewer than 3 rows only train.
+- `files`, the log's own split: `--valid LOG` and `--test LOG` hold later sequences; every
+  item of such a sequence after its first is a target, its history the sequence before it
+  (the session protocol). A target or history item absent from the training rows is
+  unknown to the model: such targets are counted and reported (they count as misses), such
+  history items are skipped (as the runtime skips them).
+
+A malformed log is a `LogError` naming the file, the row (1 = the first row after the
+header) and the column.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import os
+from dataclasses import dataclass, field
+
+
+class LogError(ValueError):
+    """A malformed interaction log: which file, row and column, and what was expected."""
+
+
+MAX_ID_BYTES = 256     # the runtime's limit on an external id (ids.bin)
+
+
+def _timestamp(text: str, where: str) -> float:
+    s = text.strip()
+    try:
+        return float(s)
+    except ValueError:
+        pass
+    try:
+        t = dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
+    except ValueError:
+        raise LogError(f"{where}: timestamp {text!r} is neither a number nor an ISO 8601 "
+                       "date-time") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.timezone.utc)
+    return t.timestamp()
+
+
+def _check_id(value, where: str, what: str) -> str:
+    if value is None:
+        raise LogError(f"{where}: the {what} is empty")
+    s = str(value)
+    if not s:
+        raise LogError(f"{where}: the {what} is empty")
+    b = s.encode("utf-8", "surrogatepass")
+    if len(b) > MAX_ID_BYTES:
+        raise LogError(f"{where}: the {what} is {len(b)} bytes, at most {MAX_ID_BYTES} allowed")
+    if any(ord(c) < 0x20 or 0x7f <= ord(c) < 0xa0 for c in s):
+        raise LogError(f"{where}: the {what} {s!r} holds a control character")
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        raise LogError(f"{where}: the {what} {s!r} is not valid Unicode") from None
+    return s
+
+
+def read_rows(path: str, user_col: str, item_col: str, time_col: str, sep: str | None = None):
+    """The log's rows as a list of (user, item, timestamp), in file order."""
+    if not os.path.isfile(path):
+        raise LogError(f"{path}: no such file")
+    cols = (user_col, item_col, time_col)
+    if path.endswith(".parquet"):
+        return _parquet_rows(path, cols)
+    if sep is None:
+        sep = "\t" if path.endswith((".tsv", ".tab")) else None
+    with open(path, newline="", encoding="utf-8", errors="strict") as f:
+        try:
+            head = f.readline()
+        except UnicodeDecodeError as e:
+            raise LogError(f"{path}: the header is not UTF-8 ({e.reason})") from None
+        if not head.strip():
+            raise LogError(f"{path}: the file is empty (expected a header naming the columns "
+                           f"{', '.join(cols)})")
+        if sep is None:
+            sep = "\t" if "\t" in head else ","
+        header = next(csv.reader([head], delimiter=sep))
+        idx = []
+        for c in cols:
+            if c not in header:
+                raise LogError(f"{path}: no column {c!r} in the header (it has {header}); "
+                               "name the columns with --user-col/--item-col/--time-col")
+            idx.append(header.index(c))
+        rows = []
+        reader = csv.reader(f, delimiter=sep)
+        n = 0
+        while True:
+            n += 1
+            try:
+                rec = next(reader)
+            except StopIteration:
+                break
+            except UnicodeDecodeError as e:
+                raise LogError(f"{path}: row {n}: not UTF-8 ({e.reason})") from None
+            except csv.Error as e:
+                raise LogError(f"{path}: row {n}: {e}") from None
+            if not rec:
+                continue
+            if len(rec) != len(header):
+                raise LogError(f"{path}: row {n} has {len(rec)} fields, the header {len(header)}")
+            where = f"{path}: row {n}"
+            u = _check_id(rec[idx[0]], f"{where}, column {user_col!r}", "user id")
+            i = _check_id(rec[idx[1]], f"{where}, column {item_col!r}", "item id")
+            t = _timestamp(rec[idx[2]], f"{where}, column {time_col!r}")
+            rows.append((u, i, t))
+    if not rows:
+        raise LogError(f"{path}: the header is there but no row follows")
+    return rows
+
+
+def _parquet_rows(path, cols):
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise LogError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow)") from None
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several kinds
+        raise LogError(f"{path}: not a readable Parquet file ({e})") from None
+    for c in cols:
+        if c not in table.column_names:
+            raise LogError(f"{path}: no column {c!r} (it has {table.column_names})")
+    if table.num_rows == 0:
+        raise LogError(f"{path}: the file holds no row")
+    us, its, ts = (table.column(c).to_pylist() for c in cols)
+    rows = []
+    for n, (u, i, t) in enumerate(zip(us, its, ts), 1):
+        where = f"{path}: row {n}"
+        u = _check_id(u, f"{where}, column {cols[0]!r}", "user id")
+        i = _check_id(i, f"{where}, column {cols[1]!r}", "item id")
+        if isinstance(t, dt.datetime):
+            t = (t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)).timestamp()
+        elif t is None:
+            raise LogError(f"{where}, column {cols[2]!r}: the timestamp is empty")
+        else:
+            t = _timestamp(str(t), f"{where}, column {cols[2]!r}")
+        rows.append((u, i, t))
+    return rows
+
+
+def sequences(rows):
+    """Per user, the item ids in time order (ties by file order); users in order of first
+    appearance."""
+    users: dict[str, int] = {}
+    keyed = []
+    for order, (u, i, t) in enumerate(rows):
+        keyed.append((users.setdefault(u, len(users)), t, order, i))
+    keyed.sort()
+    seqs: list[list[str]] = [[] for _ in users]
+    for uid, _t, _o, i in keyed:
+        seqs[uid].append(i)
+    return list(users), seqs
+
+
+@dataclass
+class Log:
+    """A log, split: the catalog (external ids), the training sequences as indices, and
+    the validation and test examples as (history, target) in external ids."""
+    items: list[str]
+    train: list[list[int]]
+    valid: list[tuple[list[str], str]]
+    test: list[tuple[list[str], str]]
+    split: str
+    n_rows: int
+    index: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.index:
+            self.index = {s: i for i, s in enumerate(self.items)}
+
+    def known(self, history: list[str]) -> list[int]:
+        """The history as indices, unknown ids skipped (as the runtime skips them)."""
+        return [self.index[s] for s in history if s in self.index]
+
+    def examples(self, part: str):
+        """(history indices, target index or -1 when the target is unknown) per example."""
+        ex = self.valid if part == "valid" else self.test
+        return [(self.known(h), self.index.get(t, -1)) for h, t in ex]
+
+    def unknown_targets(self, part: str) -> int:
+        ex = self.valid if part == "valid" else self.test
+        return sum(t not in self.index for _, t in ex)
+
+    def summary(self) -> dict:
+        return {"split": self.split, "rows": self.n_rows, "items": len(self.items),
+                "train_sequences": len(self.train),
+                "train_targets": sum(max(len(s) - 1, 0) for s in self.train),
+                "valid_examples": len(self.valid), "test_examples": len(self.test),
+                "valid_unknown_targets": self.unknown_targets("valid"),
+                "test_unknown_targets": self.unknown_targets("test")}
+
+
+def _catalog(train_seqs_ext):
+    items: dict[str, int] = {}
+    for s in train_seqs_ext:
+        for i in s:
+            items.setdefault(i, len(items))
+    return items
+
+
+def load(path: str, split: str = "loo", valid: str | None = None, test: str | None = None,
+         user_col: str = "user_id", item_col: str = "item_id", time_col: str = "timestamp",
+         sep: str | None = None) -> Log:
+    rows = read_rows(path, user_col, item_col, time_col, sep)
+    _, seqs = sequences(rows)
+    if split == "loo":
+        if valid or test:
+            raise LogError("--split loo takes one log; --valid/--test belong to --split files")
+        train_ext, va, te = [], [], []
+        for s in seqs:
+            if len(s) < 3:
+                train_ext.append(s)
+                continue
+            train_ext.append(s[:-2])
+            va.append((s[:-2], s[-2]))
+            te.append((s[:-1], s[-1]))
+        # the catalog is every item of the log (a leave-one-out target is an item the
+        # catalog holds, as in ML-1M's rule: order of first appearance in the file)
+        items: dict[str, int] = {}
+        for _u, i, _t in rows:
+            items.setdefault(i, len(items))
+    elif split == "files":
+        if not (valid and test):
+            raise LogError("--split files needs --valid LOG and --test LOG")
+        train_ext = seqs
+        items = _catalog(seqs)
+        parts = []
+        for p in (valid, test):
+            _, ss = sequences(read_rows(p, user_col, item_col, time_col, sep))
+            parts.append([(s[:k], s[k]) for s in ss for k in range(1, len(s))])
+        va, te = parts
+    else:
+        raise LogError(f"--split {split!r}: expected loo or files")
+    index = items
+    names = list(items)
+    train = [[index[i] for i in s] for s in train_ext]
+    return Log(names, train, va, te, split, len(rows), index)
+
+
+def write(path: str, rows) -> None:
+    """Write rows (user, item, timestamp) as the pipeline's TSV form."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, delimiter="\t", lineterminator="\n")
+        w.writerow(["user_id", "item_id", "timestamp"])
+        for r in rows:
+            w.writerow(r)
+
+
+def save(log: Log, path: str) -> None:
+    """The split log, for the pipeline's later steps (`--log WORK/log.pkl`); it stays in
+    the work folder and ships nowhere."""
+    import pickle
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        pickle.dump(log, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, path)
+
+
+def restore(path: str) -> Log:
+    import pickle
+    with open(path, "rb") as f:
+        log = pickle.load(f)
+    if not isinstance(log, Log):
+        raise LogError(f"{path}: not a split log written by `build`")
+    return log
+
+
+def main(argv=None):
+    """`log --log TRAIN [--split files --valid V --test T] --out WORK/log.pkl`: read and
+    split an interaction log, print its counts, save it for the later steps (`--log`)."""
+    import argparse
+    import json
+    import sys
+    ap = argparse.ArgumentParser(prog="promise_train log")
+    ap.add_argument("--log", required=True, help="CSV, TSV or Parquet: user, item, timestamp per row")
+    ap.add_argument("--split", default="loo", choices=["loo", "files"])
+    ap.add_argument("--valid", default=None)
+    ap.add_argument("--test", default=None)
+    ap.add_argument("--user-col", default="user_id")
+    ap.add_argument("--item-col", default="item_id")
+    ap.add_argument("--time-col", default="timestamp")
+    ap.add_argument("--sep", default=None, help="field separator (default: from the extension or header)")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args(argv)
+    try:
+        lg = load(a.log, a.split, a.valid, a.test, a.user_col, a.item_col, a.time_col, a.sep)
+    except LogError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2)
+    print(json.dumps(lg.summary()))
+    save(lg, a.out)
