@@ -45,8 +45,7 @@ pub fn id_problem(id: &str) -> Option<String> {
 /// A validated id table with its sorted index.
 #[derive(Debug)]
 pub struct ItemIds {
-    /// `[count + 1]` offsets into `blob`; every id is followed by one NUL byte in `blob`
-    /// (for the C API), so id `i` is `blob[offsets[i]..offsets[i + 1] - 1]`.
+    /// `[count + 1]` offsets into `blob`: id `i` is `blob[offsets[i]..offsets[i + 1]]`.
     offsets: Vec<u32>,
     blob: Vec<u8>,
     /// Item indices sorted by their id's bytes.
@@ -91,7 +90,7 @@ impl ItemIds {
         let blob_len = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
         let table = 4 * (count + 1);
         let want = (HEADER + table) as u64 + blob_len;
-        if want != bytes.len() as u64 || blob_len > (MAX_ID_BYTES * count) as u64 {
+        if want != bytes.len() as u64 {
             return Err(err!(
                 Catalog,
                 "{name} is {} bytes, its header ({count} ids, a {blob_len}-byte blob) says {want}",
@@ -100,48 +99,39 @@ impl ItemIds {
         }
         let blob = &bytes[HEADER + table..];
         let mut offsets = with_capacity(count + 1, "the id offsets")?;
-        let mut out = with_capacity(blob.len() + count, "the id table")?;
-        offsets.push(0u32);
-        let mut prev = u32_at(bytes, HEADER) as usize;
-        if prev != 0 {
+        offsets.extend((0..=count).map(|i| u32_at(bytes, HEADER + 4 * i)));
+        if offsets[0] != 0 || offsets[count] as usize != blob.len() {
             return Err(err!(
                 Catalog,
-                "{name}: the first id offset is {prev}, expected 0"
+                "{name}: the id offsets run {}..{}, expected 0..{} (the blob)",
+                offsets[0],
+                offsets[count],
+                blob.len()
             ));
         }
         for i in 0..count {
-            let end = u32_at(bytes, HEADER + 4 * (i + 1)) as usize;
-            if end <= prev || end > blob.len() || end - prev > MAX_ID_BYTES {
+            let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
+            if end <= start || end > blob.len() || end - start > MAX_ID_BYTES {
                 return Err(err!(
                     Catalog,
-                    "{name}: id {i} spans bytes {prev}..{end} of a {}-byte blob (each id is \
+                    "{name}: id {i} spans bytes {start}..{end} of a {}-byte blob (each id is \
                      1..={MAX_ID_BYTES} bytes, in order)",
                     blob.len()
                 ));
             }
-            let id = std::str::from_utf8(&blob[prev..end])
+            let id = std::str::from_utf8(&blob[start..end])
                 .map_err(|_| err!(Catalog, "{name}: id {i} is not valid UTF-8"))?;
             if let Some(why) = id_problem(id) {
                 return Err(err!(Catalog, "{name}: id {i} ({:?}) {why}", escape(id)));
             }
-            out.extend_from_slice(id.as_bytes());
-            out.push(0);
-            offsets
-                .push(u32::try_from(out.len()).map_err(|_| err!(Limits, "{name} is too large"))?);
-            prev = end;
         }
-        if prev != blob.len() {
-            return Err(err!(
-                Catalog,
-                "{name}: the ids end at byte {prev} of a {}-byte blob",
-                blob.len()
-            ));
-        }
+        let mut copy = with_capacity(blob.len(), "the id table")?;
+        copy.extend_from_slice(blob);
         let mut sorted = with_capacity(count, "the sorted id index")?;
         sorted.extend(0..count as u32);
         let mut ids = ItemIds {
             offsets,
-            blob: out,
+            blob: copy,
             sorted: Vec::new(),
         };
         sorted.sort_unstable_by(|&a, &b| ids.bytes(a).cmp(ids.bytes(b)));
@@ -163,17 +153,17 @@ impl ItemIds {
 
     fn bytes(&self, item: u32) -> &[u8] {
         let i = item as usize;
-        &self.blob[self.offsets[i] as usize..self.offsets[i + 1] as usize - 1]
+        &self.blob[self.offsets[i] as usize..self.offsets[i + 1] as usize]
     }
 
     /// How many ids (the catalog's items).
     pub fn len(&self) -> usize {
-        self.offsets.len() - 1
+        self.sorted.len()
     }
 
     /// Whether the table is empty (a catalog always has items, so never after open).
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.sorted.is_empty()
     }
 
     /// The external id of catalog item `item`. Panics when `item` is out of range, like
@@ -183,23 +173,12 @@ impl ItemIds {
         std::str::from_utf8(self.bytes(item)).unwrap_or_default()
     }
 
-    /// The id of `item`, NUL-terminated (what the C API hands out; valid while the model is).
-    pub fn get_with_nul(&self, item: u32) -> &[u8] {
-        let i = item as usize;
-        &self.blob[self.offsets[i] as usize..self.offsets[i + 1] as usize]
-    }
-
     /// The catalog item whose id is `id`, by binary search (no allocation).
     pub fn lookup(&self, id: &[u8]) -> Option<u32> {
         self.sorted
             .binary_search_by(|&i| self.bytes(i).cmp(id))
             .ok()
             .map(|k| self.sorted[k])
-    }
-
-    /// Heap bytes the table holds (for the memory figures).
-    pub fn heap_bytes(&self) -> usize {
-        self.blob.capacity() + 4 * (self.offsets.capacity() + self.sorted.capacity())
     }
 }
 
@@ -234,7 +213,6 @@ mod tests {
         for (i, s) in ids.iter().enumerate() {
             assert_eq!(t.get(i as u32), *s);
             assert_eq!(t.lookup(s.as_bytes()), Some(i as u32));
-            assert_eq!(t.get_with_nul(i as u32).last(), Some(&0));
         }
         assert_eq!(t.lookup(b"sku-1"), None);
         assert_eq!(t.lookup(b""), None);
@@ -259,6 +237,9 @@ mod tests {
         let b = encode(&["a", "bc"]);
         bad(b[..b.len() - 1].to_vec(), 2, "its header");
         bad(b[..10].to_vec(), 2, "shorter than");
+        let mut b = encode(&["a", "bc"]);
+        b[HEADER..HEADER + 4].copy_from_slice(&1u32.to_le_bytes()); // not from 0
+        bad(b, 2, "offsets run");
         let mut b = encode(&["ab", "c"]);
         b[HEADER + 4..HEADER + 8].copy_from_slice(&0u32.to_le_bytes()); // an empty id
         bad(b, 2, "id 0 spans");

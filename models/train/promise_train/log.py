@@ -59,15 +59,14 @@ def _check_id(value, where: str, what: str) -> str:
     s = str(value)
     if not s:
         raise LogError(f"{where}: the {what} is empty")
-    b = s.encode("utf-8", "surrogatepass")
+    try:
+        b = s.encode("utf-8")
+    except UnicodeEncodeError:
+        raise LogError(f"{where}: the {what} {s!r} is not valid Unicode") from None
     if len(b) > MAX_ID_BYTES:
         raise LogError(f"{where}: the {what} is {len(b)} bytes, at most {MAX_ID_BYTES} allowed")
     if any(ord(c) < 0x20 or 0x7f <= ord(c) < 0xa0 for c in s):
         raise LogError(f"{where}: the {what} {s!r} holds a control character")
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        raise LogError(f"{where}: the {what} {s!r} is not valid Unicode") from None
     return s
 
 

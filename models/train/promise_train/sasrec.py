@@ -80,29 +80,10 @@ def pad_left(seqs, L):
     return out
 
 
-@torch.no_grad()
 def evaluate(model, seqs, split, L, n_items):
     """Recall/NDCG@5/10 over all users; split 'valid' (s[:-2] -> s[-2]) or 'test'."""
-    model.eval()
-    acc = {"recall@5": 0.0, "recall@10": 0.0, "ndcg@5": 0.0, "ndcg@10": 0.0}
     cut = 2 if split == "valid" else 1
-    for b in range(0, len(seqs), 256):
-        chunk = seqs[b:b + 256]
-        hist = [s[:-cut] for s in chunk]
-        x = torch.from_numpy(pad_left(hist, L))
-        scores = (model.hidden(x)[:, -1, :] @ model.item.weight[1:].T).numpy()
-        for i, s in enumerate(chunk):
-            scores[i, hist[i]] = -np.inf
-            target = s[-cut]
-            if not np.isfinite(scores[i, target]):
-                raise SystemExit(f"non-finite score for user {b + i}: refusing to report")
-            rank = int((scores[i] > scores[i, target]).sum())
-            for k in (5, 10):
-                if rank < k:
-                    acc[f"recall@{k}"] += 1
-                    acc[f"ndcg@{k}"] += 1 / math.log2(rank + 2)
-    model.train()
-    return {k: v / len(seqs) for k, v in acc.items()}
+    return evaluate_pairs(model, [(s[:-cut], s[-cut]) for s in seqs], L, n_items, ks=(5, 10))
 
 
 @torch.no_grad()
