@@ -70,8 +70,9 @@ def search(gen, prm, query, tables, mem, mask, seen, beams, cands, mix, results=
 
 
 @torch.no_grad()
-def evaluate(gen, prm, query, tables, rows, sids_t, beams, cands, mix):
-    """Recall@10 and NDCG@10 of the PRM-guided search over `rows` (history, target)."""
+def evaluate(gen, prm, query, tables, rows, sids_t, beams, cands, mix, results=10):
+    """Recall@N and NDCG@N (N = `results`) of the PRM-guided search over `rows` (history,
+    target)."""
     cfg = gen.cfg
     n_items = int(sids_t.shape[0])
     rec, ndcg = 0.0, 0.0
@@ -82,7 +83,7 @@ def evaluate(gen, prm, query, tables, rows, sids_t, beams, cands, mix):
         seen = torch.zeros(len(chunk), n_items, dtype=torch.bool)
         for i, (h, _) in enumerate(chunk):
             seen[i, torch.as_tensor(np.asarray(h), dtype=torch.long)] = True
-        items, ok = search(gen, prm, query, tables, mem, mask, seen, beams, cands, mix)
+        items, ok = search(gen, prm, query, tables, mem, mask, seen, beams, cands, mix, results)
         for i, (_, t) in enumerate(chunk):
             hit = ((items[i] == t) & ok[i]).nonzero()
             if len(hit):

@@ -86,17 +86,25 @@ def advance(tables, ch, pre, level, val, top, width):
 def recall_ndcg(gen, tables, ds, sids_t, split="valid", users=None, beams=16, batch=256):
     """Recall@10 / NDCG@10 of plain beam search on the validation (s[:-2] -> s[-2]) or
     test split, over all users or the first `users`."""
-    gen.eval()
     cut = 2 if split == "valid" else 1
     seqs = ds.seqs[:users] if users else ds.seqs
-    hit, ndcg = 0.0, 0.0
-    for b in range(0, len(seqs), batch):
-        chunk = seqs[b:b + batch]
-        top = search(gen, tables, [s[:-cut] for s in chunk], sids_t, beams=beams).numpy()
-        for i, s in enumerate(chunk):
-            r = np.nonzero(top[i] == s[-cut])[0]
-            if len(r):
-                hit += 1
-                ndcg += 1 / math.log2(r[0] + 2)
+    return recall_ndcg_pairs(gen, tables, [(s[:-cut], s[-cut]) for s in seqs], sids_t, beams, batch, ks=(10,))
+
+
+def recall_ndcg_pairs(gen, tables, pairs, sids_t, beams=16, batch=256, ks=(10, 20)):
+    """Recall@k / NDCG@k of plain beam search over (history, target) pairs: a target of -1
+    (unknown to the catalog) or an empty history is a miss."""
+    gen.eval()
+    acc = {f"{m}@{k}": 0.0 for k in ks for m in ("recall", "ndcg")}
+    live = [(h, t) for h, t in pairs if h and t >= 0]
+    for b in range(0, len(live), batch):
+        chunk = live[b:b + batch]
+        top = search(gen, tables, [h for h, _ in chunk], sids_t, beams=beams, results=max(ks)).numpy()
+        for i, (_, t) in enumerate(chunk):
+            r = np.nonzero(top[i] == t)[0]
+            for k in ks:
+                if len(r) and r[0] < k:
+                    acc[f"recall@{k}"] += 1
+                    acc[f"ndcg@{k}"] += 1 / math.log2(r[0] + 2)
     gen.train()
-    return {"recall@10": hit / len(seqs), "ndcg@10": ndcg / len(seqs)}
+    return {k: v / max(len(pairs), 1) for k, v in acc.items()}

@@ -252,9 +252,9 @@ def sha256(path):
     return h.hexdigest()
 
 
-def write_manifest(d, cfg: Config, trie: Trie, fmt, meta, prm_query="node"):
+def write_manifest(d, cfg: Config, trie: Trie, fmt, meta, prm_query="node", ids=False):
     files = []
-    for name in ("encoder.onnx", "decoder.onnx", "prm.onnx", "catalog.bin"):
+    for name in ("encoder.onnx", "decoder.onnx", "prm.onnx", "catalog.bin") + (("ids.bin",) if ids else ()):
         p = os.path.join(d, name)
         files.append({"name": name, "bytes": os.path.getsize(p), "sha256": sha256(p)})
     man = {
@@ -273,6 +273,8 @@ def write_manifest(d, cfg: Config, trie: Trie, fmt, meta, prm_query="node"):
         "catalog": "catalog.bin",
         "files": files,
     }
+    if ids:
+        man["ids"] = "ids.bin"
     if cfg.prm_kind == "dense":
         man["model"]["prm_kind"] = "dense"              # no heads, no FFN (model.DensePRM)
     else:
@@ -286,6 +288,20 @@ def write_manifest(d, cfg: Config, trie: Trie, fmt, meta, prm_query="node"):
     with open(os.path.join(d, "manifest.json"), "w") as f:
         json.dump(man, f, indent=2)
         f.write("\n")
+
+
+IDS_MAGIC = b"PRMIDS\0\0"
+IDS_VERSION = 1
+
+
+def write_ids(path, ids):
+    """ids.bin (models/README.md, "The app's ids"): the external id of every item index."""
+    blobs = [s.encode("utf-8") for s in ids]
+    offsets = np.cumsum([0] + [len(b) for b in blobs]).astype("<u4")
+    with open(path, "wb") as f:
+        f.write(IDS_MAGIC + struct.pack("<IIQ", IDS_VERSION, len(blobs), int(offsets[-1])))
+        f.write(offsets.tobytes())
+        f.write(b"".join(blobs))
 
 
 CONTAINER_MAGIC = b"PROMISE\0"
@@ -327,7 +343,14 @@ def main():
     ap.add_argument("--promise", action="store_true", help="also write DIR.promise, the one-file bundle")
     ap.add_argument("--prm-query", default="node", choices=["node", "path"],
                     help="path: the PRM's node table as per-level code rows (models/README.md, model.prm_query)")
+    ap.add_argument("--log", default=None,
+                    help="the split log the model was trained on: the bundle carries its item ids (ids.bin)")
+    ap.add_argument("--dataset", default=None, help="manifest dataset: where the training data came from")
     args = ap.parse_args()
+    ids = None
+    if args.log:
+        from . import log as log_mod
+        ids = log_mod.restore(args.log).items
     model, _info = load_trained(args.work, args.model)
     cfg = model.cfg
     trained = _info.get("prm_training", {})
@@ -353,11 +376,19 @@ def main():
             for n in ("encoder", "decoder", "prm"):
                 quantize(os.path.join(d, f"{n}.onnx"), fmt)
         write_catalog(os.path.join(d, "catalog.bin"), trie, cfg.codebook)
+        if ids is not None:
+            if len(ids) != trie.n_items:
+                raise SystemExit(f"{args.log} holds {len(ids)} items, the model's SIDs {trie.n_items}")
+            write_ids(os.path.join(d, "ids.bin"), ids)
+        elif os.path.exists(os.path.join(d, "ids.bin")):
+            os.remove(os.path.join(d, "ids.bin"))
         diffs = check_against_torch(model, cfg, d, seed=len(fmt) + 17,
                                     trie=trie if path_emb is not None else None)
         name = args.name or os.path.basename(os.path.normpath(args.out))
         write_manifest(d, cfg, trie, fmt, {"name": f"{name}-{fmt}" if fmt != "f32" else name,
-                                           "params_generator": g, "params_prm": r}, args.prm_query)
+                                           "params_generator": g, "params_prm": r,
+                                           **({"dataset": args.dataset} if args.dataset else {})},
+                           args.prm_query, ids=ids is not None)
         if args.promise:
             write_container(d, os.path.normpath(d) + ".promise")
         size = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))

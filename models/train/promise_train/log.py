@@ -280,6 +280,40 @@ def restore(path: str) -> Log:
     return log
 
 
+def write_pairs(log: Log, part: str, path: str) -> int:
+    """The `part` examples as `promise eval --pairs` reads them: one line per example, the
+    history's external ids then the target's, tab-separated (an id holds no tab: control
+    characters are refused). Unknown ids stay: the runtime skips and counts them."""
+    ex = log.valid if part == "valid" else log.test
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        for h, t in ex:
+            f.write("\t".join([*h, t]) + "\n")
+    os.replace(tmp, path)
+    return len(ex)
+
+
+def training_split(data_dir: str, log_path: str | None):
+    """What the training steps read: (training sequences as indices, validation pairs
+    (history indices, target index or -1), number of items), from a split log (`--log`) or
+    else ML-1M (leave-one-out: s[:-2] trains, s[-2] validates)."""
+    if log_path:
+        lg = restore(log_path)
+        return lg.train, lg.examples("valid"), len(lg.items)
+    from . import data as data_mod
+    ds = data_mod.load(data_dir)
+    return [s[:-2] for s in ds.seqs], [(s[:-2], s[-2]) for s in ds.seqs], ds.n_items
+
+
+def spread(pairs, n: int):
+    """`n` examples spread evenly over `pairs` (all of them when n is 0 or too large): a
+    fixed validation sample that covers the whole split, not only its first users."""
+    if not n or n >= len(pairs):
+        return pairs
+    step = len(pairs) / n
+    return [pairs[int(i * step)] for i in range(n)]
+
+
 def main(argv=None):
     """`log --log TRAIN [--split files --valid V --test T] --out WORK/log.pkl`: read and
     split an interaction log, print its counts, save it for the later steps (`--log`)."""
@@ -296,6 +330,8 @@ def main(argv=None):
     ap.add_argument("--time-col", default="timestamp")
     ap.add_argument("--sep", default=None, help="field separator (default: from the extension or header)")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--pairs", default=None,
+                    help="also write DIR/valid.pairs and DIR/test.pairs for `promise eval --pairs`")
     a = ap.parse_args(argv)
     try:
         lg = load(a.log, a.split, a.valid, a.test, a.user_col, a.item_col, a.time_col, a.sep)
@@ -304,3 +340,7 @@ def main(argv=None):
         raise SystemExit(2)
     print(json.dumps(lg.summary()))
     save(lg, a.out)
+    if a.pairs:
+        os.makedirs(a.pairs, exist_ok=True)
+        for part in ("valid", "test"):
+            write_pairs(lg, part, os.path.join(a.pairs, f"{part}.pairs"))

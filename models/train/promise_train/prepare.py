@@ -1,6 +1,7 @@
-"""Fetch ML-1M, check counts, build item embeddings and Semantic IDs -> WORK/sids.npy.
+"""Item embeddings -> Semantic IDs -> WORK/sids.npy, for ML-1M (fetched, counts checked)
+or a split log (--log: SASRec's item embeddings only).
 
-python prepare.py --data DATA --work WORK [--levels 3 --codebook 32]
+python -m promise_train sids --data DATA --work WORK [--levels 3 --codebook 32]
 Prints the measurement behind the embedding choice, per-level code usage and the
 collision rate before disambiguation.
 """
@@ -14,6 +15,7 @@ import sys
 import numpy as np
 
 from . import data as data_mod
+from . import log as log_mod
 from . import sids as sid_mod
 
 
@@ -26,24 +28,32 @@ def main():
     ap.add_argument("--embeddings", default="collaborative", choices=["collaborative", "sasrec"],
                     help="sasrec: the trained SASRec's item embeddings (WORK/sasrec_items.npy, "
                          "written by sasrec.py at its plateau)")
+    ap.add_argument("--sasrec-items", default="sasrec_items.npy", help="--embeddings sasrec: the file in WORK")
+    ap.add_argument("--log", default=None, help="a split log (promise_train log --out) instead of ML-1M")
     ap.add_argument("--out", default="sids.npy", help="file name in WORK")
     args = ap.parse_args()
     os.makedirs(args.work, exist_ok=True)
-    ds = data_mod.load(args.data)
-    data_mod.check_counts(ds)
-    train = [s[:-2] for s in ds.seqs]
-    collab = sid_mod.collaborative_embeddings(train, ds.n_items)
-    years = [0] * ds.n_items  # decade unknown without titles: genres only
-    content = sid_mod.content_embeddings(ds.genres, years)
+    train, valid_pairs, n_items = log_mod.training_split(args.data, args.log)
     report = {}
-    candidates = [("collaborative", collab), ("content (genres)", content)]
+    candidates = []
     if args.embeddings == "sasrec":
-        sas = np.load(os.path.join(args.work, "sasrec_items.npy"))
-        candidates.insert(0, ("sasrec", sas))
+        sas = np.load(os.path.join(args.work, args.sasrec_items))
+        if len(sas) != n_items:
+            raise SystemExit(f"{args.sasrec_items} holds {len(sas)} items, the data {n_items}")
+        candidates.append(("sasrec", sas))
+    if args.log is None:      # ML-1M: the two alternatives the choice was measured against
+        ds = data_mod.load(args.data)
+        data_mod.check_counts(ds)
+        candidates.append(("collaborative", sid_mod.collaborative_embeddings(train, n_items)))
+        years = [0] * n_items  # decade unknown without titles: genres only
+        candidates.append(("content (genres)", sid_mod.content_embeddings(ds.genres, years)))
+    elif args.embeddings != "sasrec":
+        raise SystemExit("--log: SIDs come from SASRec's item embeddings (--embeddings sasrec); the dense "
+                         "co-occurrence embedding is for small catalogs only")
     for name, emb in candidates:
         _, rq_coll = sid_mod.disambiguate(sid_mod.residual_kmeans(emb, args.levels, args.codebook))
         codes = sid_mod.hierarchical_kmeans(emb, args.levels, args.codebook)
-        agree = sid_mod.level1_agreement(codes, ds.seqs)
+        agree = sid_mod.level1_agreement(codes, valid_pairs)
         full, coll = sid_mod.make_unique(codes)
         report[name] = {"level1_agreement": agree, "collision_rate": coll,
                         "collision_rate_residual_kmeans": rq_coll,

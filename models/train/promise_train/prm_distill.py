@@ -13,9 +13,9 @@ step samples `--positions` positions from a few chunks: far more training signal
 second than the on-policy pools of prm_attention.py (a beam search per window).
 
 Validation every `--eval-every` steps: the PRM-guided search in torch
-(experiments/eval_prm.py's `search`) on the first `--valid-users` validation users at
-K'=4, K+=16 and mix 0.5 (the mean of its Recall@10 and that at K'=16, K+=64 is the
-selection metric); the best checkpoint by it is kept. Resumable: WORK/<out>.ckpt.
+(experiments/eval_prm.py's `search`) on `--valid-users` examples spread over the
+validation split at K'=4, K+=16 and mix 0.5 (the mean of its Recall@N and that at K'=16,
+K+=64 is the selection metric, N = --results); the best checkpoint by it is kept. Resumable: WORK/<out>.ckpt.
 
 python -m promise_train prm-distill --work checkpoints --data ../../data --gen small_s200 \
     --teacher sasrec_teacher.pt --out small_s200_prmkd
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from . import beam as beam_mod
-from . import data as data_mod
+from . import log as log_mod
 from . import distill as distill_mod
 from .model import PRM, enc_table, load_trained
 from .prm_attention import PathQuery
@@ -40,15 +40,18 @@ from .trie import Trie
 
 
 @torch.no_grad()
-def guided_recall(gen, prm, query, tables, ds, sids_t, users, grid, mix):
-    """Recall@10 of the PRM-guided search on the first `users` validation users, per
-    (K', K+) of `grid`: experiments/eval_prm.py's search (pool by cum, then the mixed key)."""
+def guided_recall(gen, prm, query, tables, pairs, sids_t, grid, mix, results):
+    """Recall@N of the PRM-guided search over the validation `pairs`, per (K', K+) of
+    `grid`: experiments/eval_prm.py's search (pool by cum, then the mixed key). A pair whose
+    history or target the catalog does not know is a miss."""
     import sys
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments"))
     from eval_prm import evaluate   # noqa: E402  (the one torch PRM-guided search)
     prm.eval()
-    rows = [(s[:-2], s[-2]) for s in ds.seqs[:users]]
-    out = {f"{k}/{c}": round(evaluate(gen, prm, query, tables, rows, sids_t, k, c, mix)[0], 4) for k, c in grid}
+    rows = [(h, t) for h, t in pairs if h and t >= 0]
+    share = len(rows) / max(len(pairs), 1)
+    out = {f"{k}/{c}": round(share * evaluate(gen, prm, query, tables, rows, sids_t, k, c, mix, results)[0], 4)
+           for k, c in grid}
     prm.train()
     return out
 
@@ -68,7 +71,10 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--steps", type=int, default=20000)
     ap.add_argument("--eval-every", type=int, default=1500)
-    ap.add_argument("--valid-users", type=int, default=1000)
+    ap.add_argument("--valid-users", type=int, default=1000,
+                    help="validate on N examples spread over the validation split (0 = all)")
+    ap.add_argument("--log", default=None, help="a split log (promise_train log --out) instead of ML-1M")
+    ap.add_argument("--results", type=int, default=10, help="N of the selection metric's Recall@N")
     ap.add_argument("--mix", type=float, default=0.5, help="the mix of the selection metric's search")
     ap.add_argument("--patience", type=int, default=4, help="evaluations without a new best before stopping")
     ap.add_argument("--minutes", type=float, default=150)
@@ -84,8 +90,11 @@ def main():
     gen, prm = model.gen.eval(), model.prm
     for p in gen.parameters():
         p.requires_grad_(False)
-    ds = data_mod.load(args.data)
+    train_seqs, valid_pairs, n_items = log_mod.training_split(args.data, args.log)
+    valid_pairs = log_mod.spread(valid_pairs, args.valid_users)
     sids = np.load(os.path.join(args.work, info.get("sids", "sids.npy")))
+    if len(sids) != n_items:
+        raise SystemExit(f"the generator's SIDs hold {len(sids)} items, the data {n_items}: not the same catalog")
     trie = Trie(sids)
     tables = beam_mod.TrieTables(trie, cfg.cmax)
     query = PathQuery(trie, cfg.cmax, cfg.d)
@@ -97,7 +106,7 @@ def main():
     st = {"step": 0, "best": -1.0, "best_step": 0, "evals_since_best": 0, "train_seconds": 0.0, "lr_scale": 1.0}
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * st["lr_scale"])
     sids_t = torch.from_numpy(sids.astype(np.int64))
-    chunks = Chunks(ds.seqs, cfg.history)
+    chunks = Chunks(train_seqs, cfg.history)
     rng = np.random.default_rng(0)
     gen_rng = torch.Generator().manual_seed(0)
     ckpt = os.path.join(args.work, f"{args.out}.ckpt")
@@ -174,11 +183,11 @@ def main():
         if st["step"] % args.eval_every == 0 or st["step"] == args.steps:
             st["train_seconds"] += time.time() - t0
             v0 = time.time()
-            val = guided_recall(gen, prm, query, tables, ds, sids_t, args.valid_users, grid, args.mix)
+            val = guided_recall(gen, prm, query, tables, valid_pairs, sids_t, grid, args.mix, args.results)
             metric = float(np.mean(list(val.values())))
             row = {"step": st["step"], "loss": round(float(ema[0]), 4),
                    "teacher_agreement": [round(float(a), 4) for a in ema[1:]],
-                   "valid_guided_recall@10": val, "mix": args.mix, "valid_users": args.valid_users,
+                   f"valid_guided_recall@{args.results}": val, "mix": args.mix, "valid_users": args.valid_users,
                    "lr": args.lr * st["lr_scale"], "train_seconds": round(st["train_seconds"], 1),
                    "valid_seconds": round(time.time() - v0, 1)}
             print(json.dumps(row), flush=True)

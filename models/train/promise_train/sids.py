@@ -143,15 +143,17 @@ def disambiguate(codes):
     return np.concatenate([codes, extra[:, None]], 1), collided / len(codes)
 
 
-def level1_agreement(codes, seqs, hist=20):
-    """Share of users whose validation item's level-1 code is the dominant one of their
-    last `hist` training items (how predictive the coarse code is of the next item). The
-    validation item s[-2], never the test item: this number chooses the SID source."""
+def level1_agreement(codes, pairs, hist=20):
+    """Share of validation examples (history, target) whose target's level-1 code is the
+    dominant one of the last `hist` history items (how predictive the coarse code is of the
+    next item). Validation, never test: this number chooses the SID source. Examples with
+    an unknown target or an empty history count as misses."""
     hit = 0
-    for s in seqs:
-        h = codes[np.asarray(s[:-2][-hist:]), 0]
-        hit += int(np.bincount(h).argmax() == codes[s[-2], 0])
-    return hit / len(seqs)
+    for h, t in pairs:
+        if h and t >= 0:
+            c = codes[np.asarray(h[-hist:]), 0]
+            hit += int(np.bincount(c).argmax() == codes[t, 0])
+    return hit / max(len(pairs), 1)
 
 
 def usage_report(codes, codebook):

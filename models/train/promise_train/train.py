@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import data as data_mod
+from . import log as log_mod
 from . import beam as beam_mod
 from . import distill as distill_mod
 from .model import Config, Promise, enc_table
@@ -49,11 +49,10 @@ def make_config(size, sids, trie, history=20):
 
 
 class Windows:
-    """All (user, t) next-item windows of the training split, as flat index arrays."""
+    """All (user, t) next-item windows of the training sequences, as flat index arrays."""
 
-    def __init__(self, seqs, H, part="train"):
+    def __init__(self, trains, H):
         self.H = H
-        trains = [s[:-2] for s in seqs]
         self.flat = np.concatenate([np.asarray(t, np.int64) for t in trains])
         offs = np.cumsum([0] + [len(t) for t in trains])[:-1]
         users, ts = [], []
@@ -77,18 +76,17 @@ class Windows:
 
 
 class Chunks:
-    """Causal training: each user's training sequence cut from its end into chunks of H
+    """Causal training: each training sequence cut from its end into chunks of H
     target positions (inputs t[e-1-H:e-1], targets t[e-H:e] for e = n, n-H, ...), so every
     training target is used exactly once per epoch with one encoder pass per chunk.
     Batches group chunks of similar length, and each is trimmed to its longest chunk:
     the trimmed leading columns are all padding, masked in every attention, so this is
     exact and saves the padding's compute."""
 
-    def __init__(self, seqs, H):
+    def __init__(self, trains, H):
         self.H = H
         self.inputs, self.targets = [], []
-        for s in seqs:
-            t = s[:-2]
+        for t in trains:
             e = len(t)
             while e > 1:
                 lo = max(0, e - 1 - H)
@@ -209,7 +207,11 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--neg", type=int, default=32)
     ap.add_argument("--prm-weight", type=float, default=0.0)
-    ap.add_argument("--valid-users", type=int, default=0, help="validate on the first N users (0 = all)")
+    ap.add_argument("--valid-users", type=int, default=0,
+                    help="validate on N examples spread over the validation split (0 = all)")
+    ap.add_argument("--log", default=None, help="a split log (promise_train log --out) instead of ML-1M")
+    ap.add_argument("--metric", default="recall@10", choices=["recall@10", "recall@20", "ndcg@10", "ndcg@20"],
+                    help="the validation metric that picks the best epoch")
     ap.add_argument("--ckpt-minutes", type=float, default=3.0)
     ap.add_argument("--minutes", type=float, default=150, help="stop this run (resumable) after this long")
     ap.add_argument("--threads", type=int, default=1)
@@ -245,8 +247,11 @@ def main():
     rng = np.random.default_rng(args.seed)
     out = args.out or args.size
 
-    ds = data_mod.load(args.data)
+    train_seqs, valid_pairs, n_items = log_mod.training_split(args.data, args.log)
+    valid_pairs = log_mod.spread(valid_pairs, args.valid_users)
     sids = np.load(os.path.join(args.work, args.sids))
+    if len(sids) != n_items:
+        raise SystemExit(f"{args.sids} holds {len(sids)} SIDs, the data {n_items} items: not the same catalog")
     trie = Trie(sids)
     cfg = make_config(args.size, sids, trie, history=args.history)
     cfg.causal, cfg.dropout = args.causal, args.dropout
@@ -298,7 +303,7 @@ def main():
         r = r - model.prm.node_emb.numel() + (cfg.levels * cfg.cmax + 1) * cfg.d
     print(f"{args.size}: generator {g} params, prm {r} params ({100 * r / g:.0f}% of generator), H={cfg.history}",
           flush=True)
-    win = Chunks(ds.seqs, cfg.history) if args.causal else Windows(ds.seqs, cfg.history)
+    win = Chunks(train_seqs, cfg.history) if args.causal else Windows(train_seqs, cfg.history)
     if args.causal:
         print(f"{len(win.lens)} chunks, {win.n_targets} targets", flush=True)
     sids_t = torch.from_numpy(sids.astype(np.int64))
@@ -329,7 +334,8 @@ def main():
         if distill is not None and "prm_rng" in c:
             distill["rng"].set_state(c["prm_rng"])
         unit = "batch" if args.causal else "window"
-        print(f"resumed: epoch {st['epoch']} {unit} {st['pos']}, best valid R@10 {st['best']:.4f}", flush=True)
+        print(f"resumed: epoch {st['epoch']} {unit} {st['pos']}, best valid {args.metric} {st['best']:.4f}",
+              flush=True)
     elif os.path.exists(curve):
         os.remove(curve)
     if args.item_init and not st.get("item_init"):
@@ -350,7 +356,8 @@ def main():
         torch.save(model.state_dict(), os.path.join(args.work, f"{out}.pt"))
         with open(os.path.join(args.work, f"{out}.json"), "w") as f:
             json.dump({"size": args.size, "config": cfg.to_dict(), "sids": args.sids, "windows_seen": st["seen"],
-                       "epochs": st["epoch"], "best_epoch": st["best_epoch"], "valid_recall@10": st["best"],
+                       "epochs": st["epoch"], "best_epoch": st["best_epoch"], f"valid_{args.metric}": st["best"],
+                       "log": args.log,
                        "params_generator": g, "params_prm": r, "prm_weight": args.prm_weight,
                        "dense_aux": args.dense_aux, "init": args.init, "item_init": st.get("item_init"),
                        "teacher": args.teacher, "distill": args.distill, "tau": args.tau,
@@ -431,7 +438,7 @@ def main():
         st["epoch"] += 1
         st["pos"] = 0
         v0 = time.time()
-        val = beam_mod.recall_ndcg(model.gen, tables, ds, sids_t, "valid", users=args.valid_users or None)
+        val = beam_mod.recall_ndcg_pairs(model.gen, tables, valid_pairs, sids_t, ks=(10, 20))
         row = {"epoch": st["epoch"], "windows_seen": st["seen"], "gen_loss": float(ema[0]), "valid": val,
                "train_seconds": round(st["train_seconds"], 1), "valid_seconds": round(time.time() - v0, 1),
                "lr": args.lr * st.get("lr_scale", 1.0)}
@@ -441,8 +448,8 @@ def main():
         print(json.dumps(row), flush=True)
         with open(curve, "a") as f:
             f.write(json.dumps(row) + "\n")
-        if val["recall@10"] > st["best"]:
-            st["best"], st["best_epoch"] = val["recall@10"], st["epoch"]
+        if val[args.metric] > st["best"]:
+            st["best"], st["best_epoch"] = val[args.metric], st["epoch"]
             if query is not None:
                 with torch.no_grad():
                     model.prm.node_emb.copy_(query.table())      # folded for export (--prm-query path)
