@@ -91,7 +91,14 @@ fn errors_have_codes_and_messages() {
         .args(["recommend", "--history", "x"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    // what --history holds depends on the bundle (app ids or indices): checked once it is open
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--history item 0 is \"x\": expected an item index"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // a device or engine that does not exist is a bad command line (2), naming the choices
     for (flag, bad, want) in [
         ("--device", "tpu", "cpu, gpu, auto"),
@@ -161,4 +168,107 @@ fn eval_data_is_bounded_and_paths_are_escaped() {
             assert!(!err.contains('\u{1b}'), "{err:?}");
         }
     }
+}
+
+/// The tiny bundle with app ids `sku-00000`.. (tests/it/ids.rs).
+fn tiny_with_ids() -> tempfile::TempDir {
+    use crate::ids::{items, sku, with_ids};
+    let names: Vec<String> = (0..items()).map(sku).collect();
+    let refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+    with_ids(&promise_rt::bundle::ids::encode(&refs))
+}
+
+#[test]
+fn recommend_and_eval_speak_the_apps_ids() {
+    let dir = tiny_with_ids();
+    let out = promise()
+        .args(["recommend", "--json", "--bundle"])
+        .arg(dir.path())
+        .args(["--history", "sku-00003,brand-new,sku-00001"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["unknown_history_ids"], 1);
+    let recs = v["recommendations"].as_array().unwrap();
+    assert!(!recs.is_empty());
+    for r in recs {
+        let item = r["item"].as_u64().unwrap() as usize;
+        assert_eq!(r["id"], crate::ids::sku(item), "{r}");
+    }
+    // the same history by index, through --indices, is the same feed
+    let by_index = promise()
+        .args(["recommend", "--json", "--indices", "--bundle"])
+        .arg(dir.path())
+        .args(["--history", "3,1"])
+        .output()
+        .unwrap();
+    let w: serde_json::Value = serde_json::from_slice(&by_index.stdout).unwrap();
+    let items = |v: &serde_json::Value| -> Vec<u64> {
+        v["recommendations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["item"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(items(&v), items(&w));
+    let out = promise()
+        .args(["recommend", "--indices", "--bundle"])
+        .arg(dir.path())
+        .args(["--history", "3,sku-00001"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("--history item 1 is \"sku-00001\""), "{err}");
+
+    // eval --pairs: each line the history's ids then the target's
+    let top = items(&v)[0] as usize;
+    let pairs = dir.path().join("valid.pairs");
+    let lines = [
+        format!("sku-00003\tbrand-new\tsku-00001\t{}", crate::ids::sku(top)),
+        "gone-1\tgone-2\tsku-00002".to_owned(),
+    ];
+    std::fs::write(&pairs, lines.join("\n")).unwrap();
+    let out = promise()
+        .args(["eval", "--json", "--bundle"])
+        .arg(dir.path())
+        .arg("--pairs")
+        .arg(&pairs)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(e["examples"], 2, "{e}");
+    assert_eq!(e["unknown_history_ids"], 3, "{e}");
+    assert_eq!(e["empty_feeds"], 1, "{e}");
+    // the first example's target is the top item, the second's feed is empty
+    assert_eq!(e["recall@10"], 0.5, "{e}");
+    std::fs::write(&pairs, "sku-00001\tsku-00002\nlonely\n").unwrap();
+    let out = promise()
+        .args(["eval", "--bundle"])
+        .arg(dir.path())
+        .arg("--pairs")
+        .arg(&pairs)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("line 2") && err.contains("tab-separated"),
+        "{err}"
+    );
+    // a bundle without ids cannot read the app's ids
+    std::fs::write(&pairs, "sku-00001\tsku-00002\n").unwrap();
+    let out = promise()
+        .args(["eval", "--bundle"])
+        .arg(tiny())
+        .arg("--pairs")
+        .arg(&pairs)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
 }

@@ -5,12 +5,12 @@ use promise_rt::{Bundle, Device, ErrorCode, Model, SearchConfig};
 
 use crate::util::{copy_bundle, edit_manifest, rewrite, tiny};
 
-fn sku(i: usize) -> String {
+pub(crate) fn sku(i: usize) -> String {
     format!("sku-{i:05}")
 }
 
 /// A copy of the tiny bundle carrying `ids.bin` with `bytes`.
-fn with_ids(bytes: &[u8]) -> tempfile::TempDir {
+pub(crate) fn with_ids(bytes: &[u8]) -> tempfile::TempDir {
     let dir = copy_bundle(&tiny());
     std::fs::write(dir.path().join("ids.bin"), b"").unwrap();
     edit_manifest(dir.path(), |v| {
@@ -22,7 +22,7 @@ fn with_ids(bytes: &[u8]) -> tempfile::TempDir {
     dir
 }
 
-fn items() -> usize {
+pub(crate) fn items() -> usize {
     Bundle::open(tiny()).unwrap().manifest().num_items
 }
 

@@ -148,3 +148,42 @@ impl Dataset {
             .collect()
     }
 }
+
+/// `eval --pairs`: examples in the app's ids, one per line, the history's ids then the
+/// target's, tab-separated (`promise_train log --pairs` writes them).
+pub struct Pairs {
+    text: String,
+}
+
+impl Pairs {
+    /// Read `path` (a regular file of at most [`MAX_DATA_BYTES`], UTF-8).
+    pub fn load(path: &Path) -> Result<Pairs> {
+        let f = open_bounded(path)?;
+        let text = read_bounded(f, MAX_DATA_BYTES, &crate::shown(path))?;
+        let p = Pairs { text };
+        for (n, line) in p.text.lines().enumerate() {
+            if line.split('\t').count() < 2 {
+                bail!(
+                    "{} line {}: expected the history's ids then the target, tab-separated",
+                    crate::shown(path),
+                    n + 1
+                );
+            }
+        }
+        if p.text.lines().next().is_none() {
+            bail!("{} holds no example", crate::shown(path));
+        }
+        Ok(p)
+    }
+    /// (history ids, target id) per example.
+    pub fn iter(&self) -> impl Iterator<Item = (Vec<&str>, &str)> {
+        self.text.lines().map(|l| {
+            let mut ids: Vec<&str> = l.split('\t').collect();
+            let t = ids.pop().unwrap_or_default();
+            (ids, t)
+        })
+    }
+    pub fn len(&self) -> usize {
+        self.text.lines().count()
+    }
+}

@@ -86,9 +86,14 @@ enum Cmd {
     Recommend {
         #[command(flatten)]
         common: Common,
-        /// Item ids, oldest first, comma-separated (e.g. 12,7,99).
+        /// Items, oldest first, comma-separated: the app's ids when the bundle carries
+        /// them (e.g. "sku-1,sku-7"; ids not in the catalog are skipped and counted), else
+        /// item indices (e.g. 12,7,99).
         #[arg(long, value_delimiter = ',', required = true)]
-        history: Vec<u32>,
+        history: Vec<String>,
+        /// Read --history as item indices even when the bundle carries the app's ids.
+        #[arg(long)]
+        indices: bool,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -127,6 +132,12 @@ enum Cmd {
         /// Where the sweep writes its outputs.
         #[arg(long, default_value = "models/results/sweep")]
         out: PathBuf,
+        /// Evaluate on examples in the app's ids instead of MovieLens-1M: one per line, the
+        /// history's ids then the target's, tab-separated (`promise_train log --pairs`);
+        /// the bundle must carry ids. Reports Recall/NDCG@10 and @N (--results, at least 20
+        /// for the @20 the session protocol reads), unknown history ids skipped and counted.
+        #[arg(long)]
+        pairs: Option<PathBuf>,
     },
     /// Pack a bundle directory into one .promise file (checked to open as the same bundle;
     /// written to a temporary file, then renamed into place).
@@ -305,18 +316,26 @@ fn main() {
         Cmd::Recommend {
             common,
             history,
+            indices,
             json,
-        } => recommend(&common, &history, json),
+        } => recommend(&common, &history, indices, json),
         Cmd::Eval {
             common,
             data,
             split,
             json: _,
             per_level: _,
+            pairs: _,
             sweep: true,
             sweep_bundles,
             out,
         } => run_sweep(&common, &data, &split, &sweep_bundles, &out),
+        Cmd::Eval {
+            common,
+            json,
+            pairs: Some(pairs),
+            ..
+        } => eval_pairs(&common, &pairs, json),
         Cmd::Eval {
             common,
             data,
@@ -362,22 +381,62 @@ fn main() {
     }
 }
 
-fn recommend(c: &Common, history: &[u32], json: bool) -> Result<(), Failure> {
+/// Item indices from the command line, the one that is not a number named.
+fn parse_indices(history: &[String], why: &str) -> Result<Vec<u32>, Failure> {
+    history
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            h.trim().parse::<u32>().map_err(|_| {
+                Failure::from(anyhow::anyhow!(
+                    "--history item {i} is {h:?}: expected an item index (a number from 0), {why}"
+                ))
+            })
+        })
+        .collect()
+}
+
+fn recommend(c: &Common, history: &[String], indices: bool, json: bool) -> Result<(), Failure> {
     let model = c.load()?;
     let mut session = c.session(&model, c.config())?;
     let cfg = *session.config();
+    let by_id = !indices && model.bundle().ids().is_some();
     let t = Instant::now();
-    let recs = session.recommend(history)?;
+    // (index, app id, score) per row, and the history ids the catalog does not know
+    let (rows, unknown): (Vec<(u32, Option<String>, f32)>, usize) = if by_id {
+        let refs: Vec<&str> = history.iter().map(|h| h.as_str()).collect();
+        let feed = session.recommend_ids(&refs)?;
+        let rows = feed
+            .recommendations()
+            .iter()
+            .zip(feed.iter())
+            .map(|(r, (id, score))| (r.item, Some(id.to_owned()), score))
+            .collect();
+        (rows, feed.unknown())
+    } else {
+        let why = if indices {
+            "as --indices asks"
+        } else {
+            "as the bundle carries no app ids"
+        };
+        let history = parse_indices(history, why)?;
+        let recs = session.recommend(&history)?;
+        (recs.iter().map(|r| (r.item, None, r.score)).collect(), 0)
+    };
     let ms = t.elapsed().as_secs_f64() * 1e3;
     if json {
-        let list: Vec<_> = recs
+        let list: Vec<_> = rows
             .iter()
-            .map(|r| serde_json::json!({"item": r.item, "score": r.score}))
+            .map(|(item, id, score)| match id {
+                Some(id) => serde_json::json!({"item": item, "id": id, "score": score}),
+                None => serde_json::json!({"item": item, "score": score}),
+            })
             .collect();
-        println!(
-            "{}",
-            serde_json::json!({"bundle": model.bundle().manifest().name, "config": cfg_json(&cfg), "recommendations": list, "ms": ms})
-        );
+        let mut out = serde_json::json!({"bundle": model.bundle().manifest().name, "config": cfg_json(&cfg), "recommendations": list, "ms": ms});
+        if by_id {
+            out["unknown_history_ids"] = unknown.into();
+        }
+        println!("{out}");
     } else {
         let m = model.bundle().manifest();
         println!(
@@ -388,9 +447,25 @@ fn recommend(c: &Common, history: &[u32], json: bool) -> Result<(), Failure> {
             model.device(),
             describe(&cfg)
         );
-        println!("{:>4}  {:>6}  {:>9}", "rank", "item", "score");
-        for (i, r) in recs.iter().enumerate() {
-            println!("{:>4}  {:>6}  {:>9.4}", i + 1, r.item, r.score);
+        if by_id {
+            println!("{:>4}  {:>6}  {:>9}  id", "rank", "item", "score");
+        } else {
+            println!("{:>4}  {:>6}  {:>9}", "rank", "item", "score");
+        }
+        for (i, (item, id, score)) in rows.iter().enumerate() {
+            match id {
+                Some(id) => println!(
+                    "{:>4}  {:>6}  {:>9.4}  {}",
+                    i + 1,
+                    item,
+                    score,
+                    id.escape_debug()
+                ),
+                None => println!("{:>4}  {:>6}  {:>9.4}", i + 1, item, score),
+            }
+        }
+        if by_id {
+            println!("({unknown} history ids unknown to the catalog, skipped)");
         }
         println!("({ms:.2} ms, first request of a fresh session)");
     }
@@ -499,6 +574,61 @@ fn eval(c: &Common, d: &DataArgs, split: &str, json: bool, per_level: bool) -> R
                 }
             );
         }
+    }
+    Ok(())
+}
+
+fn eval_pairs(c: &Common, path: &std::path::Path, json: bool) -> Result<(), Failure> {
+    let pairs = data::Pairs::load(path)?;
+    let model = c.load()?;
+    let mut session = c.session(&model, c.config())?;
+    let n = c.results;
+    let bar = progress(pairs.len() as u64, "examples");
+    bar.set_message("eval");
+    let (mut hit, mut gain) = ([0.0f64; 2], [0.0f64; 2]);
+    let (mut unknown_history, mut empty, mut total) = (0usize, 0usize, 0usize);
+    let t = Instant::now();
+    for (history, target) in pairs.iter() {
+        total += 1;
+        let feed = session.recommend_ids(&history)?;
+        unknown_history += feed.unknown();
+        empty += usize::from(feed.is_empty());
+        if let Some(rank) = feed.iter().position(|(id, _)| id == target) {
+            for (k, cut) in [10, n].into_iter().enumerate() {
+                if rank < cut {
+                    hit[k] += 1.0;
+                    gain[k] += 1.0 / ((rank + 2) as f64).log2();
+                }
+            }
+        }
+        if total % 256 == 0 {
+            bar.inc(256);
+        }
+    }
+    bar.finish_and_clear();
+    let ms = t.elapsed().as_secs_f64() * 1e3 / total.max(1) as f64;
+    let m = total.max(1) as f64;
+    let (r10, rn, n10, nn) = (hit[0] / m, hit[1] / m, gain[0] / m, gain[1] / m);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"bundle": model.bundle().manifest().name, "pairs": shown(path),
+            "config": cfg_json(session.config()), "examples": total, "recall@10": r10, format!("recall@{n}"): rn,
+            "ndcg@10": n10, format!("ndcg@{n}"): nn, "unknown_history_ids": unknown_history,
+            "empty_feeds": empty, "ms_per_request": ms})
+        );
+    } else {
+        println!(
+            "bundle {}, {} examples of {}, {}",
+            model.bundle().manifest().name,
+            total,
+            shown(path),
+            describe(session.config())
+        );
+        println!("Recall@10 {r10:.4}  Recall@{n} {rn:.4}  NDCG@10 {n10:.4}  NDCG@{n} {nn:.4}  ({ms:.2} ms/request)");
+        println!(
+            "{unknown_history} history ids unknown to the catalog (skipped), {empty} empty feeds"
+        );
     }
     Ok(())
 }
