@@ -401,6 +401,11 @@ fn recommend(c: &Common, history: &[String], indices: bool, json: bool) -> Resul
     let mut session = c.session(&model, c.config())?;
     let cfg = *session.config();
     let by_id = !indices && model.bundle().ids().is_some();
+    // `--history=` is an empty history (the library names it), not one blank item
+    let history = match history {
+        [only] if only.trim().is_empty() => &[][..],
+        h => h,
+    };
     let t = Instant::now();
     // (index, app id, score) per row, and the history ids the catalog does not know
     let (rows, unknown): (Vec<(u32, Option<String>, f32)>, usize) = if by_id {
