@@ -518,6 +518,40 @@ pub extern "C" fn promise_session_free(session: *mut PromiseSession) -> PromiseS
     })
 }
 
+/// `PROMISE_STATUS_CAPACITY` unless an output buffer of `capacity` holds the session's N.
+fn check_capacity(s: &Session, capacity: usize) -> Result<(), Error> {
+    let n = s.config().results;
+    if capacity < n {
+        return Err(err!(
+            Capacity,
+            "the output buffer holds {capacity} recommendations, this session returns up to {n}"
+        ));
+    }
+    Ok(())
+}
+
+/// Writes a feed to the caller's buffer and its length to `*written`.
+///
+/// # Safety
+/// `out` is writable for `recs.len()` elements and `written` for one usize.
+unsafe fn write_feed(
+    recs: &[Recommendation],
+    out: *mut PromiseRecommendation,
+    written: *mut usize,
+) {
+    for (i, r) in recs.iter().enumerate() {
+        // SAFETY: i < recs.len() elements of caller storage (the contract).
+        unsafe {
+            out.add(i).write(PromiseRecommendation {
+                item: r.item,
+                score: r.score,
+            })
+        };
+    }
+    // SAFETY: as the contract says.
+    unsafe { written.write(recs.len()) };
+}
+
 /// Recommend for `history` (`history_len` item ids, oldest first). Writes up to
 /// `capacity` recommendations to `out` and their count to `*written`, only on success.
 /// `capacity` must be at least the session's `results` (N).
@@ -552,10 +586,7 @@ pub unsafe extern "C" fn promise_recommend(
         let s = lookup(sessions(), session as usize, "session")?;
         let mut s = locked(&s)?;
         take_fault();
-        let n = s.config().results;
-        if capacity < n {
-            return Err(err!(Capacity, "the output buffer holds {capacity} recommendations, this session returns up to {n}"));
-        }
+        check_capacity(&s, capacity)?;
         let hist: &[u32] = if history_len == 0 {
             &[]
         } else {
@@ -563,17 +594,117 @@ pub unsafe extern "C" fn promise_recommend(
             unsafe { std::slice::from_raw_parts(history, history_len) }
         };
         let recs: &[Recommendation] = s.recommend(hist)?;
-        for (i, r) in recs.iter().enumerate() {
-            // SAFETY: i < recs.len() <= n <= capacity elements of caller storage.
-            unsafe {
-                out.add(i).write(PromiseRecommendation {
-                    item: r.item,
-                    score: r.score,
-                })
-            };
+        // SAFETY: `out` holds `capacity` >= N >= recs.len() elements, `written` is non-null.
+        unsafe { write_feed(recs, out, written) };
+        Ok(())
+    })
+}
+
+/// The app's id of catalog item `item`, when the bundle carries ids (`ids.bin`): `*id`
+/// points to `*id_len` bytes of UTF-8, not NUL-terminated, owned by the model and valid
+/// until `promise_model_free`. `PROMISE_STATUS_CONFIG` for a bundle without ids,
+/// `PROMISE_STATUS_UNKNOWN_ITEM` for an index outside the catalog.
+#[no_mangle]
+pub unsafe extern "C" fn promise_model_item_id(
+    model: *const PromiseModel,
+    item: u32,
+    id: *mut *const u8,
+    id_len: *mut usize,
+) -> PromiseStatus {
+    guard(|| {
+        if model.is_null() || id.is_null() || id_len.is_null() {
+            return Err(err!(
+                InvalidArgument,
+                "model, id and id_len must not be NULL"
+            ));
         }
-        // SAFETY: non-null, caller-provided storage for one usize.
-        unsafe { written.write(recs.len()) };
+        let m = lookup(models(), model as usize, "model")?;
+        let b = m.bundle();
+        let ids = b.ids().ok_or_else(|| {
+            err!(
+                Config,
+                "bundle {} carries no item ids (ids.bin)",
+                b.manifest().name
+            )
+        })?;
+        if item as usize >= ids.len() {
+            return Err(err!(
+                UnknownItem,
+                "item {item} is outside the catalog of {} items",
+                ids.len()
+            ));
+        }
+        let s = ids.get(item);
+        // SAFETY: non-null, caller-provided storage for one pointer and one usize; the bytes
+        // live in the model's bundle, which the registry keeps alive until the model is freed.
+        unsafe {
+            id.write(s.as_ptr());
+            id_len.write(s.len());
+        }
+        Ok(())
+    })
+}
+
+/// Recommend for a history in the app's ids: `history` holds `history_len` NUL-terminated
+/// UTF-8 ids, oldest first. Ids the catalog does not know are skipped and their count is
+/// written to `*unknown` (a history of unknown ids only gives an empty feed, not an
+/// error); a malformed id (not UTF-8, empty, over 256 bytes, control characters) is
+/// `PROMISE_STATUS_INVALID_ARGUMENT` naming its position. The feed is written as by
+/// `promise_recommend`, in item indices: `promise_model_item_id` gives each one's id.
+/// A bundle without ids: `PROMISE_STATUS_CONFIG`. Allocates nothing per request.
+#[no_mangle]
+pub unsafe extern "C" fn promise_recommend_ids(
+    session: *mut PromiseSession,
+    history: *const *const c_char,
+    history_len: usize,
+    out: *mut PromiseRecommendation,
+    capacity: usize,
+    written: *mut usize,
+    unknown: *mut usize,
+) -> PromiseStatus {
+    guard(|| {
+        if session.is_null() || out.is_null() || written.is_null() || unknown.is_null() {
+            return Err(err!(
+                InvalidArgument,
+                "session, out, written and unknown must not be NULL"
+            ));
+        }
+        if history.is_null() && history_len != 0 {
+            return Err(err!(
+                InvalidArgument,
+                "history is NULL but history_len is {history_len}"
+            ));
+        }
+        if history_len > crate::search::MAX_HISTORY {
+            return Err(err!(
+                InvalidArgument,
+                "the history holds {history_len} ids, at most {} allowed",
+                crate::search::MAX_HISTORY
+            ));
+        }
+        let s = lookup(sessions(), session as usize, "session")?;
+        let mut s = locked(&s)?;
+        check_capacity(&s, capacity)?;
+        let ptrs: &[*const c_char] = if history_len == 0 {
+            &[]
+        } else {
+            // SAFETY: non-null pointer to `history_len` readable pointers (documented contract).
+            unsafe { std::slice::from_raw_parts(history, history_len) }
+        };
+        if let Some(i) = ptrs.iter().position(|p| p.is_null()) {
+            return Err(err!(InvalidArgument, "history id {i} is NULL"));
+        }
+        // SAFETY: each pointer is non-null (checked above) and NUL-terminated (contract).
+        let ids = ptrs
+            .iter()
+            .map(|&p| unsafe { CStr::from_ptr(p) }.to_bytes());
+        let feed = s.recommend_id_bytes(ids)?;
+        // SAFETY: `out` holds `capacity` >= N >= the feed's length elements, `written` and
+        // `unknown` are non-null.
+        unsafe {
+            write_feed(feed.recommendations(), out, written);
+            unknown.write(feed.unknown());
+        }
         Ok(())
     })
 }

@@ -245,6 +245,34 @@ PromiseStatus promise_recommend(PromiseSession *session,
                                 size_t capacity,
                                 size_t *written);
 
+/**
+ * The app's id of catalog item `item`, when the bundle carries ids (`ids.bin`): `*id`
+ * points to `*id_len` bytes of UTF-8, not NUL-terminated, owned by the model and valid
+ * until `promise_model_free`. `PROMISE_STATUS_CONFIG` for a bundle without ids,
+ * `PROMISE_STATUS_UNKNOWN_ITEM` for an index outside the catalog.
+ */
+PromiseStatus promise_model_item_id(const PromiseModel *model,
+                                    uint32_t item,
+                                    const uint8_t **id,
+                                    size_t *id_len);
+
+/**
+ * Recommend for a history in the app's ids: `history` holds `history_len` NUL-terminated
+ * UTF-8 ids, oldest first. Ids the catalog does not know are skipped and their count is
+ * written to `*unknown` (a history of unknown ids only gives an empty feed, not an
+ * error); a malformed id (not UTF-8, empty, over 256 bytes, control characters) is
+ * `PROMISE_STATUS_INVALID_ARGUMENT` naming its position. The feed is written as by
+ * `promise_recommend`, in item indices: `promise_model_item_id` gives each one's id.
+ * A bundle without ids: `PROMISE_STATUS_CONFIG`. Allocates nothing per request.
+ */
+PromiseStatus promise_recommend_ids(PromiseSession *session,
+                                    const char *const *history,
+                                    size_t history_len,
+                                    PromiseRecommendation *out,
+                                    size_t capacity,
+                                    size_t *written,
+                                    size_t *unknown);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus
