@@ -218,13 +218,21 @@ fn jvm_binding_runs_on_the_desktop_jvm() {
         eprintln!("skipping the JVM binding test: no javac (install openjdk-17-jdk-headless)");
         return;
     }
+    // the tiny bundle with ids "sku-%05d", for the id calls
+    let n = crate::ids::items();
+    let names: Vec<String> = (0..n).map(crate::ids::sku).collect();
+    let refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+    let with_ids = crate::ids::with_ids(&promise_rt::bundle::ids::encode(&refs));
     let out = std::process::Command::new("bash")
         .arg(repo().join("bindings/jvm/run.sh"))
+        .arg(with_ids.path())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success() && text.contains("all JVM binding checks passed"),
+        out.status.success()
+            && text.contains("all JVM binding checks passed")
+            && text.contains("id feed: "),
         "bindings/jvm/run.sh failed:\n{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );

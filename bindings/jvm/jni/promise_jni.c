@@ -26,6 +26,17 @@ static void throw_java(JNIEnv *env, const char *cls_name, const char *msg) {
     if (cls) (*env)->ThrowNew(env, cls, msg);
 }
 
+/* A feed into the Java arrays (both at least `written` long, checked by the caller). */
+static void write_feed(JNIEnv *env, const PromiseRecommendation *out, size_t written,
+                       jintArray items, jfloatArray scores) {
+    for (size_t i = 0; i < written; i++) {
+        jint item = (jint)out[i].item;
+        jfloat score = out[i].score;
+        (*env)->SetIntArrayRegion(env, items, (jsize)i, 1, &item);
+        (*env)->SetFloatArrayRegion(env, scores, (jsize)i, 1, &score);
+    }
+}
+
 JNIEXPORT jstring JNICALL Java_dev_promisert_Native_version(JNIEnv *env, jclass c) {
     (void)c;
     return (*env)->NewStringUTF(env, promise_version());
@@ -135,13 +146,65 @@ JNIEXPORT jint JNICALL Java_dev_promisert_Native_recommend(JNIEnv *env, jclass c
                                          (size_t)n, out, (size_t)cap, &written);
     (*env)->ReleaseIntArrayElements(env, history, h, JNI_ABORT);
     if (!fail(env, st)) {
-        for (size_t i = 0; i < written; i++) {
-            jint item = (jint)out[i].item;
-            jfloat score = out[i].score;
-            (*env)->SetIntArrayRegion(env, items, (jsize)i, 1, &item);
-            (*env)->SetFloatArrayRegion(env, scores, (jsize)i, 1, &score);
-        }
+        write_feed(env, out, written, items, scores);
     }
+    free(out);
+    return st == PROMISE_STATUS_OK ? (jint)written : 0;
+}
+
+JNIEXPORT jbyteArray JNICALL Java_dev_promisert_Native_itemId(JNIEnv *env, jclass c, jlong model, jint item) {
+    (void)c;
+    const uint8_t *id = NULL;
+    size_t len = 0;
+    /* a negative int is passed on as a huge index, which the runtime refuses */
+    if (fail(env, promise_model_item_id((PromiseModel *)(intptr_t)model, (uint32_t)item, &id, &len))) return NULL;
+    jbyteArray out = (*env)->NewByteArray(env, (jsize)len);
+    if (out) (*env)->SetByteArrayRegion(env, out, 0, (jsize)len, (const jbyte *)id);
+    return out;
+}
+
+JNIEXPORT jint JNICALL Java_dev_promisert_Native_recommendIds(JNIEnv *env, jclass c, jlong session,
+        jbyteArray ids, jint count, jintArray items, jfloatArray scores, jintArray unknown) {
+    (void)c;
+    jsize bytes = (*env)->GetArrayLength(env, ids);
+    jsize cap = (*env)->GetArrayLength(env, items);
+    if (count < 0 || (*env)->GetArrayLength(env, scores) < cap || (*env)->GetArrayLength(env, unknown) < 1) {
+        throw_java(env, "java/lang/IllegalArgumentException", "count, scores or unknown do not fit");
+        return 0;
+    }
+    jbyte *b = (*env)->GetByteArrayElements(env, ids, NULL);
+    if (!b) return 0;
+    const char **ptrs = malloc(sizeof *ptrs * (size_t)(count > 0 ? count : 1));
+    PromiseRecommendation *out = malloc(sizeof *out * (size_t)(cap > 0 ? cap : 1));
+    if (!ptrs || !out) {
+        free(ptrs);
+        free(out);
+        (*env)->ReleaseByteArrayElements(env, ids, b, JNI_ABORT);
+        throw_java(env, "java/lang/OutOfMemoryError", "id buffers");
+        return 0;
+    }
+    /* the ids lie one after another, each NUL-terminated (PromiseSession.recommendIds) */
+    jsize at = 0, k = 0;
+    for (; k < count && at < bytes; k++) {
+        ptrs[k] = (const char *)b + at;
+        while (at < bytes && b[at] != 0) at++;
+        at++;
+    }
+    size_t written = 0, unk = 0;
+    PromiseStatus st = PROMISE_STATUS_INVALID_ARGUMENT;
+    if (k == count && at <= bytes) {
+        st = promise_recommend_ids((PromiseSession *)(intptr_t)session, ptrs, (size_t)count, out,
+                                   (size_t)cap, &written, &unk);
+    } else {
+        throw_java(env, "java/lang/IllegalArgumentException", "ids holds fewer NUL-terminated ids than count");
+    }
+    if (k == count && at <= bytes && !fail(env, st)) {
+        write_feed(env, out, written, items, scores);
+        jint u = (jint)unk;
+        (*env)->SetIntArrayRegion(env, unknown, 0, 1, &u);
+    }
+    (*env)->ReleaseByteArrayElements(env, ids, b, JNI_ABORT);
+    free(ptrs);
     free(out);
     return st == PROMISE_STATUS_OK ? (jint)written : 0;
 }

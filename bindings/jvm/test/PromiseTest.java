@@ -14,7 +14,9 @@ import java.util.concurrent.atomic.AtomicInteger;
  * through `cargo test`): open from a directory, a .promise file, memory and an fd range;
  * recommend; every error as a PromiseException with its stable code; close; concurrent
  * use from several threads. Exit status 0 when every check holds.
- * Usage: PromiseTest BUNDLE_DIR BUNDLE.promise
+ * With a third argument, a copy of the tiny bundle whose ids.bin names item i "sku-%05d"
+ * (the Rust test that runs this makes it), the id calls too.
+ * Usage: PromiseTest BUNDLE_DIR BUNDLE.promise [IDS_BUNDLE_DIR]
  */
 public final class PromiseTest {
     private static int failures = 0;
@@ -64,6 +66,41 @@ public final class PromiseTest {
         return out;
     }
 
+    private static String sku(int i) {
+        return String.format("sku-%05d", i);
+    }
+
+    /** The id calls on a bundle whose item i is "sku-%05d": the same feed by id as by index. */
+    private static void idChecks(String dir) {
+        try (PromiseModel m = PromiseModel.open(dir, PromiseModel.DEVICE_CPU);
+                PromiseSession s = m.newSession(SearchConfig.defaults())) {
+            check(m.itemId(7).equals(sku(7)), "itemId(7)");
+            Recommendation[] byIndex = s.recommend(new int[] {3, 1, 4});
+            IdFeed feed = s.recommendIds(new String[] {sku(3), "new-item", sku(1), sku(4), "\uD83D\uDE00"});
+            check(feed.unknown == 2, "2 unknown ids, got " + feed.unknown);
+            check(feed.recommendations.length == byIndex.length, "id feed length");
+            for (int i = 0; i < byIndex.length && i < feed.recommendations.length; i++) {
+                Recommendation r = feed.recommendations[i];
+                check(r.item == byIndex[i].item && r.score == byIndex[i].score, "id feed = index feed at " + i);
+                check(sku(r.item).equals(r.id), "id of item " + r.item + " is " + r.id);
+            }
+            System.out.println("id feed: " + Arrays.toString(feed.recommendations) + ", " + feed.unknown + " unknown");
+            IdFeed none = s.recommendIds(new String[] {"nobody"});
+            check(none.recommendations.length == 0 && none.unknown == 1, "only unknown ids: an empty feed");
+            expect(PromiseException.Code.EMPTY_HISTORY, "empty id history", () -> s.recommendIds(new String[0]));
+            expect(PromiseException.Code.INVALID_ARGUMENT, "control character id",
+                () -> s.recommendIds(new String[] {sku(1), "a\u0007b"}));
+            expect(PromiseException.Code.INVALID_ARGUMENT, "NUL in an id", () -> s.recommendIds(new String[] {"a\u0000b"}));
+            expect(PromiseException.Code.UNKNOWN_ITEM, "itemId past the end", () -> m.itemId(m.numItems()));
+            try {
+                s.recommendIds(new String[] {sku(1), null});
+                check(false, "a null id was accepted");
+            } catch (NullPointerException e) {
+                System.out.println(String.format("%-22s -> %s", "null id", e.getMessage()));
+            }
+        }
+    }
+
     public static void main(String[] args) throws Exception {
         String dir = args[0];
         String file = args[1];
@@ -106,6 +143,15 @@ public final class PromiseTest {
             expect(PromiseException.Code.CONFIG, "beams 0", () -> m.newSession(new SearchConfig(0, 4, 2, true, 0.5f)));
             expect(PromiseException.Code.CONFIG, "mix 2", () -> m.newSession(new SearchConfig(4, 16, 10, true, 2f)));
             want = feeds(m, histories(items));
+            expect(PromiseException.Code.CONFIG, "ids, bundle has none", () -> m.itemId(0));
+            try (PromiseSession s = m.newSession(SearchConfig.defaults())) {
+                expect(PromiseException.Code.CONFIG, "id feed, no ids", () -> s.recommendIds(new String[] {"1"}));
+            }
+        }
+        if (args.length > 2) {
+            idChecks(args[2]);
+        } else {
+            System.out.println("id checks skipped: no IDS_BUNDLE_DIR given");
         }
 
         // the same model as one file: by path, from memory, from an fd range inside an "APK"

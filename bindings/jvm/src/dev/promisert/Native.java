@@ -26,6 +26,16 @@ final class Native {
 
     static native int recommend(long session, int[] history, int[] items, float[] scores);
 
+    /** The id's UTF-8 bytes. */
+    static native byte[] itemId(long model, int item);
+
+    /**
+     * {@code ids}: {@code count} UTF-8 ids, each followed by a NUL byte. Writes the feed to
+     * items/scores and the count of unknown ids to unknown[0]; returns the feed's length.
+     */
+    static native int recommendIds(long session, byte[] ids, int count, int[] items,
+            float[] scores, int[] unknown);
+
     static native void setHistoryWindow(long session, int items);
     static native void warmup(long session);
 

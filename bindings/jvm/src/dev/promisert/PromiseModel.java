@@ -1,5 +1,7 @@
 package dev.promisert;
 
+import java.nio.charset.StandardCharsets;
+
 /**
  * A loaded model. Thread-safe: share one across threads and give each thread its own
  * {@link PromiseSession}. Close it when done (sessions created from it stay usable: they
@@ -53,9 +55,18 @@ public final class PromiseModel implements AutoCloseable {
         return Native.numItems(live());
     }
 
+    /**
+     * The app's id of catalog item {@code item}, from the bundle's id table (ids.bin).
+     * {@link PromiseException.Code#CONFIG} for a bundle without ids,
+     * {@link PromiseException.Code#UNKNOWN_ITEM} for an index outside the catalog.
+     */
+    public synchronized String itemId(int item) {
+        return new String(Native.itemId(live(), item), StandardCharsets.UTF_8);
+    }
+
     /** A new session with its own buffers, for one thread at a time. */
     public synchronized PromiseSession newSession(SearchConfig cfg) {
-        return new PromiseSession(Native.sessionNew(live(), cfg.beams, cfg.candidates,
+        return new PromiseSession(this, Native.sessionNew(live(), cfg.beams, cfg.candidates,
                 cfg.results, cfg.prm, cfg.mix), cfg.results);
     }
 

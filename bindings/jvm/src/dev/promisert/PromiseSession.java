@@ -1,5 +1,8 @@
 package dev.promisert;
 
+import java.io.ByteArrayOutputStream;
+import java.nio.charset.StandardCharsets;
+
 /**
  * A session: the buffers of one request at a time. Use one per thread; a call while
  * another thread's call on the same session runs throws
@@ -8,8 +11,10 @@ package dev.promisert;
 public final class PromiseSession implements AutoCloseable {
     private volatile long handle;
     private final int results;
+    private final PromiseModel model;
 
-    PromiseSession(long handle, int results) {
+    PromiseSession(PromiseModel model, long handle, int results) {
+        this.model = model;
         this.handle = handle;
         this.results = results;
     }
@@ -31,9 +36,51 @@ public final class PromiseSession implements AutoCloseable {
         int n = Native.recommend(h, history, items, scores);
         Recommendation[] out = new Recommendation[n];
         for (int i = 0; i < n; i++) {
-            out[i] = new Recommendation(items[i], scores[i]);
+            out[i] = new Recommendation(items[i], null, scores[i]);
         }
         return out;
+    }
+
+    /**
+     * The feed for {@code history} in the app's ids (oldest first), each recommendation
+     * with its id. Ids the catalog does not know are skipped and counted in
+     * {@link IdFeed#unknown} (a history of unknown ids only gives an empty feed); a
+     * malformed id (empty, over 256 bytes, control characters) is
+     * {@link PromiseException.Code#INVALID_ARGUMENT} naming its position; a bundle without
+     * ids {@link PromiseException.Code#CONFIG}. The ids are read back through the model,
+     * which must still be open.
+     */
+    public IdFeed recommendIds(String[] history) {
+        long h = handle;
+        if (h == 0) {
+            throw new IllegalStateException("the session is closed");
+        }
+        if (history == null) {
+            throw new NullPointerException("history");
+        }
+        ByteArrayOutputStream ids = new ByteArrayOutputStream();
+        for (int i = 0; i < history.length; i++) {
+            if (history[i] == null) {
+                throw new NullPointerException("history id " + i + " is null");
+            }
+            if (history[i].indexOf('\0') >= 0) {
+                // the C call reads NUL-terminated ids: say so instead of cutting the id short
+                throw new PromiseException(PromiseException.Code.INVALID_ARGUMENT.ordinal(),
+                        "history id " + i + " holds a NUL character");
+            }
+            byte[] b = history[i].getBytes(StandardCharsets.UTF_8);
+            ids.write(b, 0, b.length);
+            ids.write(0);
+        }
+        int[] items = new int[results];
+        float[] scores = new float[results];
+        int[] unknown = new int[1];
+        int n = Native.recommendIds(h, ids.toByteArray(), history.length, items, scores, unknown);
+        Recommendation[] out = new Recommendation[n];
+        for (int i = 0; i < n; i++) {
+            out[i] = new Recommendation(items[i], model.itemId(items[i]), scores[i]);
+        }
+        return new IdFeed(out, unknown[0]);
     }
 
     /**
