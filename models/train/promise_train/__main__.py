@@ -28,6 +28,7 @@ COMMANDS = {
     "synth": ("synth", "a bundle with random weights and SIDs (tests, the scale bench)"),
     "reference": ("reference", "the NumPy + onnxruntime reference search: golden files, eval, bench"),
     "table": ("table", "the markdown quality table from models/results"),
+    "dense-bench": ("dense", "SASRec with exhaustive int8 scoring (onnxruntime, 1 thread): size, load, RSS, p50/p99"),
     "params": ("params", "a bundle's parameters and the share that grows with the catalog"),
 }
 SCRIPTS = {

@@ -1,7 +1,7 @@
 //! `promise bench`: cold start (open, load, session, first request), warm latency
 //! p50/p99, throughput, memory and allocations per request over real test histories.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -112,25 +112,69 @@ fn rss_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// What `promise bench` reports besides the timings.
+pub(crate) struct Options {
+    pub json: bool,
+    pub dump: Option<PathBuf>,
+    pub flops: bool,
+    pub warmup: bool,
+}
+
+/// The histories of `--pairs` examples as item indices of `c`'s bundle: unknown ids
+/// dropped, histories left empty skipped (what `recommend_ids` would do, resolved before
+/// the clock starts so that the timed call is the index path).
+fn pair_histories(c: &Common, path: &Path) -> Result<Vec<Vec<u32>>, Failure> {
+    let pairs = crate::data::Pairs::load(path)?;
+    let bundle = c.open()?;
+    let ids = bundle.ids().ok_or_else(|| {
+        anyhow::anyhow!(
+            "--pairs holds the app's ids, but bundle {} carries no id table (ids.bin)",
+            bundle.manifest().name
+        )
+    })?;
+    Ok(pairs
+        .iter()
+        .map(|(h, _)| {
+            h.iter()
+                .filter_map(|id| ids.lookup(id.as_bytes()))
+                .collect::<Vec<u32>>()
+        })
+        .filter(|h| !h.is_empty())
+        .collect())
+}
+
 pub(crate) fn bench(
     c: &Common,
     d: &DataArgs,
+    pairs: Option<&Path>,
     requests: usize,
-    json: bool,
-    dump: Option<PathBuf>,
-    flops: bool,
-    warmup: bool,
+    o: Options,
 ) -> Result<(), Failure> {
+    let Options {
+        json,
+        dump,
+        flops,
+        warmup,
+    } = o;
     if requests == 0 {
         return Err(Failure::Other(anyhow::anyhow!(
             "--requests is 0, expected at least 1"
         )));
     }
-    let ds = load_data(d)?;
-    let rows = ds.split("test");
+    let (owned, ds);
+    let rows: Vec<(&[u32], u32)> = match pairs {
+        Some(p) => {
+            owned = pair_histories(c, p)?;
+            owned.iter().map(|h| (&h[..], 0)).collect()
+        }
+        None => {
+            ds = load_data(d)?;
+            ds.split("test")
+        }
+    };
     let Some(&(first_history, _)) = rows.first() else {
         return Err(Failure::Other(anyhow::anyhow!(
-            "the test split of the data has no users: nothing to time"
+            "no history to time (the test split has no users, or no --pairs history maps to the catalog)"
         )));
     };
     // reset the peak-RSS mark so that the data loading does not count (Linux >= 4.0)
@@ -236,7 +280,14 @@ pub(crate) fn bench(
             model.backend(),
             describe(session.config())
         );
-        println!("{requests} requests over real test-split histories (1 thread)");
+        println!(
+            "{requests} requests over real {} histories (1 thread)",
+            if pairs.is_some() {
+                "--pairs"
+            } else {
+                "test-split"
+            }
+        );
         println!(
             "cold start: open {open_ms:.1} ms, load {model_load_ms:.1} ms, session {session_ms:.2} ms, {}first request {first_request_ms:.3} ms (the same request warm: {first_again_ms:.3} ms)",
             warmup_ms.map_or("no warm-up, ".to_string(), |w| format!("warm-up {w:.3} ms, "))

@@ -160,6 +160,11 @@ enum Cmd {
         common: Common,
         #[command(flatten)]
         data: DataArgs,
+        /// Time the histories of these examples (`promise_train log --pairs`, the app's
+        /// ids, mapped to indices before timing; unknown ids dropped, histories left empty
+        /// skipped) instead of the MovieLens-1M test split's.
+        #[arg(long, conflicts_with = "data")]
+        pairs: Option<PathBuf>,
         /// Timed requests (after warm-up).
         #[arg(long, default_value_t = 1000)]
         requests: usize,
@@ -347,12 +352,24 @@ fn main() {
         Cmd::Bench {
             common,
             data,
+            pairs,
             requests,
             json,
             dump,
             flops,
             warmup,
-        } => bench::bench(&common, &data, requests, json, dump, flops, warmup),
+        } => bench::bench(
+            &common,
+            &data,
+            pairs.as_deref(),
+            requests,
+            bench::Options {
+                json,
+                dump,
+                flops,
+                warmup,
+            },
+        ),
         Cmd::Pack { dir, file } => promise_rt::bundle::container::pack(&dir, &file)
             .map(|n| println!("{}: {n} bytes", shown(&file)))
             .map_err(Failure::Runtime),
