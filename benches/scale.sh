@@ -10,7 +10,8 @@
 #                               # (synth.py) and the MovieLens-1M wheel (the histories)
 #
 # Env: PY (python with torch/onnx, default models/train/work/venv/bin/python), PROMISE_BIN
-# (default target/release/promise), PROMISE_DATA, REQUESTS (default 2000), SIZES, WORK
+# (default target/release/promise), PROMISE_DATA, REQUESTS (default 2000), RESULTS (N, default
+# the bundle's), SIZES, WORK
 # (where the bundles go; not committed: 4M items is ~300 MB), OUT (default
 # benches/results/scale: bench_<items>.json, summary.md, scale.png).
 set -euo pipefail
@@ -30,7 +31,7 @@ for n in $SIZES; do
     rm -rf "${WORK:?}/$n"   # the directory form; the bench opens the one-file bundle
   fi
   # a fresh process per size: open + load, RSS and heap are this bundle's alone
-  "$BIN" bench --bundle "$WORK/$n.promise" --data "$DATA" --requests "$REQUESTS" --json \
+  "$BIN" bench --bundle "$WORK/$n.promise" --data "$DATA" --requests "$REQUESTS" ${RESULTS:+--results "$RESULTS"} --json \
     > "$OUT/bench_$n.json"
   echo "bench $n: $(cat "$OUT/bench_$n.json" | head -c 300)..."
 done
