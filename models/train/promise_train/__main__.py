@@ -33,7 +33,7 @@ COMMANDS = {
 }
 SCRIPTS = {
     "results": ("results.sh", "the quality tables, measured with the runtime (promise eval)"),
-    "build": ("build_all.sh", "rebuild every shipped artefact from scratch (resumable)"),
+    "build": ("build_all.sh", "rebuild every shipped artefact (resumable); with --log LOG --out DIR: any interaction log to a bundle (build_log.sh)"),
 }
 
 
@@ -49,6 +49,8 @@ def main() -> int:
         print(usage())
         return 0
     cmd, rest = sys.argv[1], sys.argv[2:]
+    if cmd == "build" and "--log" in rest:
+        return subprocess.call(["bash", os.path.join(HERE, "build_log.sh"), *rest])
     if cmd in SCRIPTS:
         return subprocess.call(["bash", os.path.join(HERE, SCRIPTS[cmd][0]), *rest])
     if cmd not in COMMANDS:

@@ -76,10 +76,41 @@ def check_counts(ds: Dataset) -> None:
     assert min(len(s) for s in ds.seqs) >= 20
 
 
+def write_log(data_dir: str, out: str) -> int:
+    """ML-1M in the interaction-log form every other dataset uses (`promise_train log`,
+    `build --log`): a TSV of user_id, item_id (MovieLens ids, as strings), timestamp (unix
+    seconds), in file order. Returns the row count. The file is derived from the data:
+    written where the user asks, never committed."""
+    z = zipfile.ZipFile(fetch(data_dir))
+    raw = z.read(INTER).decode("utf-8")
+    lines = raw.split("\r\n") if "\r\n" in raw else raw.split("\n")
+    n = 0
+    with open(out, "w", encoding="utf-8") as f:
+        f.write("user_id\titem_id\ttimestamp\n")
+        for line in lines[1:]:
+            if not line:
+                continue
+            u, it, _rating, ts = line.split("\t")
+            f.write(f"{u}\t{it}\t{ts}\n")
+            n += 1
+    return n
+
+
 def main(argv=None):
-    """`prepare data [DIR]`: fetch ML-1M into DIR (default data/) and check its counts."""
+    """`data [DIR] [--log-out FILE]`: fetch ML-1M into DIR (default data/) and check its
+    counts; with --log-out, also write it as an interaction log (user_id, item_id, timestamp)."""
     argv = sys.argv[1:] if argv is None else argv
-    check_counts(load(argv[0] if argv else "data"))
+    log_out = None
+    if "--log-out" in argv:
+        i = argv.index("--log-out")
+        if i + 1 >= len(argv):
+            raise SystemExit("data: --log-out needs a file name")
+        log_out = argv[i + 1]
+        argv = argv[:i] + argv[i + 2:]
+    data_dir = argv[0] if argv else "data"
+    check_counts(load(data_dir))
+    if log_out:
+        print(f"{log_out}: {write_log(data_dir, log_out)} rows (user_id, item_id, timestamp)")
 
 
 if __name__ == "__main__":
