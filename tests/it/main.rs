@@ -18,5 +18,6 @@ mod hostile;
 mod ids;
 mod matrix;
 mod one_reading;
+mod pipeline;
 mod search_props;
 mod util;

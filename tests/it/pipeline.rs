@@ -1,0 +1,93 @@
+//! The whole training pipeline on a small synthetic log, to a bundle that speaks the log's
+//! ids (`python -m promise_train build --log LOG --out DIR --quick`, about a minute on 2
+//! cores). It needs the training packages (torch, onnx, onnxruntime), so it runs only with
+//! `PROMISE_PIPELINE_TEST=1` (and prints why it skips otherwise); `PROMISE_PY` names the
+//! python (default `python3`).
+use std::path::Path;
+use std::process::Command;
+
+use promise_rt::{Bundle, Device, Model, SearchConfig};
+
+fn python(args: &[&str], dir: &Path) {
+    let py = std::env::var("PROMISE_PY").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(&py)
+        .args(["-m", "promise_train"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{py}: {e}"));
+    assert!(
+        out.status.success(),
+        "promise_train {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_synthetic_log_becomes_a_bundle_that_speaks_its_ids() {
+    if std::env::var("PROMISE_PIPELINE_TEST").as_deref() != Ok("1") {
+        eprintln!("skipped: set PROMISE_PIPELINE_TEST=1 (needs torch, onnx, onnxruntime)");
+        return;
+    }
+    let train = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/train");
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("log.tsv");
+    let out = tmp.path().join("out");
+    let (log_s, out_s) = (log.to_str().unwrap(), out.to_str().unwrap());
+    python(&["synth-log", "--out", log_s], &train);
+    python(
+        &["build", "--log", log_s, "--out", out_s, "--quick"],
+        &train,
+    );
+    for curve in [
+        "sasrec_curve.jsonl",
+        "gen_curve.jsonl",
+        "gen_prm_curve.jsonl",
+    ] {
+        let text = std::fs::read_to_string(out.join("curves").join(curve)).unwrap();
+        assert!(
+            text.lines().count() >= 2,
+            "{curve}: a learning curve of at least two points"
+        );
+    }
+    // the generator learned the log's structure: well above a random feed (20 of 400 items)
+    let gen: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("work/gen.json")).unwrap()).unwrap();
+    let recall = gen["valid_recall@20"].as_f64().unwrap();
+    assert!(
+        recall > 0.15,
+        "validation Recall@20 {recall}, a random feed gets 0.05"
+    );
+    // a second run finds every step finished and changes nothing
+    let before = std::fs::read(out.join("bundle-int8.promise")).unwrap();
+    python(
+        &["build", "--log", log_s, "--out", out_s, "--quick"],
+        &train,
+    );
+    assert_eq!(
+        std::fs::read(out.join("bundle-int8.promise")).unwrap(),
+        before
+    );
+
+    let b = Bundle::open(out.join("bundle-int8.promise")).unwrap();
+    let ids = b.ids().expect("the bundle carries the log's ids");
+    // the log's first user's items, as the app names them
+    let text = std::fs::read_to_string(&log).unwrap();
+    let history: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .filter(|l| l.starts_with("user-0\t"))
+        .map(|l| l.split('\t').nth(1).unwrap())
+        .take(5)
+        .collect();
+    assert!(history.iter().all(|id| ids.lookup(id.as_bytes()).is_some()));
+    let m = Model::load(&b, Device::Cpu).unwrap();
+    let mut s = m.session(SearchConfig::default()).unwrap();
+    let mut with_new = history.clone();
+    with_new.push("an-item-the-log-never-saw");
+    let feed = s.recommend_ids(&with_new).unwrap();
+    assert_eq!(feed.unknown(), 1);
+    assert_eq!(feed.len(), SearchConfig::default().results);
+    assert!(feed.iter().all(|(id, _)| id.starts_with("sku-")));
+}
