@@ -12,11 +12,18 @@
 //! - **heads**: every attention's q/k/v reshape splits its width as the manifest says
 //!   (`heads` x `head_dim`, or `prm_heads` x `head_dim` in the PRM), and every softmax
 //!   over attention scores scales them by `1/sqrt(head_dim)`: the fused and GPU engines,
-//!   which compute attention from these two numbers, then compute what the graph does.
+//!   which compute attention from these two numbers, then compute what the graph does;
+//! - **float constants**: the fused and GPU engines compute every float constant of the
+//!   graphs for themselves, so each one must be what the architecture implies, by the
+//!   node it feeds: `1 - mask` (1.0), the mask's bias (`MASK_NEG`), the norms' epsilon
+//!   (`NORM_EPS`), the attention scale, a causal mask over the history or the levels, and
+//!   the level mask that hides codes past each level's codebook. Any other float
+//!   constant is refused (found by the `differential` fuzz target: an overwritten level
+//!   mask made tract's log-probabilities -inf while the fused engine ran).
 
 use std::collections::HashMap;
 
-use super::onnx::{ConstValues, Node, OnnxIndex};
+use super::onnx::{ConstValues, Node, OnnxIndex, MASK_NEG, NORM_EPS};
 use super::Manifest;
 use crate::error::{err, Result};
 
@@ -313,7 +320,84 @@ pub fn check(index: &OnnxIndex, what: &str, m: &Manifest) -> Result<()> {
         }
     }
     check_heads(&g, index, m)?;
-    check_code_offsets(&g, index, m)
+    check_code_offsets(&g, index, m)?;
+    check_float_constants(&g, index, m)
+}
+
+/// The float-constant check of the module docs.
+fn check_float_constants(g: &Graph, index: &OnnxIndex, m: &Manifest) -> Result<()> {
+    let what = g.what;
+    let scale = 1.0 / (m.dims.head_dim as f32).sqrt();
+    let producer_op = |name: &str| g.producer.get(name).map(|p| p.op.as_str());
+    for n in &index.nodes {
+        let (Some((count, dims, values)), Some(out)) = (&n.constant, n.outputs.first()) else {
+            continue;
+        };
+        let users = index
+            .nodes
+            .iter()
+            .filter(|u| u.inputs.iter().any(|i| i == out));
+        match values {
+            ConstValues::Ints(_) | ConstValues::Opaque => {}
+            ConstValues::Floats(v) if *count == 1 && v.len() == 1 => {
+                let v = v[0];
+                for u in users {
+                    let other = u.inputs.iter().find(|i| *i != out).map(String::as_str);
+                    let (want, role) = match u.op.as_str() {
+                        "Sub" if u.inputs.first() == Some(out) => (1.0, "the 1 of `1 - mask`"),
+                        "Mul" if other.and_then(producer_op) == Some("MatMul") => {
+                            (scale, "the attention scale 1/sqrt(head_dim)")
+                        }
+                        "Mul" => (MASK_NEG, "the bias of a masked position"),
+                        "Add" if other.and_then(producer_op) == Some("ReduceMean") => {
+                            (NORM_EPS, "the norm's epsilon")
+                        }
+                        op => {
+                            return Err(err!(
+                                Graph,
+                                "{what}: the float constant {out:?} ({v}) feeds a {op} node; the graphs' scalars feed only `1 - mask`, the mask bias, the norms' epsilon and the attention scale"
+                            ))
+                        }
+                    };
+                    if (v - want).abs() > 1e-6 * want.abs() {
+                        return Err(err!(
+                            Graph,
+                            "{what}: the float constant {out:?} is {v}, but as {role} it must be {want}"
+                        ));
+                    }
+                }
+            }
+            ConstValues::RowMask(rows) => {
+                let lead = &dims[..dims.len() - 2];
+                let (a, b) = (dims[dims.len() - 2], dims[dims.len() - 1]);
+                let causal = a == b
+                    && (a == m.history as i64 || a == m.levels as i64)
+                    && rows.iter().enumerate().all(|(i, &z)| z as usize == i + 1);
+                let levels = a == m.levels as i64
+                    && b == m.max_codebook() as i64
+                    && rows.iter().zip(&m.codebook).all(|(&z, &c)| z as usize == c);
+                let feeds_add = users.clone().all(|u| u.op == "Add");
+                if !(lead.iter().all(|&d| d == 1) && (causal || levels) && feeds_add) {
+                    return Err(err!(
+                        Graph,
+                        "{what}: the mask constant {out:?} of shape {:?} is neither a causal mask over the history ({h}) or the levels ({l}) nor the level mask ({l} x {c}, row l open for codebook[l] codes), added to scores",
+                        &dims[..],
+                        h = m.history,
+                        l = m.levels,
+                        c = m.max_codebook()
+                    ));
+                }
+            }
+            _ => {
+                return Err(err!(
+                    Graph,
+                    "{what}: the float constant {out:?} of shape {:?} is not one the architecture implies (a scalar of `1 - mask`, the mask bias, the norms' epsilon or the attention scale, or a mask of zeros then {MASK_NEG})",
+                    &dims[..]
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The codes' offsets: the graphs turn level-l codes into rows `l * C + code` of their

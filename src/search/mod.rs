@@ -72,6 +72,13 @@ use crate::error::{err, Result};
 use topk::{by_cum, by_key, top_k, Scored};
 
 /// Largest K' a session accepts.
+/// The lowest log-probability the search uses: one below it counts as `LOGP_FLOOR` on
+/// every engine (e^-80 = 1.8e-35). Engines that compute `log(softmax)` underflow to -inf
+/// from about -87 where those that compute `(x - max) - ln z` stay finite, so without a
+/// common floor one bundle would rank differently, or fail, by engine. A NaN or +inf
+/// log-probability still fails the request.
+pub const LOGP_FLOOR: f32 = -80.0;
+
 pub const MAX_BEAMS: usize = 256;
 /// Largest K+ a session accepts.
 pub const MAX_CANDIDATES: usize = 4096;
@@ -540,13 +547,15 @@ impl Searcher {
                     }
                     let code = catalog.node_code(child) as usize;
                     let lp = self.log_probs[i * c + code];
-                    if !lp.is_finite() {
+                    if lp.is_nan() || lp == f32::INFINITY {
                         return Err(err!(
                             Backend,
                             "the decoder gave a non-finite log-probability ({lp}) at level {level} for code {code}: the model's weights or the backend are broken"
                         ));
                     }
-                    let cum = b.cum + lp;
+                    // one range on every engine: tract underflows to -inf where the fused
+                    // and GPU engines stay finite
+                    let cum = b.cum + lp.max(LOGP_FLOOR);
                     self.pool.push(Scored {
                         node: child,
                         parent: i as u32,

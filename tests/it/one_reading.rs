@@ -141,3 +141,89 @@ fn the_code_offsets_are_the_architectures() {
         "offsets added to history_codes",
     );
 }
+
+/// The first `from` f32 in `file` replaced by `to` (the constants of the tiny bundle's
+/// graphs are the only places these values occur).
+fn patch_f32(d: &std::path::Path, file: &str, from: f32, to: f32) {
+    let p = d.join(file);
+    let mut b = std::fs::read(&p).unwrap();
+    let at = b
+        .windows(4)
+        .position(|w| w == from.to_le_bytes())
+        .unwrap_or_else(|| panic!("{file} holds no {from}"));
+    b[at..at + 4].copy_from_slice(&to.to_le_bytes());
+    std::fs::write(&p, &b).unwrap();
+}
+
+/// Float constants that the fused and GPU engines compute for themselves (the masks, the
+/// mask bias, the norms' epsilon, the `1 - mask`) are matched against the architecture at
+/// open.
+#[test]
+fn the_float_constants_are_the_architectures() {
+    refused(
+        "a norm epsilon of 1e-3",
+        |d| patch_f32(d, "encoder.onnx", 1e-6, 1e-3),
+        "the norm's epsilon",
+    );
+    refused(
+        "a mask bias of -1e4",
+        |d| patch_f32(d, "decoder.onnx", -1e9, -1e4),
+        "-1000000000",
+    );
+    refused(
+        "the 1 of 1 - mask as 2",
+        |d| patch_f32(d, "encoder.onnx", 1.0, 2.0),
+        "1 - mask",
+    );
+}
+
+/// Every shipped bundle's graphs pass the constant checks (the exporter writes only what
+/// the architecture implies).
+#[test]
+fn every_shipped_bundle_passes_the_constant_checks() {
+    let models = crate::util::repo().join("models");
+    for b in ["tiny", "ml1m", "ml1m-f16", "ml1m-int8", "ml1m-large-int8"] {
+        Bundle::open(models.join(b)).unwrap_or_else(|e| panic!("{b}: {e}"));
+    }
+    for b in ["causal", "path", "wide"] {
+        let p = crate::util::repo().join("tests/data").join(b);
+        Bundle::open(&p).unwrap_or_else(|e| panic!("{b}: {e}"));
+    }
+}
+
+/// The fourth finding of 2026-12-03 (`corpus/differential/regression-decoder-a4a65f87`):
+/// one decoder head weight overwritten to 226. tract's log-softmax underflowed to -inf for
+/// some codes (the probe refused the bundle) where the fused engine stayed finite (it
+/// loaded). Every engine now floors a log-probability at `search::LOGP_FLOOR`: the bundle
+/// loads on both and gives the same items.
+#[test]
+fn a_wide_logit_range_gives_the_same_items_on_every_engine() {
+    use promise_rt::{CpuEngine, Device, LoadOptions, Model, SearchConfig};
+    let d = crate::util::copy_bundle(&crate::util::tiny());
+    let seed = std::fs::read(
+        crate::util::repo().join("tests/fuzz/corpus/differential/regression-decoder-a4a65f87"),
+    )
+    .unwrap();
+    let p = d.path().join("decoder.onnx");
+    let mut b = std::fs::read(&p).unwrap();
+    let at = u32::from_le_bytes(seed[2..6].try_into().unwrap()) as usize % b.len();
+    for (x, v) in b[at..].iter_mut().zip(&seed[6..]) {
+        *x = *v;
+    }
+    std::fs::write(&p, &b).unwrap();
+    let bundle = Bundle::open(d.path()).unwrap();
+    let load = |e| {
+        Model::load_with(&bundle, Device::Cpu, &LoadOptions::default().with_cpu_engine(e))
+            .unwrap_or_else(|err| panic!("{e:?}: {err}"))
+    };
+    let (fused, tract) = (load(CpuEngine::Fused), load(CpuEngine::Tract));
+    for prm in [false, true] {
+        let cfg = SearchConfig::with_beams(4, 10, prm);
+        let (mut a, mut t) = (fused.session(cfg).unwrap(), tract.session(cfg).unwrap());
+        for h in [&[0u32, 1, 2][..], &[5, 4], &[9]] {
+            let x: Vec<u32> = a.recommend(h).unwrap().iter().map(|r| r.item).collect();
+            let y: Vec<u32> = t.recommend(h).unwrap().iter().map(|r| r.item).collect();
+            assert_eq!(x, y, "history {h:?}, prm {prm}");
+        }
+    }
+}

@@ -134,7 +134,8 @@ def search(rb: RefBundle, history, beams: int, candidates: int, results: int, pr
                     continue
                 nodes.append(child)
                 parents.append(i)
-                cums.append(np.float32(beam_cum[i] + lp[i, rb.node_code[child]]))
+                # the runtime's LOGP_FLOOR: a log-probability below -80 counts as -80
+                cums.append(np.float32(beam_cum[i] + max(lp[i, rb.node_code[child]], np.float32(-80.0))))
                 left.append(u)
         if not nodes:
             return []

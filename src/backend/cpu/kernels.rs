@@ -14,9 +14,9 @@ const NR: usize = 16;
 /// the weight row and the broadcast.
 const MR: usize = 4;
 /// RMSNorm epsilon of models/train/promise_train/model.py.
-pub const NORM_EPS: f32 = 1e-6;
+pub const NORM_EPS: f32 = crate::bundle::onnx::NORM_EPS;
 /// The additive bias of a masked key (models/train/promise_train/model.py `NEG`).
-pub const NEG: f32 = -1e9;
+pub const NEG: f32 = crate::bundle::onnx::MASK_NEG;
 
 /// The instruction set the matmul runs with, found once when a model loads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

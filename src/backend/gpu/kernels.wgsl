@@ -28,6 +28,8 @@ const NONE: u32 = 0xffffffffu;
 const NEG: f32 = -1e9;
 const WG: u32 = 64u;
 const EPS: f32 = 1e-6;
+// search::LOGP_FLOOR: a log-probability below it counts as it, on every engine
+const LOGP_FLOOR: f32 = -80.0;
 
 //!MODEL
 
@@ -530,11 +532,11 @@ fn dec_step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
             left = unseen(child, p.descend);
             if (left > 0u) {
                 let lp = act[row + trie[p.t_code + child]];
-                if (non_finite(lp)) {
+                if (nan_or_pos_inf(lp)) {
                     ints[p.err] = 1;
                 }
                 nd = i32(child);
-                key = cum + lp;
+                key = cum + max(lp, LOGP_FLOOR);
             }
         }
         act[p.a + slots + j] = key;
@@ -653,6 +655,11 @@ fn prm_score(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
 fn total_order(x: f32) -> i32 {
     let b = bitcast<i32>(x);
     return b ^ ((b >> 31u) & 0x7fffffff);
+}
+
+fn nan_or_pos_inf(x: f32) -> bool {
+    let b = bitcast<u32>(x);
+    return (b & 0x7fffffffu) > 0x7f800000u || b == 0x7f800000u;
 }
 
 fn non_finite(x: f32) -> bool {

@@ -9,6 +9,9 @@ use smallvec::SmallVec;
 
 use crate::error::{err, Result};
 
+mod tensor;
+use tensor::{constant, tensor};
+
 /// Tensor dims: inline up to rank 4 (every tensor of our graphs), so indexing a graph
 /// does not allocate per dimension list.
 pub type Dims<T> = SmallVec<[T; 4]>;
@@ -79,9 +82,24 @@ pub struct Initializer {
 pub enum ConstValues {
     Ints(Vec<i64>),
     Floats(Vec<f32>),
-    /// Larger, or of another type: only its element count is known.
+    /// An f32 tensor of rank >= 2 every row of which (over the last axis) is zeros then
+    /// [`MASK_NEG`]s: the masks an attention or a level's codebook adds. Holds each row's
+    /// number of leading zeros (the positions it lets through).
+    RowMask(Vec<u32>),
+    /// Any other f32 tensor (a larger vector, or a rank >= 2 tensor that is not a mask).
+    OtherFloats,
+    /// A larger i64 tensor: only its element count is known.
     Opaque,
 }
+
+/// The value the graphs' masks add to a hidden position (the engines' own masks add the
+/// same: `backend::cpu::kernels::NEG`).
+pub const MASK_NEG: f32 = -1e9;
+/// The epsilon every RMS norm of the graphs adds to its mean square (the engines add the
+/// same: `backend::cpu::kernels::NORM_EPS`).
+pub const NORM_EPS: f32 = 1e-6;
+/// Most rows of a mask the index describes (a larger one is `OtherFloats`).
+pub const MAX_MASK_ROWS: usize = 1 << 16;
 
 /// Largest magnitude of an f16 weight (trained weights stay far below it; f16 tops out at
 /// 65504, and one product of two such values overflows an engine computing in f16).
@@ -550,120 +568,6 @@ fn node(r: &Reader) -> Result<Node> {
     Ok(n)
 }
 
-/// The dims of a tensor: field 1, unpacked varints or packed.
-fn push_dims(r: &Reader, f: Field, dims: &mut Dims<i64>) -> Result<()> {
-    match f {
-        Field::Varint(v) => dims.push(v as i64),
-        Field::Bytes(s, e) => {
-            let mut p = r.sub(s, e);
-            while p.pos < p.end {
-                dims.push(p.varint()? as i64);
-            }
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-/// A tensor's storage: exactly one of raw_data and the typed fields, else engines
-/// disagree on which one holds the values.
-fn one_storage(count: usize, r: &Reader, whose: &str) -> Result<()> {
-    if count > 1 {
-        return Err(err!(
-            Graph,
-            "{}: {whose} stores its values twice (raw_data and a typed field); expected one",
-            r.what
-        ));
-    }
-    Ok(())
-}
-
-/// A `Constant` node's tensor: element count, dims, and its values when small.
-fn constant(r: &Reader) -> Result<(u64, Dims<i64>, ConstValues)> {
-    let mut r = r.sub(r.pos, r.end);
-    let (mut dims, mut elem) = (Dims::new(), ElemType::Other(0));
-    let (mut raw, mut ints, mut floats) = (None, None, None);
-    let mut stores = 0;
-    fields(&mut r, "a Constant's tensor", TENSOR, |r, num, f| {
-        match (num, f) {
-            (1, f) => push_dims(r, f, &mut dims)?,
-            (2, Field::Varint(v)) => elem = ElemType::from_code(v as i64),
-            (4, Field::Bytes(s, e)) => (floats, stores) = (Some((s, e)), stores + 1),
-            (5, Field::Bytes(..)) => stores += 1,
-            (7, Field::Bytes(s, e)) => (ints, stores) = (Some((s, e)), stores + 1),
-            (9, Field::Bytes(s, e)) => (raw, stores) = (Some((s, e)), stores + 1),
-            (14, Field::Varint(v)) if v != 0 => {
-                return Err(err!(Graph, "{}: a Constant uses external data", r.what))
-            }
-            _ => {}
-        }
-        Ok(())
-    })?;
-    one_storage(stores, &r, "a Constant")?;
-    // a constant's values reach tract alone (the fused and GPU engines build their own
-    // masks and shapes): a non-finite one would make the engines disagree
-    if elem == ElemType::F32 {
-        if let Some((s, e)) = raw.or(floats) {
-            if let Some(i) = r.buf[s..e]
-                .chunks_exact(4)
-                .position(|c| !f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite())
-            {
-                return Err(err!(
-                    Graph,
-                    "{}: a Constant holds a non-finite value at element {i}; constants are finite",
-                    r.what
-                ));
-            }
-        }
-    }
-    let count = dims
-        .iter()
-        .try_fold(
-            1u64,
-            |a, &d| if d < 0 { None } else { a.checked_mul(d as u64) },
-        )
-        .ok_or_else(|| {
-            err!(
-                Graph,
-                "{}: a Constant has invalid dims {:?}",
-                r.what,
-                &dims[..]
-            )
-        })?;
-    let small = count as usize <= MAX_CONST_VALUES;
-    let values = match (elem, raw, ints, floats) {
-        (ElemType::I64, Some((s, e)), _, _) if small && e - s == 8 * count as usize => {
-            ConstValues::Ints(
-                r.buf[s..e]
-                    .chunks_exact(8)
-                    .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
-                    .collect(),
-            )
-        }
-        (ElemType::I64, None, Some((s, e)), _) if small => {
-            let mut p = r.sub(s, e);
-            let mut v = Vec::new();
-            while p.pos < p.end && v.len() <= MAX_CONST_VALUES {
-                v.push(p.varint()? as i64);
-            }
-            ConstValues::Ints(v)
-        }
-        // raw_data, or float_data (packed fixed32): both little-endian f32s
-        (ElemType::F32, Some((s, e)), _, _) | (ElemType::F32, None, _, Some((s, e)))
-            if small && e - s == 4 * count as usize =>
-        {
-            ConstValues::Floats(
-                r.buf[s..e]
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-                    .collect(),
-            )
-        }
-        _ => ConstValues::Opaque,
-    };
-    Ok((count, dims, values))
-}
-
 fn value_info(r: &Reader) -> Result<ValueInfo> {
     let mut r = r.sub(r.pos, r.end);
     let mut vi = ValueInfo {
@@ -730,127 +634,4 @@ fn dim(r: &Reader) -> Result<Dim> {
         Ok(())
     })?;
     Ok(d)
-}
-
-fn tensor(r: &Reader) -> Result<Initializer> {
-    let mut r = r.sub(r.pos, r.end);
-    let mut t = Initializer {
-        name: String::new(),
-        elem: ElemType::Other(0),
-        dims: Dims::new(),
-        offset: 0,
-        len: 0,
-        raw: false,
-    };
-    let mut stores = 0;
-    fields(&mut r, "an initializer", TENSOR, |r, num, f| {
-        match (num, f) {
-            (1, f) => push_dims(r, f, &mut t.dims)?,
-            (2, Field::Varint(v)) => t.elem = ElemType::from_code(v as i64),
-            (8, Field::Bytes(s, e)) => t.name = string(r.buf, s, e, r.what)?,
-            (9, Field::Bytes(s, e)) => {
-                t.offset = s;
-                t.len = e - s;
-                t.raw = true;
-                stores += 1;
-            }
-            (4 | 5 | 7, Field::Bytes(s, e)) => {
-                // typed (non-raw) storage: refused for initializers by `index`
-                t.offset = s;
-                t.len = e - s;
-                stores += 1;
-            }
-            (14, Field::Varint(v)) if v != 0 => {
-                return Err(err!(
-                    Graph,
-                    "{}: initializer {:?} uses external data, which bundles do not allow",
-                    r.what,
-                    t.name
-                ));
-            }
-            _ => {}
-        }
-        Ok(())
-    })?;
-    one_storage(stores, &r, "an initializer")?;
-    if t.raw {
-        let n: i64 = t
-            .dims
-            .iter()
-            .try_fold(1i64, |a, &d| if d < 0 { None } else { a.checked_mul(d) })
-            .ok_or_else(|| {
-                err!(
-                    Graph,
-                    "{}: initializer {:?} has invalid dims {:?}",
-                    r.what,
-                    t.name,
-                    t.dims
-                )
-            })?;
-        let want = (n as u128) * t.elem.size() as u128;
-        if t.elem.size() != 0 && want != t.len as u128 {
-            return Err(err!(
-                Graph,
-                "{}: initializer {:?} has {} bytes of data, expected {want} for dims {:?}",
-                r.what,
-                t.name,
-                t.len,
-                t.dims
-            ));
-        }
-    }
-    Ok(t)
-}
-
-impl OnnxIndex {
-    /// Find an initializer by name.
-    pub fn initializer(&self, name: &str) -> Option<&Initializer> {
-        self.initializers.iter().find(|i| i.name == name)
-    }
-    /// Check every weight's values: each f32 and f16 value finite, each f16 value within
-    /// [`MAX_F16_WEIGHT`] (an engine that computes in f16 overflows on larger products), and
-    /// each int8 scale (`<name>.scale`) finite, positive and at most [`MAX_INT8_SCALE`].
-    pub fn check_finite(&self, buf: &[u8], what: &str) -> Result<()> {
-        for init in self.initializers.iter().filter(|i| i.raw) {
-            let data = &buf[init.offset..init.offset + init.len];
-            let is_scale = init.name.ends_with(".scale");
-            let bad = match init.elem {
-                ElemType::F32 => data
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .enumerate()
-                    .find(|(_, v)| {
-                        !v.is_finite() || (is_scale && !(*v > 0.0 && *v <= MAX_INT8_SCALE))
-                    }),
-                ElemType::F16 => data
-                    .chunks_exact(2)
-                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                    .enumerate()
-                    .find(|(_, v)| !v.is_finite() || v.abs() > MAX_F16_WEIGHT),
-                _ => None,
-            };
-            if let Some((i, v)) = bad {
-                if !v.is_finite() {
-                    return Err(err!(
-                        Graph,
-                        "{what}: weight {:?} holds a non-finite value ({v}) at element {i}",
-                        init.name
-                    ));
-                }
-                let expected = if is_scale {
-                    format!("an int8 scale is finite and in (0, {MAX_INT8_SCALE}]")
-                } else if init.elem == ElemType::F16 {
-                    format!("an f16 weight is finite and within +-{MAX_F16_WEIGHT}")
-                } else {
-                    "a weight is finite".to_string()
-                };
-                return Err(err!(
-                    Graph,
-                    "{what}: weight {:?} holds {v} at element {i}; {expected}",
-                    init.name
-                ));
-            }
-        }
-        Ok(())
-    }
 }
