@@ -14,7 +14,8 @@
 # reuses benches/scale.sh (its bundles in WORK, its JSON in OUT/promise).
 # NowPlaying-1M (optional, real quality): set NP_LOG (a split log.pkl from `promise_train
 # log`), NP_SASREC (SASRec weights trained on it), NP_BUNDLE (the bundle built from it) and
-# NP_PAIRS (the test examples from `promise_train log --pairs`); none of these is committed
+# NP_PAIRS (the test examples from `promise_train log --pairs`), and NP_QUALITY (the test
+# rows of models/train/results_log.sh, for the quality column); none of these is committed
 # (the dataset's terms), the recipe is in models/README.md.
 # Run it with nothing else compiling or training: the timings are wall clock on one core.
 #
@@ -45,5 +46,8 @@ if [[ -n "${NP_BUNDLE:-}" ]]; then
     --pairs test --results 20 --requests "$REQUESTS" --quality --out "$OUT/np_dense.json" > /dev/null
   "$BIN" bench --bundle "$NP_BUNDLE" --pairs "$NP_PAIRS" --results 20 --requests "$REQUESTS" --json \
     > "$OUT/np_promise.json"
+  # the configuration NowPlaying's validation picked (models/train/results_log.sh)
+  "$BIN" bench --bundle "$NP_BUNDLE" --pairs "$NP_PAIRS" --results 20 --requests "$REQUESTS" --json \
+    --no-prm --beams 16 --candidates 20 > "$OUT/np_promise_plain.json"
 fi
-"$PY" benches/dense_vs_promise_plot.py "$OUT" $SIZES
+NP_QUALITY=${NP_QUALITY:-} "$PY" benches/dense_vs_promise_plot.py "$OUT" $SIZES

@@ -9,7 +9,9 @@
 # 1. the validation split picks `mix` for each (K', K+) of the PRM-guided search;
 # 2. the test split: plain and PRM-guided search for both bundles, with the per-level share
 #    of users whose true prefix the search keeps (the "semantic drift" table);
-# writes models/results/{valid,ml1m,ml1m-large}.jsonl and table.md.
+# 3. each bundle's PRM alone, every item scored exhaustively (no beam; the reference
+#    reader, onnxruntime), on validation and test: what the verifier knows by itself;
+# writes models/results/{valid,ml1m,ml1m-large,prm_alone}.jsonl and table.md.
 # Env: SMALL, LARGE (the two bundles, default models/ml1m and models/ml1m-large), PROMISE_BIN,
 # PRM_BUNDLES (the bundles whose PRM is measured, default both: "ml1m ml1m-large").
 set -euo pipefail
@@ -60,6 +62,14 @@ for b in ml1m ml1m-large; do
     for mix in $(echo $mixes | tr ' ' '\n' | sort -u); do
       ev --bundle "${DIR[$b]}" --beams "$1" --candidates "$2" --mix "$mix" >> "$OUT/$b.jsonl"
     done
+  done
+done
+# 3. the PRM alone, exhaustive
+rm -f "$OUT/prm_alone.jsonl"
+for b in ml1m ml1m-large; do
+  for split in valid test; do
+    PYTHONPATH=models/train "$PY" -m promise_train reference prm-alone --bundle "${DIR[$b]}" \
+      --data "$(dirname "$DATA")" --split "$split" >> "$OUT/prm_alone.jsonl"
   done
 done
 PYTHONPATH=models/train "$PY" -m promise_train table "$OUT" > "$OUT/table.md"

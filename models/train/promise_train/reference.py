@@ -95,14 +95,9 @@ def leaf_range(rb: RefBundle, node: int, depth: int):
     return a, b
 
 
-def search(rb: RefBundle, history, beams: int, candidates: int, results: int, prm: bool, mix: float = 0.0):
-    """One request, with the semantics of the Rust search module's docs (src/search/mod.rs):
-    a prefix is valid while an unseen leaf lies under it; beams are the top K' by key, then
-    more in key order until they hold N unseen leaves (the full-feed rule). Returns
-    [(item, score)]: min(N, unseen items) of them."""
-    L, H, C = rb.L, rb.H, rb.C
-    if len(history) == 0:
-        raise ValueError("empty history")
+def encode(rb: RefBundle, history):
+    """The encoder's memory and the history mask for the last H items of `history`."""
+    L, H = rb.L, rb.H
     recent = list(history)[-H:]
     n = len(recent)
     item_col = rb.man["model"].get("encoder_input", "codes") == "codes_and_item"
@@ -112,12 +107,23 @@ def search(rb: RefBundle, history, beams: int, candidates: int, results: int, pr
     if item_col:                                   # the item's own index after its codes
         codes[0, H - n:, L] = recent
     mask[0, H - n:] = 1.0
+    return rb.enc.run(None, {"history_codes": codes, "history_mask": mask})[0], mask
+
+
+def search(rb: RefBundle, history, beams: int, candidates: int, results: int, prm: bool, mix: float = 0.0):
+    """One request, with the semantics of the Rust search module's docs (src/search/mod.rs):
+    a prefix is valid while an unseen leaf lies under it; beams are the top K' by key, then
+    more in key order until they hold N unseen leaves (the full-feed rule). Returns
+    [(item, score)]: min(N, unseen items) of them."""
+    L, H, C = rb.L, rb.H, rb.C
+    if len(history) == 0:
+        raise ValueError("empty history")
     seen_leaves = np.unique(rb.item_leaf[np.asarray(history, np.int64)])
 
     def unseen(node, depth):
         a, b = leaf_range(rb, node, depth)
         return (b - a) - int(np.searchsorted(seen_leaves, b) - np.searchsorted(seen_leaves, a))
-    mem = rb.enc.run(None, {"history_codes": codes, "history_mask": mask})[0]
+    mem, mask = encode(rb, history)
     beam_nodes = np.array([0], np.int64)
     beam_cum = np.array([0.0], np.float32)
     beam_codes = np.zeros((1, max(L - 1, 1)), np.int64)
@@ -216,7 +222,7 @@ def evaluate(rb, rows, cfg):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("cmd", choices=["eval", "golden", "popularity", "bench"])
+    ap.add_argument("cmd", choices=["eval", "golden", "popularity", "bench", "prm-alone"])
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--dump")
     ap.add_argument("--bundle")
@@ -247,6 +253,27 @@ def main():
         print(json.dumps({"model": "popularity", "split": args.split, **res}))
         return
     rb = RefBundle(args.bundle, args.threads)
+    if args.cmd == "prm-alone":
+        # the bundle's PRM as a dense model: every item's leaf scored, no beam, seen items
+        # excluded, ties to the smaller node (the search's rule)
+        top = rb.level_start[rb.L]
+        leaves = np.arange(top, rb.level_start[rb.L + 1], dtype=np.int64)
+        items = rb.leaf_item[leaves - top]
+        acc = {"recall@5": 0.0, "recall@10": 0.0, "ndcg@5": 0.0, "ndcg@10": 0.0}
+        for hist, target in rows:
+            mem, mask = encode(rb, hist)
+            s = rb.prm.run(None, {"memory": mem, "history_mask": mask, **rb.prm_inputs(leaves)})[0]
+            s = s.reshape(-1).astype(np.float64)
+            s[np.isin(items, np.asarray(hist))] = -np.inf
+            ranked = [(int(items[i]), float(s[i])) for i in order(s, leaves)[:10]]
+            for k, v in metrics(ranked, target).items():
+                acc[k] += v
+        res = {k: v / len(rows) for k, v in acc.items()}
+        print(json.dumps({"model": "the bundle's PRM alone, every item scored (no beam)",
+                          "bundle": os.path.basename(os.path.normpath(args.bundle)),
+                          "prm_kind": rb.man["model"].get("prm_kind", "attention"),
+                          "split": args.split, "users": len(rows), **res}))
+        return
     if args.cmd == "bench":
         # the same requests as `promise bench`: test-split histories after 20 warm-up users
         cfg = parse_config(args.configs.split(",")[0])
