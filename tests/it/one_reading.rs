@@ -213,8 +213,12 @@ fn a_wide_logit_range_gives_the_same_items_on_every_engine() {
     std::fs::write(&p, &b).unwrap();
     let bundle = Bundle::open(d.path()).unwrap();
     let load = |e| {
-        Model::load_with(&bundle, Device::Cpu, &LoadOptions::default().with_cpu_engine(e))
-            .unwrap_or_else(|err| panic!("{e:?}: {err}"))
+        Model::load_with(
+            &bundle,
+            Device::Cpu,
+            &LoadOptions::default().with_cpu_engine(e),
+        )
+        .unwrap_or_else(|err| panic!("{e:?}: {err}"))
     };
     let (fused, tract) = (load(CpuEngine::Fused), load(CpuEngine::Tract));
     for prm in [false, true] {

@@ -1,5 +1,6 @@
-//! The GPU backend (feature `gpu`): our own WGSL kernels ([`kernels.wgsl`](kernels.wgsl))
-//! run through wgpu, on any adapter wgpu finds (Vulkan, Metal, DX12).
+//! The GPU backend (feature `gpu`): our own WGSL kernels ([`kernels.wgsl`](kernels.wgsl),
+//! the search in [`search.wgsl`](search.wgsl)) run through wgpu, on any adapter wgpu finds
+//! (Vulkan, Metal, DX12).
 //!
 //! Load: the weights of the three graphs go from the mapped ONNX initializers straight into
 //! two GPU buffers (`wts`: every rank >= 2 weight in the bundle's own format, f32 / f16 /
@@ -40,8 +41,8 @@
 //! Rooms: `device.rs` (adapter, limits, pipelines), `upload.rs` (weights and trie into
 //! buffers), `layout.rs` (the model's constants and weight table), `plan.rs` (every
 //! dispatch of a session), `session.rs` (buffers, the request path, read-back),
-//! `shader.rs` + `kernels.wgsl` (the kernels); this file holds the options and the loaded
-//! model.
+//! `shader.rs` + `kernels.wgsl` + `search.wgsl` (the kernels); this file holds the options
+//! and the loaded model.
 
 mod device;
 mod layout;

@@ -12,7 +12,7 @@ pub struct Variant {
     pub subgroups: bool,
 }
 
-const SOURCE: &str = include_str!("kernels.wgsl");
+const SOURCE: &str = concat!(include_str!("kernels.wgsl"), include_str!("search.wgsl"));
 
 const REDUCE_SHARED: &str = "
 fn wg_sum(v: f32) -> f32 {
