@@ -19,11 +19,14 @@
 //!   (`NORM_EPS`), the attention scale, a causal mask over the history or the levels, and
 //!   the level mask that hides codes past each level's codebook. Any other float
 //!   constant is refused (found by the `differential` fuzz target: an overwritten level
-//!   mask made tract's log-probabilities -inf while the fused engine ran).
+//!   mask made tract's log-probabilities -inf while the fused engine ran);
+//! - **attributes**: every node attribute is one the exporter writes, with a value the
+//!   fused and GPU engines assume ([`ATTRS`]): softmaxes and norms over the last axis, the
+//!   transposes of attention, casts to f32; an attribute a node may not carry is refused.
 
 use std::collections::HashMap;
 
-use super::onnx::{ConstValues, Node, OnnxIndex, MASK_NEG, NORM_EPS};
+use super::onnx::{AttrValue, ConstValues, Node, OnnxIndex, MASK_NEG, NORM_EPS};
 use super::Manifest;
 use crate::error::{err, Result};
 
@@ -55,6 +58,90 @@ pub const OPS: &[&str] = &[
     "Where",
 ];
 
+/// The attributes a node may carry, per operator, and the values each may take (all ints
+/// or int lists): what the export pipeline writes and what the fused and GPU engines,
+/// which read no attribute, compute. An operator not listed carries none (`Constant`'s
+/// `value` is read apart). `ConstantOfShape`'s `value` must be the i64 tensor `[1]`.
+pub const ATTRS: &[(&str, &str, &[&[i64]])] = &[
+    ("Cast", "to", &[&[1]]),
+    ("Concat", "axis", &[&[0], &[1]]),
+    ("Gather", "axis", &[&[0], &[1]]),
+    ("LogSoftmax", "axis", &[&[-1]]),
+    ("Softmax", "axis", &[&[-1]]),
+    ("ReduceMean", "axes", &[&[-1]]),
+    ("ReduceMean", "keepdims", &[&[1]]),
+    ("ReduceSum", "keepdims", &[&[0]]),
+    ("Reshape", "allowzero", &[&[0]]),
+    (
+        "Transpose",
+        "perm",
+        &[&[0, 2, 1, 3], &[0, 2, 3, 1], &[1, 0, 2]],
+    ),
+];
+
+/// Attributes whose default means something else than the engines compute: a ReduceMean
+/// without `axes` reduces every axis, a Transpose without `perm` reverses them all.
+const REQUIRED_ATTRS: &[(&str, &str)] = &[("ReduceMean", "axes"), ("Transpose", "perm")];
+
+/// The attribute check of the module docs.
+fn check_attributes(index: &OnnxIndex, what: &str) -> Result<()> {
+    for n in &index.nodes {
+        let name = n.outputs.first().map(String::as_str).unwrap_or("");
+        if let Some((_, attr)) = REQUIRED_ATTRS
+            .iter()
+            .find(|(op, attr)| *op == n.op && !n.attrs.iter().any(|a| a.name == *attr))
+        {
+            return Err(err!(
+                Graph,
+                "{what}: node {name:?} ({}) has no {attr:?}; the engines need it explicit",
+                n.op
+            ));
+        }
+        for a in &n.attrs {
+            if n.op == "ConstantOfShape" && a.name == "value" {
+                if a.value != AttrValue::Tensor(ConstValues::Ints(vec![1])) {
+                    return Err(err!(
+                        Graph,
+                        "{what}: node {name:?} (ConstantOfShape) fills with {:?}; the graphs fill shapes with the i64 tensor [1]",
+                        a.value
+                    ));
+                }
+                continue;
+            }
+            let allowed = ATTRS
+                .iter()
+                .find(|(op, attr, _)| *op == n.op && *attr == a.name)
+                .map(|x| x.2);
+            let got: Option<&[i64]> = match &a.value {
+                AttrValue::Int(i) => Some(std::slice::from_ref(i)),
+                AttrValue::Ints(v) => Some(&v[..]),
+                _ => None,
+            };
+            match (allowed, got) {
+                (Some(vals), Some(g)) if vals.contains(&g) => {}
+                (Some(vals), _) => {
+                    return Err(err!(
+                        Graph,
+                        "{what}: node {name:?} ({}) has {} = {:?}; the engines compute it only with {vals:?}",
+                        n.op,
+                        a.name,
+                        a.value
+                    ))
+                }
+                (None, _) => {
+                    return Err(err!(
+                        Graph,
+                        "{what}: node {name:?} ({}) carries the attribute {:?}, which the bundle graphs do not use",
+                        n.op,
+                        a.name
+                    ))
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Operators that may run on constants alone: they move or relabel values, never multiply
 /// them (folding them yields at most what went in).
 const PLUMBING: &[&str] = &["Cast", "Concat", "Reshape", "Shape", "Squeeze", "Unsqueeze"];
@@ -65,10 +152,12 @@ pub const MAX_CONST_ELEMS: u64 = 1 << 20;
 /// Most constant elements one graph may hold in `Constant` nodes.
 pub const MAX_GRAPH_CONST_ELEMS: u64 = 1 << 22;
 
-/// One element of a small shape vector: known, or from a runtime shape.
+/// One element of a small shape vector: known, dimension k of a runtime tensor's shape, or
+/// otherwise from a runtime shape.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum V {
     Known(i64),
+    Dim(i64),
     Dynamic,
 }
 
@@ -108,7 +197,16 @@ impl<'a> Graph<'a> {
             // an element of a runtime tensor's shape
             "Gather" => {
                 let src = self.producer.get(n.inputs.first()?.as_str())?;
-                (src.op == "Shape").then(|| vec![V::Dynamic])
+                let k = match n
+                    .inputs
+                    .get(1)
+                    .and_then(|i| self.eval(i, depth + 1))
+                    .as_deref()
+                {
+                    Some([V::Known(k)]) => V::Dim(*k),
+                    _ => V::Dynamic,
+                };
+                (src.op == "Shape").then(|| vec![k])
             }
             // the shape of a vector we can evaluate: its length
             "Shape" => {
@@ -239,6 +337,7 @@ fn check_dataflow(index: &OnnxIndex, what: &str) -> Result<()> {
 
 pub fn check(index: &OnnxIndex, what: &str, m: &Manifest) -> Result<()> {
     check_dataflow(index, what)?;
+    check_attributes(index, what)?;
     let mut g = Graph {
         what,
         producer: HashMap::new(),
@@ -305,7 +404,7 @@ pub fn check(index: &OnnxIndex, what: &str, m: &Manifest) -> Result<()> {
             let known = shape.iter().try_fold(1u64, |acc, v| match v {
                 V::Known(x) if *x < -1 => None,
                 V::Known(x) => acc.checked_mul((*x).max(1) as u64),
-                V::Dynamic => Some(acc),
+                V::Dim(_) | V::Dynamic => Some(acc),
             });
             match known {
                 Some(k) if k <= MAX_CONST_ELEMS && shape.len() <= 6 => {}
@@ -321,7 +420,50 @@ pub fn check(index: &OnnxIndex, what: &str, m: &Manifest) -> Result<()> {
     }
     check_heads(&g, index, m)?;
     check_code_offsets(&g, index, m)?;
-    check_float_constants(&g, index, m)
+    check_float_constants(&g, index, m)?;
+    check_reshapes(&g, index, m)
+}
+
+/// Every `Reshape` target is one the architecture implies: a token's width split into heads
+/// (`[b, s, heads or prm_heads, head_dim]`), merged back (`[b, s, d_model]`, or
+/// `heads x head_dim` or `prm_heads x head_dim` wide), or flattened
+/// (`[-1]`), where `(b, s)` is the batch and sequence of a runtime tensor
+/// (`shape(x)[0], shape(x)[1]`) or the fixed `(1, history)` of the memory. The fused and
+/// GPU engines do exactly these reshapes without reading the graph, so a target built from
+/// other constants or other dimensions would make tract compute something else.
+fn check_reshapes(g: &Graph, index: &OnnxIndex, m: &Manifest) -> Result<()> {
+    let (h, p, dh, d) = (
+        m.dims.heads as i64,
+        m.dims.prm_heads as i64,
+        m.dims.head_dim as i64,
+        m.dims.d_model as i64,
+    );
+    let hist = m.history as i64;
+    for n in index.nodes.iter().filter(|n| n.op == "Reshape") {
+        let name = n.outputs.first().map(String::as_str).unwrap_or("");
+        let t = n.inputs.get(1).and_then(|x| g.eval(x, 0));
+        let lead_ok = |b: V, s: V| {
+            matches!((b, s), (V::Dim(0), V::Dim(1))) || (b, s) == (V::Known(1), V::Known(hist))
+        };
+        let ok = match t.as_deref() {
+            Some([V::Known(-1)]) => true,
+            Some([b, s, V::Known(x), V::Known(y)]) => {
+                lead_ok(*b, *s) && (*x == h || *x == p) && *y == dh
+            }
+            Some([b, s, V::Known(x)]) => {
+                lead_ok(*b, *s) && (*x == d || *x == h * dh || *x == p * dh)
+            }
+            _ => false,
+        };
+        if !ok {
+            return Err(err!(
+                Graph,
+                "{}: node {name:?} reshapes to {t:?}; the graphs reshape only to [b, s, heads, head_dim], [b, s, width] (d_model or heads x head_dim) or [-1] (b, s: a tensor's batch and sequence, or 1 and the history {hist})",
+                g.what
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The float-constant check of the module docs.
@@ -426,7 +568,7 @@ fn check_code_offsets(g: &Graph, index: &OnnxIndex, m: &Manifest) -> Result<()> 
                         v.iter()
                             .map(|x| match x {
                                 V::Known(x) => Some(*x),
-                                V::Dynamic => None,
+                                V::Dim(_) | V::Dynamic => None,
                             })
                             .collect::<Option<Vec<i64>>>()
                     });

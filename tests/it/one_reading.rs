@@ -231,3 +231,73 @@ fn a_wide_logit_range_gives_the_same_items_on_every_engine() {
         }
     }
 }
+
+/// The first `from` in `file` replaced by `to` (same length).
+fn patch_bytes(d: &std::path::Path, file: &str, from: &[u8], to: &[u8]) {
+    let p = d.join(file);
+    let mut b = std::fs::read(&p).unwrap();
+    let at = b
+        .windows(from.len())
+        .position(|w| w == from)
+        .unwrap_or_else(|| panic!("{file} holds no {from:?}"));
+    b[at..at + to.len()].copy_from_slice(to);
+    std::fs::write(&p, &b).unwrap();
+}
+
+/// Node attributes change what tract computes while the fused and GPU engines read none:
+/// each must be one the exporter writes, with the value the engines assume.
+#[test]
+fn the_attributes_are_the_architectures() {
+    refused(
+        "a transpose of attention with its perm changed (0,2,1,3 -> 0,1,2,3)",
+        |d| {
+            patch_bytes(
+                d,
+                "encoder.onnx",
+                b"perm\x40\x00\x40\x02\x40\x01\x40\x03",
+                b"perm\x40\x00\x40\x01\x40\x02\x40\x03",
+            )
+        },
+        "the engines compute it only with",
+    );
+    refused(
+        "a Concat axis of 2",
+        |d| {
+            patch_bytes(
+                d,
+                "encoder.onnx",
+                b"\x0a\x04axis\x18\x00",
+                b"\x0a\x04axis\x18\x02",
+            )
+        },
+        "the engines compute it only with",
+    );
+    refused(
+        "an attribute the graphs do not use",
+        |d| patch_bytes(d, "encoder.onnx", b"\x0a\x04axis", b"\x0a\x04axiz"),
+        "which the bundle graphs do not use",
+    );
+    refused(
+        "a transpose without its perm (the default reverses every axis)",
+        |d| patch_bytes(d, "encoder.onnx", b"\x0a\x04perm", b"\x0a\x04perq"),
+        "has no \"perm\"",
+    );
+}
+
+/// A reshape target built from other constants than the architecture's (the history's 20
+/// rows split as 10) is refused at open.
+#[test]
+fn the_reshape_targets_are_the_architectures() {
+    refused(
+        "a head split over 10 rows instead of the history's 20",
+        |d| {
+            let mut from = 20i64.to_le_bytes().to_vec();
+            let mut to = 10i64.to_le_bytes().to_vec();
+            // a Constant's raw_data field (9) of 8 bytes: 0x4a 0x08
+            from.splice(0..0, [0x4a, 0x08]);
+            to.splice(0..0, [0x4a, 0x08]);
+            patch_bytes(d, "encoder.onnx", &from, &to)
+        },
+        "reshapes to",
+    );
+}

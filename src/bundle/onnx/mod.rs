@@ -10,7 +10,7 @@ use smallvec::SmallVec;
 use crate::error::{err, Result};
 
 mod tensor;
-use tensor::{constant, tensor};
+use tensor::{constant, push_dims, tensor};
 
 /// Tensor dims: inline up to rank 4 (every tensor of our graphs), so indexing a graph
 /// does not allocate per dimension list.
@@ -121,7 +121,29 @@ pub struct Node {
     pub outputs: Vec<String>,
     /// For `Constant`: (element count, dims, values); `None` for other operators.
     pub constant: Option<(u64, Dims<i64>, ConstValues)>,
+    /// The node's attributes other than a `Constant`'s `value`, in file order.
+    pub attrs: Vec<Attr>,
 }
+
+/// One node attribute, as far as the graph checks read it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attr {
+    pub name: String,
+    pub value: AttrValue,
+}
+
+/// An attribute's value: an int, ints, a tensor (its values when small), or another kind
+/// (a float, string, graph, ...), which no bundle graph uses.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AttrValue {
+    Int(i64),
+    Ints(Dims<i64>),
+    Tensor(ConstValues),
+    Other,
+}
+
+/// Most attributes one node may carry, and most ints one attribute may list.
+pub const MAX_ATTRS: usize = 8;
 
 /// Graph I/O, initializer index and nodes of one ONNX file.
 #[derive(Clone, Debug, Default)]
@@ -521,9 +543,12 @@ fn node(r: &Reader) -> Result<Node> {
         inputs: Vec::new(),
         outputs: Vec::new(),
         constant: None,
+        attrs: Vec::new(),
     };
     let mut value = None;
     let mut attrs = 0usize;
+    // tensor-valued attributes, parsed once the operator is known (fields may come in any order)
+    let mut tensors = Vec::new();
     fields(&mut r, "a node", NODE, |r, num, f| {
         match (num, f) {
             (1, Field::Bytes(s, e)) => n.inputs.push(string(r.buf, s, e, r.what)?),
@@ -533,18 +558,53 @@ fn node(r: &Reader) -> Result<Node> {
             (5, Field::Bytes(s, e)) => {
                 attrs += 1;
                 let mut a = r.sub(s, e);
-                let (mut name, mut t) = (String::new(), None);
+                if attrs > MAX_ATTRS {
+                    return Err(err!(
+                        Graph,
+                        "{}: a node carries more than {MAX_ATTRS} attributes",
+                        r.what
+                    ));
+                }
+                let (mut name, mut t, mut v) = (String::new(), None, AttrValue::Other);
+                let mut ints = Dims::new();
+                let mut kinds = 0;
                 fields(&mut a, "an attribute", ATTRIBUTE, |a, an, af| {
                     match (an, af) {
                         (1, Field::Bytes(s2, e2)) => name = string(a.buf, s2, e2, a.what)?,
-                        (5, Field::Bytes(s2, e2)) => t = Some((s2, e2)),
+                        (3, Field::Varint(x)) => (v, kinds) = (AttrValue::Int(x as i64), kinds + 1),
+                        (5, Field::Bytes(s2, e2)) => (t, kinds) = (Some((s2, e2)), kinds + 1),
+                        (8, f) => {
+                            push_dims(a, f, &mut ints)?;
+                            if ints.len() > 16 {
+                                return Err(err!(
+                                    Graph,
+                                    "{}: an attribute lists more than 16 ints",
+                                    a.what
+                                ));
+                            }
+                        }
+                        (2 | 4 | 7 | 9, _) => kinds += 1,
                         _ => {}
                     }
                     Ok(())
                 })?;
+                if !ints.is_empty() {
+                    (v, kinds) = (AttrValue::Ints(ints), kinds + 1);
+                }
+                if kinds > 1 {
+                    return Err(err!(
+                        Graph,
+                        "{}: attribute {name:?} holds values of more than one kind",
+                        r.what
+                    ));
+                }
                 if name == "value" {
                     value = t;
                 }
+                if let Some(span) = t {
+                    tensors.push((n.attrs.len(), span));
+                }
+                n.attrs.push(Attr { name, value: v });
             }
             _ => {}
         }
@@ -564,6 +624,11 @@ fn node(r: &Reader) -> Result<Node> {
             }
         };
         n.constant = Some(constant(&r.sub(s, e))?);
+        n.attrs.clear();
+    } else {
+        for (i, (s, e)) in tensors {
+            n.attrs[i].value = AttrValue::Tensor(constant(&r.sub(s, e))?.2);
+        }
     }
     Ok(n)
 }
