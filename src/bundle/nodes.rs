@@ -421,7 +421,42 @@ pub fn check(index: &OnnxIndex, what: &str, m: &Manifest) -> Result<()> {
     check_heads(&g, index, m)?;
     check_code_offsets(&g, index, m)?;
     check_float_constants(&g, index, m)?;
-    check_reshapes(&g, index, m)
+    check_reshapes(&g, index, m)?;
+    check_axes(&g, index)
+}
+
+/// The axes that Unsqueeze, Squeeze and ReduceSum take as an input (from opset 13) are one
+/// constant axis each, in the range of the graphs' tensors (rank <= 4): the exporter writes
+/// nothing else, and an axis outside a tensor's rank makes tract fail where the fused
+/// engine, which reads no axis, runs (found by the `differential` fuzz target:
+/// `corpus/differential/regression-axes-0f9f292e`).
+fn check_axes(g: &Graph, index: &OnnxIndex) -> Result<()> {
+    for n in index
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op.as_str(), "Unsqueeze" | "Squeeze" | "ReduceSum"))
+    {
+        let name = n.outputs.first().map(String::as_str).unwrap_or("");
+        let axes = n
+            .inputs
+            .get(1)
+            .and_then(|x| match &g.producer.get(x.as_str())?.constant {
+                Some((_, _, ConstValues::Ints(v))) => Some(v.clone()),
+                _ => None,
+            });
+        match axes.as_deref() {
+            Some([a]) if (-1..=3).contains(a) => {}
+            _ => {
+                return Err(err!(
+                    Graph,
+                    "{}: node {name:?} ({}) takes the axes {axes:?}; the graphs give one constant axis in -1..=3",
+                    g.what,
+                    n.op
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Every `Reshape` target is one the architecture implies: a token's width split into heads

@@ -301,3 +301,27 @@ fn the_reshape_targets_are_the_architectures() {
         "reshapes to",
     );
 }
+
+/// The differential finding of 2026-12-06 (`corpus/differential/regression-axes-0f9f292e`):
+/// an Unsqueeze's axes constant overwritten with a huge value. tract panicked optimising
+/// the encoder while the fused engine ran it; now the axes are checked at open.
+#[test]
+fn the_axes_are_in_range() {
+    refused(
+        "the encoder's first Unsqueeze axes overwritten",
+        |d| {
+            let seed = std::fs::read(
+                crate::util::repo().join("tests/fuzz/corpus/differential/regression-axes-0f9f292e"),
+            )
+            .unwrap();
+            let p = d.join("encoder.onnx");
+            let mut b = std::fs::read(&p).unwrap();
+            let at = u32::from_le_bytes(seed[2..6].try_into().unwrap()) as usize % b.len();
+            for (x, v) in b[at..].iter_mut().zip(&seed[6..]) {
+                *x = *v;
+            }
+            std::fs::write(&p, &b).unwrap();
+        },
+        "the graphs give one constant axis in -1..=3",
+    );
+}
