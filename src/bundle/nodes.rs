@@ -422,7 +422,35 @@ pub fn check(index: &OnnxIndex, what: &str, m: &Manifest) -> Result<()> {
     check_code_offsets(&g, index, m)?;
     check_float_constants(&g, index, m)?;
     check_reshapes(&g, index, m)?;
-    check_axes(&g, index)
+    check_axes(&g, index)?;
+    check_constant_indices(&g, index)
+}
+
+/// A `Gather` whose indices are a constant picks dimension 0 or 1 of a shape, or row 0, 1
+/// or the last (-1) of a tensor: one constant index, as the exporter writes (the
+/// `differential` fuzz target: an overwritten index made tract read past a tensor where
+/// the fused engine, which reads no index, ran; `corpus/differential/regression-gather-0d0df605`).
+fn check_constant_indices(g: &Graph, index: &OnnxIndex) -> Result<()> {
+    for n in index.nodes.iter().filter(|n| n.op == "Gather") {
+        let Some(src) = n.inputs.get(1).and_then(|x| g.producer.get(x.as_str())) else {
+            continue;
+        };
+        let Some((_, dims, values)) = &src.constant else {
+            continue;
+        };
+        if !(dims.is_empty()
+            && matches!(values, ConstValues::Ints(v) if v.len() == 1 && (-1..=1).contains(&v[0])))
+        {
+            let name = n.outputs.first().map(String::as_str).unwrap_or("");
+            return Err(err!(
+                Graph,
+                "{}: node {name:?} (Gather) takes the constant indices {values:?} of shape {:?}; the graphs gather one scalar index, -1, 0 or 1",
+                g.what,
+                &dims[..]
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The axes that Unsqueeze, Squeeze and ReduceSum take as an input (from opset 13) are one

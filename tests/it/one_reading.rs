@@ -142,6 +142,25 @@ fn the_code_offsets_are_the_architectures() {
     );
 }
 
+/// A `differential` fuzz input applied to the bundle in `d` as the target applies it:
+/// `[graph (encoder, decoder, prm), mode (odd: xor), offset u32 LE, payload...]`.
+fn replay(d: &std::path::Path, seed: &str) {
+    let data = std::fs::read(
+        crate::util::repo()
+            .join("tests/fuzz/corpus/differential")
+            .join(seed),
+    )
+    .unwrap();
+    let file = ["encoder.onnx", "decoder.onnx", "prm.onnx"][data[0] as usize % 3];
+    let p = d.join(file);
+    let mut b = std::fs::read(&p).unwrap();
+    let at = u32::from_le_bytes(data[2..6].try_into().unwrap()) as usize % b.len();
+    for (x, v) in b[at..].iter_mut().zip(&data[6..]) {
+        *x = if data[1] % 2 == 1 { *x ^ *v } else { *v };
+    }
+    std::fs::write(&p, &b).unwrap();
+}
+
 /// The first `from` f32 in `file` replaced by `to` (the constants of the tiny bundle's
 /// graphs are the only places these values occur).
 fn patch_f32(d: &std::path::Path, file: &str, from: f32, to: f32) {
@@ -200,17 +219,7 @@ fn every_shipped_bundle_passes_the_constant_checks() {
 fn a_wide_logit_range_gives_the_same_items_on_every_engine() {
     use promise_rt::{CpuEngine, Device, LoadOptions, Model, SearchConfig};
     let d = crate::util::copy_bundle(&crate::util::tiny());
-    let seed = std::fs::read(
-        crate::util::repo().join("tests/fuzz/corpus/differential/regression-decoder-a4a65f87"),
-    )
-    .unwrap();
-    let p = d.path().join("decoder.onnx");
-    let mut b = std::fs::read(&p).unwrap();
-    let at = u32::from_le_bytes(seed[2..6].try_into().unwrap()) as usize % b.len();
-    for (x, v) in b[at..].iter_mut().zip(&seed[6..]) {
-        *x = *v;
-    }
-    std::fs::write(&p, &b).unwrap();
+    replay(d.path(), "regression-decoder-a4a65f87");
     let bundle = Bundle::open(d.path()).unwrap();
     let load = |e| {
         Model::load_with(
@@ -309,19 +318,19 @@ fn the_reshape_targets_are_the_architectures() {
 fn the_axes_are_in_range() {
     refused(
         "the encoder's first Unsqueeze axes overwritten",
-        |d| {
-            let seed = std::fs::read(
-                crate::util::repo().join("tests/fuzz/corpus/differential/regression-axes-0f9f292e"),
-            )
-            .unwrap();
-            let p = d.join("encoder.onnx");
-            let mut b = std::fs::read(&p).unwrap();
-            let at = u32::from_le_bytes(seed[2..6].try_into().unwrap()) as usize % b.len();
-            for (x, v) in b[at..].iter_mut().zip(&seed[6..]) {
-                *x = *v;
-            }
-            std::fs::write(&p, &b).unwrap();
-        },
+        |d| replay(d, "regression-axes-0f9f292e"),
         "the graphs give one constant axis in -1..=3",
+    );
+}
+
+/// The differential finding of 2026-12-06 (`corpus/differential/regression-gather-0d0df605`):
+/// the PRM's constant Gather index overwritten (0 -> 49920). tract read past a tensor at
+/// the probe where the fused engine ran; now constant indices are checked at open.
+#[test]
+fn constant_gather_indices_are_in_range() {
+    refused(
+        "the PRM's constant Gather index overwritten",
+        |d| replay(d, "regression-gather-0d0df605"),
+        "the graphs gather one scalar index, -1, 0 or 1",
     );
 }

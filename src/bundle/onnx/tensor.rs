@@ -4,7 +4,7 @@
 
 use super::{
     fields, string, ConstValues, Dims, ElemType, Field, Initializer, OnnxIndex, Reader, MASK_NEG,
-    MAX_CONST_VALUES, MAX_F16_WEIGHT, MAX_INT8_SCALE, MAX_MASK_ROWS, TENSOR,
+    MAX_CONST_VALUES, MAX_INT8_SCALE, MAX_MASK_ROWS, MAX_WEIGHT, TENSOR,
 };
 use crate::error::{err, Result};
 
@@ -213,10 +213,15 @@ impl OnnxIndex {
     pub fn initializer(&self, name: &str) -> Option<&Initializer> {
         self.initializers.iter().find(|i| i.name == name)
     }
-    /// Check every weight's values: each f32 and f16 value finite, each f16 value within
-    /// [`MAX_F16_WEIGHT`] (an engine that computes in f16 overflows on larger products), and
-    /// each int8 scale (`<name>.scale`) finite, positive and at most [`MAX_INT8_SCALE`].
+    /// Check every weight's values: each f32 and f16 value finite and within
+    /// [`MAX_WEIGHT`], and each int8 scale (`<name>.scale`) finite, positive and at most
+    /// [`MAX_INT8_SCALE`], so that no engine overflows and every engine ranks alike.
     pub fn check_finite(&self, buf: &[u8], what: &str) -> Result<()> {
+        #[cfg(test)]
+        let range = !super::SKIP_WEIGHT_RANGE.with(|s| s.get());
+        #[cfg(not(test))]
+        let range = true;
+        let big = |v: f32| range && v.abs() > MAX_WEIGHT;
         for init in self.initializers.iter().filter(|i| i.raw) {
             let data = &buf[init.offset..init.offset + init.len];
             let is_scale = init.name.ends_with(".scale");
@@ -226,13 +231,18 @@ impl OnnxIndex {
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .enumerate()
                     .find(|(_, v)| {
-                        !v.is_finite() || (is_scale && !(*v > 0.0 && *v <= MAX_INT8_SCALE))
+                        !v.is_finite()
+                            || if is_scale {
+                                !(*v > 0.0 && (!range || *v <= MAX_INT8_SCALE))
+                            } else {
+                                big(*v)
+                            }
                     }),
                 ElemType::F16 => data
                     .chunks_exact(2)
                     .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
                     .enumerate()
-                    .find(|(_, v)| !v.is_finite() || v.abs() > MAX_F16_WEIGHT),
+                    .find(|(_, v)| !v.is_finite() || big(*v)),
                 _ => None,
             };
             if let Some((i, v)) = bad {
@@ -245,10 +255,13 @@ impl OnnxIndex {
                 }
                 let expected = if is_scale {
                     format!("an int8 scale is finite and in (0, {MAX_INT8_SCALE}]")
-                } else if init.elem == ElemType::F16 {
-                    format!("an f16 weight is finite and within +-{MAX_F16_WEIGHT}")
                 } else {
-                    "a weight is finite".to_string()
+                    let kind = if init.elem == ElemType::F16 {
+                        "f16"
+                    } else {
+                        "f32"
+                    };
+                    format!("an {kind} weight is finite and within +-{MAX_WEIGHT}")
                 };
                 return Err(err!(
                     Graph,
