@@ -472,7 +472,34 @@ fn check_axes(g: &Graph, index: &OnnxIndex) -> Result<()> {
                 Some((_, _, ConstValues::Ints(v))) => Some(v.clone()),
                 _ => None,
             });
+        // a scalar (a constant, or one dimension of a shape) becomes a vector on axis 0:
+        // how the graphs build shape vectors, the only axis a scalar has
+        let scalar = n.op == "Unsqueeze"
+            && n.inputs
+                .first()
+                .and_then(|x| g.producer.get(x.as_str()))
+                .is_some_and(|p| {
+                    matches!(&p.constant, Some((_, d, _)) if d.is_empty())
+                        || (p.op == "Gather"
+                            && p.inputs
+                                .first()
+                                .and_then(|x| g.producer.get(x.as_str()))
+                                .is_some_and(|s| s.op == "Shape")
+                            && p.inputs
+                                .get(1)
+                                .and_then(|x| g.producer.get(x.as_str()))
+                                .is_some_and(
+                                    |i| matches!(&i.constant, Some((_, d, _)) if d.is_empty()),
+                                ))
+                });
         match axes.as_deref() {
+            Some([a]) if scalar && *a != 0 => {
+                return Err(err!(
+                    Graph,
+                    "{}: node {name:?} (Unsqueeze) puts a scalar on axis {a}; the graphs unsqueeze scalars on axis 0",
+                    g.what
+                ))
+            }
             Some([a]) if (-1..=3).contains(a) => {}
             _ => {
                 return Err(err!(

@@ -334,3 +334,21 @@ fn constant_gather_indices_are_in_range() {
         "the graphs gather one scalar index, -1, 0 or 1",
     );
 }
+
+/// A scalar turned into a vector on another axis than 0 (the graphs build every shape
+/// vector so) is refused at open: tract would refuse it, the fused engine would run it.
+#[test]
+fn scalars_are_unsqueezed_on_axis_0() {
+    refused(
+        "the first [0] axes constant set to [1]",
+        |d| {
+            patch_bytes(
+                d,
+                "encoder.onnx",
+                b"\x08\x01\x10\x07\x4a\x08\x00\x00\x00\x00\x00\x00\x00\x00",
+                b"\x08\x01\x10\x07\x4a\x08\x01\x00\x00\x00\x00\x00\x00\x00",
+            )
+        },
+        "puts a scalar on axis 1",
+    );
+}
