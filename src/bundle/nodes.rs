@@ -493,7 +493,7 @@ fn check_axes(g: &Graph, index: &OnnxIndex) -> Result<()> {
                                 ))
                 });
         match axes.as_deref() {
-            Some([a]) if scalar && *a != 0 => {
+            Some([a]) if scalar && *a != 0 && (-1..=3).contains(a) => {
                 return Err(err!(
                     Graph,
                     "{}: node {name:?} (Unsqueeze) puts a scalar on axis {a}; the graphs unsqueeze scalars on axis 0",
