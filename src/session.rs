@@ -488,28 +488,8 @@ mod tests {
     #[cfg(feature = "cpu")]
     #[test]
     fn the_probe_fails_the_load_of_a_model_whose_outputs_overflow() {
-        let tiny = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny");
-        let dir = tempfile::tempdir().unwrap();
-        for e in std::fs::read_dir(&tiny).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
-        }
-        let path = dir.path().join("decoder.onnx");
-        let mut bytes = std::fs::read(&path).unwrap();
-        let idx = crate::bundle::onnx::index(&bytes, "decoder.onnx").unwrap();
-        let w = idx
-            .initializers
-            .iter()
-            .find(|i| i.name == "gen.dec_norm.w")
-            .unwrap();
-        for v in bytes[w.offset..w.offset + w.len].chunks_exact_mut(4) {
-            v.copy_from_slice(&3e38f32.to_le_bytes());
-        }
-        std::fs::write(&path, &bytes).unwrap();
-        assert!(Bundle::open(dir.path()).is_err(), "out of range at open");
-        crate::bundle::onnx::SKIP_WEIGHT_RANGE.with(|s| s.set(true));
-        let bundle = Bundle::open(dir.path()).expect("past the range for this test");
-        crate::bundle::onnx::SKIP_WEIGHT_RANGE.with(|s| s.set(false));
+        let (_dir, bundle) =
+            crate::bundle::onnx::tiny_with_weight("decoder.onnx", "gen.dec_norm.w", 3e38);
         #[allow(unused_mut)]
         let mut engines = vec![CpuEngine::Fused];
         #[cfg(feature = "tract")]

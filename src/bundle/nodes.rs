@@ -561,14 +561,23 @@ fn check_float_constants(g: &Graph, index: &OnnxIndex, m: &Manifest) -> Result<(
     let what = g.what;
     let scale = 1.0 / (m.dims.head_dim as f32).sqrt();
     let producer_op = |name: &str| g.producer.get(name).map(|p| p.op.as_str());
+    // each value's readers, found once (a scan per constant would be quadratic in a
+    // hostile graph's node count)
+    let mut readers: HashMap<&str, Vec<&Node>> = HashMap::new();
+    for u in &index.nodes {
+        for i in &u.inputs {
+            readers.entry(i.as_str()).or_default().push(u);
+        }
+    }
     for n in &index.nodes {
         let (Some((count, dims, values)), Some(out)) = (&n.constant, n.outputs.first()) else {
             continue;
         };
-        let users = index
-            .nodes
+        let users = readers
+            .get(out.as_str())
+            .map_or(&[][..], Vec::as_slice)
             .iter()
-            .filter(|u| u.inputs.iter().any(|i| i == out));
+            .copied();
         match values {
             ConstValues::Ints(_) | ConstValues::Opaque => {}
             ConstValues::Floats(v) if *count == 1 && v.len() == 1 => {

@@ -116,6 +116,39 @@ thread_local! {
     pub(crate) static SKIP_WEIGHT_RANGE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// For unit tests of the non-finite paths: the tiny bundle with every value of weight
+/// `name` in `file` set to `v` (finite, beyond [`MAX_WEIGHT`]), opened past the range
+/// check. The directory lives as long as the returned guard.
+#[cfg(test)]
+pub(crate) fn tiny_with_weight(
+    file: &str,
+    name: &str,
+    v: f32,
+) -> (tempfile::TempDir, super::Bundle) {
+    let tiny = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny");
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(&tiny).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+    }
+    let path = dir.path().join(file);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let idx = index(&bytes, file).unwrap();
+    let w = idx.initializers.iter().find(|i| i.name == name).unwrap();
+    for x in bytes[w.offset..w.offset + w.len].chunks_exact_mut(4) {
+        x.copy_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(
+        super::Bundle::open(dir.path()).is_err(),
+        "out of range at open"
+    );
+    SKIP_WEIGHT_RANGE.with(|s| s.set(true));
+    let bundle = super::Bundle::open(dir.path());
+    SKIP_WEIGHT_RANGE.with(|s| s.set(false));
+    (dir, bundle.expect("past the range for this test"))
+}
+
 /// Largest `Constant` whose values the index keeps.
 pub const MAX_CONST_VALUES: usize = 64;
 /// Most nodes a graph may have (the shipped graphs have a few hundred).
