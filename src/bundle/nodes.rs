@@ -561,53 +561,14 @@ fn check_float_constants(g: &Graph, index: &OnnxIndex, m: &Manifest) -> Result<(
     let what = g.what;
     let scale = 1.0 / (m.dims.head_dim as f32).sqrt();
     let producer_op = |name: &str| g.producer.get(name).map(|p| p.op.as_str());
-    // each value's readers, found once (a scan per constant would be quadratic in a
-    // hostile graph's node count)
-    let mut readers: HashMap<&str, Vec<&Node>> = HashMap::new();
-    for u in &index.nodes {
-        for i in &u.inputs {
-            readers.entry(i.as_str()).or_default().push(u);
-        }
-    }
+    // each float constant's kind and values
     for n in &index.nodes {
         let (Some((count, dims, values)), Some(out)) = (&n.constant, n.outputs.first()) else {
             continue;
         };
-        let users = readers
-            .get(out.as_str())
-            .map_or(&[][..], Vec::as_slice)
-            .iter()
-            .copied();
         match values {
             ConstValues::Ints(_) | ConstValues::Opaque => {}
-            ConstValues::Floats(v) if *count == 1 && v.len() == 1 => {
-                let v = v[0];
-                for u in users {
-                    let other = u.inputs.iter().find(|i| *i != out).map(String::as_str);
-                    let (want, role) = match u.op.as_str() {
-                        "Sub" if u.inputs.first() == Some(out) => (1.0, "the 1 of `1 - mask`"),
-                        "Mul" if other.and_then(producer_op) == Some("MatMul") => {
-                            (scale, "the attention scale 1/sqrt(head_dim)")
-                        }
-                        "Mul" => (MASK_NEG, "the bias of a masked position"),
-                        "Add" if other.and_then(producer_op) == Some("ReduceMean") => {
-                            (NORM_EPS, "the norm's epsilon")
-                        }
-                        op => {
-                            return Err(err!(
-                                Graph,
-                                "{what}: the float constant {out:?} ({v}) feeds a {op} node; the graphs' scalars feed only `1 - mask`, the mask bias, the norms' epsilon and the attention scale"
-                            ))
-                        }
-                    };
-                    if (v - want).abs() > 1e-6 * want.abs() {
-                        return Err(err!(
-                            Graph,
-                            "{what}: the float constant {out:?} is {v}, but as {role} it must be {want}"
-                        ));
-                    }
-                }
-            }
+            ConstValues::Floats(v) if *count == 1 && v.len() == 1 => {}
             ConstValues::RowMask(rows) => {
                 let lead = &dims[..dims.len() - 2];
                 let (a, b) = (dims[dims.len() - 2], dims[dims.len() - 1]);
@@ -617,8 +578,7 @@ fn check_float_constants(g: &Graph, index: &OnnxIndex, m: &Manifest) -> Result<(
                 let levels = a == m.levels as i64
                     && b == m.max_codebook() as i64
                     && rows.iter().zip(&m.codebook).all(|(&z, &c)| z as usize == c);
-                let feeds_add = users.clone().all(|u| u.op == "Add");
-                if !(lead.iter().all(|&d| d == 1) && (causal || levels) && feeds_add) {
+                if !(lead.iter().all(|&d| d == 1) && (causal || levels)) {
                     return Err(err!(
                         Graph,
                         "{what}: the mask constant {out:?} of shape {:?} is neither a causal mask over the history ({h}) or the levels ({l}) nor the level mask ({l} x {c}, row l open for codebook[l] codes), added to scores",
@@ -635,6 +595,48 @@ fn check_float_constants(g: &Graph, index: &OnnxIndex, m: &Manifest) -> Result<(
                     "{what}: the float constant {out:?} of shape {:?} is not one the architecture implies (a scalar of `1 - mask`, the mask bias, the norms' epsilon or the attention scale, or a mask of zeros then {MASK_NEG})",
                     &dims[..]
                 ))
+            }
+        }
+    }
+    // each reader of a float constant: the role it gives it (one pass over the nodes)
+    for u in &index.nodes {
+        for out in &u.inputs {
+            let Some(Some((_, _, values))) = g.producer.get(out.as_str()).map(|p| &p.constant)
+            else {
+                continue;
+            };
+            let v = match values {
+                ConstValues::Floats(v) if v.len() == 1 => v[0],
+                ConstValues::RowMask(_) if u.op == "Add" => continue,
+                ConstValues::RowMask(_) => return Err(err!(
+                    Graph,
+                    "{what}: the mask constant {out:?} feeds a {} node; masks are added to scores",
+                    u.op
+                )),
+                _ => continue,
+            };
+            let other = u.inputs.iter().find(|i| *i != out).map(String::as_str);
+            let (want, role) = match u.op.as_str() {
+                "Sub" if u.inputs.first() == Some(out) => (1.0, "the 1 of `1 - mask`"),
+                "Mul" if other.and_then(producer_op) == Some("MatMul") => {
+                    (scale, "the attention scale 1/sqrt(head_dim)")
+                }
+                "Mul" => (MASK_NEG, "the bias of a masked position"),
+                "Add" if other.and_then(producer_op) == Some("ReduceMean") => {
+                    (NORM_EPS, "the norm's epsilon")
+                }
+                op => {
+                    return Err(err!(
+                        Graph,
+                        "{what}: the float constant {out:?} ({v}) feeds a {op} node; the graphs' scalars feed only `1 - mask`, the mask bias, the norms' epsilon and the attention scale"
+                    ))
+                }
+            };
+            if (v - want).abs() > 1e-6 * want.abs() {
+                return Err(err!(
+                    Graph,
+                    "{what}: the float constant {out:?} is {v}, but as {role} it must be {want}"
+                ));
             }
         }
     }
