@@ -608,11 +608,13 @@ fn check_float_constants(g: &Graph, index: &OnnxIndex, m: &Manifest) -> Result<(
             let v = match values {
                 ConstValues::Floats(v) if v.len() == 1 => v[0],
                 ConstValues::RowMask(_) if u.op == "Add" => continue,
-                ConstValues::RowMask(_) => return Err(err!(
+                ConstValues::RowMask(_) => {
+                    return Err(err!(
                     Graph,
                     "{what}: the mask constant {out:?} feeds a {} node; masks are added to scores",
                     u.op
-                )),
+                ))
+                }
                 _ => continue,
             };
             let other = u.inputs.iter().find(|i| *i != out).map(String::as_str);

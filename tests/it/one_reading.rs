@@ -352,3 +352,60 @@ fn scalars_are_unsqueezed_on_axis_0() {
         "puts a scalar on axis 1",
     );
 }
+
+/// Every shipped bundle and the test bundles load on tract: the load runs the probe
+/// requests through the graphs (tract) and the architecture (the fused engine) side by
+/// side, within `one_meaning`'s tolerance.
+#[test]
+fn every_shipped_bundle_means_one_thing_on_tract() {
+    use promise_rt::{CpuEngine, Device, LoadOptions, Model};
+    let models = crate::util::repo().join("models");
+    let opts = LoadOptions::default().with_cpu_engine(CpuEngine::Tract);
+    let mut dirs: Vec<_> = ["tiny", "ml1m", "ml1m-f16", "ml1m-int8", "ml1m-large-int8"]
+        .iter()
+        .map(|b| models.join(b))
+        .collect();
+    dirs.extend(
+        ["causal", "path", "wide"]
+            .iter()
+            .map(|b| crate::util::repo().join("tests/data").join(b)),
+    );
+    for d in dirs {
+        let b = Bundle::open(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
+        Model::load_with(&b, Device::Cpu, &opts).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
+    }
+}
+
+/// A rewiring within every range the open checks allow: the encoder's mask bias unsqueezed
+/// on axis 3 instead of 2, so the mask hides queries instead of keys. tract runs it (the
+/// shapes broadcast) and computes another model than the architecture the fused engine
+/// runs: the tract load compares the two readings and refuses it.
+#[test]
+fn a_rewired_graph_that_tract_runs_is_refused_on_tract() {
+    use promise_rt::{CpuEngine, Device, LoadOptions, Model};
+    let d = copy_bundle(&tiny());
+    let p = d.path().join("encoder.onnx");
+    let mut b = std::fs::read(&p).unwrap();
+    let name = b"/Constant_4_output_0";
+    let at = b
+        .windows(name.len())
+        .position(|w| w == name)
+        .expect("the mask's second axes constant");
+    let axes2 = b"\x08\x01\x10\x07\x4a\x08\x02\x00\x00\x00\x00\x00\x00\x00";
+    let off = at
+        + b[at..]
+            .windows(axes2.len())
+            .position(|w| w == axes2)
+            .expect("axes [2]");
+    b[off + 6] = 3;
+    std::fs::write(&p, &b).unwrap();
+    let bundle = Bundle::open(d.path()).expect("within the open checks' ranges");
+    let tract = LoadOptions::default().with_cpu_engine(CpuEngine::Tract);
+    let e = Model::load_with(&bundle, Device::Cpu, &tract).expect_err("another model on tract");
+    assert_eq!(e.code(), ErrorCode::Graph, "{e}");
+    assert!(
+        e.to_string()
+            .contains("compute another model than its architecture"),
+        "{e}"
+    );
+}

@@ -15,6 +15,8 @@
 pub(crate) mod fused;
 pub mod kernels;
 #[cfg(feature = "tract")]
+mod one_meaning;
+#[cfg(feature = "tract")]
 mod tract;
 
 use std::sync::Arc;
@@ -49,7 +51,12 @@ impl CpuModel {
                 CpuModel::Fused(Arc::new(fused::FusedModel::load(bundle, Isa::detect())?))
             }
             #[cfg(feature = "tract")]
-            CpuEngine::Tract => CpuModel::Tract(Box::new(tract::TractModel::load(bundle)?)),
+            CpuEngine::Tract => {
+                let t = tract::TractModel::load(bundle)?;
+                let f = Arc::new(fused::FusedModel::load(bundle, Isa::detect())?);
+                one_meaning::check(bundle, &t, &f)?;
+                CpuModel::Tract(Box::new(t))
+            }
             #[cfg(not(feature = "tract"))]
             CpuEngine::Tract => {
                 return Err(crate::error::err!(
