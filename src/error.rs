@@ -104,28 +104,55 @@ pub(crate) fn must_escape(c: char) -> bool {
         || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
 }
 
-/// `message` on one line, every [`must_escape`] character written as `\u{..}`: every
-/// message goes through here, so text quoted from a bundle or a caller (file names,
-/// manifest strings, tract's own messages) cannot inject lines or escape sequences.
-fn one_line(message: String) -> String {
-    if !message.chars().any(must_escape) {
-        return message;
-    }
-    let mut out = String::with_capacity(message.len() + 16);
-    for c in message.chars() {
+/// The most characters of a quoted value a message carries ([`escape`]); the rest is
+/// elided with its length, so a 10 MB id makes a message of a few hundred bytes.
+pub const MAX_QUOTED_CHARS: usize = 96;
+/// The most characters of any message (a backstop behind [`MAX_QUOTED_CHARS`]: a message
+/// quotes a few values and a few numbers).
+pub const MAX_MESSAGE_CHARS: usize = 1024;
+
+/// `text` on one line, every [`must_escape`] character written as `\u{..}`, cut after
+/// `max` characters of output with the number of bytes elided.
+fn bounded(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max * 2) + 16);
+    let mut shown = 0usize;
+    for (at, c) in text.char_indices() {
+        if shown >= max {
+            out.push_str(&format!("... ({} more bytes)", text.len() - at));
+            return out;
+        }
         if must_escape(c) {
             out.push_str(&format!("\\u{{{:x}}}", c as u32));
         } else {
             out.push(c);
         }
+        shown += 1;
     }
     out
 }
 
-/// `text` as every message of the library quotes it: on one line, control and invisible
-/// format characters written as `\u{..}`. The CLI prints paths and names through it too.
+/// `message` on one line and at most [`MAX_MESSAGE_CHARS`] long: every message goes
+/// through here, so text quoted from a bundle or a caller (file names, manifest strings,
+/// tract's own messages) cannot inject lines or escape sequences, nor grow a message
+/// without bound.
+fn one_line(message: String) -> String {
+    if message.len() <= MAX_MESSAGE_CHARS && !message.chars().any(must_escape) {
+        return message;
+    }
+    bounded(&message, MAX_MESSAGE_CHARS)
+}
+
+/// `text` as every message of the library quotes a value: on one line, control and
+/// invisible format characters written as `\u{..}`, at most [`MAX_QUOTED_CHARS`]
+/// characters and then the number of bytes elided. The CLI prints values through it too.
 pub fn escape(text: &str) -> String {
-    one_line(text.to_owned())
+    bounded(text, MAX_QUOTED_CHARS)
+}
+
+/// [`escape`] for what is longer than an id, a path or a whole message the CLI prints:
+/// bounded by [`MAX_MESSAGE_CHARS`] / 2.
+pub fn escape_long(text: &str) -> String {
+    bounded(text, MAX_MESSAGE_CHARS / 2)
 }
 
 impl Error {
@@ -192,5 +219,27 @@ mod tests {
         assert!(!e.message().chars().any(must_escape));
         // a plain message is kept as it is
         assert_eq!(Error::new(ErrorCode::Io, "plain é").message(), "plain é");
+    }
+
+    #[test]
+    fn quoted_values_and_messages_are_bounded() {
+        let huge = "é".repeat(5_000_000); // a 10 MB id
+        let q = escape(&huge);
+        assert!(q.starts_with(&"é".repeat(MAX_QUOTED_CHARS)));
+        assert!(q.ends_with(&format!(
+            "... ({} more bytes)",
+            10_000_000 - 2 * MAX_QUOTED_CHARS
+        )));
+        assert!(q.len() < 300, "{}", q.len());
+        // a short value is quoted whole
+        assert_eq!(escape("sku-1"), "sku-1");
+        assert_eq!(
+            escape(&"a".repeat(MAX_QUOTED_CHARS)),
+            "a".repeat(MAX_QUOTED_CHARS)
+        );
+        // the message itself is bounded even when a caller quotes a value raw
+        let e = Error::new(ErrorCode::InvalidArgument, format!("id {huge} is bad\n"));
+        assert!(e.message().chars().count() < MAX_MESSAGE_CHARS + 40);
+        assert!(!e.message().chars().any(must_escape));
     }
 }

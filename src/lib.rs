@@ -94,10 +94,12 @@ pub use session::{IdFeed, LoadOptions, Model, Session};
 pub mod internals {
     #[cfg(feature = "cpu")]
     pub use crate::backend::cpu::{kernels, CpuModel};
+    pub use crate::bundle::ids::{id_problem, MAX_ID_BYTES};
     pub use crate::bundle::open_regular;
-    pub use crate::error::escape;
+    pub use crate::error::{escape, escape_long};
     #[cfg(feature = "ffi")]
     pub use crate::ffi::{inject_fault, Fault};
+    pub use crate::search::MAX_HISTORY;
     /// The ONNX index the bundle checks are built on (the fuzz targets' entry point).
     pub mod onnx {
         pub use crate::bundle::onnx::*;

@@ -170,6 +170,16 @@ fn eval_data_is_bounded_and_paths_are_escaped() {
     }
 }
 
+/// The item indices of a `recommend --json` feed, best first.
+fn feed_items(v: &serde_json::Value) -> Vec<u64> {
+    v["recommendations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["item"].as_u64().unwrap())
+        .collect()
+}
+
 /// The tiny bundle with app ids `sku-00000`.. (tests/it/ids.rs).
 fn tiny_with_ids() -> tempfile::TempDir {
     use crate::ids::{items, sku, with_ids};
@@ -205,14 +215,7 @@ fn recommend_and_eval_speak_the_apps_ids() {
         .output()
         .unwrap();
     let w: serde_json::Value = serde_json::from_slice(&by_index.stdout).unwrap();
-    let items = |v: &serde_json::Value| -> Vec<u64> {
-        v["recommendations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["item"].as_u64().unwrap())
-            .collect()
-    };
+    let items = feed_items;
     assert_eq!(items(&v), items(&w));
     let out = promise()
         .args(["recommend", "--indices", "--bundle"])
@@ -271,4 +274,124 @@ fn recommend_and_eval_speak_the_apps_ids() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+}
+
+/// Any legal id can be asked for (the quoting rule of `--history`, `--history-file`), every
+/// id a file holds is checked where it is read (the error names the file and the line),
+/// messages stay small, and a feed by indices carries the ids too.
+#[test]
+fn every_legal_id_can_be_asked_for_and_files_are_read_line_by_line() {
+    use crate::ids::{items, sku, with_ids};
+    let mut names: Vec<String> = (0..items()).map(sku).collect();
+    names[1] = "a,b".into(); // a comma inside an id
+    names[2] = " ".into(); // a blank id is an id
+    names[3] = "back\\slash".into();
+    let refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+    let dir = with_ids(&promise_rt::bundle::ids::encode(&refs));
+    let feed = |args: &[&str]| -> serde_json::Value {
+        let out = promise()
+            .args(["recommend", "--json", "--bundle"])
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let items_of = feed_items;
+    let by_index = feed(&["--indices", "--history", "1,2,3"]);
+    // --indices on a bundle with ids: every item still carries its id
+    for r in by_index["recommendations"].as_array().unwrap() {
+        assert_eq!(r["id"], names[r["item"].as_u64().unwrap() as usize], "{r}");
+    }
+    let quoted = feed(&["--history", "a\\,b, ,back\\\\slash"]);
+    assert_eq!(quoted["unknown_history_ids"], 0, "{quoted}");
+    assert_eq!(items_of(&quoted), items_of(&by_index));
+    let file = dir.path().join("history.txt");
+    std::fs::write(&file, "a,b\n \r\nback\\slash\n").unwrap();
+    let from_file = feed(&["--history-file", file.to_str().unwrap()]);
+    assert_eq!(from_file["unknown_history_ids"], 0, "{from_file}");
+    assert_eq!(items_of(&from_file), items_of(&by_index));
+
+    let fails = |args: &[&str], needle: &str| {
+        let out = promise()
+            .args(["recommend", "--bundle"])
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(
+            err.len() < 600 && err.lines().count() == 1,
+            "{args:?}: {} bytes: {err}",
+            err.len()
+        );
+    };
+    fails(&["--history", "a\\b"], "a backslash quotes only");
+    fails(&["--history", "sku-00005,,x"], "--history id 1 () is empty");
+    let huge = "x".repeat(100_000);
+    fails(&["--history", &huge], "more bytes");
+    std::fs::write(&file, format!("sku-00005\n{}\n", "é".repeat(5_000))).unwrap();
+    fails(
+        &["--history-file", file.to_str().unwrap()],
+        "line 2: the id",
+    );
+
+    // pairs files: a malformed id names its line; a line over the bound is not read whole
+    let pairs = dir.path().join("p.pairs");
+    let eval = |extra: &[&str]| {
+        promise()
+            .args(["eval", "--json", "--bundle"])
+            .arg(dir.path())
+            .arg("--pairs")
+            .arg(&pairs)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    for (line, needle) in [
+        ("sku-00005\t\tsku-00001", "line 2: history id 1 () is empty"),
+        ("sku-00005\tx\u{1b}[31m\tsku-00001", "line 2: history id 1"),
+        ("sku-00005\tsku-00001\t", "line 2: the target () is empty"),
+    ] {
+        std::fs::write(&pairs, format!("sku-00004\tsku-00001\n{line}\n")).unwrap();
+        let out = eval(&[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(needle) && err.contains("p.pairs"),
+            "{needle}: {err}"
+        );
+        assert!(!err.contains('\u{1b}'), "{err}");
+    }
+    let long: Vec<String> = (0..70_000).map(|_| "sku-00001".to_owned()).collect();
+    std::fs::write(
+        &pairs,
+        format!("sku-00004\tsku-00001\n{}\tsku-00002\n", long.join("\t")),
+    )
+    .unwrap();
+    let err = String::from_utf8_lossy(&eval(&[]).stderr).into_owned();
+    assert!(
+        err.contains("line 2: the history holds 70000 ids, at most 65536"),
+        "{err}"
+    );
+    // --results 5 reports @5 only
+    std::fs::write(&pairs, "sku-00004\tsku-00001\n").unwrap();
+    let out = eval(&["--results", "5", "--beams", "2", "--candidates", "8"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v.get("recall@5").is_some() && v.get("recall@10").is_none(),
+        "{v}"
+    );
 }

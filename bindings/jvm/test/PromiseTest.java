@@ -91,6 +91,9 @@ public final class PromiseTest {
             expect(PromiseException.Code.INVALID_ARGUMENT, "control character id",
                 () -> s.recommendIds(new String[] {sku(1), "a\u0007b"}));
             expect(PromiseException.Code.INVALID_ARGUMENT, "NUL in an id", () -> s.recommendIds(new String[] {"a\u0000b"}));
+            // a lone surrogate is refused by position, never encoded as '?' (another catalog id)
+            expect(PromiseException.Code.INVALID_ARGUMENT, "lone surrogate", () -> s.recommendIds(new String[] {sku(1), "a\uD800"}));
+            expect(PromiseException.Code.INVALID_ARGUMENT, "lone low surrogate", () -> s.recommendIds(new String[] {"\uDC00x"}));
             expect(PromiseException.Code.UNKNOWN_ITEM, "itemId past the end", () -> m.itemId(m.numItems()));
             try {
                 s.recommendIds(new String[] {sku(1), null});

@@ -124,7 +124,7 @@ pub(crate) struct Options {
 /// dropped, histories left empty skipped (what `recommend_ids` would do, resolved before
 /// the clock starts so that the timed call is the index path).
 fn pair_histories(c: &Common, path: &Path) -> Result<Vec<Vec<u32>>, Failure> {
-    let pairs = crate::data::Pairs::load(path)?;
+    let pairs = crate::ids::Pairs::load(path)?;
     let bundle = c.open()?;
     let ids = bundle.ids().ok_or_else(|| {
         anyhow::anyhow!(

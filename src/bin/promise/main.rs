@@ -7,6 +7,7 @@ mod bench;
 mod data;
 #[cfg(feature = "tract")]
 mod flops;
+mod ids;
 mod sweep;
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -19,7 +20,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// A path as the CLI prints it: through the library's escaping (one line, control and
 /// invisible characters written as `\u{..}`), like every path in the library's errors.
 pub(crate) fn shown(p: &std::path::Path) -> String {
-    promise_rt::internals::escape(&p.display().to_string())
+    promise_rt::internals::escape_long(&p.display().to_string())
 }
 use promise_rt::{Bundle, CpuEngine, Device, Model, OpenOptions, Recommendation, SearchConfig};
 
@@ -88,9 +89,18 @@ enum Cmd {
         common: Common,
         /// Items, oldest first, comma-separated: the app's ids when the bundle carries
         /// them (e.g. "sku-1,sku-7"; ids not in the catalog are skipped and counted), else
-        /// item indices (e.g. 12,7,99).
-        #[arg(long, value_delimiter = ',', required = true)]
-        history: Vec<String>,
+        /// item indices (e.g. 12,7,99). Ids are kept exactly as written; a backslash quotes
+        /// a comma or a backslash inside an id ("a\,b" is the one id "a,b").
+        #[arg(
+            long,
+            required_unless_present = "history_file",
+            conflicts_with = "history_file"
+        )]
+        history: Option<String>,
+        /// Read the history from this file instead, one id (or index) per line, verbatim
+        /// (no quoting); `-` reads stdin.
+        #[arg(long, value_name = "FILE")]
+        history_file: Option<PathBuf>,
         /// Read --history as item indices even when the bundle carries the app's ids.
         #[arg(long)]
         indices: bool,
@@ -321,9 +331,16 @@ fn main() {
         Cmd::Recommend {
             common,
             history,
+            history_file,
             indices,
             json,
-        } => recommend(&common, &history, indices, json),
+        } => match (&history, &history_file) {
+            (_, Some(path)) => ids::read_history_file(path),
+            (Some(h), None) => ids::split_history(h),
+            (None, None) => Ok(Vec::new()),
+        }
+        .map_err(Failure::from)
+        .and_then(|history| recommend(&common, &history, indices, json)),
         Cmd::Eval {
             common,
             data,
@@ -339,8 +356,9 @@ fn main() {
             common,
             json,
             pairs: Some(pairs),
+            per_level,
             ..
-        } => eval_pairs(&common, &pairs, json),
+        } => eval_pairs(&common, &pairs, json, per_level),
         Cmd::Eval {
             common,
             data,
@@ -391,7 +409,7 @@ fn main() {
             // one line, control characters escaped: what a path or a file quoted can hold
             eprintln!(
                 "error: {}",
-                promise_rt::internals::escape(&format!("{e:#}"))
+                promise_rt::internals::escape_long(&format!("{e:#}"))
             );
             std::process::exit(1);
         }
@@ -406,7 +424,8 @@ fn parse_indices(history: &[String], why: &str) -> Result<Vec<u32>, Failure> {
         .map(|(i, h)| {
             h.trim().parse::<u32>().map_err(|_| {
                 Failure::from(anyhow::anyhow!(
-                    "--history item {i} is {h:?}: expected an item index (a number from 0), {why}"
+                    "--history item {i} is {:?}: expected an item index (a number from 0), {why}",
+                    promise_rt::internals::escape(h)
                 ))
             })
         })
@@ -418,11 +437,6 @@ fn recommend(c: &Common, history: &[String], indices: bool, json: bool) -> Resul
     let mut session = c.session(&model, c.config())?;
     let cfg = *session.config();
     let by_id = !indices && model.bundle().ids().is_some();
-    // `--history=` is an empty history (the library names it), not one blank item
-    let history = match history {
-        [only] if only.trim().is_empty() => &[][..],
-        h => h,
-    };
     let t = Instant::now();
     // (index, app id, score) per row, and the history ids the catalog does not know
     let (rows, unknown): (Vec<(u32, Option<String>, f32)>, usize) = if by_id {
@@ -443,7 +457,12 @@ fn recommend(c: &Common, history: &[String], indices: bool, json: bool) -> Resul
         };
         let history = parse_indices(history, why)?;
         let recs = session.recommend(&history)?;
-        (recs.iter().map(|r| (r.item, None, r.score)).collect(), 0)
+        // a bundle with ids names every item, whichever way the history came
+        let id = |item: u32| model.bundle().ids().map(|ids| ids.get(item).to_owned());
+        (
+            recs.iter().map(|r| (r.item, id(r.item), r.score)).collect(),
+            0,
+        )
     };
     let ms = t.elapsed().as_secs_f64() * 1e3;
     if json {
@@ -600,10 +619,18 @@ fn eval(c: &Common, d: &DataArgs, split: &str, json: bool, per_level: bool) -> R
     Ok(())
 }
 
-fn eval_pairs(c: &Common, path: &std::path::Path, json: bool) -> Result<(), Failure> {
-    let pairs = data::Pairs::load(path)?;
+fn eval_pairs(
+    c: &Common,
+    path: &std::path::Path,
+    json: bool,
+    per_level: bool,
+) -> Result<(), Failure> {
+    let pairs = ids::Pairs::load(path)?;
     let model = c.load()?;
     let mut session = c.session(&model, c.config())?;
+    session.set_trace(per_level)?;
+    let catalog = model.bundle().catalog();
+    let mut survived = vec![0.0f64; if per_level { catalog.levels() } else { 0 }];
     let n = c.results;
     let bar = progress(pairs.len() as u64, "examples");
     bar.set_message("eval");
@@ -615,8 +642,27 @@ fn eval_pairs(c: &Common, path: &std::path::Path, json: bool) -> Result<(), Fail
         let feed = session.recommend_ids(&history)?;
         unknown_history += feed.unknown();
         empty += usize::from(feed.is_empty());
-        if let Some(rank) = feed.iter().position(|(id, _)| id == target) {
-            for (k, cut) in [10, n].into_iter().enumerate() {
+        let rank = feed.iter().position(|(id, _)| id == target);
+        // the per-level survival of the target's true prefix (HRecall): a target the
+        // catalog does not know, or an empty feed, survives nowhere
+        let target_item = match (per_level, model.bundle().ids()) {
+            (true, Some(ids)) if !feed.is_empty() => ids.lookup(target.as_bytes()),
+            _ => None,
+        };
+        if let Some(item) = target_item {
+            let mut node = 0u32;
+            for (b, s) in survived.iter_mut().enumerate() {
+                let Some(child) = catalog.child_with_code(node, catalog.item_code(item, b)) else {
+                    break;
+                };
+                node = child;
+                if session.kept(b).contains(&node) {
+                    *s += 1.0;
+                }
+            }
+        }
+        if let Some(rank) = rank {
+            for (k, cut) in [10.min(n), n].into_iter().enumerate() {
                 if rank < cut {
                     hit[k] += 1.0;
                     gain[k] += 1.0 / ((rank + 2) as f64).log2();
@@ -631,14 +677,22 @@ fn eval_pairs(c: &Common, path: &std::path::Path, json: bool) -> Result<(), Fail
     let ms = t.elapsed().as_secs_f64() * 1e3 / total.max(1) as f64;
     let m = total.max(1) as f64;
     let (r10, rn, n10, nn) = (hit[0] / m, hit[1] / m, gain[0] / m, gain[1] / m);
+    // @10 only when the feeds hold 10 items: a 5-item feed has no Recall@10
+    let at10 = n >= 10;
     if json {
-        println!(
-            "{}",
-            serde_json::json!({"bundle": model.bundle().manifest().name, "pairs": shown(path),
-            "config": cfg_json(session.config()), "examples": total, "recall@10": r10, format!("recall@{n}"): rn,
-            "ndcg@10": n10, format!("ndcg@{n}"): nn, "unknown_history_ids": unknown_history,
-            "empty_feeds": empty, "ms_per_request": ms})
-        );
+        let mut out = serde_json::json!({"bundle": model.bundle().manifest().name, "pairs": shown(path),
+            "config": cfg_json(session.config()), "examples": total, format!("recall@{n}"): rn,
+            format!("ndcg@{n}"): nn, "unknown_history_ids": unknown_history,
+            "empty_feeds": empty, "ms_per_request": ms});
+        if at10 {
+            out["recall@10"] = r10.into();
+            out["ndcg@10"] = n10.into();
+        }
+        if per_level {
+            out["true_prefix_kept_per_level"] =
+                survived.iter().map(|s| s / m).collect::<Vec<_>>().into();
+        }
+        println!("{out}");
     } else {
         println!(
             "bundle {}, {} examples of {}, {}",
@@ -647,10 +701,21 @@ fn eval_pairs(c: &Common, path: &std::path::Path, json: bool) -> Result<(), Fail
             shown(path),
             describe(session.config())
         );
-        println!("Recall@10 {r10:.4}  Recall@{n} {rn:.4}  NDCG@10 {n10:.4}  NDCG@{n} {nn:.4}  ({ms:.2} ms/request)");
+        if at10 && n != 10 {
+            println!("Recall@10 {r10:.4}  Recall@{n} {rn:.4}  NDCG@10 {n10:.4}  NDCG@{n} {nn:.4}  ({ms:.2} ms/request)");
+        } else {
+            println!("Recall@{n} {rn:.4}  NDCG@{n} {nn:.4}  ({ms:.2} ms/request)");
+        }
         println!(
             "{unknown_history} history ids unknown to the catalog (skipped), {empty} empty feeds"
         );
+        for (b, s) in survived.iter().enumerate() {
+            println!(
+                "level {}: the true prefix is kept for {:.4} of examples",
+                b + 1,
+                s / m
+            );
+        }
     }
     Ok(())
 }

@@ -68,7 +68,7 @@ public final class PromiseSession implements AutoCloseable {
                 throw new PromiseException(PromiseException.Code.INVALID_ARGUMENT.ordinal(),
                         "history id " + i + " holds a NUL character");
             }
-            byte[] b = history[i].getBytes(StandardCharsets.UTF_8);
+            byte[] b = strictUtf8(history[i], i);
             ids.write(b, 0, b.length);
             ids.write(0);
         }
@@ -81,6 +81,25 @@ public final class PromiseSession implements AutoCloseable {
             out[i] = new Recommendation(items[i], model.itemId(items[i]), scores[i]);
         }
         return new IdFeed(out, unknown[0]);
+    }
+
+    /**
+     * {@code id} as UTF-8, strictly: a malformed UTF-16 string (an unpaired surrogate) is
+     * {@link PromiseException.Code#INVALID_ARGUMENT} naming the id and the position, never
+     * replaced by {@code ?} (which could match another catalog id).
+     */
+    static byte[] strictUtf8(String id, int index) {
+        for (int j = 0; j < id.length(); j++) {
+            char c = id.charAt(j);
+            if (Character.isHighSurrogate(c) && j + 1 < id.length() && Character.isLowSurrogate(id.charAt(j + 1))) {
+                j++;
+            } else if (Character.isSurrogate(c)) {
+                throw new PromiseException(PromiseException.Code.INVALID_ARGUMENT.ordinal(),
+                        "history id " + index + " is not valid UTF-16: an unpaired surrogate U+"
+                                + Integer.toHexString(c).toUpperCase() + " at char " + j);
+            }
+        }
+        return id.getBytes(StandardCharsets.UTF_8);
     }
 
     /**
