@@ -30,6 +30,7 @@ COMMANDS = {
     "reference": ("reference", "the NumPy + onnxruntime reference search: golden files, eval, bench"),
     "table": ("table", "the markdown quality table from models/results"),
     "dense-bench": ("dense", "SASRec with exhaustive int8 scoring (onnxruntime, 1 thread): size, load, RSS, p50/p99"),
+    "head": ("head", "the dense PRM alone over every item: the search's exhaustive ceiling"),
     "params": ("params", "a bundle's parameters and the share that grows with the catalog"),
 }
 SCRIPTS = {
@@ -39,7 +40,7 @@ SCRIPTS = {
 
 
 def usage() -> str:
-    lines = ["usage: python -m promise_train <command> [args]", "", "commands:"]
+    lines = ["usage: python -m promise_train <command> [args] [--debug]", "", "commands:"]
     for name, (_, what) in {**COMMANDS, **SCRIPTS}.items():
         lines.append(f"  {name:<14} {what}")
     return "\n".join(lines)
@@ -57,10 +58,31 @@ def main() -> int:
     if cmd not in COMMANDS:
         print(f"unknown command {cmd!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    debug = "--debug" in rest or os.environ.get("PROMISE_DEBUG") == "1"
+    rest = [a for a in rest if a != "--debug"]
     mod = importlib.import_module(f"promise_train.{COMMANDS[cmd][0]}")
     sys.argv = [f"promise_train {cmd}", *rest]
-    mod.main()
+    try:
+        mod.main()
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except Exception as e:  # noqa: BLE001 - the one top-level handler: one line, no traceback
+        if debug:
+            raise
+        print(f"promise_train {cmd}: error: {one_line(e)} (--debug shows the traceback)", file=sys.stderr)
+        return 2
     return 0
+
+
+def one_line(e: BaseException, limit: int = 300) -> str:
+    """An exception as one bounded line: its message (or its kind), newlines folded."""
+    msg = str(e) or type(e).__name__
+    if isinstance(e, OSError) and e.filename is not None:
+        msg = f"{e.filename}: {e.strerror or msg}"
+    elif not isinstance(e, ValueError):
+        msg = f"{type(e).__name__}: {msg}"
+    msg = " ".join(msg.split())
+    return msg if len(msg) <= limit else msg[:limit] + "..."
 
 
 if __name__ == "__main__":

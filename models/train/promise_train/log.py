@@ -26,8 +26,11 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import math
 import os
 from dataclasses import dataclass, field
+
+from .outputs import check_destination, output, output_folder
 
 
 class LogError(ValueError):
@@ -37,16 +40,37 @@ class LogError(ValueError):
 MAX_ID_BYTES = 256     # the runtime's limit on an external id (ids.bin)
 
 
+MAX_LINE_BYTES = 1 << 20   # one line of a CSV/TSV log, read before it is parsed
+# a timestamp's magnitude: nanoseconds since 1970 reach 1e18 about the year 2286; anything
+# larger (or NaN, or an infinity, or 1e400 which Python reads as one) is not a time
+MAX_TIMESTAMP = 1e18
+
+
+def _finite_time(t: float, text, where: str) -> float:
+    if not (abs(t) <= MAX_TIMESTAMP):     # also NaN
+        raise LogError(f"{where}: timestamp {_quote(text)} is not a finite number within "
+                       f"+-{MAX_TIMESTAMP:.0e}")
+    return t
+
+
+def _quote(value, limit: int = 64) -> str:
+    """A value as it goes into an error: repr, cut at `limit` characters."""
+    r = repr(value)
+    return r if len(r) <= limit else r[:limit] + f"... ({len(r)} characters)"
+
+
 def _timestamp(text: str, where: str) -> float:
     s = text.strip()
     try:
-        return float(s)
+        t = float(s)
     except ValueError:
-        pass
+        t = None
+    if t is not None:
+        return _finite_time(t, text, where)
     try:
         t = dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
     except ValueError:
-        raise LogError(f"{where}: timestamp {text!r} is neither a number nor an ISO 8601 "
+        raise LogError(f"{where}: timestamp {_quote(text)} is neither a number nor an ISO 8601 "
                        "date-time") from None
     if t.tzinfo is None:
         t = t.replace(tzinfo=dt.timezone.utc)
@@ -56,22 +80,78 @@ def _timestamp(text: str, where: str) -> float:
 def _check_id(value, where: str, what: str) -> str:
     if value is None:
         raise LogError(f"{where}: the {what} is empty")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        try:
+            value = bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise LogError(f"{where}: the {what} {_quote(bytes(value))} is binary and not UTF-8 text") from None
+    elif not isinstance(value, str):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise LogError(f"{where}: the {what} is {value}, expected an id")
+        if not isinstance(value, (int, float)):
+            raise LogError(f"{where}: the {what} is a {type(value).__name__}, expected text or a number")
     s = str(value)
     if not s:
         raise LogError(f"{where}: the {what} is empty")
     try:
         b = s.encode("utf-8")
     except UnicodeEncodeError:
-        raise LogError(f"{where}: the {what} {s!r} is not valid Unicode") from None
+        raise LogError(f"{where}: the {what} {_quote(s)} is not valid Unicode") from None
     if len(b) > MAX_ID_BYTES:
         raise LogError(f"{where}: the {what} is {len(b)} bytes, at most {MAX_ID_BYTES} allowed")
     if any(ord(c) < 0x20 or 0x7f <= ord(c) < 0xa0 for c in s):
-        raise LogError(f"{where}: the {what} {s!r} holds a control character")
+        raise LogError(f"{where}: the {what} {_quote(s)} holds a control character")
     return s
+
+
+class _Lines:
+    """A binary file's lines, each bounded and decoded on its own, so an error names the
+    true line (1 = the header); `line` is the number of the last line handed out."""
+
+    def __init__(self, f, path):
+        self.f, self.path, self.line = f, path, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        raw = self.f.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            raise StopIteration
+        self.line += 1
+        if len(raw) > MAX_LINE_BYTES:
+            raise LogError(f"{self.path}: line {self.line} is longer than {MAX_LINE_BYTES} bytes "
+                           "(a log row holds a user, an item and a timestamp)")
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise LogError(f"{self.path}: line {self.line}, byte {e.start + 1}: not UTF-8 "
+                           f"({_quote(raw[e.start:e.start + 4])}); save the log as UTF-8") from None
+
+
+def _check_sep(sep: str | None) -> str | None:
+    if sep is None:
+        return None
+    if sep == "":
+        raise LogError("--sep '': expected a field separator such as ',' or '\\t' or '::'")
+    if "\n" in sep or "\r" in sep or '"' in sep:
+        raise LogError(f"--sep {_quote(sep)}: a separator cannot hold a newline or a quote")
+    if len(sep) > 8:
+        raise LogError(f"--sep {_quote(sep)}: at most 8 characters")
+    return sep
+
+
+def _split(lines, sep: str):
+    """Records of `lines`: csv quoting for a one-character separator; a longer one (the
+    MovieLens `.dat` '::') splits plainly, as those files are written."""
+    if len(sep) == 1:
+        return csv.reader(lines, delimiter=sep)
+    return (ln.rstrip("\r\n").split(sep) for ln in lines)
 
 
 def read_rows(path: str, user_col: str, item_col: str, time_col: str, sep: str | None = None):
     """The log's rows as a list of (user, item, timestamp), in file order."""
+    sep = _check_sep(sep)
     if not os.path.isfile(path):
         raise LogError(f"{path}: no such file")
     cols = (user_col, item_col, time_col)
@@ -79,41 +159,41 @@ def read_rows(path: str, user_col: str, item_col: str, time_col: str, sep: str |
         return _parquet_rows(path, cols)
     if sep is None:
         sep = "\t" if path.endswith((".tsv", ".tab")) else None
-    with open(path, newline="", encoding="utf-8", errors="strict") as f:
-        try:
-            head = f.readline()
-        except UnicodeDecodeError as e:
-            raise LogError(f"{path}: the header is not UTF-8 ({e.reason})") from None
+    csv.field_size_limit(MAX_LINE_BYTES)
+    with open(path, "rb") as f:
+        lines = _Lines(f, path)
+        head = next(lines, "")
         if not head.strip():
             raise LogError(f"{path}: the file is empty (expected a header naming the columns "
                            f"{', '.join(cols)})")
         if sep is None:
             sep = "\t" if "\t" in head else ","
-        header = next(csv.reader([head], delimiter=sep))
+        try:
+            header = next(iter(_split([head], sep)))
+        except csv.Error as e:
+            raise LogError(f"{path}: line 1 (the header): {e}") from None
         idx = []
         for c in cols:
             if c not in header:
-                raise LogError(f"{path}: no column {c!r} in the header (it has {header}); "
-                               "name the columns with --user-col/--item-col/--time-col")
+                raise LogError(f"{path}: no column {c!r} in the header (it has {_quote(header, 200)}); "
+                               "name the columns with --user-col/--item-col/--time-col, the separator with --sep")
             idx.append(header.index(c))
         rows = []
-        reader = csv.reader(f, delimiter=sep)
+        reader = _split(lines, sep)
         n = 0
         while True:
-            n += 1
             try:
                 rec = next(reader)
             except StopIteration:
                 break
-            except UnicodeDecodeError as e:
-                raise LogError(f"{path}: row {n}: not UTF-8 ({e.reason})") from None
             except csv.Error as e:
-                raise LogError(f"{path}: row {n}: {e}") from None
+                raise LogError(f"{path}: row {n + 1} (line {lines.line}): {e}") from None
             if not rec:
                 continue
+            n += 1
+            where = f"{path}: row {n} (line {lines.line})"
             if len(rec) != len(header):
-                raise LogError(f"{path}: row {n} has {len(rec)} fields, the header {len(header)}")
-            where = f"{path}: row {n}"
+                raise LogError(f"{where} has {len(rec)} fields, the header {len(header)}")
             u = _check_id(rec[idx[0]], f"{where}, column {user_col!r}", "user id")
             i = _check_id(rec[idx[1]], f"{where}, column {item_col!r}", "item id")
             t = _timestamp(rec[idx[2]], f"{where}, column {time_col!r}")
@@ -131,10 +211,10 @@ def _parquet_rows(path, cols):
     try:
         table = pq.read_table(path)
     except Exception as e:  # noqa: BLE001 - pyarrow raises several kinds
-        raise LogError(f"{path}: not a readable Parquet file ({e})") from None
+        raise LogError(f"{path}: not a readable Parquet file ({_quote(str(e), 200)})") from None
     for c in cols:
         if c not in table.column_names:
-            raise LogError(f"{path}: no column {c!r} (it has {table.column_names})")
+            raise LogError(f"{path}: no column {c!r} (it has {_quote(table.column_names, 200)})")
     if table.num_rows == 0:
         raise LogError(f"{path}: the file holds no row")
     us, its, ts = (table.column(c).to_pylist() for c in cols)
@@ -143,12 +223,17 @@ def _parquet_rows(path, cols):
         where = f"{path}: row {n}"
         u = _check_id(u, f"{where}, column {cols[0]!r}", "user id")
         i = _check_id(i, f"{where}, column {cols[1]!r}", "item id")
+        tw = f"{where}, column {cols[2]!r}"
         if isinstance(t, dt.datetime):
             t = (t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)).timestamp()
         elif t is None:
-            raise LogError(f"{where}, column {cols[2]!r}: the timestamp is empty")
+            raise LogError(f"{tw}: the timestamp is empty")
+        elif isinstance(t, (int, float)) and not isinstance(t, bool):
+            t = _finite_time(float(t), t, tw)
+        elif isinstance(t, str):
+            t = _timestamp(t, tw)
         else:
-            t = _timestamp(str(t), f"{where}, column {cols[2]!r}")
+            raise LogError(f"{tw}: the timestamp is a {type(t).__name__}, expected a number or a date-time")
         rows.append((u, i, t))
     return rows
 
@@ -254,7 +339,7 @@ def load(path: str, split: str = "loo", valid: str | None = None, test: str | No
 
 def write(path: str, rows) -> None:
     """Write rows (user, item, timestamp) as the pipeline's TSV form."""
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with output(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, delimiter="\t", lineterminator="\n")
         w.writerow(["user_id", "item_id", "timestamp"])
         for r in rows:
@@ -265,10 +350,8 @@ def save(log: Log, path: str) -> None:
     """The split log, for the pipeline's later steps (`--log WORK/log.pkl`); it stays in
     the work folder and ships nowhere."""
     import pickle
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
+    with output(path, "wb") as f:
         pickle.dump(log, f, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, path)
 
 
 def restore(path: str) -> Log:
@@ -285,11 +368,9 @@ def write_pairs(log: Log, part: str, path: str) -> int:
     history's external ids then the target's, tab-separated (an id holds no tab: control
     characters are refused). Unknown ids stay: the runtime skips and counts them."""
     ex = log.valid if part == "valid" else log.test
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+    with output(path, "w", what="--pairs", encoding="utf-8", newline="\n") as f:
         for h, t in ex:
             f.write("\t".join([*h, t]) + "\n")
-    os.replace(tmp, path)
     return len(ex)
 
 
@@ -333,6 +414,9 @@ def main(argv=None):
     ap.add_argument("--pairs", default=None,
                     help="also write DIR/valid.pairs and DIR/test.pairs for `promise eval --pairs`")
     a = ap.parse_args(argv)
+    check_destination(a.out)                 # before the log is read, not after
+    if a.pairs:
+        output_folder(a.pairs, "--pairs")
     try:
         lg = load(a.log, a.split, a.valid, a.test, a.user_col, a.item_col, a.time_col, a.sep)
     except LogError as e:
@@ -341,6 +425,5 @@ def main(argv=None):
     print(json.dumps(lg.summary()))
     save(lg, a.out)
     if a.pairs:
-        os.makedirs(a.pairs, exist_ok=True)
         for part in ("valid", "test"):
             write_pairs(lg, part, os.path.join(a.pairs, f"{part}.pairs"))
