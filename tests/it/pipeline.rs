@@ -40,24 +40,30 @@ fn a_synthetic_log_becomes_a_bundle_that_speaks_its_ids() {
         &["build", "--log", log_s, "--out", out_s, "--quick"],
         &train,
     );
-    for curve in [
-        "sasrec_curve.jsonl",
-        "gen_curve.jsonl",
-        "gen_prm_curve.jsonl",
-    ] {
+    for curve in ["sasrec_curve.jsonl", "gen_dense_curve.jsonl"] {
         let text = std::fs::read_to_string(out.join("curves").join(curve)).unwrap();
         assert!(
             text.lines().count() >= 2,
             "{curve}: a learning curve of at least two points"
         );
     }
-    // the generator learned the log's structure: well above a random feed (20 of 400 items)
+    // the default recipe learned the log's structure: its PRM-guided search (the metric
+    // the build keeps the best epoch by) well above a random feed (20 of 400 items)
     let gen: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("work/gen.json")).unwrap()).unwrap();
-    let recall = gen["valid_recall@20"].as_f64().unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.join("work/gen_dense.json")).unwrap())
+            .unwrap();
+    let recall = gen["valid_guided_recall@20"].as_f64().unwrap();
     assert!(
         recall > 0.15,
         "validation Recall@20 {recall}, a random feed gets 0.05"
+    );
+    assert_eq!(
+        Bundle::open(out.join("bundle-int8.promise"))
+            .unwrap()
+            .manifest()
+            .dims
+            .prm_kind,
+        promise_rt::bundle::PrmKind::Dense
     );
     // a second run finds every step finished and changes nothing
     let before = std::fs::read(out.join("bundle-int8.promise")).unwrap();
@@ -68,6 +74,27 @@ fn a_synthetic_log_becomes_a_bundle_that_speaks_its_ids() {
     assert_eq!(
         std::fs::read(out.join("bundle-int8.promise")).unwrap(),
         before
+    );
+
+    // the same folder with another log is refused (its inputs' fingerprint), not resumed
+    let other = tmp.path().join("other.tsv");
+    std::fs::write(
+        &other,
+        std::fs::read_to_string(&log).unwrap() + "user-0\tsku-0\t1e9\n",
+    )
+    .unwrap();
+    let py = std::env::var("PROMISE_PY").unwrap_or_else(|_| "python3".into());
+    let refused = Command::new(&py)
+        .args(["-m", "promise_train", "build", "--log"])
+        .args([other.to_str().unwrap(), "--out", out_s, "--quick"])
+        .current_dir(&train)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("holds a build of other inputs") && err.lines().count() == 1,
+        "{err}"
     );
 
     let b = Bundle::open(out.join("bundle-int8.promise")).unwrap();

@@ -91,6 +91,15 @@ def recall_ndcg(gen, tables, ds, sids_t, split="valid", users=None, beams=16, ba
     return recall_ndcg_pairs(gen, tables, [(s[:-cut], s[-cut]) for s in seqs], sids_t, beams, batch, ks=(10,))
 
 
+def count_hit(acc, prefix, top, target, ks):
+    """Add one example's Recall@k / NDCG@k (`top`: its ranked items) to `acc`."""
+    r = np.nonzero(top == target)[0]
+    for k in ks:
+        if len(r) and r[0] < k:
+            acc[f"{prefix}recall@{k}"] += 1
+            acc[f"{prefix}ndcg@{k}"] += 1 / math.log2(r[0] + 2)
+
+
 def recall_ndcg_pairs(gen, tables, pairs, sids_t, beams=16, batch=256, ks=(10, 20)):
     """Recall@k / NDCG@k of plain beam search over (history, target) pairs: a target of -1
     (unknown to the catalog) or an empty history is a miss."""
@@ -101,10 +110,85 @@ def recall_ndcg_pairs(gen, tables, pairs, sids_t, beams=16, batch=256, ks=(10, 2
         chunk = live[b:b + batch]
         top = search(gen, tables, [h for h, _ in chunk], sids_t, beams=beams, results=max(ks)).numpy()
         for i, (_, t) in enumerate(chunk):
-            r = np.nonzero(top[i] == t)[0]
-            for k in ks:
-                if len(r) and r[0] < k:
-                    acc[f"recall@{k}"] += 1
-                    acc[f"ndcg@{k}"] += 1 / math.log2(r[0] + 2)
+            count_hit(acc, "", top[i], t, ks)
+    gen.train()
+    return {k: v / max(len(pairs), 1) for k, v in acc.items()}
+
+
+@torch.no_grad()
+def guided_search(gen, prm, tables, seqs, sids_t, beams=16, cands=256, mix=0.0, results=20):
+    """The PRM-guided search over many users at once (a PRM with `score(mem, mask, nodes)`:
+    the dense PRM): per level the pool is the top `cands` valid children by cum, the key is
+    `(1 - mix) * prm + mix * cum` (mix 0: the PRM alone, the paper's), the top `beams` of
+    the pool by key go on; the last level's pool (seen items removed) is ranked by the key.
+    The runtime's rule (src/search/mod.rs) up to its full-feed fallback and the seen filter
+    at the upper levels. Returns items [B, results] and which of them are real [B, results]."""
+    cfg = gen.cfg
+    L, H = cfg.levels, cfg.history
+    codes, mask = history_batch(seqs, H, enc_table(cfg, sids_t))
+    B = len(seqs)
+    mem = gen.encode(codes, mask)
+    node = torch.zeros(B, 1, dtype=torch.long)
+    cum = torch.zeros(B, 1)
+    pre = torch.zeros(B, 1, max(L - 1, 1), dtype=torch.long)
+    for level in range(L):
+        lp = gen.decode_grouped(mem, mask, pre[:, :, :L - 1])[:, :, level, :]   # [B,K,C]
+        ch = tables.child[node]
+        sc = torch.where(ch >= 0, cum[:, :, None] + lp, torch.tensor(-math.inf))
+        if level == L - 1:
+            items = torch.where(ch >= 0, tables.leaf_item[(ch - tables.leaf0).clamp(min=0)], 0)
+            for b, s in enumerate(seqs):
+                sc[b][torch.from_numpy(np.isin(items[b].numpy(), np.asarray(s)))] = -math.inf
+        sc = sc.reshape(B, -1)
+        k = min(cands, sc.shape[1])
+        val, top = sc.topk(k, dim=1)
+        pool = torch.where(torch.isfinite(val), ch.reshape(B, -1).gather(1, top), -1)
+        p = prm.score(mem, mask, pool.clamp(min=0))
+        key = (1.0 - mix) * p + mix * val if mix > 0 else p
+        key = key.masked_fill(pool < 0, -math.inf)
+        if level == L - 1:
+            order = key.topk(min(results, k), dim=1).indices
+            chosen = pool.gather(1, order)
+            return tables.leaf_item[(chosen - tables.leaf0).clamp(min=0)], chosen >= 0
+        order = key.topk(min(beams, k), dim=1).indices
+        node, cum, pre = advance(tables, ch, pre, level, val.gather(1, order), top.gather(1, order), lp.shape[2])
+    raise AssertionError("unreachable")
+
+
+@torch.no_grad()
+def head_top(gen, prm, tables, seqs, sids_t, results=20):
+    """The dense PRM's last level alone over every item (no beam, the history's items
+    excluded): items [B, results], best first (the exhaustive ceiling of the search)."""
+    leaves = torch.arange(tables.leaf0, tables.leaf0 + len(tables.leaf_item))
+    codes, mask = history_batch(seqs, gen.cfg.history, enc_table(gen.cfg, sids_t))
+    mem = gen.encode(codes, mask)
+    u = prm.user(mem[:, -1] * mask[:, -1].unsqueeze(-1))                 # the dense PRM's user state
+    s = u @ prm.node[leaves].T + prm.node_bias[leaves]                    # [B, items] in leaf order
+    for i, h in enumerate(seqs):
+        s[i][torch.from_numpy(np.isin(tables.leaf_item.numpy(), np.asarray(h)))] = -math.inf
+    return tables.leaf_item[s.topk(results, dim=1).indices]
+
+
+@torch.no_grad()
+def guided_recall_ndcg_pairs(gen, prm, tables, pairs, sids_t, beams=16, cands=256, mix=0.0, batch=256,
+                             ks=(10, 20), guided=True):
+    """Recall@k / NDCG@k of `guided_search` over (history, target) pairs (`guided_*`), and
+    of the PRM's last level alone over every item (`head_*`, the exhaustive ceiling: no
+    beam), as recall_ndcg_pairs counts them (an unknown target or an empty history is a
+    miss). guided=False: the head only."""
+    gen.eval()
+    kinds = ("guided_", "head_") if guided else ("head_",)
+    acc = {f"{w}{m}@{k}": 0.0 for k in ks for m in ("recall", "ndcg") for w in kinds}
+    live = [(h, t) for h, t in pairs if h and t >= 0]
+    for b in range(0, len(live), batch):
+        chunk = live[b:b + batch]
+        seqs = [h for h, _ in chunk]
+        tops = {"head_": head_top(gen, prm, tables, seqs, sids_t, max(ks)).numpy()}
+        if guided:
+            items, ok = guided_search(gen, prm, tables, seqs, sids_t, beams, cands, mix, max(ks))
+            tops["guided_"] = torch.where(ok, items, -1).numpy()
+        for i, (_, t) in enumerate(chunk):
+            for w, top in tops.items():
+                count_hit(acc, w, top[i], t, ks)
     gen.train()
     return {k: v / max(len(pairs), 1) for k, v in acc.items()}

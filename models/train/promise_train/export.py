@@ -216,7 +216,9 @@ def quantize(path, fmt):
 
 def check_against_torch(model: Promise, cfg: Config, d: str, seed: int, trie=None):
     """Fresh random inputs; returns max abs diff per graph (ORT vs torch). With `trie` the
-    PRM graph is the path form, checked against the torch PRM's node table."""
+    PRM graph is the path form, checked against the torch PRM's node table. The torch side
+    runs in eval mode (a model trained with dropout would otherwise drop units here)."""
+    model.eval()
     rng = np.random.default_rng(seed)
     H, L = cfg.history, cfg.levels
     codes = np.stack([rng.integers(0, c, (1, H)) for c in enc_sizes(cfg)], -1).astype(np.int64)

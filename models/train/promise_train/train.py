@@ -150,16 +150,65 @@ def causal_loss(model, sids_t, hist, mask, target, dense=None, distill=None):
         return gen, 0.0, []
     if dense is None:
         return gen, 0.0
-    path_t, bounds = dense
+    path_t, bounds = dense[0], dense[1]
+    sampler = dense[2] if len(dense) > 2 else None
     u = model.prm.user(mem)                                   # [B,P,d]
     nodes = path_t[target]                                    # [B,P,L]
     aux = 0.0
     for b, (lo, hi) in enumerate(bounds):
+        if sampler is not None and sampler.samples(b):
+            live = mask.reshape(-1) > 0
+            aux = aux + sampler.loss(model.prm, b, u.reshape(-1, u.shape[-1])[live], nodes[..., b].reshape(-1)[live])
+            continue
         logits = u @ model.prm.node[lo:hi].T + model.prm.node_bias[lo:hi]
         ce = torch.nn.functional.cross_entropy(logits.reshape(-1, hi - lo), (nodes[..., b] - lo).reshape(-1),
                                                reduction="none").reshape(mask.shape)
         aux = aux + (ce * mask).sum() / mask.sum()
     return gen, aux
+
+
+class PrefixNegatives:
+    """The per-level InfoNCE of the dense PRM on a large catalog (`--dense-negatives N`): at
+    a level with more than N trie nodes, the positive prefix against N negatives shared by
+    the batch, drawn from that level's valid prefixes: uniformly (the paper's), or by
+    popularity^0.75 with the log-Q correction (`--dense-sampling popularity`, SASRec's
+    sampled softmax). A negative that is the positive is masked. Levels of at most N nodes
+    keep the full softmax."""
+
+    def __init__(self, bounds, n, sampling, item_counts, path, seed):
+        self.bounds, self.n, self.sampling = bounds, n, sampling
+        self.gen = torch.Generator().manual_seed(seed)
+        self.q = []
+        for b, (lo, hi) in enumerate(bounds):
+            if sampling == "popularity":
+                cnt = torch.zeros(hi - lo, dtype=torch.float64)
+                cnt.index_add_(0, path[:, b] - lo, torch.as_tensor(item_counts, dtype=torch.float64))
+                w = (cnt + 1.0) ** 0.75
+                self.q.append((w / w.sum()).float())
+            else:
+                self.q.append(None)
+
+    def samples(self, b):
+        lo, hi = self.bounds[b]
+        return self.n > 0 and hi - lo > self.n
+
+    def loss(self, prm, b, u, pos):
+        """Mean InfoNCE over the rows of u [M,d] with positive nodes pos [M] (global ids)."""
+        lo, hi = self.bounds[b]
+        q = self.q[b]
+        if q is None:
+            neg = torch.randint(0, hi - lo, (self.n,), generator=self.gen)
+        else:
+            neg = torch.multinomial(q, self.n, replacement=True, generator=self.gen)
+        neg_g = neg + lo
+        s_pos = (u * prm.node[pos]).sum(-1) + prm.node_bias[pos]            # [M]
+        s_neg = u @ prm.node[neg_g].T + prm.node_bias[neg_g]                # [M,N]
+        if q is not None:    # log-Q: a popular negative is sampled often, not more wrong
+            s_pos = s_pos - torch.log(q[pos - lo] * self.n)
+            s_neg = s_neg - torch.log(q[neg] * self.n)[None, :]
+        s_neg = s_neg.masked_fill(neg_g[None, :] == pos[:, None], -1e9)
+        logits = torch.cat([s_pos[:, None], s_neg], 1)
+        return (torch.logsumexp(logits, 1) - logits[:, 0]).mean()
 
 
 def losses(model, trie_t, sids_t, level_start, hist, mask, target, n_neg, rng):
@@ -210,7 +259,9 @@ def main():
     ap.add_argument("--valid-users", type=int, default=0,
                     help="validate on N examples spread over the validation split (0 = all)")
     ap.add_argument("--log", default=None, help="a split log (promise_train log --out) instead of ML-1M")
-    ap.add_argument("--metric", default="recall@10", choices=["recall@10", "recall@20", "ndcg@10", "ndcg@20"],
+    ap.add_argument("--metric", default="recall@10",
+                    choices=["recall@10", "recall@20", "ndcg@10", "ndcg@20", "guided_recall@20", "guided_ndcg@20",
+                             "guided_recall@10", "guided_ndcg@10"],
                     help="the validation metric that picks the best epoch")
     ap.add_argument("--ckpt-minutes", type=float, default=3.0)
     ap.add_argument("--minutes", type=float, default=150, help="stop this run (resumable) after this long")
@@ -222,6 +273,14 @@ def main():
     ap.add_argument("--dense-aux", type=float, default=0.0,
                     help="--causal: also train a dense PRM head (model.DensePRM) on the encoder's memory, "
                          "this weight on its loss: the encoder learns a dense next-item signal too")
+    ap.add_argument("--dense-negatives", type=int, default=0,
+                    help="--dense-aux: at a level with more trie nodes than this, InfoNCE against this many "
+                         "sampled prefixes instead of the full softmax (0: full softmax at every level)")
+    ap.add_argument("--dense-sampling", default="uniform", choices=["uniform", "popularity"],
+                    help="--dense-negatives: valid prefixes drawn uniformly (the paper's) or by "
+                         "popularity^0.75 with the log-Q correction")
+    ap.add_argument("--guided", default="16,256",
+                    help="--dense-aux: the validation's PRM-guided search K',K+ (mix 0), beside plain")
     ap.add_argument("--item-ids", action="store_true",
                     help="the encoder's token also adds a per-item embedding (manifest model.encoder_input "
                          "\"codes_and_item\"), not only the item's code embeddings")
@@ -296,8 +355,11 @@ def main():
     dense = None
     if args.dense_aux > 0:
         ls = trie.level_start
-        dense = (torch.from_numpy(trie.path.astype(np.int64)),
-                 [(int(ls[b + 1]), int(ls[b + 2])) for b in range(trie.levels)])
+        path_t = torch.from_numpy(trie.path.astype(np.int64))
+        bounds = [(int(ls[b + 1]), int(ls[b + 2])) for b in range(trie.levels)]
+        counts = np.bincount(np.concatenate([np.asarray(x, np.int64) for x in train_seqs]), minlength=len(sids))
+        sampler = PrefixNegatives(bounds, args.dense_negatives, args.dense_sampling, counts, path_t, args.seed)
+        dense = (path_t, bounds, sampler)
     g, r = model.n_params()
     if query is not None:   # exported as prm.path_emb [L*C+1, d], not the node table it folds into
         r = r - model.prm.node_emb.numel() + (cfg.levels * cfg.cmax + 1) * cfg.d
@@ -439,6 +501,10 @@ def main():
         st["pos"] = 0
         v0 = time.time()
         val = beam_mod.recall_ndcg_pairs(model.gen, tables, valid_pairs, sids_t, ks=(10, 20))
+        if args.dense_aux > 0:
+            kb, kc = (int(x) for x in args.guided.split(","))
+            val.update(beam_mod.guided_recall_ndcg_pairs(model.gen, model.prm, tables, valid_pairs, sids_t,
+                                                         beams=kb, cands=kc))
         row = {"epoch": st["epoch"], "windows_seen": st["seen"], "gen_loss": float(ema[0]), "valid": val,
                "train_seconds": round(st["train_seconds"], 1), "valid_seconds": round(time.time() - v0, 1),
                "lr": args.lr * st.get("lr_scale", 1.0)}

@@ -1,0 +1,77 @@
+"""scaling.md and scaling.png from scaling_log.sh's DEST/scaling.jsonl (and, when there,
+the PRM's exhaustive ceiling DEST/head_{valid,test}.json). Run by scaling_log.sh.
+
+python scaling_plot.py DEST
+"""
+import json
+import os
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+d = sys.argv[1]
+rows = [json.loads(x) for x in open(os.path.join(d, "scaling.jsonl"))]
+head = {s: json.load(open(os.path.join(d, f"head_{s}.json")))
+        for s in ("valid", "test") if os.path.exists(os.path.join(d, f"head_{s}.json"))}
+name = rows[0]["bundle"]
+
+
+def label(c):
+    return f"plain K'={c['beams']} (pool {c['candidates']})" if not c["prm"] else \
+        f"PRM K'={c['beams']} K+={c['candidates']} mix {c['mix']:g}"
+
+
+lines = [f"Test-time scaling of `{name}` ({rows[0]['examples']:,} validation examples; "
+         "written by models/train/scaling_log.sh). p50: one core, `promise bench --pairs`, 2,000 test histories.", ""]
+for split in ("valid", "test"):
+    lines += [f"### {split}", "",
+              "| search | R@20 | N@20 | R@10 | N@10 | true prefix kept per level | p50 ms |",
+              "|---|---|---|---|---|---|---|"]
+    for r in (r for r in rows if r["split"] == split):
+        kept = " / ".join(f"{x:.3f}" for x in r.get("true_prefix_kept_per_level", []))
+        lines.append(f"| {label(r['config'])} | {r['recall@20']:.4f} | {r['ndcg@20']:.4f} | "
+                     f"{r.get('recall@10', float('nan')):.4f} | {r.get('ndcg@10', float('nan')):.4f} | {kept} | "
+                     f"{r['p50_ms']:.3f} |")
+    if split in head:
+        h = head[split]
+        lines.append(f"| the PRM alone, every item scored (ceiling; {h['model']}) | {h['recall@20']:.4f} | "
+                     f"{h['ndcg@20']:.4f} | {h['recall@10']:.4f} | {h['ndcg@10']:.4f} | | |")
+    lines.append("")
+with open(os.path.join(d, "scaling.md"), "w") as f:
+    f.write("\n".join(lines))
+
+fig, ax = plt.subplots(1, 2, figsize=(11, 4.2))
+colors = {4: "tab:blue", 16: "tab:red"}
+for k in (4, 16):
+    for split, style in (("valid", "--"), ("test", "-")):
+        pts = sorted((r["config"]["candidates"], r) for r in rows
+                     if r["split"] == split and r["config"]["prm"] and r["config"]["beams"] == k)
+        if not pts:
+            continue
+        ax[0].plot([c for c, _ in pts], [r["recall@20"] for _, r in pts], style, marker="o", color=colors[k],
+                   label=f"PRM K'={k} ({split})")
+        if split == "test":
+            ax[1].plot([c for c, _ in pts], [r["p50_ms"] for _, r in pts], "-", marker="o", color=colors[k],
+                       label=f"PRM K'={k}")
+        plain = [r for r in rows if r["split"] == split and not r["config"]["prm"] and r["config"]["beams"] == k]
+        if plain and split == "test":
+            ax[0].axhline(plain[0]["recall@20"], color=colors[k], ls=":", lw=1.2, label=f"plain K'={k} (test)")
+            ax[1].axhline(plain[0]["p50_ms"], color=colors[k], ls=":", lw=1.2, label=f"plain K'={k}")
+if "test" in head:
+    ax[0].axhline(head["test"]["recall@20"], color="k", ls="-.", lw=1, label="PRM alone, every item (test)")
+for a in ax:
+    a.set_xscale("log", base=2)
+    a.set_xlabel("K+ (candidates the PRM scores per level)")
+    a.grid(alpha=0.3)
+ax[0].set_ylabel("Recall@20")
+ax[1].set_ylabel("p50 ms per request (one core)")
+ax[0].set_title(f"{name}: quality against K+")
+ax[1].set_title("latency against K+")
+ax[0].legend(fontsize=7)
+ax[1].legend(fontsize=7)
+fig.tight_layout()
+fig.savefig(os.path.join(d, "scaling.png"), dpi=110)
+print("\n".join(lines))
