@@ -14,3 +14,5 @@ rm -rf "$CARGO_TARGET_DIR/wheels"
 "$venv/bin/pip" install -q "$CARGO_TARGET_DIR"/wheels/promise_rt-*.whl
 cd "$here"
 "$venv/bin/python" -m pytest -q tests
+# the stubs: a user's program type-checks against the installed wheel
+"$venv/bin/python" -m mypy --strict tests/typed_example.py

@@ -28,6 +28,46 @@ fn to_py(py: Python<'_>, e: rt::Error) -> PyErr {
     err
 }
 
+/// A `PromiseError` the binding raises itself (before the runtime is called), with the
+/// same `code` and `name` attributes as the runtime's.
+fn binding_error(py: Python<'_>, code: rt::ErrorCode, msg: String) -> PyErr {
+    let err = PromiseError::new_err(msg);
+    let v = err.value(py);
+    let _ = v.setattr("code", code as i32);
+    let _ = v.setattr("name", code.name());
+    err
+}
+
+/// The items of `history` (any iterable: a list, a range, a generator, an array, a NumPy
+/// array), each extracted by `item(position, value)`, at most `MAX_HISTORY` of them: the
+/// bound is checked as items arrive (`len()` is never trusted), so a range of 2^32 items
+/// or a sequence that claims 2^40 stops at the limit with a `PromiseError`.
+fn bounded_history<T>(
+    py: Python<'_>,
+    history: &Bound<'_, PyAny>,
+    mut item: impl FnMut(usize, &Bound<'_, PyAny>) -> PyResult<T>,
+) -> PyResult<Vec<T>> {
+    let max = rt::search::MAX_HISTORY;
+    let it = history.try_iter().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "history must be an iterable of items, not {}",
+            history.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+        ))
+    })?;
+    let mut out = Vec::new();
+    for (i, v) in it.enumerate() {
+        if i >= max {
+            return Err(binding_error(
+                py,
+                rt::ErrorCode::InvalidArgument,
+                format!("the history holds more than {max} items, at most {max} allowed"),
+            ));
+        }
+        out.push(item(i, &v?)?);
+    }
+    Ok(out)
+}
+
 fn device(name: &str) -> PyResult<rt::Device> {
     match name {
         "cpu" => Ok(rt::Device::Cpu),
@@ -160,12 +200,50 @@ impl Session {
 
 #[pymethods]
 impl Session {
-    /// The feed for `history` (item ids, oldest first): a list of (item, score), best
-    /// first, none of them in the history.
-    fn recommend(&self, py: Python<'_>, history: Vec<u32>) -> PyResult<Vec<(u32, f32)>> {
+    /// The feed for `history` (item indices, oldest first; any iterable of ints): a list
+    /// of (item, score), best first, none of them in the history. More than the runtime's
+    /// `MAX_HISTORY` items is a `PromiseError` (invalid-argument), checked as they arrive.
+    fn recommend(&self, py: Python<'_>, history: &Bound<'_, PyAny>) -> PyResult<Vec<(u32, f32)>> {
+        let history = bounded_history(py, history, |_, v| v.extract::<u32>())?;
         self.with(py, |s| {
             s.recommend(&history)
                 .map(|r| r.iter().map(|r| (r.item, r.score)).collect())
+        })
+    }
+
+    /// The feed for `history` in the app's ids (any iterable of str, oldest first), as
+    /// `(feed, unknown)`: `feed` a list of (id, score), best first, none of them in the
+    /// history; `unknown` how many history ids the catalog does not know (skipped). A
+    /// malformed id (empty, over 256 bytes of UTF-8, a control character, a lone surrogate)
+    /// is a `PromiseError` (invalid-argument) naming its position; a bundle without ids a
+    /// `PromiseError` (config).
+    fn recommend_ids(
+        &self,
+        py: Python<'_>,
+        history: &Bound<'_, PyAny>,
+    ) -> PyResult<(Vec<(String, f32)>, usize)> {
+        let ids = bounded_history(py, history, |i, v| {
+            let s = v.cast::<pyo3::types::PyString>().map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "history id {i} is a {}, expected str",
+                    v.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+                ))
+            })?;
+            match s.to_cow() {
+                Ok(t) => Ok(t.into_owned()),
+                Err(_) => Err(binding_error(
+                    py,
+                    rt::ErrorCode::InvalidArgument,
+                    format!("history id {i} is not valid Unicode (a lone surrogate)"),
+                )),
+            }
+        })?;
+        self.with(py, |s| {
+            let feed = s.recommend_id_bytes(ids.iter().map(|t| t.as_bytes()))?;
+            Ok((
+                feed.iter().map(|(id, sc)| (id.to_owned(), sc)).collect(),
+                feed.unknown(),
+            ))
         })
     }
 

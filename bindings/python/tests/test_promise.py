@@ -99,3 +99,89 @@ def test_threads_with_their_own_sessions_agree(model):
 
 def test_version():
     assert promise_rt.version().count(".") == 2
+
+
+TINY = REPO / "models" / "tiny"
+
+
+def bundle_with_ids(tmp_path, ids):
+    """A copy of the tiny bundle carrying the app's ids (ids.bin, models/README.md)."""
+    import hashlib
+    import json
+    import shutil
+    import struct
+
+    d = tmp_path / "tiny-ids"
+    shutil.copytree(TINY, d)
+    blobs = [s.encode("utf-8") for s in ids]
+    offsets, at = [], 0
+    for b in [b""] + blobs:
+        at += len(b)
+        offsets.append(at)
+    data = (b"PRMIDS\0\0" + struct.pack("<IIQ", 1, len(blobs), offsets[-1])
+            + struct.pack(f"<{len(offsets)}I", *offsets) + b"".join(blobs))
+    (d / "ids.bin").write_bytes(data)
+    man = json.loads((d / "manifest.json").read_text())
+    man["ids"] = "ids.bin"
+    man["files"].append({"name": "ids.bin", "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+    (d / "manifest.json").write_text(json.dumps(man))
+    return d
+
+
+def test_histories_from_any_iterable_bounded_as_they_arrive(model):
+    s = model.session()
+    want = s.recommend(HISTORY)
+    assert s.recommend(tuple(HISTORY)) == want
+    assert s.recommend(iter(HISTORY)) == want
+    assert s.recommend(x for x in HISTORY) == want
+    import array
+    assert s.recommend(array.array("I", HISTORY)) == want
+    # a range of 2^32 items stops at the limit, without building the whole history
+    with pytest.raises(promise_rt.PromiseError) as e:
+        s.recommend(range(2**32))
+    assert e.value.name == "invalid-argument" and "at most 65536" in str(e.value)
+
+    class Liar:   # claims 2^40 items: the length is never trusted
+        def __len__(self):
+            return 1 << 40
+
+        def __getitem__(self, i):
+            if i >= 3:
+                raise IndexError
+            return HISTORY[i]
+    assert s.recommend(Liar()) == s.recommend(HISTORY[:3])
+    with pytest.raises(TypeError):
+        s.recommend(5)
+    with pytest.raises(TypeError):
+        s.recommend(["a"])
+
+
+def test_recommend_ids_speaks_the_apps_ids(tmp_path):
+    tiny = promise_rt.Model.open(str(TINY))
+    n = tiny.num_items
+    ids = [f"sku-{i:05d}" for i in range(n)]
+    ids[1] = "a,b"          # any legal id
+    m = promise_rt.Model.open(str(bundle_with_ids(tmp_path, ids)))
+    s = m.session(beams=2, candidates=4, results=3)
+    by_index = s.recommend([3, 1, 4])
+    feed, unknown = s.recommend_ids([ids[3], "new-item", ids[1], ids[4]])
+    assert unknown == 1
+    assert [i for i, _ in feed] == [ids[i] for i, _ in by_index]
+    assert [sc for _, sc in feed] == pytest.approx([sc for _, sc in by_index])
+    assert s.recommend_ids(["nobody"]) == ([], 1)
+    for bad, why in (([""], "is empty"), (["a\x07b"], "control"), (["x" * 10_000_000], "more bytes")):
+        with pytest.raises(promise_rt.PromiseError) as e:
+            s.recommend_ids(bad)
+        assert e.value.name == "invalid-argument" and why in str(e.value)
+        assert len(str(e.value)) < 400
+    with pytest.raises(promise_rt.PromiseError) as e:
+        s.recommend_ids([ids[0], "a\ud800"])
+    assert e.value.name == "invalid-argument" and "history id 1" in str(e.value)
+    with pytest.raises(TypeError):
+        s.recommend_ids([ids[0], 3])
+    with pytest.raises(promise_rt.PromiseError) as e:
+        s.recommend_ids(f"x{i}" for i in range(2**32))
+    assert e.value.name == "invalid-argument"
+    with pytest.raises(promise_rt.PromiseError) as e:
+        tiny.session().recommend_ids(["sku-00001"])
+    assert e.value.name == "config"
