@@ -10,9 +10,39 @@
 //!   defines anything but `promise_*` (a dependency's exported symbol included).
 //!
 //! `.ci/elf_check.sh` reads both properties back from the built library.
+//!
+//! - pkg-config: `promise_rt.pc` is written beside the built library (`target/<profile>/`,
+//!   three levels above `OUT_DIR`), naming that folder as the library's and the crate's
+//!   `src/ffi` as the header's, so a C build finds both with
+//!   `PKG_CONFIG_PATH=target/<profile> pkg-config --cflags --libs promise_rt`
+//!   (`tests/c/run.sh` and the C example's test build that way). Nothing else is written
+//!   outside `OUT_DIR`.
+
+fn pkg_config() {
+    let (Ok(out), Ok(manifest)) = (
+        std::env::var("OUT_DIR"),
+        std::env::var("CARGO_MANIFEST_DIR"),
+    ) else {
+        return;
+    };
+    let Some(libdir) = std::path::Path::new(&out).ancestors().nth(3) else {
+        return;
+    };
+    let version = std::env::var("CARGO_PKG_VERSION").unwrap_or_default();
+    let pc = format!(
+        "libdir={}\nincludedir={}/src/ffi\n\nName: promise_rt\nDescription: promise-rt, on-device PRM-guided \
+         generative recommendation (the C ABI)\nVersion: {version}\nLibs: -L${{libdir}} -lpromise_rt\n\
+         Libs.private: -lm -ldl -lpthread\nCflags: -I${{includedir}}\n",
+        libdir.display(),
+        manifest
+    );
+    // a failure to write it must not fail the library's build (a read-only target, say)
+    let _ = std::fs::write(libdir.join("promise_rt.pc"), pc);
+}
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    pkg_config();
     let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     if os == "linux" || os == "android" {
         println!("cargo:rustc-cdylib-link-arg=-Wl,-z,max-page-size=16384");

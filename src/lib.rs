@@ -29,6 +29,14 @@
 //! # Ok::<(), promise_rt::Error>(())
 //! ```
 //!
+//! ## Where bundles come from
+//! The crate holds the runtime, not models. A bundle (a directory or a one-file `.promise`;
+//! the format is documented in the repository's `models/README.md`) comes from the
+//! repository's `models/` (the MovieLens-1M bundles, `models/ml1m` the default), or from
+//! your own interaction log through the training package in the repository's
+//! `models/train/`: `python -m promise_train build --log LOG --out DIR` writes
+//! `DIR/bundle-int8.promise` carrying your item ids.
+//!
 //! ## Glossary (the same words in Rust, C, CLI and docs)
 //! - **item**: a catalogue entry, a dense id `0..num_items`.
 //! - **SID**: an item's tuple of L codes; **level** b is its b-th code (1-based in prose,

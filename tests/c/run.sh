@@ -8,7 +8,10 @@ lib=target/debug
 cargo build --all-features
 out=target/c-example
 mkdir -p "$out"
-${CC:-cc} -std=c99 -Wall -Wextra -Werror -g -I src/ffi examples/c/feed.c -L "$lib" -lpromise_rt -o "$out/feed"
+# the header and the library through the promise_rt.pc the build writes beside the library
+flags=$(PKG_CONFIG_PATH="$lib" pkg-config --cflags --libs promise_rt)
+# shellcheck disable=SC2086
+${CC:-cc} -std=c99 -Wall -Wextra -Werror -g examples/c/feed.c $flags -o "$out/feed"
 export LD_LIBRARY_PATH="$PWD/$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 if [[ "${1:-}" == "--valgrind" ]]; then
   valgrind --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect,possible \

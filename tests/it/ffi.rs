@@ -49,14 +49,28 @@ fn c_example_builds_and_runs() {
     assert!(built >= newest_src, "{} is older than the sources: run `cargo build --all-features --all-targets` first (the README's test command does)", lib.display());
     let out_dir = tempfile::tempdir().unwrap();
     let bin = out_dir.path().join("feed");
+    // the flags from the promise_rt.pc the build wrote beside the library (build.rs)
+    let pc = std::process::Command::new("pkg-config")
+        .args(["--cflags", "--libs", "promise_rt"])
+        .env("PKG_CONFIG_PATH", profile_dir)
+        .output()
+        .expect("pkg-config (Debian: pkg-config)");
+    assert!(
+        pc.status.success(),
+        "pkg-config found no promise_rt.pc in {}",
+        profile_dir.display()
+    );
+    let flags = String::from_utf8(pc.stdout).unwrap();
+    assert!(
+        flags.contains("-lpromise_rt") && flags.contains("src/ffi"),
+        "{flags}"
+    );
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let st = std::process::Command::new(&cc)
-        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-I"])
-        .arg(repo().join("src/ffi"))
+        .args(["-std=c99", "-Wall", "-Wextra", "-Werror"])
         .arg(repo().join("examples/c/feed.c"))
-        .arg("-L")
-        .arg(profile_dir)
-        .args(["-lpromise_rt", "-o"])
+        .args(flags.split_whitespace())
+        .arg("-o")
         .arg(&bin)
         .status()
         .expect("a C compiler (set CC)");

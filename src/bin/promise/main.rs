@@ -157,11 +157,12 @@ enum Cmd {
         /// The .promise file to write.
         file: PathBuf,
     },
-    /// Unpack a .promise file into a new bundle directory.
+    /// Unpack a .promise file into a new or empty bundle directory.
     Unpack {
         /// The .promise file.
         file: PathBuf,
-        /// The directory to create (must not exist).
+        /// The directory to write: a new one (created), or an empty existing one; a file or
+        /// a symlink there is refused.
         dir: PathBuf,
     },
     /// Latency p50/p99, requests/s, peak RSS and allocations per request over real users.

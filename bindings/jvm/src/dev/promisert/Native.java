@@ -3,8 +3,62 @@ package dev.promisert;
 /** The JNI shim (bindings/jvm/jni/promise_jni.c) over the C API. Handles are pointers. */
 final class Native {
     static {
-        // libpromise_jni links libpromise_rt; both on java.library.path (or the app's libs)
-        System.loadLibrary("promise_jni");
+        load();
+    }
+
+    /**
+     * The native libraries: a system copy first ({@code promise_jni} on
+     * {@code java.library.path}, or the app's own libs, which link {@code libpromise_rt}),
+     * else the copies the jar carries for its platform ({@code native/linux-x86_64},
+     * {@code native/linux-aarch64} beside this class), extracted into a fresh private
+     * temporary folder and loaded from there ({@code libpromise_jni} finds
+     * {@code libpromise_rt} beside itself through its {@code $ORIGIN} rpath).
+     */
+    private static void load() {
+        UnsatisfiedLinkError system;
+        try {
+            System.loadLibrary("promise_jni");
+            return;
+        } catch (UnsatisfiedLinkError e) {
+            system = e;
+        }
+        String os = System.getProperty("os.name", "").toLowerCase(java.util.Locale.ROOT);
+        String arch = System.getProperty("os.arch", "");
+        String platform = null;
+        if (os.contains("linux")) {
+            if (arch.equals("amd64") || arch.equals("x86_64")) {
+                platform = "linux-x86_64";
+            } else if (arch.equals("aarch64") || arch.equals("arm64")) {
+                platform = "linux-aarch64";
+            }
+        }
+        if (platform == null || Native.class.getResource("native/" + platform + "/libpromise_jni.so") == null) {
+            UnsatisfiedLinkError e = new UnsatisfiedLinkError("promise-rt: no promise_jni on java.library.path ("
+                    + system.getMessage() + ") and the jar carries no native library for " + os + "/" + arch);
+            e.initCause(system);
+            throw e;
+        }
+        try {
+            java.nio.file.Path dir = java.nio.file.Files.createTempDirectory("promise-rt-");
+            dir.toFile().deleteOnExit();
+            java.nio.file.Path jni = null;
+            for (String name : new String[] {"libpromise_rt.so", "libpromise_jni.so"}) {
+                java.nio.file.Path to = dir.resolve(name);
+                try (java.io.InputStream in = Native.class.getResourceAsStream("native/" + platform + "/" + name)) {
+                    if (in == null) {
+                        throw new UnsatisfiedLinkError("promise-rt: the jar lacks native/" + platform + "/" + name);
+                    }
+                    java.nio.file.Files.copy(in, to);
+                }
+                to.toFile().deleteOnExit();
+                jni = to;
+            }
+            System.load(jni.toAbsolutePath().toString());
+        } catch (java.io.IOException e) {
+            UnsatisfiedLinkError u = new UnsatisfiedLinkError("promise-rt: cannot extract the native library: " + e);
+            u.initCause(e);
+            throw u;
+        }
     }
 
     private Native() {}
