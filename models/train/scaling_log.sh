@@ -11,7 +11,7 @@
 #
 # OUT: the build's folder (valid.pairs, test.pairs, work/); BUNDLE: OUT/bundle-int8.promise
 # unless given. Env: PY (python3), PROMISE_BIN (target/release/promise), KPLUS (the K+ list),
-# MIX (the key's mix: 0, the paper's PRM alone, unless given).
+# MIX (the key's mix: 0, the paper's PRM alone, unless given), SAMPLE (below).
 set -euo pipefail
 OUT=${1:?usage: scaling_log.sh OUT DEST [BUNDLE]}
 DEST=${2:?usage: scaling_log.sh OUT DEST [BUNDLE]}
@@ -23,13 +23,26 @@ BIN=${PROMISE_BIN:-$ROOT/target/release/promise}
 KPLUS=${KPLUS:-"20 32 64 256 1024 4096"}
 MIX=${MIX:-0}
 mkdir -p "$DEST"
+# SAMPLE=N: every point on N examples of each split, spread evenly over it (the same ones
+# for every point), instead of all of them
+SAMPLE=${SAMPLE:-0}
+PAIRS=$OUT
+if [[ $SAMPLE -gt 0 ]]; then
+  PAIRS=$(mktemp -d)
+  trap 'rm -rf "$PAIRS"' EXIT
+  for split in valid test; do
+    n=$(wc -l < "$OUT/$split.pairs")
+    awk -v n="$n" -v k="$SAMPLE" 'BEGIN { step = n / k; next_at = 0 } NR - 1 >= next_at && taken < k { print; taken++; next_at = taken * step }' \
+      "$OUT/$split.pairs" > "$PAIRS/$split.pairs"
+  done
+fi
 export PYTHONPATH=$HERE${PYTHONPATH:+:$PYTHONPATH}
 rows=$DEST/scaling.jsonl.tmp
 : > "$rows"
 point() {   # split beams candidates [prm args...]
   local split=$1 k=$2 c=$3; shift 3
   local q b
-  q=$("$BIN" eval --bundle "$BUNDLE" --pairs "$OUT/$split.pairs" --results 20 --per-level --json \
+  q=$("$BIN" eval --bundle "$BUNDLE" --pairs "$PAIRS/$split.pairs" --results 20 --per-level --json \
         --beams "$k" --candidates "$c" "$@")
   b=$("$BIN" bench --bundle "$BUNDLE" --pairs "$OUT/test.pairs" --results 20 --requests 2000 --warmup --json \
         --beams "$k" --candidates "$c" "$@")

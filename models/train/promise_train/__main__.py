@@ -19,6 +19,7 @@ COMMANDS = {
     "log": ("log", "read and split any interaction log (CSV/TSV/Parquet) for --log"),
     "synth-log": ("synth_log", "a small synthetic interaction log (the pipeline's test input)"),
     "baselines": ("baselines", "popularity and item-kNN on a split log (knobs on validation, test once)"),
+    "vsknn": ("vsknn", "V-SKNN, the session kNN with vector weighting (knobs on validation, test once)"),
     "sasrec": ("sasrec", "train the SASRec anchor (every training target, full softmax, resumable)"),
     "sids": ("prepare", "item embeddings -> hierarchical k-means -> unique Semantic IDs"),
     "train": ("train", "train a generator (encoder-decoder over SIDs, resumable)"),
