@@ -7,12 +7,15 @@
 #
 # OUT: the build's folder (work/log.pkl, sasrec.json, valid.pairs, test.pairs,
 # bundle-int8.promise); DEST: where the result files and table.md go. Steps:
-# - baselines: popularity, item-kNN (its window and decay chosen on validation);
+# - baselines: popularity, item-kNN (its window and decay chosen on validation), V-SKNN
+#   (k, sample and idf chosen on validation; `vsknn`);
 # - SASRec: OUT/sasrec.json as `build` wrote it (best validation epoch, test read once);
-# - promise-rt (the int8 bundle, fused CPU engine): a grid on validation (plain K' 16 and
-#   64; PRM-guided K'/K+ 4/32 and 16/64 at mix 0.25 and 0.5), then on test the runtime's
-#   default (K'=16 K+=64 mix 0.25) and the validation-best configuration, each read once;
-# - table.md from all of them.
+# - promise-rt (the int8 bundle, fused CPU engine): a grid on validation (plain K' 4, 16
+#   and 64; PRM-guided K'/K+ 4/64 and 16/256 at mix 0, 0.25 and 0.5), then on test the
+#   runtime's default (K'=16 K+=64 mix 0.25) and the validation-best configuration, each
+#   read once;
+# - table.md from all of them, with the bytes per catalog item of the bundle (`params`)
+#   beside SASRec int8's.
 # Env: PY (python3), PROMISE_BIN (target/release/promise).
 set -euo pipefail
 OUT=${1:?usage: results_log.sh OUT DEST [NAME]}
@@ -26,16 +29,19 @@ BUNDLE=$OUT/bundle-int8.promise
 mkdir -p "$DEST"
 export PYTHONPATH=$HERE${PYTHONPATH:+:$PYTHONPATH}
 "$PY" -m promise_train baselines --log "$OUT/work/log.pkl" --out "$DEST" --dataset "$NAME"
+[[ -f $DEST/vsknn.json ]] || "$PY" -m promise_train vsknn --log "$OUT/work/log.pkl" --out "$DEST/vsknn.json" \
+  --valid-sample 20000 --dataset "$NAME"
+"$PY" -m promise_train params --bundle "${BUNDLE%.promise}" > "$DEST/params.json"
 cp "$OUT/sasrec.json" "$DEST/sasrec.json"
 ev() { "$BIN" eval --bundle "$BUNDLE" --results 20 --json "$@"; }
 : > "$DEST/promise_valid.jsonl.tmp"
-for k in 16 64; do
+for k in 4 16 64; do
   # plain: the final pool must hold the 20 results
   ev --pairs "$OUT/valid.pairs" --no-prm --beams "$k" --candidates $((k < 20 ? 20 : k)) >> "$DEST/promise_valid.jsonl.tmp"
 done
-for kk in "4 32" "16 64"; do
+for kk in "4 64" "16 256"; do
   set -- $kk
-  for mix in 0.25 0.5; do
+  for mix in 0 0.25 0.5; do
     ev --pairs "$OUT/valid.pairs" --beams "$1" --candidates "$2" --mix "$mix" >> "$DEST/promise_valid.jsonl.tmp"
   done
 done
@@ -50,11 +56,23 @@ EOF
 )
 { ev --pairs "$OUT/test.pairs"; ev --pairs "$OUT/test.pairs" $best; } > "$DEST/promise_test.jsonl.tmp"
 mv "$DEST/promise_test.jsonl.tmp" "$DEST/promise_test.jsonl"
+# the memory dial: the same model with f32, f16 and int8 rows, at the validation-best
+# configuration (bytes per item from `params`, quality on both splits)
+: > "$DEST/frontier.jsonl.tmp"
+for fmt in "" -f16 -int8; do
+  b=$OUT/bundle$fmt.promise
+  p=$("$PY" -m promise_train params --bundle "$OUT/bundle$fmt")
+  v=$("$BIN" eval --bundle "$b" --results 20 --json --pairs "$OUT/valid.pairs" $best)
+  t=$("$BIN" eval --bundle "$b" --results 20 --json --pairs "$OUT/test.pairs" $best)
+  "$PY" -c 'import json,sys; p,v,t=(json.loads(x) for x in sys.argv[1:4]); print(json.dumps({"bundle": p["bundle"], "bytes_per_item": p["bytes_per_item_total"], "file_bytes": p["bytes_per_item"], "valid": v, "test": t}))' \
+    "$p" "$v" "$t" >> "$DEST/frontier.jsonl.tmp"
+done
+mv "$DEST/frontier.jsonl.tmp" "$DEST/frontier.jsonl"
 "$PY" - "$DEST" "$BUNDLE" <<'EOF' > "$DEST/table.md.tmp"
 import json, os, sys
 d, bundle = sys.argv[1], sys.argv[2]
 j = lambda f: json.load(open(os.path.join(d, f)))
-pop, knn, sas = j("popularity.json"), j("iknn.json"), j("sasrec.json")
+pop, knn, sas, vs, par = j("popularity.json"), j("iknn.json"), j("sasrec.json"), j("vsknn.json"), j("params.json")
 valid = [json.loads(l) for l in open(os.path.join(d, "promise_valid.jsonl"))]
 test = [json.loads(l) for l in open(os.path.join(d, "promise_test.jsonl"))]
 def cfg(c):
@@ -70,10 +88,22 @@ print("|---|---|---|---|---|---|")
 f = lambda x: f"{x:.4f}"
 print(f"| popularity | {f(pop['valid']['recall@20'])} | {f(pop['recall@10'])} | {f(pop['ndcg@10'])} | {f(pop['recall@20'])} | {f(pop['ndcg@20'])} |")
 print(f"| item-kNN (last {knn['window']} items, decay {knn['decay']}; chosen on validation) | {f(knn['valid']['recall@20'])} | {f(knn['recall@10'])} | {f(knn['ndcg@10'])} | {f(knn['recall@20'])} | {f(knn['ndcg@20'])} |")
+print(f"| V-SKNN (k={vs['k']}, {vs['sample']} recent sessions, idf {vs['idf']}; chosen on validation) | {f(vs['valid']['recall@20'])} | {f(vs['recall@10'])} | {f(vs['ndcg@10'])} | {f(vs['recall@20'])} | {f(vs['ndcg@20'])} |")
 print(f"| SASRec ({sas['negatives']} sampled negatives, L={sas.get('max_len', 50)}, best epoch {sas['best_epoch']}) | {f(sas['valid_recall@20'])} | {f(sas['recall@10'])} | {f(sas['ndcg@10'])} | {f(sas['recall@20'])} | {f(sas['ndcg@20'])} |")
 for i, r in enumerate(test):
     tag = "runtime default" if i == 0 else "validation-best"
     print(f"| promise-rt {os.path.basename(bundle)}, {cfg(r['config'])} ({tag}) | {f(vrow(r['config'])['recall@20'])} | {f(r['recall@10'])} | {f(r['ndcg@10'])} | {f(r['recall@20'])} | {f(r['ndcg@20'])} |")
+bpi = par["bytes_per_item_total"]
+parts = ", ".join(f"{k} {v:g}" for k, v in par["bytes_per_item"].items())
+print(f"\nWhat grows with the catalog, per item: {os.path.basename(bundle)} {bpi:g} bytes ({parts}); "
+      f"the dense alternative {par['dense_alternative_bytes_per_item']} bytes ({par['dense_alternative']}).")
+print("\nThe memory dial (the same model, rows stored at three widths; validation-best configuration):\n")
+print("| bundle | bytes per item (all that grows with the catalog) | valid R@20 | test R@20 | test N@20 |")
+print("|---|---|---|---|---|")
+for line in open(os.path.join(d, "frontier.jsonl")):
+    r = json.loads(line)
+    print(f"| {r['bundle']} | {r['bytes_per_item']:g} | {f(r['valid']['recall@20'])} | {f(r['test']['recall@20'])} | {f(r['test']['ndcg@20'])} |")
+print(f"| SASRec item table, int8 (the dense alternative) | {par['dense_alternative_bytes_per_item']} | | | |")
 print("\nValidation grid of promise-rt (Recall@20 / NDCG@20):\n")
 for r in valid:
     print(f"- {cfg(r['config'])}: {f(r['recall@20'])} / {f(r['ndcg@20'])}")
