@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from .log import restore
+from .outputs import output, output_folder
 
 WINDOWS = (1, 2, 3, 5, 10, 20, 50)
 DECAYS = (1.0, 0.8, 0.5)
@@ -137,7 +138,7 @@ def main(argv=None):
               "protocol": "every example counted; history items excluded; an unknown or "
                           "repeated target is a miss; full ranking; ties by popularity, "
                           "then index"}
-    os.makedirs(a.out, exist_ok=True)
+    output_folder(a.out, "--out")
 
     t0 = time.time()
     pop = {"model": "popularity (training counts)", **common,
@@ -170,11 +171,9 @@ def main(argv=None):
 
 
 def _write(path: str, obj: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with output(path) as f:
         json.dump(obj, f, indent=1)
         f.write("\n")
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import onnxruntime as ort
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from .outputs import output
 from .model import Config, DecoderGraph, EncoderGraph, PrmGraph, PrmPathGraph, Promise, load_trained
 from .trie import Trie
 
@@ -330,9 +331,8 @@ def write_container(d, out):
     for off, b in zip(offsets, blobs):
         out_b = out_b.ljust(off, b"\0") + b
     assert len(out_b) == total
-    with open(out + ".tmp", "wb") as f:
+    with output(out, "wb") as f:
         f.write(out_b)
-    os.replace(out + ".tmp", out)
 
 
 def main():

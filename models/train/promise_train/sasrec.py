@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .outputs import output
 from . import data as data_mod
 from . import log as log_mod
 
@@ -268,7 +269,8 @@ def main():
                 f"valid_{args.metric}": state["best"], "batch": args.batch, "lr": args.lr,
                 "patience": args.patience, "train_minutes": state["train_seconds"] / 60})
     print(json.dumps(res))
-    json.dump(res, open(args.out, "w"), indent=1)
+    with output(args.out) as f:
+        json.dump(res, f, indent=1)
     emb = model.item.weight[1:].detach().numpy().astype(np.float32)
     np.save(os.path.join(args.work, f"{args.name}_items.npy"), emb)   # for SIDs from SASRec embeddings
 
