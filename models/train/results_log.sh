@@ -55,6 +55,8 @@ print(f"--beams {b['beams']} --candidates {b['candidates']} --mix {b['mix']}" + 
 EOF
 )
 { ev --pairs "$OUT/test.pairs"; ev --pairs "$OUT/test.pairs" $best; } > "$DEST/promise_test.jsonl.tmp"
+# the runtime default's validation figure, for its row (the default is not in the grid)
+ev --pairs "$OUT/valid.pairs" >> "$DEST/promise_valid.jsonl"
 mv "$DEST/promise_test.jsonl.tmp" "$DEST/promise_test.jsonl"
 # the memory dial: the same model with f32, f16 and int8 rows, at the validation-best
 # configuration (bytes per item from `params`, quality on both splits)
@@ -79,7 +81,9 @@ def cfg(c):
     return (f"plain K'={c['beams']} (pool {c['candidates']})" if not c["prm"]
             else f"PRM K'={c['beams']} K+={c['candidates']} mix {c['mix']}")
 def vrow(c):
-    return next(r for r in valid if r["config"] == c)
+    """The validation row of config c (the runtime default is outside the grid: its
+    validation figure is measured beside the test one)."""
+    return next((r for r in valid if r["config"] == c), None)
 print(f"{knn['items']:,} items; {pop['test_examples']:,} test examples "
       f"({pop['test_unknown_targets']:,} targets unseen in training, "
       f"{pop['test_repeat_targets']:,} repeating a prefix item: misses for every row).\n")

@@ -24,7 +24,7 @@ def label(c):
         f"PRM K'={c['beams']} K+={c['candidates']} mix {c['mix']:g}"
 
 
-lines = [f"Test-time scaling of `{name}` ({rows[0]['examples']:,} validation examples; "
+lines = [f"Test-time scaling of `{name}` ({rows[0]['examples']:,} examples of each split per point; "
          "written by models/train/scaling_log.sh). p50: one core, `promise bench --pairs`, 2,000 test histories.", ""]
 for split in ("valid", "test"):
     lines += [f"### {split}", "",
@@ -37,7 +37,7 @@ for split in ("valid", "test"):
                      f"{r['p50_ms']:.3f} |")
     if split in head:
         h = head[split]
-        lines.append(f"| the PRM alone, every item scored (ceiling; {h['model']}) | {h['recall@20']:.4f} | "
+        lines.append(f"| the PRM alone, every item scored (ceiling; {h['model']}; all {h['examples']:,} examples) | {h['recall@20']:.4f} | "
                      f"{h['ndcg@20']:.4f} | {h['recall@10']:.4f} | {h['ndcg@10']:.4f} | | |")
     lines.append("")
 with open(os.path.join(d, "scaling.md"), "w") as f:
