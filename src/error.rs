@@ -112,11 +112,12 @@ pub const MAX_QUOTED_CHARS: usize = 96;
 pub const MAX_MESSAGE_CHARS: usize = 1024;
 
 /// `text` on one line, every [`must_escape`] character written as `\u{..}`, cut after
-/// `max` characters of output with the number of bytes elided.
+/// `max` characters of output with the number of bytes elided. Never inlined: every error
+/// site reaches it, and a copy per site costs the mobile library tens of KB.
+#[inline(never)]
 fn bounded(text: &str, max: usize) -> String {
     let mut out = String::with_capacity(text.len().min(max * 2) + 16);
-    let mut shown = 0usize;
-    for (at, c) in text.char_indices() {
+    for (shown, (at, c)) in text.char_indices().enumerate() {
         if shown >= max {
             out.push_str(&format!("... ({} more bytes)", text.len() - at));
             return out;
@@ -126,7 +127,6 @@ fn bounded(text: &str, max: usize) -> String {
         } else {
             out.push(c);
         }
-        shown += 1;
     }
     out
 }
@@ -135,6 +135,7 @@ fn bounded(text: &str, max: usize) -> String {
 /// through here, so text quoted from a bundle or a caller (file names, manifest strings,
 /// tract's own messages) cannot inject lines or escape sequences, nor grow a message
 /// without bound.
+#[inline(never)]
 fn one_line(message: String) -> String {
     if message.len() <= MAX_MESSAGE_CHARS && !message.chars().any(must_escape) {
         return message;
@@ -143,14 +144,14 @@ fn one_line(message: String) -> String {
 }
 
 /// `text` as every message of the library quotes a value: on one line, control and
-/// invisible format characters written as `\u{..}`, at most [`MAX_QUOTED_CHARS`]
+/// invisible format characters written as `\u{..}`, at most `MAX_QUOTED_CHARS` (96)
 /// characters and then the number of bytes elided. The CLI prints values through it too.
 pub fn escape(text: &str) -> String {
     bounded(text, MAX_QUOTED_CHARS)
 }
 
 /// [`escape`] for what is longer than an id, a path or a whole message the CLI prints:
-/// bounded by [`MAX_MESSAGE_CHARS`] / 2.
+/// bounded by `MAX_MESSAGE_CHARS` / 2 (512 characters).
 pub fn escape_long(text: &str) -> String {
     bounded(text, MAX_MESSAGE_CHARS / 2)
 }
