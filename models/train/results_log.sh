@@ -11,7 +11,8 @@
 #   (k, sample and idf chosen on validation; `vsknn`);
 # - SASRec: OUT/sasrec.json as `build` wrote it (best validation epoch, test read once);
 # - promise-rt (the int8 bundle, fused CPU engine): a grid on validation (plain K' 4 and
-#   16; PRM-guided K'/K+ 4/64 and 16/256 at mix 0 and 0.25), then on test the
+#   16; PRM-guided K'/K+ 4/256 and 16/4096 at mix 0 and 0.25; scaling_log.sh has the
+#   whole K+ curve), then on test the
 #   runtime's default (K'=16 K+=64 mix 0.25) and the validation-best configuration, each
 #   read once;
 # - table.md from all of them, with the bytes per catalog item of the bundle (`params`)
@@ -28,7 +29,8 @@ BIN=${PROMISE_BIN:-$ROOT/target/release/promise}
 BUNDLE=$OUT/bundle-int8.promise
 mkdir -p "$DEST"
 export PYTHONPATH=$HERE${PYTHONPATH:+:$PYTHONPATH}
-"$PY" -m promise_train baselines --log "$OUT/work/log.pkl" --out "$DEST" --dataset "$NAME"
+[[ -f $DEST/iknn.json && -f $DEST/popularity.json ]] || \
+  "$PY" -m promise_train baselines --log "$OUT/work/log.pkl" --out "$DEST" --dataset "$NAME"
 [[ -f $DEST/vsknn.json ]] || "$PY" -m promise_train vsknn --log "$OUT/work/log.pkl" --out "$DEST/vsknn.json" \
   --valid-sample 20000 --dataset "$NAME"
 "$PY" -m promise_train params --bundle "${BUNDLE%.promise}" > "$DEST/params.json"
@@ -39,7 +41,7 @@ for k in 4 16; do
   # plain: the final pool must hold the 20 results
   ev --pairs "$OUT/valid.pairs" --no-prm --beams "$k" --candidates $((k < 20 ? 20 : k)) >> "$DEST/promise_valid.jsonl.tmp"
 done
-for kk in "4 64" "16 256"; do
+for kk in "4 256" "16 4096"; do
   set -- $kk
   for mix in 0 0.25; do
     ev --pairs "$OUT/valid.pairs" --beams "$1" --candidates "$2" --mix "$mix" >> "$DEST/promise_valid.jsonl.tmp"
