@@ -118,3 +118,119 @@ fn a_synthetic_log_becomes_a_bundle_that_speaks_its_ids() {
     assert_eq!(feed.len(), SearchConfig::default().results);
     assert!(feed.iter().all(|(id, _)| id.starts_with("sku-")));
 }
+
+/// The pipeline's log reader and outputs (needs only python3: `log` imports no training
+/// package): every bad input is one error line naming the file, the true row or line and
+/// the column, never a traceback; no output is written through a planted symlink.
+#[test]
+fn the_log_reader_refuses_bad_input_in_one_line() {
+    let py = std::env::var("PROMISE_PY").unwrap_or_else(|_| "python3".into());
+    if Command::new(&py).arg("--version").output().is_err() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true and no {py}"
+        );
+        eprintln!("skipped: no {py}");
+        return;
+    }
+    let train = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/train");
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let run = |args: &[&str]| {
+        Command::new(&py)
+            .args(["-m", "promise_train", "log"])
+            .args(args)
+            .env("PYTHONPATH", &train)
+            .current_dir(d)
+            .output()
+            .unwrap()
+    };
+    let head = "user_id,item_id,timestamp\n";
+    let mut late = head.to_owned();
+    for i in 1..2000 {
+        late += &format!("u{},i{i},{i}\n", i % 50);
+    }
+    let cases: Vec<(&str, Vec<u8>, &[&str], &str)> = vec![
+        (
+            "nan.csv",
+            format!("{head}u,a,1\nu,b,nan\n").into_bytes(),
+            &[],
+            "row 2 (line 3), column 'timestamp': timestamp 'nan' is not a finite number",
+        ),
+        (
+            "big.csv",
+            format!("{head}u,a,1\nu,b,1e400\n").into_bytes(),
+            &[],
+            "timestamp '1e400' is not a finite number",
+        ),
+        (
+            "latin.csv",
+            [head.as_bytes(), b"u,a,1\nu,\xe9t\xe9,3\n"].concat(),
+            &[],
+            "line 3, byte 3: not UTF-8",
+        ),
+        (
+            "late.csv",
+            [late.as_bytes(), b"u,\xff,5\n"].concat(),
+            &[],
+            "line 2001, byte 3: not UTF-8",
+        ),
+        (
+            "long.csv",
+            vec![b'a'; 2 << 20],
+            &[],
+            "line 1 is longer than 1048576 bytes",
+        ),
+        (
+            "sep.csv",
+            format!("{head}u,a,1\n").into_bytes(),
+            &["--sep", ""],
+            "--sep '': expected a field separator",
+        ),
+        (
+            "ok.csv",
+            format!("{head}u,a,1\nu,b,2\nu,c,3\n").into_bytes(),
+            &["--out", "no/such/o.pkl"],
+            "the folder",
+        ),
+        (
+            "ok2.csv",
+            format!("{head}u,a,1\nu,b,2\nu,c,3\n").into_bytes(),
+            &["--out", "."],
+            "is a folder, expected a file path",
+        ),
+    ];
+    for (name, bytes, extra, needle) in cases {
+        std::fs::write(d.join(name), bytes).unwrap();
+        let mut args = vec!["--log", name];
+        if !extra.contains(&"--out") {
+            args.extend(["--out", "o.pkl"]);
+        }
+        args.extend(extra);
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: accepted");
+        assert!(err.contains(needle), "{name}: {err}");
+        assert!(
+            err.trim_end().lines().count() == 1 && !err.contains("Traceback"),
+            "{name}: {err}"
+        );
+    }
+    // '::' (MovieLens .dat) splits plainly; the output is not written through a symlink
+    // planted at a predictable temporary name
+    std::fs::write(
+        d.join("ml.dat"),
+        "user_id::item_id::timestamp\nu::a::1\nu::b::2\nu::c::3\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("victim"), "keep").unwrap();
+    std::os::unix::fs::symlink(d.join("victim"), d.join("o.pkl.tmp")).unwrap();
+    let out = run(&["--log", "ml.dat", "--sep", "::", "--out", "o.pkl"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(d.join("victim")).unwrap(), "keep");
+    assert!(d.join("o.pkl").is_file());
+}
