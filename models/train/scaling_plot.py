@@ -12,6 +12,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from promise_train.outputs import output  # noqa: E402  (scaling_log.sh sets PYTHONPATH)
+
 d = sys.argv[1]
 rows = [json.loads(x) for x in open(os.path.join(d, "scaling.jsonl"))]
 head = {s: json.load(open(os.path.join(d, f"head_{s}.json")))
@@ -40,7 +42,7 @@ for split in ("valid", "test"):
         lines.append(f"| the PRM alone, every item scored (ceiling; {h['model']}; all {h['examples']:,} examples) | {h['recall@20']:.4f} | "
                      f"{h['ndcg@20']:.4f} | {h['recall@10']:.4f} | {h['ndcg@10']:.4f} | | |")
     lines.append("")
-with open(os.path.join(d, "scaling.md"), "w") as f:
+with output(os.path.join(d, "scaling.md")) as f:
     f.write("\n".join(lines))
 
 fig, ax = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -73,5 +75,6 @@ ax[1].set_title("latency against K+")
 ax[0].legend(fontsize=7)
 ax[1].legend(fontsize=7)
 fig.tight_layout()
-fig.savefig(os.path.join(d, "scaling.png"), dpi=110)
+with output(os.path.join(d, "scaling.png"), "wb") as f:
+    fig.savefig(f, format="png", dpi=110)
 print("\n".join(lines))

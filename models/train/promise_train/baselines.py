@@ -110,14 +110,17 @@ def eval_iknn(pairs, sim, place: np.ndarray, w: int, d: float, batch: int = 256)
         for row, (_, h, _) in enumerate(chunk):
             s[row, h] = -np.inf
         t = np.asarray([t for _, _, t in chunk], dtype=np.int64)
-        st = s[np.arange(len(chunk)), t][:, None]
-        better = (s > st).sum(1)
-        near = better < max(KS)                   # only these can be a hit: break their ties
-        for row in np.nonzero(near)[0]:
-            tied = s[row] == st[row, 0]
-            better[row] += int((place[tied] < place[t[row]]).sum())
-        ranks.extend(int(x) for x in better)
+        ranks.extend(rank(s[row], int(t[row]), place) for row in range(len(chunk)))
     return _metrics(ranks, len(pairs))
+
+
+def rank(s: np.ndarray, t: int, place: np.ndarray) -> int:
+    """The 0-based rank of target t under scores s: the items scored higher, and where that
+    could still be a hit (under max(KS)) the tied items ahead of it in the tie order."""
+    better = int((s > s[t]).sum())
+    if better < max(KS):
+        better += int((place[s == s[t]] < place[t]).sum())
+    return better
 
 
 def main(argv=None):

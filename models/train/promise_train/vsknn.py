@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from .baselines import _metrics, _scored, popularity, tie_order
+from .baselines import _metrics, _scored, popularity, rank, tie_order
 from .log import restore
 from .outputs import output
 
@@ -91,12 +91,7 @@ def evaluate(model: VSKNN, pairs, place, k, sample, idf) -> dict:
     for _, h, t in _scored(pairs):
         s = model.scores(h, k, sample, idf)
         s[np.asarray(h, dtype=np.int64)] = -np.inf
-        st = s[t]
-        better = int((s > st).sum())
-        if better < 20:
-            tied = s == st
-            better += int((place[tied] < place[t]).sum())
-        ranks.append(better)
+        ranks.append(rank(s, t, place))
     return _metrics(ranks, len(pairs))
 
 
