@@ -93,7 +93,7 @@ mod session;
 pub use backend::{BackendInfo, CpuEngine, Device};
 pub use bundle::{Bundle, Catalog, ItemIds, Manifest, Numeric, OpenOptions};
 pub use error::{Error, ErrorCode, Result};
-pub use search::{Recommendation, Scorer, SearchConfig, Searcher};
+pub use search::{Recommendation, Scorer, SearchConfig, Searcher, StageTimes};
 pub use session::{IdFeed, LoadOptions, Model, Session};
 
 /// Not part of the API (no stability promise, hidden from the docs): the pieces the

@@ -7,7 +7,8 @@ use crate::backend::{CpuEngine, Device};
 use crate::bundle::{Bundle, Catalog, ItemIds};
 #[allow(unused_imports)]
 use crate::error::{err, Result};
-use crate::search::{Recommendation, Scorer, SearchConfig, Searcher};
+use crate::search::stages::Timed;
+use crate::search::{Recommendation, Scorer, SearchConfig, Searcher, StageTimes};
 
 enum BackendModel {
     /// Uninhabited: keeps the enum non-empty when no backend is compiled in.
@@ -258,6 +259,7 @@ impl Model {
             searcher,
             backend,
             id_history,
+            stages: None,
         })
     }
 }
@@ -269,6 +271,8 @@ pub struct Session {
     searcher: Searcher,
     backend: BackendSession,
     id_history: Vec<u32>,
+    // Some while stage timing is on (`set_stage_timing`): the last request's breakdown
+    stages: Option<StageTimes>,
 }
 
 /// One request on the session's parts (split so that the id call can borrow its buffer
@@ -276,6 +280,7 @@ pub struct Session {
 fn request<'s>(
     searcher: &'s mut Searcher,
     backend: &'s mut BackendSession,
+    stages: Option<&mut StageTimes>,
     catalog: &Catalog,
     history: &[u32],
 ) -> Result<&'s [Recommendation]> {
@@ -289,7 +294,16 @@ fn request<'s>(
             return searcher.take_found(catalog, n);
         }
     }
-    searcher.run(catalog, backend.scorer(), history)
+    match stages {
+        None => searcher.run(catalog, backend.scorer(), history),
+        Some(times) => {
+            let start = std::time::Instant::now();
+            let mut timed = Timed::new(backend.scorer(), times);
+            let r = searcher.run(catalog, &mut timed, history);
+            times.total = start.elapsed();
+            r
+        }
+    }
 }
 
 /// A feed in the app's item ids ([`Session::recommend_ids`]): valid until the session's
@@ -343,7 +357,13 @@ impl Session {
     /// the results.
     pub fn recommend(&mut self, history: &[u32]) -> Result<&[Recommendation]> {
         let catalog = self.model.inner.bundle.catalog();
-        request(&mut self.searcher, &mut self.backend, catalog, history)
+        request(
+            &mut self.searcher,
+            &mut self.backend,
+            self.stages.as_mut(),
+            catalog,
+            history,
+        )
     }
 
     /// Recommend in the app's item ids (the bundle's `ids.bin`): `history` oldest first, the
@@ -367,6 +387,7 @@ impl Session {
             searcher,
             backend,
             id_history,
+            stages,
         } = self;
         let bundle = &model.inner.bundle;
         let ids = bundle.ids().ok_or_else(|| {
@@ -407,7 +428,13 @@ impl Session {
         let recs = if id_history.is_empty() {
             &[][..]
         } else {
-            request(searcher, backend, bundle.catalog(), id_history)?
+            request(
+                searcher,
+                backend,
+                stages.as_mut(),
+                bundle.catalog(),
+                id_history,
+            )?
         };
         Ok(IdFeed { recs, ids, unknown })
     }
@@ -435,16 +462,44 @@ impl Session {
     /// GPU session searching on the device returns a `config` error (load it with
     /// `LoadOptions::with_gpu_search(false)`).
     pub fn set_trace(&mut self, on: bool) -> Result<()> {
+        if on {
+            self.host_search("a per-level trace")?;
+        }
+        self.searcher.set_trace(on)
+    }
+
+    /// A `config` error when `what` needs the search on the host and this session runs it
+    /// on the GPU.
+    fn host_search(&self, what: &str) -> Result<()> {
         #[cfg(feature = "gpu")]
         if let BackendSession::Gpu(g) = &self.backend {
-            if on && g.searches_on_device() {
+            if g.searches_on_device() {
                 return Err(err!(
                     Config,
-                    "a per-level trace needs the search on the host; this GPU session searches on the device (LoadOptions::with_gpu_search(false))"
+                    "{what} needs the search on the host; this GPU session searches on the device (LoadOptions::with_gpu_search(false))"
                 ));
             }
         }
-        self.searcher.set_trace(on)
+        let _ = what;
+        Ok(())
+    }
+
+    /// Time every request by stage ([`StageTimes`]: the encoder, the decoder and the PRM per
+    /// level, the search's bookkeeping), read after each request with
+    /// [`Session::stage_times`]. Costs a few clock reads per request. Like the trace it
+    /// needs the search on the host: a GPU session searching on the device returns a
+    /// `config` error.
+    pub fn set_stage_timing(&mut self, on: bool) -> Result<()> {
+        if on {
+            self.host_search("a stage breakdown")?;
+        }
+        self.stages = on.then(StageTimes::default);
+        Ok(())
+    }
+
+    /// The last request's time by stage, while stage timing is on (else `None`).
+    pub fn stage_times(&self) -> Option<&StageTimes> {
+        self.stages.as_ref()
     }
 
     /// The nodes the last request kept at `level` (0-based) when tracing is on: its beams,

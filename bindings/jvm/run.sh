@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 lib=target/debug
-[[ -f "$lib/libpromise_rt.so" ]] || cargo build --all-features
+[[ -f "$lib/libpromise_rt.so" ]] || cargo build --all-features --all-targets
 javac_bin=$(command -v javac)
 JAVA_HOME=${JAVA_HOME:-$(dirname "$(dirname "$(readlink -f "$javac_bin")")")}
 out=target/jvm

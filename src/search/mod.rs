@@ -65,10 +65,12 @@
 //! [`Searcher`] owns the buffers and runs against any [`Scorer`] (a backend session, or a
 //! fake one in tests and benches). After construction, `run` does not allocate.
 
+pub mod stages;
 pub(crate) mod topk;
 
 use crate::bundle::catalog::{Catalog, MAX_LEVELS};
 use crate::error::{err, Result};
+pub use stages::StageTimes;
 use topk::{by_cum, by_key, top_k, Scored};
 
 /// Largest K' a session accepts.

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Build the C example against the committed header and the cdylib that
-# `cargo build --all-features` builds (target/debug), then run it.
+# `cargo build --all-features --all-targets` builds (target/debug), then run it. Without
+# --all-targets the dev-dependencies unify other features into tract's dependencies and cargo
+# rebuilds tract (minutes on CI).
 # --valgrind: run it under valgrind memcheck, failing on any error or any leak.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 lib=target/debug
-cargo build --all-features
+cargo build --all-features --all-targets   # what the README command built: nothing to rebuild
 out=target/c-example
 mkdir -p "$out"
 # the header and the library through the promise_rt.pc the build writes beside the library

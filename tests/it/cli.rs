@@ -250,6 +250,29 @@ fn recommend_and_eval_speak_the_apps_ids() {
     assert_eq!(e["empty_feeds"], 1, "{e}");
     // the first example's target is the top item, the second's feed is empty
     assert_eq!(e["recall@10"], 0.5, "{e}");
+    // bench --pairs times those histories and says where a request's time goes
+    let out = promise()
+        .args(["bench", "--json", "--requests", "5", "--bundle"])
+        .arg(dir.path())
+        .arg("--pairs")
+        .arg(&pairs)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let b: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let st = &b["stages_p50_ms"];
+    let levels = st["decoder"].as_array().map_or(0, |l| l.len());
+    assert!(
+        levels >= 2 && st["prm"].as_array().map(|l| l.len()) == Some(levels),
+        "{b}"
+    );
+    for stage in ["encoder", "bookkeeping", "total"] {
+        assert!(
+            st[stage].as_f64().is_some_and(|ms| ms > 0.0),
+            "{stage}: {b}"
+        );
+    }
     std::fs::write(&pairs, "sku-00001\tsku-00002\nlonely\n").unwrap();
     let out = promise()
         .args(["eval", "--bundle"])

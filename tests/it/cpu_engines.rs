@@ -155,3 +155,47 @@ fn exact_ties_follow_the_documented_tie_break_on_both_engines() {
         }
     }
 }
+
+/// Stage timing splits a request into the encoder, the decoder and PRM per level, and the
+/// search's bookkeeping, without changing its feed; a plain search shows no PRM time; off,
+/// there is no breakdown.
+#[test]
+fn stage_timing_splits_a_request_and_leaves_its_feed_alone() {
+    use promise_rt::{Bundle, Device, Model, SearchConfig};
+    let bundle = Bundle::open(crate::util::repo().join("models/ml1m")).expect("bundle");
+    let opts = LoadOptions::default().with_cpu_engine(CpuEngine::Fused);
+    let model = Model::load_with(&bundle, Device::Cpu, &opts).expect("model");
+    let levels = bundle.catalog().levels();
+    let history: Vec<u32> = (0..30).map(|i| i * 7).collect();
+    for cfg in [SearchConfig::default(), SearchConfig::plain(16, 10)] {
+        let mut s = model.session(cfg).expect("session");
+        assert!(
+            s.stage_times().is_none(),
+            "no breakdown before it is asked for"
+        );
+        let plain_feed = s.recommend(&history).expect("request").to_vec();
+        s.set_stage_timing(true).expect("timing on");
+        let timed_feed = s.recommend(&history).expect("request").to_vec();
+        assert_eq!(plain_feed, timed_feed, "timing changed the feed ({cfg:?})");
+        let t = *s.stage_times().expect("a breakdown");
+        assert!(!t.encoder.is_zero(), "{t:?}");
+        for l in 0..levels {
+            assert!(!t.decoder[l].is_zero(), "level {l}: {t:?}");
+            assert_eq!(
+                t.prm[l].is_zero(),
+                !cfg.prm,
+                "level {l}, prm {}: {t:?}",
+                cfg.prm
+            );
+        }
+        for l in levels..t.decoder.len() {
+            assert!(t.decoder[l].is_zero() && t.prm[l].is_zero(), "{t:?}");
+        }
+        let parts = t.encoder + t.decoder.iter().sum::<std::time::Duration>() + t.prm.iter().sum();
+        assert!(t.total >= parts, "the parts exceed the request: {t:?}");
+        assert_eq!(t.total - parts, t.bookkeeping());
+        s.set_stage_timing(false).expect("timing off");
+        s.recommend(&history).expect("request");
+        assert!(s.stage_times().is_none());
+    }
+}

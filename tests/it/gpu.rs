@@ -128,6 +128,12 @@ fn gpu_sessions_are_independent_and_bad_input_is_rejected() {
     assert_eq!(e.code(), ErrorCode::Config);
     assert!(e.to_string().contains("with_gpu_search(false)"), "{e}");
     assert_eq!(a.recommend(&h1).unwrap(), &first[..]);
+    // and so does the stage breakdown
+    let e = a.set_stage_timing(true).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Config);
+    assert!(e.to_string().contains("stage breakdown"), "{e}");
+    assert!(a.stage_times().is_none());
+    assert_eq!(a.recommend(&h1).unwrap(), &first[..]);
     // 8 threads, one session each, sharing the model
     let want = first.clone();
     std::thread::scope(|s| {

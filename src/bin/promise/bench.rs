@@ -246,6 +246,9 @@ pub(crate) fn bench(
     let steady = rss_kib("VmRSS:");
     let growth = steady as i64 - rss_warm as i64;
     let bundle_kib = model.bundle().file_bytes() / 1024;
+    // where the time goes: a second pass over the same requests with stage timing on (a
+    // few clock reads per request, kept out of the p50 above)
+    let stages = stage_breakdown(&mut session, &rows, warm, requests.min(STAGE_REQUESTS))?;
     if let Some(path) = dump {
         use std::io::Write;
         let mut f = std::io::BufWriter::new(
@@ -271,7 +274,8 @@ pub(crate) fn bench(
             "config": cfg_json(session.config()), "requests": requests, "p50_ms": p50, "p99_ms": p99, "requests_per_s": rps,
             "load_ms": load_ms, "peak_rss_kib": peak, "steady_rss_kib": steady, "rss_before_load_kib": rss0,
             "bundle_kib": bundle_kib, "allocs_per_request": allocs, "gpu_adapter": gpu_adapter(&model), "backend": model.backend().to_string(), "rss_after_warmup_kib": rss_warm,
-            "rss_growth_kib": growth, "model_heap_kib": model_heap_kib, "rss_trace_kib": rss_trace, "cold_start": cold})
+            "rss_growth_kib": growth, "model_heap_kib": model_heap_kib, "rss_trace_kib": rss_trace, "cold_start": cold,
+            "stages_p50_ms": stages.as_ref().map(Stages::json)})
         );
     } else {
         println!(
@@ -297,6 +301,10 @@ pub(crate) fn bench(
         println!("Rust heap held by the loaded model: {model_heap_kib} KiB (bundle files {bundle_kib} KiB; driver memory not included)");
         println!("RSS growth over the timed requests: {growth} KiB (after warm-up {rss_warm} KiB)");
         println!("RSS at each tenth of the run (KiB): {rss_trace:?}");
+        match &stages {
+            Some(st) => println!("{}", st.line()),
+            None => println!("stage breakdown: none (the search runs on the device)"),
+        }
         println!("heap allocations per request: {allocs:.1} (the search itself makes none; the fused CPU engine none either; tract and wgpu do)");
         if let Some(f) = floor {
             println!(
@@ -316,6 +324,92 @@ pub(crate) fn bench(
         }
     }
     Ok(())
+}
+
+/// Requests timed by stage at most (the breakdown is medians; more adds nothing).
+const STAGE_REQUESTS: usize = 5000;
+
+/// Medians of each stage over the breakdown pass.
+struct Stages {
+    levels: usize,
+    encoder: f64,
+    decoder: Vec<f64>,
+    prm: Vec<f64>,
+    bookkeeping: f64,
+    total: f64,
+}
+
+impl Stages {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({"encoder": self.encoder, "decoder": self.decoder, "prm": self.prm,
+            "bookkeeping": self.bookkeeping, "total": self.total})
+    }
+    fn line(&self) -> String {
+        let per_level = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{x:.3}"))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        format!(
+            "where a request's time goes (medians, ms; per level 1..{}): encoder {:.3}, decoder {}, PRM {}, search bookkeeping {:.3}; request {:.3}",
+            self.levels,
+            self.encoder,
+            per_level(&self.decoder),
+            per_level(&self.prm),
+            self.bookkeeping,
+            self.total
+        )
+    }
+}
+
+/// Run `n` requests with stage timing on and take each stage's median; `None` when the
+/// session cannot time stages (a GPU session searching on the device).
+fn stage_breakdown(
+    session: &mut promise_rt::Session,
+    rows: &[(&[u32], u32)],
+    skip: usize,
+    n: usize,
+) -> Result<Option<Stages>, Failure> {
+    if session.set_stage_timing(true).is_err() {
+        return Ok(None);
+    }
+    let levels = session.model().bundle().catalog().levels();
+    let hist = || LatencyHistogram::new();
+    let (mut enc, mut book, mut total) = (hist(), hist(), hist());
+    let mut dec: Vec<LatencyHistogram> = (0..levels).map(|_| hist()).collect();
+    let mut prm: Vec<LatencyHistogram> = (0..levels).map(|_| hist()).collect();
+    let mut prm_ran = vec![false; levels];
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    for i in 0..n {
+        let (h, _) = rows[(skip + i) % rows.len()];
+        session.recommend(h)?;
+        let t = *session
+            .stage_times()
+            .expect("stage timing was turned on above");
+        enc.add(ms(t.encoder));
+        book.add(ms(t.bookkeeping()));
+        total.add(ms(t.total));
+        for l in 0..levels {
+            dec[l].add(ms(t.decoder[l]));
+            if !t.prm[l].is_zero() {
+                prm[l].add(ms(t.prm[l]));
+                prm_ran[l] = true;
+            }
+        }
+    }
+    session.set_stage_timing(false)?;
+    // a level without PRM calls (plain search, or a level the search does not score)
+    // reads as 0; where it ran, the median is over the requests that called it
+    let med = |h: &LatencyHistogram, ran: bool| if ran { h.quantile(0.5) } else { 0.0 };
+    Ok(Some(Stages {
+        levels,
+        encoder: med(&enc, true),
+        decoder: dec.iter().map(|h| med(h, true)).collect(),
+        prm: prm.iter().zip(&prm_ran).map(|(h, &r)| med(h, r)).collect(),
+        bookkeeping: med(&book, true),
+        total: med(&total, true),
+    }))
 }
 
 /// The GPU adapter a model runs on (`None` on the CPU), for the bench's JSON.
