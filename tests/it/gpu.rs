@@ -30,14 +30,39 @@ fn gpu_model(bundle: &Bundle, opts: &LoadOptions) -> Option<Model> {
     }
 }
 
+/// Whether the adapter is a software one (lavapipe in CI: correctness only, on CI's two
+/// cores); `None` without an adapter (skip).
+fn software_adapter() -> Option<bool> {
+    let bundle = Bundle::open(repo().join("models/tiny")).expect("bundle");
+    let gpu = gpu_model(&bundle, &LoadOptions::default())?;
+    Some(matches!(
+        gpu.backend(),
+        BackendInfo::Gpu { software: true, .. }
+    ))
+}
+
 #[test]
 fn gpu_matches_the_cpu_on_fresh_histories_for_every_variant() {
+    let Some(software) = software_adapter() else {
+        return;
+    };
     for (bi, dir) in BUNDLES.iter().enumerate() {
         let bundle = Bundle::open(repo().join(dir)).expect("bundle");
         let cpu = Model::load(&bundle, Device::Cpu).expect("cpu");
         let items = bundle.catalog().num_items() as u32;
-        let mut hist = fresh_histories(8, items, 0xC0FFEE + bi as u64);
-        if !dir.contains("large") {
+        // a hardware adapter runs every history on every variant; on a software one (a
+        // request of the trained models takes about 50 ms there) the f16 and int8 variants,
+        // whose catalog and search are their f32 model's, run 4 fresh histories and no
+        // coverage ones (the f32 model runs those), and the large models 4
+        let derived = dir.ends_with("-f16") || dir.ends_with("-int8");
+        let fresh = if software && (derived || dir.contains("large")) {
+            4
+        } else {
+            8
+        };
+        let mut hist = fresh_histories(fresh, items, 0xC0FFEE + bi as u64);
+        let coverage = !(dir.contains("large") || software && derived);
+        if coverage {
             hist.extend(coverage_histories(bundle.catalog(), 0xC0DE + bi as u64));
         }
         // the default (the whole search on the GPU, native shader), and for the small

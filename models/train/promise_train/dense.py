@@ -34,8 +34,10 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from . import ann
 from . import data as data_mod
 from . import log as log_mod
+from .outputs import check_destination, output, output_folder
 from .sasrec import SASRec, pad_left
 
 OPSET = 17
@@ -72,8 +74,12 @@ def quantize_table(w: np.ndarray):
     return q, s
 
 
-def build(model: SASRec, L: int, path: str) -> int:
-    """Write the int8 graph to `path`; returns the item table's bytes (int8 + scales)."""
+def build(model: SASRec, L: int, path: str, head: str = "exhaustive") -> int:
+    """Write the int8 graph to `path`; returns the item table's bytes (int8 + scales).
+    head "exhaustive": the graph scores every item and cuts the top k (inputs x, k);
+    "state": the encoder alone (emb [1, L, d] -> h [1, d]) for an ANN index to query, and
+    the int8 table beside it in `path`.table.npz (q [N+1, d] int8, s [N+1] per-item scales):
+    one copy serves the history lookup and the rerank of the index's candidates."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     model.eval()
@@ -110,6 +116,12 @@ def build(model: SASRec, L: int, path: str) -> int:
         helper.make_node("TopK", ["scores", "k"], ["top_scores", "top_items"], axis=1),
     ]
     g = enc.graph
+    if head == "state":
+        # the encoder alone (input emb [1, L, d], output h [1, d]); the caller keeps the one
+        # int8 table for the input lookup and the index's rerank (state_table)
+        onnx.save(enc, path)
+        np.savez(path + ".table.npz", q=q, s=s)
+        return q.nbytes + s.nbytes
     graph = helper.make_graph(
         front + list(g.node) + back, "sasrec_int8_exhaustive",
         [helper.make_tensor_value_info("x", TensorProto.INT64, [1, L]),
@@ -141,10 +153,114 @@ class Scorer:
         return [int(i) for i in items[0] if int(i) not in seen][:n]
 
 
+class StateScorer:
+    """SASRec's state in onnxruntime, then an ANN index: the history's rows gathered from
+    the one int8 table, the encoder's last state h, the index's `rerank` x (N + seen)
+    candidates, reranked by their exact int8 dot products with h from the same table."""
+
+    def __init__(self, path: str, L: int, index, rerank: int):
+        import onnxruntime as ort
+        o = ort.SessionOptions()
+        o.intra_op_num_threads = o.inter_op_num_threads = 1
+        o.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self.sess = ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
+        self.input = self.sess.get_inputs()[0].name
+        t = np.load(path + ".table.npz")
+        self.q, self.s = t["q"], t["s"]
+        self.in_scale = self.s * math.sqrt(self.q.shape[1])
+        self.L, self.index, self.rerank = L, index, rerank
+
+    def state(self, history: list[int]) -> np.ndarray:
+        x = pad_left([history], self.L)[0]
+        emb = self.q[x].astype(np.float32) * self.in_scale[x, None]
+        return self.sess.run(None, {self.input: emb[None]})[0][0]
+
+    def feed(self, h: np.ndarray, history: list[int], n: int) -> list[int]:
+        seen = set(history)
+        k = n + len(seen)
+        cand = self.index.top(h, self.rerank * k)
+        cand = cand[cand >= 0]
+        if self.rerank > 1:
+            rows = cand + 1                                      # row 0 is the padding
+            score = (self.q[rows].astype(np.float32) @ h) * self.s[rows]
+            cand = cand[np.argsort(-score, kind="stable")]
+        return [int(i) for i in cand if int(i) not in seen][:n]
+
+    def top(self, history: list[int], n: int) -> list[int]:
+        return self.feed(self.state(history), history, n)
+
+
+def make_model(a, lg):
+    """The SASRec whose table the side serves: trained (--sasrec) or random weights over
+    --items N, its item rows iid (the init) or drawn around --centres cluster centres."""
+    torch.manual_seed(1)
+    if a.sasrec:
+        model = SASRec(len(lg.items), max_len=a.max_len)
+        model.load_state_dict(torch.load(a.sasrec))
+        return model
+    model = SASRec(a.items, max_len=a.max_len)
+    if a.catalog == "clustered":
+        # a Gaussian mixture at the init's scale: centres N(0, 0.02^2), items around them
+        # at half that spread (an ANN index's realistic case; iid rows are its hardest)
+        rng = np.random.default_rng(1)
+        d = model.item.embedding_dim
+        centres = rng.normal(0.0, 0.02, (a.centres, d)).astype(np.float32)
+        rows = centres[rng.integers(0, a.centres, a.items)] + rng.normal(0.0, 0.01, (a.items, d)).astype(np.float32)
+        with torch.no_grad():
+            model.item.weight[1:] = torch.from_numpy(rows)
+    return model
+
+
+def examples_of(a, lg, split):
+    if lg is not None:
+        return lg.examples(split)
+    ds = data_mod.load(a.data)
+    return [(s[:-1], s[-1]) for s in ds.seqs]
+
+
+def build_ann(a, lg, work: str) -> None:
+    """--build-only: the state graph, the index, and the knob picked on validation requests
+    (--pairs valid with --log; else the last --tune-requests histories, never timed), all
+    in `work` (this runs in a child process so that the timed one's RSS is the load's)."""
+    model = make_model(a, lg)
+    model.eval()
+    graph = os.path.join(work, "state.onnx")
+    table_bytes = build(model, a.max_len, graph, head="state")
+    w = model.item.weight.detach().numpy()[1:].astype(np.float32)
+    del model
+    t = time.perf_counter()
+    if a.index == "usearch":
+        ix = ann.USearch.build(ann.augment(w), a.connectivity, a.build_threads)
+        params = {"connectivity": a.connectivity, "expansion_add": 128, "dtype": "i8", "metric": "cos (MIPS-augmented)"}
+    else:
+        ix = ann.FaissIVF.build(ann.augment(w), a.nlist)
+        params = {"nlist": a.nlist, "quantizer": "SQ8", "metric": "L2 (MIPS-augmented)"}
+    build_s = time.perf_counter() - t
+    path = os.path.join(work, "index.bin")
+    ix.save(path)
+    if lg is not None:
+        tune_hist = [h for h, _ in lg.examples("valid") if h][: a.tune_requests]
+    else:
+        tune_hist = [h for h, _ in examples_of(a, None, None) if h][-a.tune_requests:]
+    sc = StateScorer(graph, a.max_len, ix, a.rerank)
+    states = np.stack([sc.state(h) for h in tune_hist])
+    exact = ann.exact_feeds(w, states, tune_hist, a.results)
+    knob, recall, curve = ann.tune(ix, sc.feed, states, tune_hist, exact, a.results, a.recall_target)
+    meta = {"index": a.index, "params": params, "build_s": build_s, "build_threads": a.build_threads,
+            "table_bytes": table_bytes, "knob_name": ix.knob_name, "knob": knob, "tune_recall": recall,
+            "tune_requests": len(tune_hist), "recall_target": a.recall_target, "rerank": a.rerank, "tune_curve": curve,
+            "tune_on": "valid" if lg is not None else "the last histories, not timed"}
+    with output(os.path.join(work, "index.json")) as f:
+        json.dump(meta, f, indent=1)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="promise_train dense-bench")
     ap.add_argument("--sasrec", help="trained SASRec weights (state dict); the catalog from --log")
     ap.add_argument("--items", type=int, help="random weights over this many items (no --sasrec)")
+    ap.add_argument("--catalog", choices=["iid", "clustered"], default="iid",
+                    help="with --items: item rows iid (the init) or around --centres cluster centres")
+    ap.add_argument("--centres", type=int, default=4096)
     ap.add_argument("--log", help="a split log (log.pkl): the catalog and the --pairs examples")
     ap.add_argument("--pairs", choices=["valid", "test"], default="test")
     ap.add_argument("--data", default="data", help="MovieLens-1M (the test split's histories) without --log")
@@ -153,53 +269,108 @@ def main(argv=None):
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--quality", action="store_true", help="also Recall/NDCG@10/20 over every --pairs example")
     ap.add_argument("--graph", help="where the graph goes (default: a temporary file)")
+    ap.add_argument("--index", choices=["exhaustive", *ann.KINDS], default="exhaustive",
+                    help="score every item in the graph, or query an ANN index with the graph's last state")
+    ap.add_argument("--work", help="with an ANN --index: where its graph, index and pick are kept (reused)")
+    ap.add_argument("--connectivity", type=int, default=16, help="usearch: HNSW's M")
+    ap.add_argument("--nlist", type=int, default=4096, help="faiss-ivf: the inverted lists")
+    ap.add_argument("--recall-target", type=float, default=0.95,
+                    help="the ANN knob's pick: the cheapest reaching this Recall@--results against exact")
+    ap.add_argument("--tune-requests", type=int, default=500)
+    ap.add_argument("--rerank", type=int, default=2,
+                    help="ANN: ask the index for this many times N + seen candidates and rerank them "
+                         "by exact int8 dot products (1: the index's own order)")
+    ap.add_argument("--build-threads", type=int, default=2, help="threads building the index (reported apart)")
+    ap.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
     if (a.sasrec is None) == (a.items is None):
         raise SystemExit("give exactly one of --sasrec (trained) or --items N (random weights)")
-    torch.manual_seed(1)
+    if a.items is not None and a.items < 1:
+        raise SystemExit(f"--items is {a.items}, expected at least 1")
+    for name in ("requests", "results", "tune_requests", "rerank", "connectivity", "nlist", "centres", "build_threads"):
+        if getattr(a, name) < 1:
+            raise SystemExit(f"--{name.replace('_', '-')} is {getattr(a, name)}, expected at least 1")
+    if not 0.0 < a.recall_target <= 1.0:
+        raise SystemExit(f"--recall-target is {a.recall_target}, expected a number in (0, 1]")
+    if a.index != "exhaustive" and not a.work:
+        raise SystemExit(f"--index {a.index} needs --work DIR (its graph and index are kept there)")
+    check_destination(a.out)
+    if a.index != "exhaustive":
+        output_folder(a.work, "--work")
     lg = log_mod.restore(a.log) if a.log else None
-    if a.sasrec:
-        if lg is None:
-            raise SystemExit("--sasrec needs --log (its catalog)")
-        model = SASRec(len(lg.items), max_len=a.max_len)
-        model.load_state_dict(torch.load(a.sasrec))
-    else:
-        model = SASRec(a.items, max_len=a.max_len)
-    n_items = model.item.num_embeddings - 1
-    if lg is not None:
-        examples = lg.examples(a.pairs)
-    else:
-        ds = data_mod.load(a.data)
-        examples = [(s[:-1], s[-1]) for s in ds.seqs]
+    if a.sasrec and lg is None:
+        raise SystemExit("--sasrec needs --log (its catalog)")
+    if a.build_only:
+        build_ann(a, lg, a.work)
+        return
+    examples = examples_of(a, lg, a.pairs)
     histories = [h for h, _ in examples if h]
+    if a.index != "exhaustive" and lg is None:
+        histories = histories[:-a.tune_requests]      # those tuned the knob
     if not histories:
         raise SystemExit("no history to time")
     tmp = tempfile.TemporaryDirectory()
-    graph = a.graph or os.path.join(tmp.name, "dense.onnx")
-    table_bytes = build(model, a.max_len, graph)
-    del model
+    if a.index == "exhaustive":
+        model = make_model(a, lg)
+        n_items = model.item.num_embeddings - 1
+        graph = a.graph or os.path.join(tmp.name, "dense.onnx")
+        table_bytes = build(model, a.max_len, graph)
+        del model
+        meta, index_bytes = None, 0
+    else:
+        graph, ipath = os.path.join(a.work, "state.onnx"), os.path.join(a.work, "index.bin")
+        if not (os.path.exists(ipath) and os.path.exists(os.path.join(a.work, "index.json"))):
+            # built in a child process: this one's RSS then counts the load alone
+            import subprocess
+            import sys
+            subprocess.run([sys.executable, "-m", "promise_train", "dense-bench", *(argv if argv is not None else sys.argv[1:]),
+                            "--build-only"], check=True)
+        meta = json.load(open(os.path.join(a.work, "index.json")))
+        table_bytes, index_bytes = meta["table_bytes"], os.path.getsize(ipath)
+        n_items = len(lg.items) if lg is not None else a.items
     import gc
     gc.collect()
     rss0 = rss_kib()
     t = time.perf_counter()
-    sc = Scorer(graph, a.max_len)
+    if a.index == "exhaustive":
+        sc = Scorer(graph, a.max_len)
+    else:
+        ix = ann.load(a.index, ipath)
+        ix.set_knob(meta["knob"])
+        sc = StateScorer(graph, a.max_len, ix, meta["rerank"])
     load_ms = (time.perf_counter() - t) * 1e3
     rss_load = rss_kib() - rss0
     for h in histories[:20]:
         sc.top(h, a.results)
-    lat = []
+    lat, enc_ms, query_ms = [], [], []
     for i in range(a.requests):
         h = histories[(20 + i) % len(histories)]
         t = time.perf_counter()
-        sc.top(h, a.results)
+        if a.index == "exhaustive":
+            sc.top(h, a.results)
+        else:
+            st = sc.state(h)
+            t1 = time.perf_counter()
+            sc.feed(st, h, a.results)
+            t2 = time.perf_counter()
+            enc_ms.append((t1 - t) * 1e3)
+            query_ms.append((t2 - t1) * 1e3)
         lat.append((time.perf_counter() - t) * 1e3)
     lat = np.array(lat)
-    res = {"model": f"SASRec int8, exhaustive over {n_items} items (onnxruntime, 1 thread)",
-           "weights": "trained" if a.sasrec else "random", "items": n_items, "max_len": a.max_len,
-           "results": a.results, "requests": a.requests, "table_bytes": table_bytes,
+    side = {"exhaustive": "exhaustive int8 scoring in the graph", "usearch": "usearch HNSW int8",
+            "faiss-ivf": "faiss IVF-SQ8"}[a.index]
+    res = {"model": f"SASRec int8, {side} over {n_items} items (onnxruntime, 1 thread)", "index": a.index,
+           "weights": "trained" if a.sasrec else f"random ({a.catalog} rows)", "items": n_items, "max_len": a.max_len,
+           "results": a.results, "requests": a.requests, "table_bytes": table_bytes, "index_bytes": index_bytes,
            "graph_bytes": os.path.getsize(graph), "load_ms": load_ms, "rss_after_load_kib": rss_load,
            "rss_kib": rss_kib(), "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99))}
+    if a.index != "exhaustive":
+        res.update({"stages_p50_ms": {"encoder": float(np.median(enc_ms)), "index_query": float(np.median(query_ms))},
+                    "ann": meta, "bytes_per_item": (os.path.getsize(graph) + os.path.getsize(graph + ".table.npz")
+                                                      + index_bytes) / n_items})
+    else:
+        res["bytes_per_item"] = os.path.getsize(graph) / n_items
     if a.quality:
         acc = {f"{m}@{k}": 0.0 for k in (10, 20) for m in ("recall", "ndcg")}
         for h, target in examples:
@@ -214,7 +385,7 @@ def main(argv=None):
         res["examples"] = len(examples)
         res["pairs"] = a.pairs
     print(json.dumps(res))
-    with open(a.out, "w") as f:
+    with output(a.out) as f:
         json.dump(res, f, indent=1)
 
 
