@@ -106,6 +106,7 @@ else
   MODEL=gen_dense QUERY=node
 fi
 step "export: the bundles, with the log's item ids"
-[[ -f $OUT/bundle-int8.promise ]] || run export --work "$W" --model $MODEL --out "$OUT/bundle" --prm-query $QUERY \
+# again when the model was trained further since (a resumed build with more epochs)
+[[ $OUT/bundle-int8.promise -nt $W/$MODEL.pt ]] || run export --work "$W" --model $MODEL --out "$OUT/bundle" --prm-query $QUERY \
   --promise --log "$W/log.pkl" --dataset "$(basename "$LOG")"
 step "done: $OUT/bundle-int8.promise (and -f16, f32); evaluate with promise eval --bundle $OUT/bundle-int8.promise --pairs $OUT/valid.pairs"
