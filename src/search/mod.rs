@@ -71,7 +71,7 @@ pub(crate) mod topk;
 use crate::bundle::catalog::{Catalog, MAX_LEVELS};
 use crate::error::{err, Result};
 pub use stages::StageTimes;
-use topk::{by_cum, by_key, top_k, Scored};
+use topk::{by_cum, by_key, select_k, top_k, Scored};
 
 /// Largest K' a session accepts.
 /// The lowest log-probability the search uses: one below it counts as `LOGP_FLOOR` on
@@ -567,7 +567,12 @@ impl Searcher {
                     });
                 }
             }
-            top_k(&mut self.pool, cfg.candidates, by_cum);
+            if cfg.prm {
+                // the K+ best by the generator as a set: the PRM's keys order them below
+                select_k(&mut self.pool, cfg.candidates, by_cum);
+            } else {
+                top_k(&mut self.pool, cfg.candidates, by_cum);
+            }
             if cfg.prm && !self.pool.is_empty() {
                 let m = self.pool.len();
                 for (dst, s) in self.nodes.iter_mut().zip(&self.pool) {

@@ -46,6 +46,19 @@ pub fn top_k(v: &mut Vec<Scored>, k: usize, order: fn(&Scored, &Scored) -> Order
     v.sort_unstable_by(order);
 }
 
+/// Keep the first `k` elements of `v` under `order` as a set, in no particular order:
+/// `top_k` without its sort, for a cut whose order nothing reads (the candidates the PRM
+/// scores are ranked again by key). O(n), in place, no allocation; which elements are kept
+/// is `top_k`'s choice (the order is total), so the search's results do not change.
+pub fn select_k(v: &mut Vec<Scored>, k: usize, order: fn(&Scored, &Scored) -> Ordering) {
+    if k == 0 {
+        v.clear();
+    } else if v.len() > k {
+        v.select_nth_unstable_by(k - 1, order);
+        v.truncate(k);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +96,11 @@ mod tests {
                 let mut got = v.clone();
                 top_k(&mut got, k, order);
                 assert_eq!(got, naive(&v, k, order), "case {case}, n {n}, k {k}");
+                // select_k keeps the same set
+                let mut set = v.clone();
+                select_k(&mut set, k, order);
+                set.sort_by(order);
+                assert_eq!(set, got, "select_k, case {case}, n {n}, k {k}");
             }
         }
     }
