@@ -1,6 +1,6 @@
 //! Where a request's time goes: the encoder, the decoder and the PRM per level, and the
 //! search's own bookkeeping (the beams' selection, the pool, the seen-item masking, the
-//! feed), measured by wrapping the backend's [`Scorer`] in [`Timed`].
+//! feed), measured by wrapping the backend's [`Scorer`] in `Timed`.
 //!
 //! Bookkeeping is the request's wall time less the scorer calls, so the four parts add up
 //! to the request. Nothing is allocated: the per-level times are fixed arrays of
