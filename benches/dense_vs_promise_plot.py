@@ -1,5 +1,5 @@
 """The table and chart of benches/dense_vs_promise.sh: python dense_vs_promise_plot.py OUT,
-with SIZES, IID_SIZES, INDEXES and NP_QUALITY from the environment as the script sets them.
+with SIZES, CONTRAST_SIZES, INDEXES and NP_QUALITY from the environment as the script sets them.
 Reads OUT/dense_<catalog>_<items>_<index>.json (`promise_train dense-bench`),
 OUT/promise_<recipe>/bench_<items>.json (`promise bench --json`) and, where present, the
 NowPlaying-1M files OUT/np_dense.json, OUT/np_<index>.json, OUT/np_promise.json and
@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 out = sys.argv[1]
 sizes = [int(s) for s in os.environ.get("SIZES", "1000000").split()]
-iid_sizes = [int(s) for s in os.environ.get("IID_SIZES", "").split()]
+contrast_sizes = [int(s) for s in os.environ.get("CONTRAST_SIZES", "").split()]
 indexes = os.environ.get("INDEXES", "usearch faiss-ivf").split()
 NAMES = {"exhaustive": "SASRec + exhaustive int8 (ORT)", "usearch": "SASRec + usearch HNSW int8",
          "faiss-ivf": "SASRec + faiss IVF-SQ8"}
@@ -71,17 +71,17 @@ if load("np_dense.json"):
             rows.append(promise_row(load(f), n, label, series, qq))
     groups.append(("NowPlaying-1M", rows))
 for n in sizes:
-    rows = [dense_row(d) for ix in ["exhaustive", *indexes] if (d := load(f"dense_clustered_{n}_{ix}.json"))]
+    rows = [dense_row(d) for ix in ["exhaustive", *indexes] if (d := load(f"dense_aligned_{n}_{ix}.json"))]
     for recipe, label, series in (("path", "promise-rt, codes-only pair", "promise-rt, codes-only pair"),
                                   ("dense", "promise-rt, default recipe's shape", "promise-rt, per-prefix verifier")):
         b = load(f"promise_{recipe}", f"bench_{n}.json")
         if b:
             rows.append(promise_row(b, n, label, series))
-    groups.append((f"synthetic {n:,}, clustered rows", rows))
-for n in iid_sizes:
-    rows = [dense_row(d) for ix in indexes if (d := load(f"dense_iid_{n}_{ix}.json"))]
+    groups.append((f"synthetic {n:,}, rows around the states", rows))
+for n in contrast_sizes:
+    rows = [dense_row(d) for ix in indexes if (d := load(f"dense_clustered_{n}_{ix}.json"))]
     if rows:
-        groups.append((f"synthetic {n:,}, iid rows (contrast)", rows))
+        groups.append((f"synthetic {n:,}, rows around random centres (contrast)", rows))
 
 
 def f(v, fmt):
@@ -102,7 +102,7 @@ fig, ax = plt.subplots(1, 2, figsize=(11, 4))
 styles = {"exhaustive": "s-", "usearch": "^-", "faiss-ivf": "v-", "promise": "o-"}
 series = {}
 for name, rows in groups:
-    if "iid" in name:
+    if "contrast" in name:
         continue
     for r in rows:
         series.setdefault(r["series"], ([], r["kind"]))[0].append(r)
@@ -116,7 +116,7 @@ ax[1].set_title("RSS after load (MiB)")
 for a in ax:
     a.set_xscale("log")
     a.set_yscale("log")
-    a.set_xlabel("catalog items (NowPlaying-1M: 121k real; 1M: synthetic, clustered)")
+    a.set_xlabel("catalog items (NowPlaying-1M: 121k real; 1M: synthetic)")
     a.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     a.grid(alpha=0.3)
 ax[1].legend(fontsize=7)

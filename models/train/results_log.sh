@@ -16,7 +16,8 @@
 #   runtime's default (K'=16 K+=64 mix 0.25) and the validation-best configuration, each
 #   read once;
 # - table.md from all of them, with the bytes per catalog item of the bundle (`params`)
-#   beside SASRec int8's.
+#   beside SASRec int8's;
+# - the build's learning curves (OUT/curves/*_curve.jsonl) copied into DEST/curves/.
 # Env: PY (python3), PROMISE_BIN (target/release/promise).
 set -euo pipefail
 OUT=${1:?usage: results_log.sh OUT DEST [NAME]}
@@ -35,6 +36,8 @@ export PYTHONPATH=$HERE${PYTHONPATH:+:$PYTHONPATH}
   --valid-sample 20000 --dataset "$NAME"
 "$PY" -m promise_train params --bundle "${BUNDLE%.promise}" > "$DEST/params.json"
 cp "$OUT/sasrec.json" "$DEST/sasrec.json"
+mkdir -p "$DEST/curves"
+for c in "$OUT"/curves/*_curve.jsonl; do [[ -f $c ]] && cp "$c" "$DEST/curves/"; done
 ev() { "$BIN" eval --bundle "$BUNDLE" --results 20 --json "$@"; }
 : > "$DEST/promise_valid.jsonl.tmp"
 for k in 4 16; do

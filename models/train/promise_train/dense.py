@@ -192,22 +192,43 @@ class StateScorer:
 
 def make_model(a, lg):
     """The SASRec whose table the side serves: trained (--sasrec) or random weights over
-    --items N, its item rows iid (the init) or drawn around --centres cluster centres."""
+    --items N, its item rows (--catalog):
+    - iid: the init's N(0, 0.02^2) rows, no structure (an index's hardest case);
+    - clustered: a Gaussian mixture, --centres centres N(0, 0.02^2) and items around them
+      at half that spread, in directions unrelated to the (random) encoder's states: the
+      dot-product top 20 of a state falls across many clusters (a hard case too);
+    - aligned: the mixture's centres are the encoder's own states for random histories, as
+      training makes user states and item rows share one space (the realistic case). The
+      rows of the first 4,096 items, which the MovieLens histories read, keep the init, so
+      a request's state comes from the distribution the centres were drawn from."""
     torch.manual_seed(1)
     if a.sasrec:
         model = SASRec(len(lg.items), max_len=a.max_len)
         model.load_state_dict(torch.load(a.sasrec))
         return model
     model = SASRec(a.items, max_len=a.max_len)
+    rng = np.random.default_rng(1)
+    d = model.item.embedding_dim
     if a.catalog == "clustered":
-        # a Gaussian mixture at the init's scale: centres N(0, 0.02^2), items around them
-        # at half that spread (an ANN index's realistic case; iid rows are its hardest)
-        rng = np.random.default_rng(1)
-        d = model.item.embedding_dim
         centres = rng.normal(0.0, 0.02, (a.centres, d)).astype(np.float32)
         rows = centres[rng.integers(0, a.centres, a.items)] + rng.normal(0.0, 0.01, (a.items, d)).astype(np.float32)
         with torch.no_grad():
             model.item.weight[1:] = torch.from_numpy(rows)
+    elif a.catalog == "aligned":
+        keep = min(4096, a.items)
+        hist = [h for h, _ in examples_of(a, None, None) if h]
+        model.eval()
+        with torch.no_grad():
+            states = []
+            for i in range(0, a.centres, 256):
+                batch = [hist[int(j)] for j in rng.integers(0, len(hist), min(256, a.centres - i))]
+                x = torch.from_numpy(pad_left(batch, a.max_len))
+                states.append(model.hidden(x)[:, -1, :].numpy())
+            c = np.concatenate(states).astype(np.float32)
+            c = 0.16 * c / np.linalg.norm(c, axis=1, keepdims=True)   # the init rows' norm, 0.02 x sqrt(64)
+            n = a.items - keep
+            rows = c[rng.integers(0, a.centres, n)] + rng.normal(0.0, 0.01, (n, d)).astype(np.float32)
+            model.item.weight[1 + keep:] = torch.from_numpy(rows)
     return model
 
 
@@ -258,8 +279,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="promise_train dense-bench")
     ap.add_argument("--sasrec", help="trained SASRec weights (state dict); the catalog from --log")
     ap.add_argument("--items", type=int, help="random weights over this many items (no --sasrec)")
-    ap.add_argument("--catalog", choices=["iid", "clustered"], default="iid",
-                    help="with --items: item rows iid (the init) or around --centres cluster centres")
+    ap.add_argument("--catalog", choices=["iid", "clustered", "aligned"], default="iid",
+                    help="with --items: item rows iid (the init), around --centres random centres, or around "
+                         "centres that are the encoder's own states (see make_model)")
     ap.add_argument("--centres", type=int, default=4096)
     ap.add_argument("--log", help="a split log (log.pkl): the catalog and the --pairs examples")
     ap.add_argument("--pairs", choices=["valid", "test"], default="test")
