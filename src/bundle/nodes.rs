@@ -22,7 +22,13 @@
 //!   mask made tract's log-probabilities -inf while the fused engine ran);
 //! - **attributes**: every node attribute is one the exporter writes, with a value the
 //!   fused and GPU engines assume ([`ATTRS`]): softmaxes and norms over the last axis, the
-//!   transposes of attention, casts to f32; an attribute a node may not carry is refused.
+//!   transposes of attention, casts to f32; an attribute a node may not carry is refused;
+//! - **axes and indices by role**: the one axis of every Unsqueeze, Squeeze and ReduceSum,
+//!   and the index and axis of every constant Gather, is the one its role in the graphs
+//!   implies (a scalar made a vector, the mask broadcast, a dot product over the width,
+//!   per-level rows summed, a shape's batch or sequence, a batch of one's row, the last
+//!   code), read from the rank of what the node reads (`ranks`): in range is not enough,
+//!   as the fused and GPU engines compute the role and read no axis.
 
 use std::collections::HashMap;
 
@@ -253,6 +259,27 @@ impl<'a> Graph<'a> {
         }
     }
 
+    /// Whether `name` holds rows looked up in an initializer table: `Gather(table, ids)`,
+    /// cast (f16 tables) or dequantized (`Mul(Cast(Gather(table, ids)), Gather(scale, ids))`).
+    fn looks_up(&self, name: &str, depth: usize) -> bool {
+        let Some(n) = self.producer.get(name) else {
+            return false;
+        };
+        if depth > 3 {
+            return false;
+        }
+        let first = n.inputs.first().map(String::as_str).unwrap_or("");
+        match n.op.as_str() {
+            "Gather" => self.weight_of(first, 0).is_some(),
+            "Cast" => self.looks_up(first, depth + 1),
+            "Mul" => {
+                self.looks_up(first, depth + 1)
+                    && n.inputs.get(1).is_some_and(|s| self.looks_up(s, depth + 1))
+            }
+            _ => false,
+        }
+    }
+
     /// `Mul(Cast(W), W.scale)`: an int8 weight's dequantization, as large as `W` (the
     /// scale's shape is checked against W's by `arch`).
     fn dequantizes(&self, n: &Node) -> bool {
@@ -426,11 +453,80 @@ pub fn check(index: &OnnxIndex, what: &str, m: &Manifest) -> Result<()> {
     check_constant_indices(&g, index)
 }
 
-/// A `Gather` whose indices are a constant picks dimension 0 or 1 of a shape, or row 0, 1
-/// or the last (-1) of a tensor: one constant index, as the exporter writes (the
-/// `differential` fuzz target: an overwritten index made tract read past a tensor where
-/// the fused engine, which reads no index, ran; `corpus/differential/regression-gather-0d0df605`).
+/// The rank of every value a graph computes, as far as it follows from the graph inputs'
+/// declared shapes, the initializers and constants: the static shape inference the role
+/// checks below need (ONNX's own rules for the operators of [`OPS`]). A value whose rank
+/// does not follow (a `Reshape` to a target the evaluator cannot read) is absent.
+fn ranks<'a>(g: &Graph<'a>, index: &'a OnnxIndex) -> HashMap<&'a str, usize> {
+    let mut r: HashMap<&str, usize> = HashMap::new();
+    for i in &index.inputs {
+        r.insert(i.name.as_str(), i.dims.len());
+    }
+    for i in &index.initializers {
+        r.insert(i.name.as_str(), i.dims.len());
+    }
+    for n in &index.nodes {
+        let at = |i: usize| n.inputs.get(i).and_then(|x| r.get(x.as_str()).copied());
+        let keepdims = |default: i64| {
+            n.attrs
+                .iter()
+                .find(|a| a.name == "keepdims")
+                .map_or(default, |a| match a.value {
+                    AttrValue::Int(k) => k,
+                    _ => default,
+                })
+        };
+        let rank = match n.op.as_str() {
+            "Constant" => n.constant.as_ref().map(|(_, d, _)| d.len()),
+            "Add" | "Sub" | "Mul" | "Div" | "Equal" | "Where" => (0..n.inputs.len())
+                .map(at)
+                .collect::<Option<Vec<_>>>()
+                .and_then(|v| v.into_iter().max()),
+            "Cast" | "Relu" | "Sqrt" | "Softmax" | "LogSoftmax" | "Transpose" | "Concat" => at(0),
+            // both operands are matrices or stacks of them in the graphs
+            "MatMul" => match (at(0), at(1)) {
+                (Some(a), Some(b)) if a >= 2 && b >= 2 => Some(a.max(b)),
+                _ => None,
+            },
+            "Shape" => Some(1),
+            "Gather" => at(0).zip(at(1)).and_then(|(d, i)| (d + i).checked_sub(1)),
+            "Unsqueeze" => at(0).map(|x| x + 1),
+            "Squeeze" => at(0).and_then(|x| x.checked_sub(1)),
+            // one axis each (check_axes; ReduceMean's is its attribute)
+            "ReduceSum" | "ReduceMean" => at(0).and_then(|x| {
+                if keepdims(1) == 0 {
+                    x.checked_sub(1)
+                } else {
+                    Some(x)
+                }
+            }),
+            "Reshape" => n.inputs.get(1).and_then(|t| g.eval(t, 0)).map(|v| v.len()),
+            "ConstantOfShape" => n.inputs.first().and_then(|t| g.eval(t, 0)).map(|v| v.len()),
+            "Expand" => n
+                .inputs
+                .get(1)
+                .and_then(|t| g.eval(t, 0))
+                .zip(at(0))
+                .map(|(v, x)| v.len().max(x)),
+            _ => None,
+        };
+        if let (Some(rank), Some(o)) = (rank, n.outputs.first()) {
+            r.insert(o.as_str(), rank);
+        }
+    }
+    r
+}
+
+/// A `Gather` whose indices are one constant scalar has one of the graphs' three roles,
+/// and its index and axis are that role's: dimension 0 or 1 (batch or sequence) of a
+/// `Shape`, along axis 0; the one row of a batch of one (index 0, axis 0: the PRM's
+/// memory); or the last column (index -1, axis 1) of a graph input (the PRM's nodes' last
+/// code). Any other index, even in range, makes tract read another value (or past a
+/// tensor) where the fused engine, which reads no index, computes the role (the
+/// `differential` fuzz target: `corpus/differential/regression-gather-0d0df605`).
 fn check_constant_indices(g: &Graph, index: &OnnxIndex) -> Result<()> {
+    let inputs: std::collections::HashSet<&str> =
+        index.inputs.iter().map(|i| i.name.as_str()).collect();
     for n in index.nodes.iter().filter(|n| n.op == "Gather") {
         let Some(src) = n.inputs.get(1).and_then(|x| g.producer.get(x.as_str())) else {
             continue;
@@ -438,15 +534,35 @@ fn check_constant_indices(g: &Graph, index: &OnnxIndex) -> Result<()> {
         let Some((_, dims, values)) = &src.constant else {
             continue;
         };
-        if !(dims.is_empty()
-            && matches!(values, ConstValues::Ints(v) if v.len() == 1 && (-1..=1).contains(&v[0])))
+        let name = n.outputs.first().map(String::as_str).unwrap_or("");
+        let axis = n
+            .attrs
+            .iter()
+            .find(|a| a.name == "axis")
+            .map_or(0, |a| match a.value {
+                AttrValue::Int(k) => k,
+                _ => i64::MIN,
+            });
+        let data = n.inputs.first().map(String::as_str).unwrap_or("");
+        let (role, want): (&str, &[(i64, i64)]) = match g.producer.get(data).map(|p| p.op.as_str())
         {
-            let name = n.outputs.first().map(String::as_str).unwrap_or("");
+            Some("Shape") => ("a dimension of a shape", &[(0, 0), (0, 1)]),
+            _ if inputs.contains(data) => ("the last column of a graph input", &[(1, -1)]),
+            _ => ("the row of a batch of one", &[(0, 0)]),
+        };
+        let ok = dims.is_empty()
+            && matches!(values, ConstValues::Ints(v) if v.len() == 1 && want.contains(&(axis, v[0])));
+        if !ok {
+            let expected: Vec<String> = want
+                .iter()
+                .map(|(a, i)| format!("index {i} on axis {a}"))
+                .collect();
             return Err(err!(
                 Graph,
-                "{}: node {name:?} (Gather) takes the constant indices {values:?} of shape {:?}; the graphs gather one scalar index, -1, 0 or 1",
+                "{}: node {name:?} (Gather) takes the constant indices {values:?} of shape {:?} on axis {axis}; as {role} the graphs gather one scalar: {}",
                 g.what,
-                &dims[..]
+                &dims[..],
+                expected.join(" or ")
             ));
         }
     }
@@ -454,11 +570,27 @@ fn check_constant_indices(g: &Graph, index: &OnnxIndex) -> Result<()> {
 }
 
 /// The axes that Unsqueeze, Squeeze and ReduceSum take as an input (from opset 13) are one
-/// constant axis each, in the range of the graphs' tensors (rank <= 4): the exporter writes
-/// nothing else, and an axis outside a tensor's rank makes tract fail where the fused
-/// engine, which reads no axis, runs (found by the `differential` fuzz target:
-/// `corpus/differential/regression-axes-0f9f292e`).
+/// constant axis each, and that axis is the one the node's role implies, given the rank of
+/// what it reads ([`ranks`]; a negative axis counts from the end):
+/// - Unsqueeze of a scalar (a constant, or one dimension of a shape): axis 0, how the
+///   graphs build shape vectors;
+/// - Unsqueeze of a vector: axis 0 for a graph input (the PRM's node ids as one row),
+///   else axis 1 (a column);
+/// - Unsqueeze of a matrix `[b, s]` (the mask's bias, the PRM's queries): axis 1, but
+///   axis 0 for the path PRM's pooled rows `[n, d]` (the candidates as one sequence); of
+///   `[b, 1, s]`: axis 2 (the mask broadcast over heads and queries);
+/// - Squeeze of a rank-3 value: its last axis (the PRM's scores `[b, n, 1]`);
+/// - ReduceSum of rows looked up in a table (`[.., L, d]`: a token's or a path's
+///   per-level code rows): the level axis, one before the width; of any other rank-3
+///   value (a product of queries and rows): the width, its last axis.
+///
+/// The fused engine reads no axis: an axis in range but off its role made tract compute
+/// another model (or refuse the graph, or panic: `corpus/differential/regression-axes-0f9f292e`)
+/// where the fused engine ran.
 fn check_axes(g: &Graph, index: &OnnxIndex) -> Result<()> {
+    let rank = ranks(g, index);
+    let inputs: std::collections::HashSet<&str> =
+        index.inputs.iter().map(|i| i.name.as_str()).collect();
     for n in index
         .nodes
         .iter()
@@ -469,44 +601,72 @@ fn check_axes(g: &Graph, index: &OnnxIndex) -> Result<()> {
             .inputs
             .get(1)
             .and_then(|x| match &g.producer.get(x.as_str())?.constant {
-                Some((_, _, ConstValues::Ints(v))) => Some(v.clone()),
+                Some((_, d, ConstValues::Ints(v))) if d.len() == 1 => Some(v.clone()),
                 _ => None,
             });
-        // a scalar (a constant, or one dimension of a shape) becomes a vector on axis 0:
-        // how the graphs build shape vectors, the only axis a scalar has
-        let scalar = n.op == "Unsqueeze"
-            && n.inputs
-                .first()
-                .and_then(|x| g.producer.get(x.as_str()))
-                .is_some_and(|p| {
-                    matches!(&p.constant, Some((_, d, _)) if d.is_empty())
-                        || (p.op == "Gather"
-                            && p.inputs
-                                .first()
-                                .and_then(|x| g.producer.get(x.as_str()))
-                                .is_some_and(|s| s.op == "Shape")
-                            && p.inputs
-                                .get(1)
-                                .and_then(|x| g.producer.get(x.as_str()))
-                                .is_some_and(
-                                    |i| matches!(&i.constant, Some((_, d, _)) if d.is_empty()),
-                                ))
-                });
+        let data = n.inputs.first().map(String::as_str).unwrap_or("");
+        let r = rank.get(data).copied();
+        let producer = g.producer.get(data).map(|p| p.op.as_str());
+        // the axis the role implies, and the rank the axis counts in (Unsqueeze: its output's)
+        let want = match (n.op.as_str(), r) {
+            ("Unsqueeze", Some(0)) => Some(("a scalar", 0, 1)),
+            ("Unsqueeze", Some(1)) if inputs.contains(data) => Some(("a graph input vector", 0, 2)),
+            ("Unsqueeze", Some(1)) => Some(("a vector", 1, 2)),
+            ("Unsqueeze", Some(2)) if producer == Some("ReduceSum") => {
+                Some(("a path's pooled rows", 0, 3))
+            }
+            ("Unsqueeze", Some(2)) => Some(("a matrix", 1, 3)),
+            ("Unsqueeze", Some(3)) => Some(("a rank-3 value", 2, 4)),
+            ("Squeeze", Some(3)) => Some(("a rank-3 value", 2, 3)),
+            ("ReduceSum", Some(r @ (3 | 4))) if g.looks_up(data, 0) => {
+                Some(("per-level rows", r as i64 - 2, r))
+            }
+            ("ReduceSum", Some(3)) => Some(("a product of two values", 2, 3)),
+            _ => None,
+        };
+        let Some((what, axis, of)) = want else {
+            return Err(err!(
+                Graph,
+                "{}: node {name:?} ({}) reads a value of rank {}; the graphs {} only values of rank {}",
+                g.what,
+                n.op,
+                r.map_or("that cannot be inferred".to_string(), |r| r.to_string()),
+                match n.op.as_str() {
+                    "Unsqueeze" => "unsqueeze",
+                    "Squeeze" => "squeeze",
+                    _ => "reduce",
+                },
+                match n.op.as_str() {
+                    "Unsqueeze" => "0 to 3",
+                    "Squeeze" => "3",
+                    _ => "3 or 4",
+                }
+            ));
+        };
         match axes.as_deref() {
-            Some([a]) if scalar && *a != 0 && (-1..=3).contains(a) => {
+            Some([a]) if *a == axis || *a == axis - of as i64 => {}
+            Some([a]) if n.op == "Unsqueeze" && what == "a scalar" && (-1..=3).contains(a) => {
                 return Err(err!(
                     Graph,
                     "{}: node {name:?} (Unsqueeze) puts a scalar on axis {a}; the graphs unsqueeze scalars on axis 0",
                     g.what
                 ))
             }
-            Some([a]) if (-1..=3).contains(a) => {}
+            Some([a]) if (-4..=3).contains(a) => {
+                return Err(err!(
+                    Graph,
+                    "{}: node {name:?} ({}) of {what} takes axis {a}; in that role the graphs take axis {axis}",
+                    g.what,
+                    n.op
+                ))
+            }
             _ => {
                 return Err(err!(
                     Graph,
-                    "{}: node {name:?} ({}) takes the axes {axes:?}; the graphs give one constant axis in -1..=3",
+                    "{}: node {name:?} ({}) takes the axes {}; the graphs give one constant axis in -1..=3 (here {axis})",
                     g.what,
-                    n.op
+                    n.op,
+                    crate::error::escape(&format!("{axes:?}"))
                 ))
             }
         }

@@ -331,7 +331,7 @@ fn constant_gather_indices_are_in_range() {
     refused(
         "the PRM's constant Gather index overwritten",
         |d| replay(d, "regression-gather-0d0df605"),
-        "the graphs gather one scalar index, -1, 0 or 1",
+        "as the row of a batch of one the graphs gather one scalar: index 0 on axis 0",
     );
 }
 
@@ -376,30 +376,87 @@ fn every_shipped_bundle_means_one_thing_on_tract() {
     }
 }
 
-/// A rewiring within every range the open checks allow: the encoder's mask bias unsqueezed
-/// on axis 3 instead of 2, so the mask hides queries instead of keys. tract runs it (the
-/// shapes broadcast) and computes another model than the architecture the fused engine
-/// runs: the tract load compares the two readings and refuses it.
+/// An axis in range but off its role: the encoder's mask bias unsqueezed on axis 3
+/// instead of 2, so the mask would hide queries instead of keys. tract runs it (the shapes
+/// broadcast) and computes another model than the fused engine, which reads no axis: the
+/// open checks match each axis to the node's role and refuse it.
+#[test]
+fn an_axis_off_its_role_is_refused_at_open() {
+    refused(
+        "the mask's second Unsqueeze on axis 3",
+        |d| {
+            let p = d.join("encoder.onnx");
+            let mut b = std::fs::read(&p).unwrap();
+            let name = b"/Constant_4_output_0";
+            let at = b
+                .windows(name.len())
+                .position(|w| w == name)
+                .expect("the mask's second axes constant");
+            let axes2 = b"\x08\x01\x10\x07\x4a\x08\x02\x00\x00\x00\x00\x00\x00\x00";
+            let off = at
+                + b[at..]
+                    .windows(axes2.len())
+                    .position(|w| w == axes2)
+                    .expect("axes [2]");
+            b[off + 6] = 3;
+            std::fs::write(&p, &b).unwrap();
+        },
+        "of a rank-3 value takes axis 3; in that role the graphs take axis 2",
+    );
+}
+
+/// Every constant Gather index is matched to its role, not only to a range: the PRM's
+/// scores, row 0 of a batch of one, set to row 1 (the old range check let -1..=1 pass;
+/// tract would read past the batch where the fused engine, which reads no index, ran).
+#[test]
+fn a_gather_index_off_its_role_is_refused_at_open() {
+    refused(
+        "the scores' row 0 set to row 1",
+        |d| {
+            let p = d.join("prm.onnx");
+            let mut b = std::fs::read(&p).unwrap();
+            // the Constant whose output (field 2, 18 bytes) the scores' Gather reads, then
+            // its scalar's raw_data (field 9) of one i64
+            let name = b"\x12\x12/Constant_output_0";
+            let at = b
+                .windows(name.len())
+                .position(|w| w == name)
+                .expect("the index constant");
+            let zero = b"\x4a\x08\x00\x00\x00\x00\x00\x00\x00\x00";
+            let off = at
+                + b[at..]
+                    .windows(zero.len())
+                    .position(|w| w == zero)
+                    .expect("index 0");
+            b[off + 2] = 1;
+            std::fs::write(&p, &b).unwrap();
+        },
+        "as the row of a batch of one the graphs gather one scalar: index 0 on axis 0",
+    );
+}
+
+/// A rewiring within every check at open: the first norm's `x / sqrt(mean(x^2) + eps)`
+/// computed as `sqrt(..) / x` (Div's operands swapped; the shapes still broadcast). tract
+/// runs it and computes another model than the architecture the fused engine runs: the
+/// tract load compares the two readings on probe requests and refuses it.
 #[test]
 fn a_rewired_graph_that_tract_runs_is_refused_on_tract() {
     use promise_rt::{CpuEngine, Device, LoadOptions, Model};
     let d = copy_bundle(&tiny());
     let p = d.path().join("encoder.onnx");
     let mut b = std::fs::read(&p).unwrap();
-    let name = b"/Constant_4_output_0";
+    // a node input: field 1, length-delimited
+    let input = |s: &str| [&[0x0a, s.len() as u8][..], s.as_bytes()].concat();
+    let (x, norm) = (input("/Add_1_output_0"), input("/enc.0/n1/Sqrt_output_0"));
+    let from = [x.as_slice(), norm.as_slice()].concat();
+    let to = [norm.as_slice(), x.as_slice()].concat();
     let at = b
-        .windows(name.len())
-        .position(|w| w == name)
-        .expect("the mask's second axes constant");
-    let axes2 = b"\x08\x01\x10\x07\x4a\x08\x02\x00\x00\x00\x00\x00\x00\x00";
-    let off = at
-        + b[at..]
-            .windows(axes2.len())
-            .position(|w| w == axes2)
-            .expect("axes [2]");
-    b[off + 6] = 3;
+        .windows(from.len())
+        .position(|w| w == from.as_slice())
+        .expect("Div(x, sqrt(..))");
+    b[at..at + from.len()].copy_from_slice(&to);
     std::fs::write(&p, &b).unwrap();
-    let bundle = Bundle::open(d.path()).expect("within the open checks' ranges");
+    let bundle = Bundle::open(d.path()).expect("within the open checks");
     let tract = LoadOptions::default().with_cpu_engine(CpuEngine::Tract);
     let e = Model::load_with(&bundle, Device::Cpu, &tract).expect_err("another model on tract");
     assert_eq!(e.code(), ErrorCode::Graph, "{e}");
