@@ -35,13 +35,13 @@ use crate::bundle::{Bundle, Manifest, PrmGraph, PrmQuery};
 use crate::error::Result;
 use crate::search::{Scorer, SearchConfig};
 
-use weights::{DecLayer, DensePrm, EncLayer, Prm, PrmWeights, Table};
+use weights::{DecLayer, DensePrm, EncLayer, Prm, PrmWeights, RowTable, Table};
 
 /// The model's weights in f32, shared by all sessions.
 pub struct FusedModel {
     m: Manifest,
     isa: Isa,
-    enc_emb: Vec<f32>, // [L * C, d]
+    enc_emb: RowTable, // [L * C (+ items), d], kept as stored: its item rows grow with the catalog
     enc_pos: Vec<f32>, // [H, d]
     enc: Vec<EncLayer>,
     enc_norm: Vec<f32>, // [d]
@@ -67,12 +67,14 @@ impl FusedModel {
     pub fn load(bundle: &Bundle, isa: Isa) -> Result<FusedModel> {
         let m = bundle.manifest().clone();
         let a = bundle.architecture();
-        // the PRM's node table is kept as stored (it grows with the catalog)
+        // the PRM's node table and the encoder's table (with an item column, one row per
+        // item) are kept as stored: they grow with the catalog, and a request reads only
+        // the rows of its history and of its K+ candidates
         let node_table = match &a.prm {
             PrmGraph::Attention(p) => &p.query,
             PrmGraph::Dense(p) => &p.node,
         };
-        let mut t = Table::load(bundle, &[node_table])?;
+        let mut t = Table::load(bundle, &[node_table, &a.encoder.code_emb])?;
         let enc = a
             .encoder
             .layers
@@ -138,7 +140,7 @@ impl FusedModel {
         let (e, d) = (&a.encoder, &a.decoder);
         Ok(FusedModel {
             isa,
-            enc_emb: t.w(&e.code_emb)?,
+            enc_emb: t.rows(&e.code_emb)?,
             enc_pos: t.w(&e.pos)?,
             enc,
             enc_norm: t.w(&e.norm)?,

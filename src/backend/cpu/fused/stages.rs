@@ -35,10 +35,7 @@ impl Buffers {
             for lv in 0..cols {
                 // column L (an item column) is the item: row L * C + item
                 let code = codes[r * cols + lv];
-                let row = (code as usize + lv * c) * d;
-                for (o, &e) in x.iter_mut().zip(&model.enc_emb[row..row + d]) {
-                    *o += e;
-                }
+                model.enc_emb.add_row(code as usize + lv * c, x);
             }
         }
         let bias = &self.bias[from..];

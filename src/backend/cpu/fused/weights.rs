@@ -18,10 +18,10 @@ pub(super) struct Table(
 );
 
 /// A gathered table (one row per id) kept as stored: f32, f16, or int8 with one scale per
-/// row. The PRM's node table (`model.prm_query: "node"`) grows with the catalog (2M rows at
-/// 1M items; the path form's does not): widening it to
-/// f32 at load would hold 4x the int8 bundle's bytes in the heap, so a request widens
-/// only the K+ rows it reads.
+/// row. The PRM's node table (`model.prm_query: "node"` or `prm_kind: "dense"`) and the
+/// encoder's table with an item column grow with the catalog (about 2M and 1M rows at 1M
+/// items): widening them to f32 at load would hold 4x the int8 bundle's bytes in the heap,
+/// so a request widens only the rows it reads (its K+ candidates, its history).
 pub(super) enum RowTable {
     F32(Vec<f32>, usize),
     F16(Vec<half::f16>, usize),
