@@ -35,7 +35,8 @@
 # split; their Recall@20 is measured on every test example.
 # Run it with nothing else compiling or training: the timings are wall clock on one core.
 #
-# Env: PY, PROMISE_BIN, PROMISE_DATA (the wheel), REQUESTS (default 2000), SIZES, CONTRAST_SIZES,
+# Env: SIDES (default "promise dense": which sides run; the summary reads what is there),
+# PY, PROMISE_BIN, PROMISE_DATA (the wheel), REQUESTS (default 2000), SIZES, CONTRAST_SIZES,
 # INDEXES (default "usearch faiss-ivf"), WORK, OUT (default benches/results/dense_vs_promise:
 # dense_<catalog>_<items>_<index>.json, promise_<recipe>/bench_<items>.json, np_*.json,
 # summary.md, dense_vs_promise.png).
@@ -50,24 +51,26 @@ CONTRAST_SIZES=${CONTRAST_SIZES:-"1000000"}
 INDEXES=${INDEXES:-"usearch faiss-ivf"}
 WORK=${WORK:-models/train/work/dense_vs_promise}
 OUT=${OUT:-benches/results/dense_vs_promise}
+SIDES=${SIDES:-"promise dense"}
 mkdir -p "$OUT" "$WORK"
+side() { [[ " $SIDES " == *" $1 "* ]]; }
 dense() { PYTHONPATH=models/train "$PY" -m promise_train dense-bench --results 20 --requests "$REQUESTS" "$@" > /dev/null; }
 # the promise side: scale.sh builds the synthetic bundles once and benches each in its own process
-for recipe in path dense; do
+side promise && for recipe in path dense; do
   mkdir -p "$OUT/promise_$recipe"
   PY=$PY PROMISE_BIN=$BIN PROMISE_DATA=$DATA REQUESTS=$REQUESTS RESULTS=20 SIZES=$SIZES HISTORY=50 \
     RECIPE=$recipe WORK=$WORK/promise_$recipe OUT=$OUT/promise_$recipe bash benches/scale.sh > /dev/null
 done
 # dense-bench reads the ML-1M histories from the wheel's folder
 datadir=$(dirname "$DATA")
-for n in $SIZES; do
+side dense && for n in $SIZES; do
   dense --items "$n" --catalog aligned --data "$datadir" --out "$OUT/dense_aligned_${n}_exhaustive.json"
   for ix in $INDEXES; do
     dense --items "$n" --catalog aligned --data "$datadir" --index "$ix" --work "$WORK/aligned_${n}_$ix" \
       --out "$OUT/dense_aligned_${n}_$ix.json"
   done
 done
-for n in $CONTRAST_SIZES; do
+side dense && for n in $CONTRAST_SIZES; do
   for ix in $INDEXES; do
     dense --items "$n" --catalog clustered --data "$datadir" --index "$ix" --work "$WORK/clustered_${n}_$ix" \
       --out "$OUT/dense_clustered_${n}_$ix.json"
@@ -75,11 +78,16 @@ for n in $CONTRAST_SIZES; do
 done
 if [[ -n "${NP_BUNDLE:-}" ]]; then
   np=(--sasrec "$NP_SASREC" --log "$NP_LOG" --pairs test --quality)
-  dense "${np[@]}" --out "$OUT/np_dense.json"
-  for ix in $INDEXES; do
-    dense "${np[@]}" --index "$ix" --work "$WORK/np_$ix" --nlist 1024 --out "$OUT/np_$ix.json"
-  done
+  if side dense; then
+    dense "${np[@]}" --out "$OUT/np_dense.json"
+    for ix in $INDEXES; do
+      dense "${np[@]}" --index "$ix" --work "$WORK/np_$ix" --nlist 1024 --out "$OUT/np_$ix.json"
+    done
+  fi
   # the runtime's default search, and the configuration NowPlaying's validation picked
+  side promise || NP_BUNDLE=
+fi
+if [[ -n "${NP_BUNDLE:-}" ]]; then
   "$BIN" bench --bundle "$NP_BUNDLE" --pairs "$NP_PAIRS" --results 20 --requests "$REQUESTS" --json \
     > "$OUT/np_promise.json"
   # (NP_QUALITY's last row, as results_log.sh writes it)

@@ -67,13 +67,15 @@ if load("np_dense.json"):
         if load(f):
             qq = (q[qi]["recall@20"], q[qi]["ndcg@20"]) if q else None
             label = "promise-rt, default search" if qi == 0 else "promise-rt, validation's pick"
-            series = "promise-rt, default search" if qi == 0 else "promise-rt, per-prefix verifier"
+            series = ("promise-rt, per-prefix verifier, default search (K+=64)" if qi == 0
+                      else "promise-rt, per-prefix verifier, NowPlaying's pick")
             rows.append(promise_row(load(f), n, label, series, qq))
     groups.append(("NowPlaying-1M", rows))
 for n in sizes:
     rows = [dense_row(d) for ix in ["exhaustive", *indexes] if (d := load(f"dense_aligned_{n}_{ix}.json"))]
-    for recipe, label, series in (("path", "promise-rt, codes-only pair", "promise-rt, codes-only pair"),
-                                  ("dense", "promise-rt, default recipe's shape", "promise-rt, per-prefix verifier")):
+    for recipe, label, series in (("path", "promise-rt, codes-only pair", "promise-rt, codes-only pair (K+=64)"),
+                                  ("dense", "promise-rt, default recipe's shape",
+                                   "promise-rt, per-prefix verifier, default search (K+=64)")):
         b = load(f"promise_{recipe}", f"bench_{n}.json")
         if b:
             rows.append(promise_row(b, n, label, series))
