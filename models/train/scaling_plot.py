@@ -19,6 +19,11 @@ rows = [json.loads(x) for x in open(os.path.join(d, "scaling.jsonl"))]
 head = {s: json.load(open(os.path.join(d, f"head_{s}.json")))
         for s in ("valid", "test") if os.path.exists(os.path.join(d, f"head_{s}.json"))}
 name = rows[0]["bundle"]
+# the feed's N: 20 on the session logs' pairs, 10 on MovieLens-1M (with @5 beside it)
+K = 20 if "recall@20" in rows[0] else 10
+k2 = 10 if K == 20 else 5
+source = ("`promise bench --pairs`, 2,000 test histories" if K == 20
+          else "`promise bench`, 2,000 MovieLens-1M test histories")
 
 
 def label(c):
@@ -26,21 +31,22 @@ def label(c):
         f"PRM K'={c['beams']} K+={c['candidates']} mix {c['mix']:g}"
 
 
-lines = [f"Test-time scaling of `{name}` ({rows[0]['examples']:,} examples of each split per point; "
-         "written by models/train/scaling_log.sh). p50: one core, `promise bench --pairs`, 2,000 test histories.", ""]
+count = rows[0].get("examples", rows[0].get("users", 0))
+lines = [f"Test-time scaling of `{name}` ({count:,} examples of each split per point; "
+         f"written by models/train/scaling_log.sh). p50: one core, {source}.", ""]
 for split in ("valid", "test"):
     lines += [f"### {split}", "",
-              "| search | R@20 | N@20 | R@10 | N@10 | true prefix kept per level | p50 ms |",
+              f"| search | R@{K} | N@{K} | R@{k2} | N@{k2} | true prefix kept per level | p50 ms |",
               "|---|---|---|---|---|---|---|"]
     for r in (r for r in rows if r["split"] == split):
         kept = " / ".join(f"{x:.3f}" for x in r.get("true_prefix_kept_per_level", []))
-        lines.append(f"| {label(r['config'])} | {r['recall@20']:.4f} | {r['ndcg@20']:.4f} | "
-                     f"{r.get('recall@10', float('nan')):.4f} | {r.get('ndcg@10', float('nan')):.4f} | {kept} | "
+        lines.append(f"| {label(r['config'])} | {r[f'recall@{K}']:.4f} | {r[f'ndcg@{K}']:.4f} | "
+                     f"{r.get(f'recall@{k2}', float('nan')):.4f} | {r.get(f'ndcg@{k2}', float('nan')):.4f} | {kept} | "
                      f"{r['p50_ms']:.3f} |")
     if split in head:
         h = head[split]
-        lines.append(f"| the PRM alone, every item scored (ceiling; {h['model']}; all {h['examples']:,} examples) | {h['recall@20']:.4f} | "
-                     f"{h['ndcg@20']:.4f} | {h['recall@10']:.4f} | {h['ndcg@10']:.4f} | | |")
+        lines.append(f"| the PRM alone, every item scored (ceiling; {h['model']}; all {h['examples']:,} examples) | "
+                     f"{h[f'recall@{K}']:.4f} | {h[f'ndcg@{K}']:.4f} | {h[f'recall@{k2}']:.4f} | {h[f'ndcg@{k2}']:.4f} | | |")
     lines.append("")
 with output(os.path.join(d, "scaling.md")) as f:
     f.write("\n".join(lines))
@@ -53,22 +59,22 @@ for k in (4, 16):
                      if r["split"] == split and r["config"]["prm"] and r["config"]["beams"] == k)
         if not pts:
             continue
-        ax[0].plot([c for c, _ in pts], [r["recall@20"] for _, r in pts], style, marker="o", color=colors[k],
+        ax[0].plot([c for c, _ in pts], [r[f"recall@{K}"] for _, r in pts], style, marker="o", color=colors[k],
                    label=f"PRM K'={k} ({split})")
         if split == "test":
             ax[1].plot([c for c, _ in pts], [r["p50_ms"] for _, r in pts], "-", marker="o", color=colors[k],
                        label=f"PRM K'={k}")
         plain = [r for r in rows if r["split"] == split and not r["config"]["prm"] and r["config"]["beams"] == k]
         if plain and split == "test":
-            ax[0].axhline(plain[0]["recall@20"], color=colors[k], ls=":", lw=1.2, label=f"plain K'={k} (test)")
+            ax[0].axhline(plain[0][f"recall@{K}"], color=colors[k], ls=":", lw=1.2, label=f"plain K'={k} (test)")
             ax[1].axhline(plain[0]["p50_ms"], color=colors[k], ls=":", lw=1.2, label=f"plain K'={k}")
 if "test" in head:
-    ax[0].axhline(head["test"]["recall@20"], color="k", ls="-.", lw=1, label="PRM alone, every item (test)")
+    ax[0].axhline(head["test"][f"recall@{K}"], color="k", ls="-.", lw=1, label="PRM alone, every item (test)")
 for a in ax:
     a.set_xscale("log", base=2)
     a.set_xlabel("K+ (candidates the PRM scores per level)")
     a.grid(alpha=0.3)
-ax[0].set_ylabel("Recall@20")
+ax[0].set_ylabel(f"Recall@{K}")
 ax[1].set_ylabel("p50 ms per request (one core)")
 ax[0].set_title(f"{name}: quality against K+")
 ax[1].set_title("latency against K+")
