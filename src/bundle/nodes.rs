@@ -27,7 +27,7 @@
 //!   and the index and axis of every constant Gather, is the one its role in the graphs
 //!   implies (a scalar made a vector, the mask broadcast, a dot product over the width,
 //!   per-level rows summed, a shape's batch or sequence, a batch of one's row, the last
-//!   code), read from the rank of what the node reads (`ranks`): in range is not enough,
+//!   code), read from the rank of what the node reads (`Ranks`): in range is not enough,
 //!   as the fused and GPU engines compute the role and read no axis.
 
 use std::collections::HashMap;
@@ -456,65 +456,87 @@ pub fn check(index: &OnnxIndex, what: &str, m: &Manifest) -> Result<()> {
 /// The rank of every value a graph computes, as far as it follows from the graph inputs'
 /// declared shapes, the initializers and constants: the static shape inference the role
 /// checks below need (ONNX's own rules for the operators of [`OPS`]). A value whose rank
-/// does not follow (a `Reshape` to a target the evaluator cannot read) is absent.
-fn ranks<'a>(g: &Graph<'a>, index: &'a OnnxIndex) -> HashMap<&'a str, usize> {
-    let mut r: HashMap<&str, usize> = HashMap::new();
-    for i in &index.inputs {
-        r.insert(i.name.as_str(), i.dims.len());
-    }
-    for i in &index.initializers {
-        r.insert(i.name.as_str(), i.dims.len());
-    }
-    for n in &index.nodes {
-        let at = |i: usize| n.inputs.get(i).and_then(|x| r.get(x.as_str()).copied());
-        let keepdims = |default: i64| {
-            n.attrs
+/// does not follow (a `Reshape` to a target the evaluator cannot read) has none. Kept per
+/// node, in the nodes' order (no map of its own: the library's size budget).
+struct Ranks<'a> {
+    index: &'a OnnxIndex,
+    by_node: Vec<Option<usize>>,
+}
+
+impl<'a> Ranks<'a> {
+    fn infer(g: &Graph<'a>, index: &'a OnnxIndex) -> Ranks<'a> {
+        let mut r = Ranks {
+            index,
+            by_node: Vec::with_capacity(index.nodes.len()),
+        };
+        for n in &index.nodes {
+            let at = |i: usize| n.inputs.get(i).and_then(|x| r.get(g, x));
+            let keepdims = n
+                .attrs
                 .iter()
                 .find(|a| a.name == "keepdims")
-                .map_or(default, |a| match a.value {
+                .map_or(1, |a| match a.value {
                     AttrValue::Int(k) => k,
-                    _ => default,
-                })
-        };
-        let rank = match n.op.as_str() {
-            "Constant" => n.constant.as_ref().map(|(_, d, _)| d.len()),
-            "Add" | "Sub" | "Mul" | "Div" | "Equal" | "Where" => (0..n.inputs.len())
-                .map(at)
-                .collect::<Option<Vec<_>>>()
-                .and_then(|v| v.into_iter().max()),
-            "Cast" | "Relu" | "Sqrt" | "Softmax" | "LogSoftmax" | "Transpose" | "Concat" => at(0),
-            // both operands are matrices or stacks of them in the graphs
-            "MatMul" => match (at(0), at(1)) {
-                (Some(a), Some(b)) if a >= 2 && b >= 2 => Some(a.max(b)),
-                _ => None,
-            },
-            "Shape" => Some(1),
-            "Gather" => at(0).zip(at(1)).and_then(|(d, i)| (d + i).checked_sub(1)),
-            "Unsqueeze" => at(0).map(|x| x + 1),
-            "Squeeze" => at(0).and_then(|x| x.checked_sub(1)),
-            // one axis each (check_axes; ReduceMean's is its attribute)
-            "ReduceSum" | "ReduceMean" => at(0).and_then(|x| {
-                if keepdims(1) == 0 {
-                    x.checked_sub(1)
-                } else {
-                    Some(x)
+                    _ => 1,
+                });
+            let rank = match n.op.as_str() {
+                "Constant" => n.constant.as_ref().map(|(_, d, _)| d.len()),
+                "Add" | "Sub" | "Mul" | "Div" | "Equal" | "Where" => {
+                    (0..n.inputs.len()).try_fold(0, |m, i| at(i).map(|x| m.max(x)))
                 }
-            }),
-            "Reshape" => n.inputs.get(1).and_then(|t| g.eval(t, 0)).map(|v| v.len()),
-            "ConstantOfShape" => n.inputs.first().and_then(|t| g.eval(t, 0)).map(|v| v.len()),
-            "Expand" => n
-                .inputs
-                .get(1)
-                .and_then(|t| g.eval(t, 0))
-                .zip(at(0))
-                .map(|(v, x)| v.len().max(x)),
-            _ => None,
-        };
-        if let (Some(rank), Some(o)) = (rank, n.outputs.first()) {
-            r.insert(o.as_str(), rank);
+                "Cast" | "Relu" | "Sqrt" | "Softmax" | "LogSoftmax" | "Transpose" | "Concat" => {
+                    at(0)
+                }
+                // both operands are matrices or stacks of them in the graphs
+                "MatMul" => match (at(0), at(1)) {
+                    (Some(a), Some(b)) if a >= 2 && b >= 2 => Some(a.max(b)),
+                    _ => None,
+                },
+                "Shape" => Some(1),
+                "Gather" => at(0).zip(at(1)).and_then(|(d, i)| (d + i).checked_sub(1)),
+                "Unsqueeze" => at(0).map(|x| x + 1),
+                "Squeeze" => at(0).and_then(|x| x.checked_sub(1)),
+                // one axis each (check_axes; ReduceMean's is its attribute)
+                "ReduceSum" | "ReduceMean" => at(0).and_then(|x| {
+                    if keepdims == 0 {
+                        x.checked_sub(1)
+                    } else {
+                        Some(x)
+                    }
+                }),
+                "Reshape" => n.inputs.get(1).and_then(|t| g.eval(t, 0)).map(|v| v.len()),
+                "ConstantOfShape" => n.inputs.first().and_then(|t| g.eval(t, 0)).map(|v| v.len()),
+                "Expand" => n
+                    .inputs
+                    .get(1)
+                    .and_then(|t| g.eval(t, 0))
+                    .zip(at(0))
+                    .map(|(v, x)| v.len().max(x)),
+                _ => None,
+            };
+            r.by_node.push(rank);
         }
+        r
     }
-    r
+
+    /// The rank of the value `name`: a node's output (the first; the graphs' nodes have
+    /// one), a graph input or an initializer.
+    fn get(&self, g: &Graph<'a>, name: &str) -> Option<usize> {
+        if let Some(&n) = g.producer.get(name) {
+            // the producer is one of index.nodes: its position from the address
+            let at = (n as *const Node as usize).checked_sub(self.index.nodes.as_ptr() as usize)?
+                / std::mem::size_of::<Node>().max(1);
+            return self.by_node.get(at).copied().flatten();
+        }
+        if let Some(i) = self.index.inputs.iter().find(|i| i.name == name) {
+            return Some(i.dims.len());
+        }
+        self.index
+            .initializers
+            .iter()
+            .find(|i| i.name == name)
+            .map(|i| i.dims.len())
+    }
 }
 
 /// A `Gather` whose indices are one constant scalar has one of the graphs' three roles,
@@ -571,7 +593,7 @@ fn check_constant_indices(g: &Graph, index: &OnnxIndex) -> Result<()> {
 
 /// The axes that Unsqueeze, Squeeze and ReduceSum take as an input (from opset 13) are one
 /// constant axis each, and that axis is the one the node's role implies, given the rank of
-/// what it reads ([`ranks`]; a negative axis counts from the end):
+/// what it reads ([`Ranks`]; a negative axis counts from the end):
 /// - Unsqueeze of a scalar (a constant, or one dimension of a shape): axis 0, how the
 ///   graphs build shape vectors;
 /// - Unsqueeze of a vector: axis 0 for a graph input (the PRM's node ids as one row),
@@ -588,7 +610,7 @@ fn check_constant_indices(g: &Graph, index: &OnnxIndex) -> Result<()> {
 /// another model (or refuse the graph, or panic: `corpus/differential/regression-axes-0f9f292e`)
 /// where the fused engine ran.
 fn check_axes(g: &Graph, index: &OnnxIndex) -> Result<()> {
-    let rank = ranks(g, index);
+    let rank = Ranks::infer(g, index);
     let inputs: std::collections::HashSet<&str> =
         index.inputs.iter().map(|i| i.name.as_str()).collect();
     for n in index
@@ -605,7 +627,7 @@ fn check_axes(g: &Graph, index: &OnnxIndex) -> Result<()> {
                 _ => None,
             });
         let data = n.inputs.first().map(String::as_str).unwrap_or("");
-        let r = rank.get(data).copied();
+        let r = rank.get(g, data);
         let producer = g.producer.get(data).map(|p| p.op.as_str());
         // the axis the role implies, and the rank the axis counts in (Unsqueeze: its output's)
         let want = match (n.op.as_str(), r) {
@@ -627,31 +649,13 @@ fn check_axes(g: &Graph, index: &OnnxIndex) -> Result<()> {
         let Some((what, axis, of)) = want else {
             return Err(err!(
                 Graph,
-                "{}: node {name:?} ({}) reads a value of rank {}; the graphs {} only values of rank {}",
+                "{}: node {name:?} ({}) reads a value of rank {r:?}; the graphs unsqueeze ranks 0 to 3, squeeze rank 3 and reduce ranks 3 and 4",
                 g.what,
-                n.op,
-                r.map_or("that cannot be inferred".to_string(), |r| r.to_string()),
-                match n.op.as_str() {
-                    "Unsqueeze" => "unsqueeze",
-                    "Squeeze" => "squeeze",
-                    _ => "reduce",
-                },
-                match n.op.as_str() {
-                    "Unsqueeze" => "0 to 3",
-                    "Squeeze" => "3",
-                    _ => "3 or 4",
-                }
+                n.op
             ));
         };
         match axes.as_deref() {
             Some([a]) if *a == axis || *a == axis - of as i64 => {}
-            Some([a]) if n.op == "Unsqueeze" && what == "a scalar" && (-1..=3).contains(a) => {
-                return Err(err!(
-                    Graph,
-                    "{}: node {name:?} (Unsqueeze) puts a scalar on axis {a}; the graphs unsqueeze scalars on axis 0",
-                    g.what
-                ))
-            }
             Some([a]) if (-4..=3).contains(a) => {
                 return Err(err!(
                     Graph,

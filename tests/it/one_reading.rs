@@ -349,7 +349,7 @@ fn scalars_are_unsqueezed_on_axis_0() {
                 b"\x08\x01\x10\x07\x4a\x08\x01\x00\x00\x00\x00\x00\x00\x00",
             )
         },
-        "puts a scalar on axis 1",
+        "(Unsqueeze) of a scalar takes axis 1; in that role the graphs take axis 0",
     );
 }
 
