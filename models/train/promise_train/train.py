@@ -261,8 +261,10 @@ def main():
     ap.add_argument("--log", default=None, help="a split log (promise_train log --out) instead of ML-1M")
     ap.add_argument("--metric", default="recall@10",
                     choices=["recall@10", "recall@20", "ndcg@10", "ndcg@20", "guided_recall@20", "guided_ndcg@20",
-                             "guided_recall@10", "guided_ndcg@10"],
-                    help="the validation metric that picks the best epoch")
+                             "guided_recall@10", "guided_ndcg@10", "head_recall@20", "head_ndcg@20",
+                             "head_recall@10", "head_ndcg@10"],
+                    help="the validation metric that picks the best epoch (head_*: --dense-aux's PRM "
+                         "scoring every item, the ceiling a wide PRM-guided search approaches)")
     ap.add_argument("--ckpt-minutes", type=float, default=3.0)
     ap.add_argument("--minutes", type=float, default=150, help="stop this run (resumable) after this long")
     ap.add_argument("--threads", type=int, default=1)
@@ -305,6 +307,8 @@ def main():
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     out = args.out or args.size
+    if args.metric.startswith(("guided_", "head_")) and args.dense_aux <= 0:
+        raise SystemExit(f"--metric {args.metric} needs --dense-aux > 0 (a PRM head to search with)")
 
     train_seqs, valid_pairs, n_items = log_mod.training_split(args.data, args.log)
     valid_pairs = log_mod.spread(valid_pairs, args.valid_users)
