@@ -11,8 +11,9 @@
 # default recipe, the paper's verifier: a generator whose encoder reads one row per item
 # beside the codes, trained jointly with the dense PRM, one learned row per trie prefix at
 # every level, by per-level InfoNCE against sampled valid prefixes; every row starts from
-# SASRec's item table, a prefix's row the mean of its items'; the epoch kept is the best
-# PRM-guided validation Recall@20) -> export (f32/f16/int8, ids.bin, OUT/bundle*.promise).
+# SASRec's item table, a prefix's row the mean of its items'; the epoch kept is the best by
+# the PRM's exhaustive validation Recall@20, the ceiling the validation-picked wide search
+# approaches, the learning rate halved after an epoch without a new best) -> export (f32/f16/int8, ids.bin, OUT/bundle*.promise).
 # --codes-only: the smallest footprint instead (nothing grows with the catalog but the trie
 # and the ids): the codes-only generator and the path-query PRM distilled from SASRec.
 # OUT holds the bundles, work/ (checkpoints, split log), curves/ (every learning curve) and
@@ -101,8 +102,8 @@ if [[ $CODES_ONLY == 1 ]]; then
   MODEL=gen_prm QUERY=path
 else
   step "train: the generator with item rows and the per-prefix PRM, jointly"
-  run train --log "$W/log.pkl" --work "$W" --causal --metric guided_recall@20 --out gen_dense --curve-dir "$C" \
-    --item-ids --item-init sasrec_items.npy --dense-aux 1.0 $T_ARGS $D_ARGS ${TRAIN_ARGS:-}
+  run train --log "$W/log.pkl" --work "$W" --causal --metric head_recall@20 --lr-decay 0.5 --out gen_dense \
+    --curve-dir "$C" --item-ids --item-init sasrec_items.npy --dense-aux 1.0 $T_ARGS $D_ARGS ${TRAIN_ARGS:-}
   MODEL=gen_dense QUERY=node
 fi
 step "export: the bundles, with the log's item ids"
