@@ -36,6 +36,8 @@
 # Run it with nothing else compiling or training: the timings are wall clock on one core.
 #
 # Env: SIDES (default "promise dense": which sides run; the summary reads what is there),
+# NP_ONLY=1 (NowPlaying-1M only: the synthetic catalogs' files already in OUT are kept and
+# summarised beside it),
 # PY, PROMISE_BIN, PROMISE_DATA (the wheel), REQUESTS (default 2000), SIZES, CONTRAST_SIZES,
 # INDEXES (default "usearch faiss-ivf"), WORK, OUT (default benches/results/dense_vs_promise:
 # dense_<catalog>_<items>_<index>.json, promise_<recipe>/bench_<items>.json, np_*.json,
@@ -56,21 +58,22 @@ mkdir -p "$OUT" "$WORK"
 side() { [[ " $SIDES " == *" $1 "* ]]; }
 dense() { PYTHONPATH=models/train "$PY" -m promise_train dense-bench --results 20 --requests "$REQUESTS" "$@" > /dev/null; }
 # the promise side: scale.sh builds the synthetic bundles once and benches each in its own process
-side promise && for recipe in path dense; do
+synthetic() { [[ ${NP_ONLY:-0} != 1 ]]; }
+synthetic && side promise && for recipe in path dense; do
   mkdir -p "$OUT/promise_$recipe"
   PY=$PY PROMISE_BIN=$BIN PROMISE_DATA=$DATA REQUESTS=$REQUESTS RESULTS=20 SIZES=$SIZES HISTORY=50 \
     RECIPE=$recipe WORK=$WORK/promise_$recipe OUT=$OUT/promise_$recipe bash benches/scale.sh > /dev/null
 done
 # dense-bench reads the ML-1M histories from the wheel's folder
 datadir=$(dirname "$DATA")
-side dense && for n in $SIZES; do
+synthetic && side dense && for n in $SIZES; do
   dense --items "$n" --catalog aligned --data "$datadir" --out "$OUT/dense_aligned_${n}_exhaustive.json"
   for ix in $INDEXES; do
     dense --items "$n" --catalog aligned --data "$datadir" --index "$ix" --work "$WORK/aligned_${n}_$ix" \
       --out "$OUT/dense_aligned_${n}_$ix.json"
   done
 done
-side dense && for n in $CONTRAST_SIZES; do
+synthetic && side dense && for n in $CONTRAST_SIZES; do
   for ix in $INDEXES; do
     dense --items "$n" --catalog clustered --data "$datadir" --index "$ix" --work "$WORK/clustered_${n}_$ix" \
       --out "$OUT/dense_clustered_${n}_$ix.json"
