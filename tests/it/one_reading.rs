@@ -335,6 +335,43 @@ fn constant_gather_indices_are_in_range() {
     );
 }
 
+/// The differential finding of 2026-12-07 (`corpus/differential/regression-attrtype-071cefdf`):
+/// a Constant's `value` attribute declaring AttributeType 122 (TENSOR is 4). tract refused
+/// the encoder ("unknown ONNX AttributeType") while the fused engine, which reads the value
+/// field, loaded it. Now every attribute must declare the type of the value it holds.
+#[test]
+fn an_attribute_declares_the_type_of_its_value() {
+    refused(
+        "a Constant's value declaring type 122",
+        |d| replay(d, "regression-attrtype-071cefdf"),
+        "declares AttributeType 122",
+    );
+    refused(
+        "a Concat axis (an int) declaring FLOAT",
+        |d| {
+            patch_bytes(
+                d,
+                "encoder.onnx",
+                b"\x0a\x04axis\x18\x00\xa0\x01\x02",
+                b"\x0a\x04axis\x18\x00\xa0\x01\x01",
+            )
+        },
+        "declares AttributeType 1, but its value is of type 2",
+    );
+    refused(
+        "a Concat axis without its type (a one-byte doc_string in its place)",
+        |d| {
+            patch_bytes(
+                d,
+                "encoder.onnx",
+                b"\x0a\x04axis\x18\x00\xa0\x01\x02",
+                b"\x0a\x04axis\x18\x00\x6a\x01\x20",
+            )
+        },
+        "declares AttributeType 0",
+    );
+}
+
 /// A scalar turned into a vector on another axis than 0 (the graphs build every shape
 /// vector so) is refused at open: tract would refuse it, the fused engine would run it.
 #[test]

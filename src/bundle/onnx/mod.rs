@@ -609,7 +609,8 @@ fn node(r: &Reader) -> Result<Node> {
                 }
                 let (mut name, mut t, mut v) = (String::new(), None, AttrValue::Other);
                 let mut ints = Dims::new();
-                let mut kinds = 0;
+                // the AttributeType each value field implies (f, i, s, t, floats, ints, strings)
+                let (mut kinds, mut implied, mut declared) = (0, None, None);
                 fields(&mut a, "an attribute", ATTRIBUTE, |a, an, af| {
                     match (an, af) {
                         (1, Field::Bytes(s2, e2)) => name = string(a.buf, s2, e2, a.what)?,
@@ -626,7 +627,11 @@ fn node(r: &Reader) -> Result<Node> {
                             }
                         }
                         (2 | 4 | 7 | 9, _) => kinds += 1,
+                        (20, Field::Varint(x)) => declared = Some(x),
                         _ => {}
+                    }
+                    if let Some(k) = attribute_type(an) {
+                        implied = Some(k);
                     }
                     Ok(())
                 })?;
@@ -637,6 +642,18 @@ fn node(r: &Reader) -> Result<Node> {
                     return Err(err!(
                         Graph,
                         "{}: attribute {name:?} holds values of more than one kind",
+                        r.what
+                    ));
+                }
+                // tract reads an attribute by its declared type (and refuses one it does not
+                // know); the runtime reads the value field. Both must name one value (an
+                // empty list: a list type).
+                let (d, i) = (declared.unwrap_or(0), implied.unwrap_or(0));
+                if d == 0 || (d != i && !(i == 0 && matches!(d, 6..=8))) {
+                    return Err(err!(
+                        Graph,
+                        "{}: attribute {name:?} declares AttributeType {d}, but its value is of \
+                         type {i} (0: none)",
                         r.what
                     ));
                 }
@@ -673,6 +690,21 @@ fn node(r: &Reader) -> Result<Node> {
         }
     }
     Ok(n)
+}
+
+/// The ONNX AttributeType an attribute's value field implies: f FLOAT, i INT, s STRING,
+/// t TENSOR, floats FLOATS, ints INTS, strings STRINGS (the only ones `ATTRIBUTE` admits).
+fn attribute_type(field: u64) -> Option<u64> {
+    match field {
+        2 => Some(1),
+        3 => Some(2),
+        4 => Some(3),
+        5 => Some(4),
+        7 => Some(6),
+        8 => Some(7),
+        9 => Some(8),
+        _ => None,
+    }
 }
 
 fn value_info(r: &Reader) -> Result<ValueInfo> {
