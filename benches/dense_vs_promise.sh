@@ -31,8 +31,9 @@
 # log`), NP_SASREC (SASRec weights trained on it), NP_BUNDLE (the bundle built from it),
 # NP_PAIRS (the test examples from `promise_train log --pairs`) and NP_QUALITY (the test rows
 # of models/train/results_log.sh, for the quality column); none of these is committed (the
-# dataset's terms), the recipe is `promise_train build --log` (README, "Quality on NowPlaying-1M"). The indexes tune on its validation
-# split; their Recall@20 is measured on every test example.
+# dataset's terms), the recipe is `promise_train build --log` (README, "Quality on
+# NowPlaying-1M"). The indexes tune on its validation split; their Recall@20 is measured on
+# every test example.
 # Run it with nothing else compiling or training: the timings are wall clock on one core.
 #
 # Env: SIDES (default "promise dense": which sides run; the summary reads what is there),

@@ -13,7 +13,8 @@
 # every level, by per-level InfoNCE against sampled valid prefixes; every row starts from
 # SASRec's item table, a prefix's row the mean of its items'; the epoch kept is the best by
 # the PRM's exhaustive validation Recall@20, the ceiling the validation-picked wide search
-# approaches, the learning rate halved after an epoch without a new best) -> export (f32/f16/int8, ids.bin, OUT/bundle*.promise).
+# approaches, the learning rate halved after an epoch without a new best) -> export
+# (f32/f16/int8, ids.bin, OUT/bundle*.promise).
 # --codes-only: the smallest footprint instead (nothing grows with the catalog but the trie
 # and the ids): the codes-only generator and the path-query PRM distilled from SASRec.
 # OUT holds the bundles, work/ (checkpoints, split log), curves/ (every learning curve) and

@@ -10,7 +10,7 @@
 #
 # Env: SAN (the sanitizer: address, the default, or none for the fast build), TARGET_DIR
 # (cargo's target folder; default tests/fuzz/target, or tests/fuzz/target-asan under ASan:
-# the first ASan build compiles tract under the sanitizer, about half an hour on 2 cores).
+# the first ASan build compiles tract under the sanitizer, 19 min 49 s here with one job).
 # Needs nightly and cargo-fuzz (`cargo install cargo-fuzz`).
 set -uo pipefail
 ROOT=${1:?usage: pieces.sh ROOT SECONDS [TARGET...]}
