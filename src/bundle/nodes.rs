@@ -649,9 +649,10 @@ fn check_axes(g: &Graph, index: &OnnxIndex) -> Result<()> {
         let Some((what, axis, of)) = want else {
             return Err(err!(
                 Graph,
-                "{}: node {name:?} ({}) reads a value of rank {r:?}; the graphs unsqueeze ranks 0 to 3, squeeze rank 3 and reduce ranks 3 and 4",
+                "{}: node {name:?} ({}) reads a value of rank {} (-1: unknown); the graphs unsqueeze ranks 0 to 3, squeeze rank 3 and reduce ranks 3 and 4",
                 g.what,
-                n.op
+                n.op,
+                r.map_or(-1, |r| r as i64)
             ));
         };
         match axes.as_deref() {

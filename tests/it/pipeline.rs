@@ -87,6 +87,52 @@ fn a_synthetic_log_becomes_a_bundle_that_speaks_its_ids() {
         before
     );
 
+    // the two training variants the verifier's measurements compare, on the build's inputs:
+    // --tie-leaf saves a model whose leaf rows are its items' encoder rows (so its bundle is
+    // the usual format), --freeze-gen trains the head alone and leaves the generator as it was
+    let w = out.join("work");
+    let w_s = w.to_str().unwrap();
+    let curves = tmp.path().join("variants");
+    std::fs::create_dir_all(&curves).unwrap();
+    let variant = |name: &str, extra: &str| {
+        // (a temporary folder's path holds no spaces)
+        let args = format!(
+            "train --log {w_s}/log.pkl --work {w_s} --causal --out {name} --curve-dir {} \
+             --item-ids --dense-aux 1.0 --dense-negatives 64 --size small --history 20 \
+             --valid-users 50 --batch-targets 256 --samples 3000 {extra}",
+            curves.display()
+        );
+        python(&args.split_whitespace().collect::<Vec<_>>(), &train);
+    };
+    variant("tied", "--item-init sasrec_items.npy --tie-leaf");
+    variant("frozen", "--freeze-gen gen_dense");
+    let check = r#"
+import sys, numpy as np, torch
+from promise_train.trie import Trie
+w = sys.argv[1]
+t = Trie(np.load(w + "/sids.npy"))
+tied = torch.load(w + "/tied.pt")
+leaf0 = t.level_start[t.levels]
+off = tied["gen.enc_code_emb"].shape[0] - len(t.leaf_item)    # the item rows follow the code rows
+rows = tied["gen.enc_code_emb"][off + torch.from_numpy(t.leaf_item.astype(np.int64))]
+assert torch.equal(tied["prm.node"][leaf0:], rows), "tied leaf rows differ from the item rows"
+g, f = torch.load(w + "/gen_dense.pt"), torch.load(w + "/frozen.pt")
+assert all(torch.equal(g[k], f[k]) for k in g if k.startswith("gen.")), "the frozen generator changed"
+assert not torch.equal(g["prm.node"], f["prm.node"]), "the frozen run trained no head"
+print("ok")
+"#;
+    let py = std::env::var("PROMISE_PY").unwrap_or_else(|_| "python3".into());
+    let out_check = Command::new(&py)
+        .args(["-c", check, w_s])
+        .current_dir(&train)
+        .output()
+        .unwrap();
+    assert!(
+        out_check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out_check.stderr)
+    );
+
     // the same folder with another log is refused (its inputs' fingerprint), not resumed
     let other = tmp.path().join("other.tsv");
     std::fs::write(

@@ -163,7 +163,7 @@ def head_top(gen, prm, tables, seqs, sids_t, results=20):
     codes, mask = history_batch(seqs, gen.cfg.history, enc_table(gen.cfg, sids_t))
     mem = gen.encode(codes, mask)
     u = prm.user(mem[:, -1] * mask[:, -1].unsqueeze(-1))                 # the dense PRM's user state
-    s = u @ prm.node[leaves].T + prm.node_bias[leaves]                    # [B, items] in leaf order
+    s = u @ prm.rows(leaves).T + prm.node_bias[leaves]                    # [B, items] in leaf order
     for i, h in enumerate(seqs):
         s[i][torch.from_numpy(np.isin(tables.leaf_item.numpy(), np.asarray(h)))] = -math.inf
     return tables.leaf_item[s.topk(results, dim=1).indices]

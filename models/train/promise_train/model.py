@@ -302,6 +302,29 @@ class DensePRM(nn.Module):
         self.b = nn.Parameter(torch.zeros(d))
         self.node = nn.Parameter(torch.randn(num_nodes, d) * 0.05)
         self.node_bias = nn.Parameter(torch.zeros(num_nodes))
+        self._tied = None
+
+    def tie_leaves(self, table, leaf0, table_rows):
+        """`train.py --tie-leaf`: leaf node leaf0 + i reads row table_rows[i] of `table` (the
+        encoder's per-item input rows) instead of its own row, as SASRec ties its input and
+        output tables. Training only: `materialize` copies the tied rows into `node` before a
+        model is saved, so a saved model and its bundle are the untied format."""
+        self._tied = ([table], int(leaf0), torch.as_tensor(table_rows, dtype=torch.long))
+
+    def rows(self, idx):
+        """The rows of nodes `idx` (any shape) -> [..., d]."""
+        if self._tied is None:
+            return self.node[idx]
+        (table,), leaf0, table_rows = self._tied
+        leaf = idx >= leaf0
+        tied = table[table_rows[(idx - leaf0).clamp(min=0)]]
+        return torch.where(leaf[..., None], tied, self.node[idx])
+
+    @torch.no_grad()
+    def materialize(self):
+        if self._tied is not None:
+            (table,), leaf0, table_rows = self._tied
+            self.node[leaf0:leaf0 + len(table_rows)] = table[table_rows]
 
     def user(self, last):
         return last @ self.w + self.b
@@ -310,7 +333,7 @@ class DensePRM(nn.Module):
         # mem [B,H,d] (right-aligned: row H-1 is the latest item), mask [B,H], nodes [B,M]
         # -> [B,M]; a history of padding only has no latest item: u = b
         u = self.user(mem[:, -1] * mask[:, -1].unsqueeze(-1))   # Gather, not Slice (the bundle op set)
-        return (self.node[nodes] * u[:, None, :]).sum(-1) + self.node_bias[nodes]
+        return (self.rows(nodes) * u[:, None, :]).sum(-1) + self.node_bias[nodes]
 
 
 class Promise(nn.Module):

@@ -160,7 +160,7 @@ def causal_loss(model, sids_t, hist, mask, target, dense=None, distill=None):
             live = mask.reshape(-1) > 0
             aux = aux + sampler.loss(model.prm, b, u.reshape(-1, u.shape[-1])[live], nodes[..., b].reshape(-1)[live])
             continue
-        logits = u @ model.prm.node[lo:hi].T + model.prm.node_bias[lo:hi]
+        logits = u @ model.prm.rows(torch.arange(lo, hi)).T + model.prm.node_bias[lo:hi]
         ce = torch.nn.functional.cross_entropy(logits.reshape(-1, hi - lo), (nodes[..., b] - lo).reshape(-1),
                                                reduction="none").reshape(mask.shape)
         aux = aux + (ce * mask).sum() / mask.sum()
@@ -201,8 +201,8 @@ class PrefixNegatives:
         else:
             neg = torch.multinomial(q, self.n, replacement=True, generator=self.gen)
         neg_g = neg + lo
-        s_pos = (u * prm.node[pos]).sum(-1) + prm.node_bias[pos]            # [M]
-        s_neg = u @ prm.node[neg_g].T + prm.node_bias[neg_g]                # [M,N]
+        s_pos = (u * prm.rows(pos)).sum(-1) + prm.node_bias[pos]            # [M]
+        s_neg = u @ prm.rows(neg_g).T + prm.node_bias[neg_g]                # [M,N]
         if q is not None:    # log-Q: a popular negative is sampled often, not more wrong
             s_pos = s_pos - torch.log(q[pos - lo] * self.n)
             s_neg = s_neg - torch.log(q[neg] * self.n)[None, :]
@@ -290,6 +290,14 @@ def main():
                     help="--item-ids: start the item rows (and, with --dense-aux, the dense PRM's node rows: "
                          "a leaf is its item, an inner node the mean of its items) from these item "
                          "embeddings in WORK, e.g. sasrec_items.npy (sasrec.py)")
+    ap.add_argument("--tie-leaf", action="store_true",
+                    help="--dense-aux with --item-ids: a leaf's PRM row is its item's row of the encoder's input "
+                         "table (one row per item, trained by both uses, as SASRec ties its tables); the saved "
+                         "model holds the tied rows in both places, so its bundle is the usual dense format")
+    ap.add_argument("--freeze-gen", default=None,
+                    help="--dense-aux: train the PRM head alone on the generator of this trained model "
+                         "(WORK/<name>.pt; a head it holds is not read), frozen in eval mode: the frozen "
+                         "side of the frozen-vs-joint measurement")
     ap.add_argument("--init", default=None, help="start from this trained model's generator (WORK/<init>.pt)")
     ap.add_argument("--teacher", default=None,
                     help="--causal: a SASRec state dict in WORK (sasrec.py's <name>_best.pt) to distil from "
@@ -309,6 +317,10 @@ def main():
     out = args.out or args.size
     if args.metric.startswith(("guided_", "head_")) and args.dense_aux <= 0:
         raise SystemExit(f"--metric {args.metric} needs --dense-aux > 0 (a PRM head to search with)")
+    if args.freeze_gen and (args.dense_aux <= 0 or args.tie_leaf or args.init):
+        raise SystemExit("--freeze-gen needs --dense-aux > 0, and takes neither --tie-leaf nor --init")
+    if args.tie_leaf and (args.dense_aux <= 0 or not args.item_ids):
+        raise SystemExit("--tie-leaf needs --dense-aux > 0 and --item-ids (the item rows the leaves share)")
 
     train_seqs, valid_pairs, n_items = log_mod.training_split(args.data, args.log)
     valid_pairs = log_mod.spread(valid_pairs, args.valid_users)
@@ -356,6 +368,27 @@ def main():
         if args.dense_aux > 0 and "prm.node" in init:      # a train_dense_prm.py model: its head too
             model.prm.load_state_dict({k[4:]: v for k, v in init.items() if k.startswith("prm.")})
         print(f"generator{' and dense PRM' if 'prm.node' in init else ''} from {args.init}", flush=True)
+    if args.freeze_gen:
+        path = os.path.join(args.work, f"{args.freeze_gen}.pt")
+        if not os.path.isfile(path):
+            raise SystemExit(f"--freeze-gen {args.freeze_gen}: no trained model {path}")
+        frozen = torch.load(path)
+        try:
+            model.gen.load_state_dict({k[4:]: v for k, v in frozen.items() if k.startswith("gen.")})
+        except RuntimeError as e:
+            lines = str(e).splitlines()
+            first = (lines[1] if len(lines) > 1 else lines[0]).strip()
+            first = first if len(first) <= 160 else first[:160] + "..."
+            raise SystemExit(f"--freeze-gen {args.freeze_gen}: not a generator of this configuration ({first})")
+        for p in model.gen.parameters():
+            p.requires_grad_(False)
+        print(f"generator frozen from {args.freeze_gen}", flush=True)
+    if args.tie_leaf:
+        leaf = trie.path[:, cfg.levels - 1].astype(np.int64)          # each item's leaf node
+        leaf0 = int(trie.level_start[cfg.levels])
+        table_rows = np.empty(len(leaf), np.int64)
+        table_rows[leaf - leaf0] = cfg.levels * cfg.cmax + np.arange(len(leaf))
+        model.prm.tie_leaves(model.gen.enc_code_emb, leaf0, table_rows)
     dense = None
     if args.dense_aux > 0:
         ls = trie.level_start
@@ -376,6 +409,8 @@ def main():
     trie_t = torch.from_numpy(trie.path)
     tables = beam_mod.TrieTables(trie, cfg.cmax)
     params = model.parameters() if args.prm_weight > 0 or args.dense_aux > 0 else model.gen.parameters()
+    if args.freeze_gen:
+        params = model.prm.parameters()
     if query is not None:
         params = (list(model.gen.parameters()) + [p for n, p in model.prm.named_parameters() if n != "node_emb"]
                   + list(query.parameters()))
@@ -425,7 +460,8 @@ def main():
                        "epochs": st["epoch"], "best_epoch": st["best_epoch"], f"valid_{args.metric}": st["best"],
                        "log": args.log,
                        "params_generator": g, "params_prm": r, "prm_weight": args.prm_weight,
-                       "dense_aux": args.dense_aux, "init": args.init, "item_init": st.get("item_init"),
+                       "dense_aux": args.dense_aux, "tie_leaf": args.tie_leaf,
+                       "freeze_gen": args.freeze_gen, "init": args.init, "item_init": st.get("item_init"),
                        "teacher": args.teacher, "distill": args.distill, "tau": args.tau,
                        **({"prm_training": {"query": "path", "head": "mlp", "distill": args.prm_distill,
                                             "positions": args.prm_positions, "teacher": args.teacher}}
@@ -455,6 +491,8 @@ def main():
             n_units = len(win)
         t0 = time.time()
         while st["pos"] < n_units:
+            if args.freeze_gen:
+                model.gen.eval()          # the frozen generator's memory as at inference (no dropout)
             if args.causal:
                 hist, mask, target = win.batch(groups[st["pos"]])
                 out_l = causal_loss(model, sids_t, torch.from_numpy(hist), torch.from_numpy(mask),
@@ -523,6 +561,8 @@ def main():
             if query is not None:
                 with torch.no_grad():
                     model.prm.node_emb.copy_(query.table())      # folded for export (--prm-query path)
+            if args.dense_aux > 0:
+                model.prm.materialize()                          # --tie-leaf: the leaves' rows saved
             torch.save(model.state_dict(), os.path.join(args.work, f"{out}.best.pt"))
         elif args.lr_decay < 1.0:
             st["lr_scale"] = st.get("lr_scale", 1.0) * args.lr_decay
