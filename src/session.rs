@@ -68,9 +68,10 @@ impl std::fmt::Debug for Model {
 fn load_cpu(bundle: &Bundle, opts: &LoadOptions) -> Result<(Device, BackendModel)> {
     Ok((
         Device::Cpu,
-        BackendModel::Cpu(Box::new(crate::backend::cpu::CpuModel::load(
+        BackendModel::Cpu(Box::new(crate::backend::cpu::CpuModel::load_with(
             bundle,
             opts.cpu_engine,
+            opts.tables_in_place,
         )?)),
     ))
 }
@@ -124,6 +125,15 @@ pub struct LoadOptions {
     /// GPU: run the whole search on the device, one submission per request (default);
     /// false runs it on the CPU with two submissions per level.
     pub gpu_search: bool,
+    /// Fused CPU engine: read the tables that grow with the catalog (the encoder's item
+    /// rows, the PRM's node rows and biases) in place from the bundle's memory map instead
+    /// of one heap copy each. Only the pages requests touch are then resident, and the OS
+    /// may reclaim them (they are the file's): at 1M items most of the model's memory. The
+    /// contract changes with it: the bundle's files must stay unchanged (not truncated or
+    /// rewritten in place; a rename over them is fine) for as long as the model lives, or a
+    /// request can fault (SIGBUS). Off by default; ignored by tract and the GPU, which hold
+    /// their own copies; a bundle opened in memory is read from that copy.
+    pub tables_in_place: bool,
 }
 
 impl LoadOptions {
@@ -143,6 +153,12 @@ impl LoadOptions {
         self.gpu_search = on_device;
         self
     }
+    /// These options with the catalog-sized tables read in place (see
+    /// [`LoadOptions::tables_in_place`] for the contract that comes with it).
+    pub fn with_tables_in_place(mut self, in_place: bool) -> Self {
+        self.tables_in_place = in_place;
+        self
+    }
 }
 
 impl Default for LoadOptions {
@@ -152,6 +168,7 @@ impl Default for LoadOptions {
             gpu_shader_f16: true,
             gpu_subgroups: true,
             gpu_search: true,
+            tables_in_place: false,
         }
     }
 }
@@ -178,6 +195,9 @@ impl Model {
         };
         // every engine has read what it needs from the graphs: their pages can leave RSS
         bundle.release_graph_pages();
+        if opts.tables_in_place {
+            bundle.advise_random_graph_reads();
+        }
         let model = Model {
             inner: Arc::new(ModelInner {
                 bundle: bundle.clone(),

@@ -14,19 +14,27 @@ use promise_rt::{Bundle, CpuEngine, Device, LoadOptions, Model, SearchConfig, Se
 struct Counting;
 thread_local! {
     static COUNT: Cell<u64> = const { Cell::new(0) };
+    // bytes allocated minus bytes freed on this thread
+    static BYTES: Cell<i64> = const { Cell::new(0) };
 }
-// SAFETY: forwards to the system allocator unchanged; counts calls per thread.
+fn add_bytes(n: i64) {
+    let _ = BYTES.try_with(|b| b.set(b.get() + n));
+}
+// SAFETY: forwards to the system allocator unchanged; counts calls and bytes per thread.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         let _ = COUNT.try_with(|c| c.set(c.get() + 1));
+        add_bytes(l.size() as i64);
         unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        add_bytes(-(l.size() as i64));
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
         let _ = COUNT.try_with(|c| c.set(c.get() + 1));
+        add_bytes(n as i64 - l.size() as i64);
         unsafe { System.realloc(p, l, n) }
     }
 }
@@ -109,15 +117,26 @@ fn all_but(items: u32, left: &[u32]) -> Vec<Vec<u32>> {
 }
 
 fn cpu_model(bundle: &str, engine: CpuEngine) -> Model {
+    cpu_model_with(bundle, LoadOptions::default().with_cpu_engine(engine))
+}
+
+fn cpu_model_with(bundle: &str, opts: LoadOptions) -> Model {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(bundle);
-    let opts = LoadOptions::default().with_cpu_engine(engine);
     Model::load_with(&Bundle::open(dir).unwrap(), Device::Cpu, &opts).unwrap()
 }
 
 #[test]
 fn a_whole_request_on_the_fused_cpu_engine_allocates_nothing() {
-    for bundle in ["models/tiny", "models/ml1m"] {
-        let model = cpu_model(bundle, CpuEngine::Fused);
+    // (also with the catalog-sized tables read in place from the memory map)
+    for (bundle, in_place) in [
+        ("models/tiny", false),
+        ("models/ml1m", false),
+        ("models/ml1m-int8", true),
+    ] {
+        let opts = LoadOptions::default()
+            .with_cpu_engine(CpuEngine::Fused)
+            .with_tables_in_place(in_place);
+        let model = cpu_model_with(bundle, opts);
         for cfg in [
             SearchConfig::plain(1, 1),
             SearchConfig::plain(4, 10),
@@ -149,7 +168,7 @@ fn a_whole_request_on_the_fused_cpu_engine_allocates_nothing() {
             assert!(served > 0);
             assert_eq!(
                 allocs, 0,
-                "{bundle} {cfg:?}: {allocs} allocations in 20 requests"
+                "{bundle} (in place: {in_place}) {cfg:?}: {allocs} allocations in 20 requests"
             );
         }
     }
@@ -221,4 +240,37 @@ fn a_traced_request_records_each_level_and_allocates_nothing() {
     s.set_trace(false).unwrap();
     s.recommend(&[1, 2, 3]).unwrap();
     assert!(s.kept(0).is_empty());
+}
+
+/// With `LoadOptions::tables_in_place` the fused engine holds no copy of the tables that
+/// grow with the catalog: the model's heap shrinks by at least the int8 bundle's PRM node
+/// rows and encoder item rows (what a copy holds), and what remains is the per-model
+/// weights and buffers (widened to f32) that do not grow with the catalog.
+#[test]
+fn tables_read_in_place_leave_the_heap() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/ml1m-int8");
+    let bundle = Bundle::open(&dir).unwrap();
+    let m = bundle.manifest();
+    let (d, nodes, items) = (m.dims.d_model, m.num_nodes, bundle.catalog().num_items());
+    let heap = |in_place| {
+        let opts = LoadOptions::default()
+            .with_cpu_engine(CpuEngine::Fused)
+            .with_tables_in_place(in_place);
+        let before = BYTES.with(|b| b.get());
+        let model = Model::load_with(&bundle, Device::Cpu, &opts).unwrap();
+        let held = BYTES.with(|b| b.get()) - before;
+        drop(model);
+        held
+    };
+    let (copied, in_place) = (heap(false), heap(true));
+    // int8 rows and their f32 scales, and the node biases (f32)
+    let tables = ((nodes + items) * (d + 4) + nodes * 4) as i64;
+    println!(
+        "ml1m-int8 model heap: {copied} bytes copied, {in_place} in place (tables {tables} bytes)"
+    );
+    assert!(
+        copied - in_place >= tables,
+        "in place saves {} bytes, the tables are {tables}",
+        copied - in_place
+    );
 }

@@ -1,7 +1,8 @@
 /* A personalised feed from C: load the shipped bundle, ask for the top 10, print them,
  * then walk through the error paths an app can hit, and open the same model as a one-file
  * bundle from memory and from a file descriptor range (as an Android app does with an APK
- * asset). Exit status 0 when every check holds. Build: see tests/c/run.sh.
+ * asset), with its catalog-sized tables copied or read in place. Exit status 0 when every
+ * check holds. Build: see tests/c/run.sh.
  * Usage: feed [BUNDLE_DIR [BUNDLE.promise]] */
 #define _POSIX_C_SOURCE 200809L
 #include <fcntl.h>
@@ -79,6 +80,15 @@ static void one_file_bundle(const char *path, const uint32_t *history, size_t n,
     close(fd); /* the model does not keep the descriptor */
     CHECK(mf && feed_of(mf, history, n, got) == 0 && memcmp(got, want, sizeof got) == 0,
           "the fd-range bundle gives the directory's feed");
+    promise_model_free(mf);
+    /* the same range with its catalog-sized tables read in place: the mapping is read for
+     * the model's life (the descriptor is still not kept), and the feed is the same */
+    fd = dup(fileno(apk));
+    st = promise_model_open_fd_with(fd, 4097, (uint64_t)len, PROMISE_DEVICE_CPU, PROMISE_OPEN_TABLES_IN_PLACE, &mf);
+    CHECK(st == PROMISE_STATUS_OK, "open_fd_with in place: %s", promise_last_error());
+    close(fd);
+    CHECK(mf && feed_of(mf, history, n, got) == 0 && memcmp(got, want, sizeof got) == 0,
+          "the fd-range bundle read in place gives the directory's feed");
     promise_model_free(mf);
     PromiseModel *bad = NULL;
     st = promise_model_open_fd(fileno(apk), 4096, (uint64_t)len, PROMISE_DEVICE_CPU, &bad);
@@ -181,6 +191,17 @@ int main(int argc, char **argv) {
     CHECK(st == PROMISE_STATUS_INVALID_ARGUMENT, "bad device -> %d", st);
     st = promise_model_open(bundle, PROMISE_DEVICE_CPU, NULL);
     CHECK(st == PROMISE_STATUS_INVALID_ARGUMENT, "null out -> %d", st);
+    /* the directory with its tables read in place: the same feed; an unknown flag refused */
+    st = promise_model_open_with(bundle, PROMISE_DEVICE_CPU, PROMISE_OPEN_TABLES_IN_PLACE, &m2);
+    CHECK(st == PROMISE_STATUS_OK, "open_with in place: %s", promise_last_error());
+    uint32_t in_place[10], copied[10];
+    CHECK(m2 && feed_of(m2, history, 6, in_place) == 0 && feed_of(model, history, 6, copied) == 0
+          && memcmp(in_place, copied, sizeof in_place) == 0, "the tables read in place give the same feed");
+    promise_model_free(m2);
+    m2 = NULL;
+    st = promise_model_open_with(bundle, PROMISE_DEVICE_CPU, 2, &m2);
+    CHECK(st == PROMISE_STATUS_INVALID_ARGUMENT && m2 == NULL, "unknown flag -> %d", st);
+    printf("unknown open flag -> %s: %s\n", promise_status_text(st), promise_last_error());
 
     /* free: NULL is a no-op, double free is reported, not a crash */
     CHECK(promise_session_free(NULL) == PROMISE_STATUS_OK, "free(NULL)");

@@ -39,6 +39,23 @@ impl Bytes {
     }
 }
 
+impl Bytes {
+    /// Tell the OS that a mapping is read at random (`MADV_RANDOM`): a fault maps the one
+    /// page it needs, without reading ahead or mapping its neighbours, so a table read in
+    /// place keeps resident only the rows requests touch. A no-op for heap bytes and off
+    /// Unix. Advisory: a failure is ignored.
+    pub(crate) fn advise_random(&self) {
+        match self {
+            #[cfg(unix)]
+            Bytes::Mapped(m) => {
+                let _ = m.advise(memmap2::Advice::Random);
+            }
+            Bytes::Slice(whole, _) => whole.advise_random(),
+            _ => {}
+        }
+    }
+}
+
 impl std::ops::Deref for Bytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {

@@ -7,13 +7,16 @@
 //! manifest. After that nothing can fail on bad bytes. Only regular files are read, each
 //! of exactly the size the manifest states (checked before a byte is read).
 //!
-//! **mmap contract:** the graph mappings are read only while [`Bundle::open`] and
-//! `Model::load` run (validation, then each engine copies or uploads the weights it
+//! **mmap contract:** by default the graph mappings are read only while [`Bundle::open`]
+//! and `Model::load` run (validation, then each engine copies or uploads the weights it
 //! needs); requests read the heap copy of the catalog and the engines' own buffers. So
 //! once the model is loaded, the bundle's files may be replaced, truncated or deleted
 //! without effect on the running model. A file truncated *during* open or load faults
 //! (SIGBUS on Unix); callers who cannot rule that out use [`OpenOptions::in_memory`],
-//! which reads the files into the heap instead.
+//! which reads the files into the heap instead. `LoadOptions::tables_in_place` is the one
+//! exception, chosen by the caller: the fused CPU engine then reads the catalog-sized
+//! tables from the mapping at request time, so the files must stay unchanged for as long
+//! as the model lives (a rename over them is still fine: the mapping keeps the old file).
 
 pub mod arch;
 pub mod catalog;
@@ -388,11 +391,20 @@ impl Bundle {
         &self.inner.manifest
     }
     /// Drop the graph mappings' pages from RSS once the engines have read them
-    /// ([`Model::load`](crate::Model::load) calls it: no engine reads the graphs after
-    /// loading). They are read from the files again if another model is loaded.
+    /// ([`Model::load`](crate::Model::load) calls it). They are read from the files again
+    /// when touched: by another load, or by requests of a model whose tables are read in
+    /// place (`LoadOptions::tables_in_place`), which fault in only the rows they read.
     pub(crate) fn release_graph_pages(&self) {
         for g in [&self.inner.encoder, &self.inner.decoder, &self.inner.prm] {
             g.bytes.release_pages();
+        }
+    }
+
+    /// Mark the graph mappings as read at random (tables read in place: a request touches
+    /// a few rows of each, far apart).
+    pub(crate) fn advise_random_graph_reads(&self) {
+        for g in [&self.inner.encoder, &self.inner.decoder, &self.inner.prm] {
+            g.bytes.advise_random();
         }
     }
 

@@ -54,6 +54,15 @@ pub const PROMISE_DEVICE_CPU: i32 = 0;
 pub const PROMISE_DEVICE_GPU: i32 = 1;
 pub const PROMISE_DEVICE_AUTO: i32 = 2;
 
+/// Flags for `promise_model_open_with` and `promise_model_open_fd_with` (0: as
+/// `promise_model_open`). PROMISE_OPEN_TABLES_IN_PLACE: the fused CPU engine reads the
+/// tables that grow with the catalog (item rows, prefix rows) in place from the memory
+/// map instead of one heap copy each: only the pages requests touch stay resident, and the
+/// OS may reclaim them. The bundle's bytes must then stay unchanged (not truncated or
+/// rewritten in place) for as long as the model lives, or a request can fault (SIGBUS); an
+/// app's own read-only files and APK assets qualify. Ignored by the GPU backend.
+pub const PROMISE_OPEN_TABLES_IN_PLACE: u32 = 1;
+
 /// A loaded model (opaque). Thread-safe.
 #[derive(Debug)]
 pub struct PromiseModel {
@@ -284,10 +293,12 @@ fn c_device(device: i32) -> Result<Device, Error> {
     }
 }
 
-/// Load `bundle` on `device` and hand the new model's handle to `*out`.
+/// Load `bundle` on `device` with `flags` (PROMISE_OPEN_*) and hand the new model's
+/// handle to `*out`.
 fn open_model(
     out: *mut *mut PromiseModel,
     device: i32,
+    flags: u32,
     bundle: impl FnOnce() -> Result<Bundle, Error>,
 ) -> Result<(), Error> {
     if out.is_null() {
@@ -297,7 +308,15 @@ fn open_model(
         ));
     }
     let device = c_device(device)?;
-    let model = Model::load(&bundle()?, device)?;
+    if flags & !PROMISE_OPEN_TABLES_IN_PLACE != 0 {
+        return Err(err!(
+            InvalidArgument,
+            "flags is {flags:#x}, expected 0 or PROMISE_OPEN_TABLES_IN_PLACE (1)"
+        ));
+    }
+    let opts = crate::LoadOptions::default()
+        .with_tables_in_place(flags & PROMISE_OPEN_TABLES_IN_PLACE != 0);
+    let model = Model::load_with(&bundle()?, device, &opts)?;
     let key = register(models(), model);
     // SAFETY: non-null, caller-provided storage for one pointer.
     unsafe { out.write(key as *mut PromiseModel) };
@@ -310,7 +329,8 @@ fn open_model(
 /// Files: only regular files are read (a FIFO or device file is refused at once), each
 /// of the size its manifest states. The graphs are memory-mapped and read only during
 /// this call; the model never reads the bundle's files after it returns, so they may then
-/// be replaced, truncated or deleted. A file truncated *during* this call can fault
+/// be replaced, truncated or deleted (unless opened with PROMISE_OPEN_TABLES_IN_PLACE,
+/// `promise_model_open_with`). A file truncated *during* this call can fault
 /// (SIGBUS): update a bundle by writing a new file (or directory) and renaming it into
 /// place, which is one atomic rename for a `.promise` file.
 #[no_mangle]
@@ -319,13 +339,8 @@ pub unsafe extern "C" fn promise_model_open(
     device: i32,
     out: *mut *mut PromiseModel,
 ) -> PromiseStatus {
-    guard(|| {
-        open_model(out, device, || {
-            // SAFETY: documented contract: NUL-terminated string.
-            let path = unsafe { c_str(bundle_path, "bundle_path") }?;
-            Bundle::open(path)
-        })
-    })
+    // SAFETY: the same contract.
+    unsafe { promise_model_open_with(bundle_path, device, 0, out) }
 }
 
 /// Open a one-file `.promise` bundle held in memory: `len` bytes at `data`. The library
@@ -339,7 +354,7 @@ pub unsafe extern "C" fn promise_model_open_memory(
     out: *mut *mut PromiseModel,
 ) -> PromiseStatus {
     guard(|| {
-        open_model(out, device, || {
+        open_model(out, device, 0, || {
             if data.is_null() {
                 return Err(err!(InvalidArgument, "data is NULL (len {len})"));
             }
@@ -367,8 +382,41 @@ pub unsafe extern "C" fn promise_model_open_fd(
     device: i32,
     out: *mut *mut PromiseModel,
 ) -> PromiseStatus {
+    // SAFETY: the same contract.
+    unsafe { promise_model_open_fd_with(fd, offset, len, device, 0, out) }
+}
+
+/// `promise_model_open` with `flags` (PROMISE_OPEN_*; 0 is `promise_model_open`).
+#[no_mangle]
+pub unsafe extern "C" fn promise_model_open_with(
+    bundle_path: *const c_char,
+    device: i32,
+    flags: u32,
+    out: *mut *mut PromiseModel,
+) -> PromiseStatus {
     guard(|| {
-        open_model(out, device, || {
+        open_model(out, device, flags, || {
+            // SAFETY: documented contract: NUL-terminated string.
+            let path = unsafe { c_str(bundle_path, "bundle_path") }?;
+            Bundle::open(path)
+        })
+    })
+}
+
+/// `promise_model_open_fd` with `flags` (PROMISE_OPEN_*; 0 is `promise_model_open_fd`).
+/// With PROMISE_OPEN_TABLES_IN_PLACE the mapped range is read for as long as the model
+/// lives (`fd` itself is still not kept), so it must stay unchanged that long.
+#[no_mangle]
+pub unsafe extern "C" fn promise_model_open_fd_with(
+    fd: i32,
+    offset: u64,
+    len: u64,
+    device: i32,
+    flags: u32,
+    out: *mut *mut PromiseModel,
+) -> PromiseStatus {
+    guard(|| {
+        open_model(out, device, flags, || {
             #[cfg(unix)]
             {
                 if fd < 0 {

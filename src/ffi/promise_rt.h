@@ -40,6 +40,17 @@
 #define PROMISE_DEVICE_AUTO 2
 
 /**
+ * Flags for `promise_model_open_with` and `promise_model_open_fd_with` (0: as
+ * `promise_model_open`). PROMISE_OPEN_TABLES_IN_PLACE: the fused CPU engine reads the
+ * tables that grow with the catalog (item rows, prefix rows) in place from the memory
+ * map instead of one heap copy each: only the pages requests touch stay resident, and the
+ * OS may reclaim them. The bundle's bytes must then stay unchanged (not truncated or
+ * rewritten in place) for as long as the model lives, or a request can fault (SIGBUS); an
+ * app's own read-only files and APK assets qualify. Ignored by the GPU backend.
+ */
+#define PROMISE_OPEN_TABLES_IN_PLACE 1
+
+/**
  * A loaded model (opaque). Thread-safe.
  */
 typedef struct PromiseModel PromiseModel;
@@ -158,7 +169,8 @@ PromiseStatus promise_search_config_default(PromiseSearchConfig *out);
  * Files: only regular files are read (a FIFO or device file is refused at once), each
  * of the size its manifest states. The graphs are memory-mapped and read only during
  * this call; the model never reads the bundle's files after it returns, so they may then
- * be replaced, truncated or deleted. A file truncated *during* this call can fault
+ * be replaced, truncated or deleted (unless opened with PROMISE_OPEN_TABLES_IN_PLACE,
+ * `promise_model_open_with`). A file truncated *during* this call can fault
  * (SIGBUS): update a bundle by writing a new file (or directory) and renaming it into
  * place, which is one atomic rename for a `.promise` file.
  */
@@ -187,6 +199,26 @@ PromiseStatus promise_model_open_fd(int32_t fd,
                                     uint64_t len,
                                     int32_t device,
                                     PromiseModel **out);
+
+/**
+ * `promise_model_open` with `flags` (PROMISE_OPEN_*; 0 is `promise_model_open`).
+ */
+PromiseStatus promise_model_open_with(const char *bundle_path,
+                                      int32_t device,
+                                      uint32_t flags,
+                                      PromiseModel **out);
+
+/**
+ * `promise_model_open_fd` with `flags` (PROMISE_OPEN_*; 0 is `promise_model_open_fd`).
+ * With PROMISE_OPEN_TABLES_IN_PLACE the mapped range is read for as long as the model
+ * lives (`fd` itself is still not kept), so it must stay unchanged that long.
+ */
+PromiseStatus promise_model_open_fd_with(int32_t fd,
+                                         uint64_t offset,
+                                         uint64_t len,
+                                         int32_t device,
+                                         uint32_t flags,
+                                         PromiseModel **out);
 
 /**
  * Free a model. NULL is a no-op. Sessions created from it stay valid (they share it).

@@ -199,3 +199,56 @@ fn stage_timing_splits_a_request_and_leaves_its_feed_alone() {
         assert!(s.stage_times().is_none());
     }
 }
+
+/// The fused engine with its catalog-sized tables read in place from the memory map
+/// (`LoadOptions::tables_in_place`) computes exactly what it computes on its heap copy:
+/// the same items and bit-identical scores, for every shipped bundle (f32, f16, int8), a
+/// one-file bundle, and a bundle read into memory.
+#[test]
+fn tables_read_in_place_give_bit_identical_feeds() {
+    use crate::agree::{configs, fresh_histories, BUNDLES};
+    use promise_rt::{Bundle, Device, Model, OpenOptions};
+    let root = crate::util::repo();
+    let mut cases: Vec<(String, Bundle)> = BUNDLES
+        .iter()
+        .map(|d| (d.to_string(), Bundle::open(root.join(d)).expect("bundle")))
+        .collect();
+    cases.push((
+        "models/ml1m.promise".into(),
+        Bundle::open(root.join("models/ml1m.promise")).expect("one-file bundle"),
+    ));
+    cases.push((
+        "models/ml1m-int8 in memory".into(),
+        Bundle::open_with(
+            root.join("models/ml1m-int8"),
+            OpenOptions::default().with_in_memory(true),
+        )
+        .expect("bundle in memory"),
+    ));
+    for (what, bundle) in &cases {
+        let load = |in_place| {
+            let opts = LoadOptions::default()
+                .with_cpu_engine(CpuEngine::Fused)
+                .with_tables_in_place(in_place);
+            Model::load_with(bundle, Device::Cpu, &opts).expect("model")
+        };
+        let (copied, in_place) = (load(false), load(true));
+        let items = bundle.catalog().num_items() as u32;
+        let hist = fresh_histories(6, items, 0x1A_91ACE);
+        for cfg in configs() {
+            let mut a = copied.session(cfg).unwrap();
+            let mut b = in_place.session(cfg).unwrap();
+            let feed = |s: &mut promise_rt::Session, h: &[u32]| -> Vec<(u32, u32)> {
+                let f = s.recommend(h).unwrap();
+                f.iter().map(|r| (r.item, r.score.to_bits())).collect()
+            };
+            for h in &hist {
+                assert_eq!(
+                    feed(&mut b, h),
+                    feed(&mut a, h),
+                    "{what} {cfg:?} history {h:?}"
+                );
+            }
+        }
+    }
+}

@@ -46,10 +46,22 @@ pub enum CpuSession {
 
 impl CpuModel {
     pub fn load(bundle: &Bundle, engine: CpuEngine) -> Result<CpuModel> {
+        CpuModel::load_with(bundle, engine, false)
+    }
+
+    /// [`CpuModel::load`]; the fused engine reads its catalog-sized tables in place when
+    /// `tables_in_place` (tract holds its own copy of every weight).
+    pub fn load_with(
+        bundle: &Bundle,
+        engine: CpuEngine,
+        tables_in_place: bool,
+    ) -> Result<CpuModel> {
         Ok(match engine {
-            CpuEngine::Fused => {
-                CpuModel::Fused(Arc::new(fused::FusedModel::load(bundle, Isa::detect())?))
-            }
+            CpuEngine::Fused => CpuModel::Fused(Arc::new(fused::FusedModel::load_with(
+                bundle,
+                Isa::detect(),
+                tables_in_place,
+            )?)),
             #[cfg(feature = "tract")]
             CpuEngine::Tract => {
                 let t = tract::TractModel::load(bundle)?;

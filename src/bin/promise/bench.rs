@@ -180,6 +180,11 @@ pub(crate) fn bench(
     // reset the peak-RSS mark so that the data loading does not count (Linux >= 4.0)
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let rss0 = rss_kib("VmRSS:");
+    // resident memory by kind: anonymous (the heap: only the OS's swap can take it back)
+    // and file-backed (mapped bundle pages: the OS drops them under pressure and reads them
+    // again on the next touch)
+    let kinds = || [rss_kib("RssAnon:"), rss_kib("RssFile:")];
+    let kinds0 = kinds();
     // cold start, step by step: open (map + validate), load (engine), session (buffers),
     // the optional warm-up, then the first request
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
@@ -244,6 +249,11 @@ pub(crate) fn bench(
     let rps = requests as f64 / total;
     let peak = rss_kib("VmHWM:");
     let steady = rss_kib("VmRSS:");
+    let [anon, file] = kinds();
+    let (anon_growth, file_growth) = (
+        anon as i64 - kinds0[0] as i64,
+        file as i64 - kinds0[1] as i64,
+    );
     let growth = steady as i64 - rss_warm as i64;
     let bundle_kib = model.bundle().file_bytes() / 1024;
     // where the time goes: a second pass over the same requests with stage timing on (a
@@ -274,7 +284,9 @@ pub(crate) fn bench(
             "config": cfg_json(session.config()), "requests": requests, "p50_ms": p50, "p99_ms": p99, "requests_per_s": rps,
             "load_ms": load_ms, "peak_rss_kib": peak, "steady_rss_kib": steady, "rss_before_load_kib": rss0,
             "bundle_kib": bundle_kib, "allocs_per_request": allocs, "gpu_adapter": gpu_adapter(&model), "backend": model.backend().to_string(), "rss_after_warmup_kib": rss_warm,
-            "rss_growth_kib": growth, "model_heap_kib": model_heap_kib, "rss_trace_kib": rss_trace, "cold_start": cold,
+            "rss_growth_kib": growth, "model_heap_kib": model_heap_kib,
+            "rss_anon_since_load_kib": anon_growth, "rss_file_since_load_kib": file_growth,
+            "tables_in_place": c.tables_in_place, "rss_trace_kib": rss_trace, "cold_start": cold,
             "stages_p50_ms": stages.as_ref().map(Stages::json)})
         );
     } else {
@@ -299,6 +311,7 @@ pub(crate) fn bench(
         println!("warm latency p50 {p50:.3} ms  p99 {p99:.3} ms  throughput {rps:.0} requests/s");
         println!("load + session {load_ms:.0} ms; RSS before load {rss0} KiB (evaluation data included), steady {steady} KiB, peak since load {peak} KiB; bundle files {bundle_kib} KiB");
         println!("Rust heap held by the loaded model: {model_heap_kib} KiB (bundle files {bundle_kib} KiB; driver memory not included)");
+        println!("resident since load: {anon_growth} KiB anonymous (heap), {file_growth} KiB file-backed (mapped bundle pages, reclaimable){}", if c.tables_in_place { "; tables read in place" } else { "" });
         println!("RSS growth over the timed requests: {growth} KiB (after warm-up {rss_warm} KiB)");
         println!("RSS at each tenth of the run (KiB): {rss_trace:?}");
         match &stages {

@@ -236,6 +236,11 @@ struct Common {
     /// How the CPU backend computes.
     #[arg(long, value_enum, default_value_t = EngineArg::Fused)]
     cpu_engine: EngineArg,
+    /// Fused CPU engine: read the tables that grow with the catalog in place from the
+    /// bundle's memory map (only the pages requests touch are resident) instead of one heap
+    /// copy each. The bundle's files must then stay unchanged while the command runs.
+    #[arg(long)]
+    tables_in_place: bool,
     /// The model reads only the last N items of each history (1..=the bundle's window;
     /// default: the whole window). Less encoder work, the quality the model has for users
     /// with N items.
@@ -298,6 +303,7 @@ impl Common {
         opts.gpu_shader_f16 = !self.gpu_portable;
         opts.gpu_subgroups = !self.gpu_portable;
         opts.gpu_search = !self.gpu_host_search;
+        opts.tables_in_place = self.tables_in_place;
         Model::load_with(bundle, device, &opts)
     }
 }

@@ -41,7 +41,7 @@ use weights::{DecLayer, DensePrm, EncLayer, Prm, PrmWeights, RowTable, Table};
 pub struct FusedModel {
     m: Manifest,
     isa: Isa,
-    enc_emb: RowTable, // [L * C (+ items), d], kept as stored: its item rows grow with the catalog
+    enc_emb: RowTable, // [L * C (+ items), d], in place: its item rows grow with the catalog
     enc_pos: Vec<f32>, // [H, d]
     enc: Vec<EncLayer>,
     enc_norm: Vec<f32>, // [d]
@@ -65,16 +65,23 @@ impl std::fmt::Debug for FusedModel {
 
 impl FusedModel {
     pub fn load(bundle: &Bundle, isa: Isa) -> Result<FusedModel> {
+        FusedModel::load_with(bundle, isa, false)
+    }
+
+    /// [`FusedModel::load`], the catalog-sized tables read in place from the bundle's
+    /// bytes when `tables_in_place` (`LoadOptions::tables_in_place`), else copied.
+    pub fn load_with(bundle: &Bundle, isa: Isa, tables_in_place: bool) -> Result<FusedModel> {
         let m = bundle.manifest().clone();
         let a = bundle.architecture();
-        // the PRM's node table and the encoder's table (with an item column, one row per
-        // item) are kept as stored: they grow with the catalog, and a request reads only
-        // the rows of its history and of its K+ candidates
-        let node_table = match &a.prm {
-            PrmGraph::Attention(p) => &p.query,
-            PrmGraph::Dense(p) => &p.node,
-        };
-        let mut t = Table::load(bundle, &[node_table, &a.encoder.code_emb])?;
+        // the PRM's node table (and a dense PRM's biases) and the encoder's table (with an
+        // item column, one row per item) are read in place: they grow with the catalog, and
+        // a request reads only the rows of its history and of its K+ candidates
+        let mut keep = vec![&a.encoder.code_emb];
+        match &a.prm {
+            PrmGraph::Attention(p) => keep.push(&p.query),
+            PrmGraph::Dense(p) => keep.extend([&p.node, &p.node_bias]),
+        }
+        let mut t = Table::load(bundle, &keep, tables_in_place)?;
         let enc = a
             .encoder
             .layers
@@ -115,7 +122,7 @@ impl FusedModel {
                 w: t.w(&p.w)?,
                 b: t.w(&p.b)?,
                 node: t.rows(&p.node)?,
-                node_bias: t.w(&p.node_bias)?,
+                node_bias: t.rows(&p.node_bias)?,
             }),
             PrmGraph::Attention(p) => PrmWeights::Attention(Box::new(Prm {
                 query: t.rows(&p.query)?,

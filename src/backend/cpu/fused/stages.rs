@@ -415,7 +415,7 @@ impl Buffers {
                     let n = node as usize;
                     p.node.row(n, row);
                     let s: f32 = row.iter().zip(&self.pu).map(|(a, b)| a * b).sum();
-                    *o = s + p.node_bias[n];
+                    *o = s + p.node_bias.value(n);
                 }
                 return Ok(());
             }

@@ -4,10 +4,12 @@
 //! input packed side by side.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::bundle::arch::Weight;
 use crate::bundle::onnx::ElemType;
 use crate::bundle::Bundle;
+use crate::bundle::Bytes;
 use crate::error::{err, Result};
 
 /// Every initializer of the three graphs as f32, by name, with its shape; and the tables
@@ -17,15 +19,29 @@ pub(super) struct Table(
     HashMap<String, RowTable>,
 );
 
-/// A gathered table (one row per id) kept as stored: f32, f16, or int8 with one scale per
-/// row. The PRM's node table (`model.prm_query: "node"` or `prm_kind: "dense"`) and the
-/// encoder's table with an item column grow with the catalog (about 2M and 1M rows at 1M
-/// items): widening them to f32 at load would hold 4x the int8 bundle's bytes in the heap,
-/// so a request widens only the rows it reads (its K+ candidates, its history).
-pub(super) enum RowTable {
-    F32(Vec<f32>, usize),
-    F16(Vec<half::f16>, usize),
-    I8(Vec<i8>, Vec<f32>, usize),
+/// A gathered table (one row per id) in its stored format: f32, f16, or int8 with one
+/// scale per row. The PRM's node table (`model.prm_query: "node"` or `prm_kind: "dense"`),
+/// a dense PRM's biases and the encoder's table with an item column grow with the catalog
+/// (about 2M and 1M rows at 1M items); a request reads only the rows of its history and of
+/// its K+ candidates, so they are never widened to f32. By default the table is one heap
+/// copy of its stored bytes; with `LoadOptions::tables_in_place` it is read in place from
+/// the bundle's memory map, where only the pages a request touched are resident and the OS
+/// may drop them again (they are the file's), under the contract that the bundle's files
+/// stay unchanged while the model lives. Byte ranges are checked at load; rows are
+/// checked by the caller (trie nodes, catalog items).
+pub(super) struct RowTable {
+    bytes: Arc<Bytes>,
+    data: usize,  // the byte offset of row 0 in `bytes`
+    scale: usize, // int8: the byte offset of the rows' f32 scales
+    d: usize,
+    stored: Stored,
+}
+
+#[derive(Clone, Copy)]
+enum Stored {
+    F32,
+    F16,
+    I8,
 }
 
 impl RowTable {
@@ -39,31 +55,56 @@ impl RowTable {
     /// Row `i` widened and added to `out` (its width).
     #[inline]
     pub(super) fn add_row(&self, i: usize, out: &mut [f32]) {
-        match self {
-            RowTable::F32(v, d) => {
-                for (o, x) in out.iter_mut().zip(&v[i * d..(i + 1) * d]) {
-                    *o += x;
+        let d = self.d;
+        match self.stored {
+            Stored::F32 => {
+                let b = &self.bytes[self.data + i * d * 4..self.data + (i + 1) * d * 4];
+                for (o, x) in out.iter_mut().zip(b.chunks_exact(4)) {
+                    *o += f32::from_le_bytes([x[0], x[1], x[2], x[3]]);
                 }
             }
-            RowTable::F16(v, d) => {
-                for (o, x) in out.iter_mut().zip(&v[i * d..(i + 1) * d]) {
-                    *o += x.to_f32();
+            Stored::F16 => {
+                let b = &self.bytes[self.data + i * d * 2..self.data + (i + 1) * d * 2];
+                for (o, x) in out.iter_mut().zip(b.chunks_exact(2)) {
+                    *o += half::f16::from_le_bytes([x[0], x[1]]).to_f32();
                 }
             }
-            RowTable::I8(v, scale, d) => {
-                let s = scale[i];
-                for (o, &x) in out.iter_mut().zip(&v[i * d..(i + 1) * d]) {
-                    *o += x as f32 * s;
+            Stored::I8 => {
+                let s = self.scale(i);
+                for (o, &x) in out
+                    .iter_mut()
+                    .zip(&self.bytes[self.data + i * d..self.data + (i + 1) * d])
+                {
+                    *o += x as i8 as f32 * s;
                 }
             }
         }
     }
+
+    /// The one value of row `i` of a one-column table (the PRM's node biases).
+    #[inline]
+    pub(super) fn value(&self, i: usize) -> f32 {
+        let mut v = [0.0];
+        self.add_row(i, &mut v);
+        v[0]
+    }
+
+    #[inline]
+    fn scale(&self, i: usize) -> f32 {
+        let at = self.scale + i * 4;
+        let b = &self.bytes[at..at + 4];
+        f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
 }
 
 impl Table {
-    /// Every weight widened to f32, except the tables named in `keep` ([`RowTable`]).
-    pub(super) fn load(bundle: &Bundle, keep: &[&Weight]) -> Result<Table> {
-        let mut raw: HashMap<&str, (ElemType, &[u8], Vec<usize>)> = HashMap::new();
+    /// Every weight widened to f32, except the tables named in `keep`, kept in their stored
+    /// format ([`RowTable`]; a 1-d weight as a table of one column): read in place from the
+    /// graph's bytes when `in_place` (`LoadOptions::tables_in_place`), else copied once.
+    pub(super) fn load(bundle: &Bundle, keep: &[&Weight], in_place: bool) -> Result<Table> {
+        // name -> (type, bytes, shape, the graph's bytes, the offset of `bytes` in them)
+        type Raw<'a> = (ElemType, &'a [u8], Vec<usize>, &'a Arc<Bytes>, usize);
+        let mut raw: HashMap<&str, Raw> = HashMap::new();
         for g in [bundle.encoder(), bundle.decoder(), bundle.prm()] {
             for init in &g.index.initializers {
                 if !init.raw {
@@ -75,44 +116,23 @@ impl Table {
                 }
                 let bytes = &g.bytes[init.offset..init.offset + init.len];
                 let dims = init.dims.iter().map(|&d| d as usize).collect();
-                raw.insert(&init.name, (init.elem, bytes, dims));
+                raw.insert(&init.name, (init.elem, bytes, dims, &g.bytes, init.offset));
             }
         }
         let mut table = HashMap::new();
         let mut rows = HashMap::new();
         for w in keep {
-            let Some(&(elem, bytes, ref dims)) = raw.get(w.name.as_str()) else {
+            let Some(&(elem, bytes, ref dims, graph, offset)) = raw.get(w.name.as_str()) else {
                 return Err(w.not_as_checked(None));
             };
-            if *dims != w.shape || dims.len() != 2 {
+            if *dims != w.shape || !(1..=2).contains(&dims.len()) {
                 return Err(w.not_as_checked(Some(dims)));
             }
-            let d = dims[1];
-            let t = match elem {
-                ElemType::F32 => RowTable::F32(f32s(bytes), d),
-                ElemType::F16 => RowTable::F16(
-                    bytes
-                        .chunks_exact(2)
-                        .map(|b| half::f16::from_le_bytes([b[0], b[1]]))
-                        .collect(),
-                    d,
-                ),
-                ElemType::I8 => {
-                    let sname = format!("{}.scale", w.name);
-                    let Some((ElemType::F32, sbytes, _)) = raw.get(sname.as_str()) else {
-                        return Err(err!(Graph, "int8 weight {:?} has no f32 {sname:?}", w.name));
-                    };
-                    let scale = f32s(sbytes);
-                    if scale.len() != dims[0] {
-                        return Err(err!(
-                            Graph,
-                            "{sname:?} has {} values, expected one per row ({})",
-                            scale.len(),
-                            dims[0]
-                        ));
-                    }
-                    RowTable::I8(bytes.iter().map(|&b| b as i8).collect(), scale, d)
-                }
+            let (n, d) = (dims[0], dims.get(1).copied().unwrap_or(1));
+            let (stored, width) = match elem {
+                ElemType::F32 => (Stored::F32, 4),
+                ElemType::F16 => (Stored::F16, 2),
+                ElemType::I8 => (Stored::I8, 1),
                 other => {
                     return Err(err!(
                         Graph,
@@ -121,9 +141,55 @@ impl Table {
                     ))
                 }
             };
+            if n.checked_mul(d).and_then(|v| v.checked_mul(width)) != Some(bytes.len()) {
+                return Err(err!(
+                    Graph,
+                    "weight {:?} holds {} bytes, its shape {dims:?} says {n} x {d} values",
+                    w.name,
+                    bytes.len()
+                ));
+            }
+            let mut scale = None;
+            if elem == ElemType::I8 {
+                let sname = format!("{}.scale", w.name);
+                let Some(&(ElemType::F32, sbytes, _, sgraph, soffset)) = raw.get(sname.as_str())
+                else {
+                    return Err(err!(Graph, "int8 weight {:?} has no f32 {sname:?}", w.name));
+                };
+                if sbytes.len() != n * 4 || !Arc::ptr_eq(sgraph, graph) {
+                    return Err(err!(
+                        Graph,
+                        "{sname:?} has {} values, expected one per row ({n}) in the same graph",
+                        sbytes.len() / 4
+                    ));
+                }
+                scale = Some((soffset, sbytes));
+            }
+            let t = if in_place {
+                RowTable {
+                    bytes: graph.clone(),
+                    data: offset,
+                    scale: scale.map_or(0, |(at, _)| at),
+                    d,
+                    stored,
+                }
+            } else {
+                // one copy of the stored bytes, then the scales
+                let sb = scale.map_or(&[][..], |(_, b)| b);
+                let mut v = crate::alloc::with_capacity(bytes.len() + sb.len(), "a weight table")?;
+                v.extend_from_slice(bytes);
+                v.extend_from_slice(sb);
+                RowTable {
+                    bytes: Arc::new(Bytes::Owned(v)),
+                    data: 0,
+                    scale: bytes.len(),
+                    d,
+                    stored,
+                }
+            };
             rows.insert(w.name.clone(), t);
         }
-        for (&name, (elem, bytes, dims)) in &raw {
+        for (&name, (elem, bytes, dims, _, _)) in &raw {
             if keep.iter().any(|w| w.name == name) {
                 continue;
             }
@@ -135,7 +201,7 @@ impl Table {
                     .collect(),
                 ElemType::I8 => {
                     let sname = format!("{name}.scale");
-                    let Some((ElemType::F32, sbytes, _)) = raw.get(sname.as_str()) else {
+                    let Some((ElemType::F32, sbytes, ..)) = raw.get(sname.as_str()) else {
                         return Err(err!(Graph, "int8 weight {name:?} has no f32 {sname:?}"));
                     };
                     dequantize(name, bytes, dims, &f32s(sbytes))?
@@ -260,12 +326,12 @@ pub(super) enum PrmWeights {
 pub(super) struct DensePrm {
     pub(super) w: Vec<f32>,         // [d, d]
     pub(super) b: Vec<f32>,         // [d]
-    pub(super) node: RowTable,      // [num_nodes, d], as stored
-    pub(super) node_bias: Vec<f32>, // [num_nodes]
+    pub(super) node: RowTable,      // [num_nodes, d], in place
+    pub(super) node_bias: RowTable, // [num_nodes], in place
 }
 
 pub(super) struct Prm {
-    pub(super) query: RowTable, // prm.node_emb or prm.path_emb, as stored
+    pub(super) query: RowTable, // prm.node_emb or prm.path_emb, in place
     /// `model.prm_query: "path"`: the catalog (each node's path) and C (the path rows'
     /// stride per level)
     pub(super) path: Option<(crate::bundle::Catalog, usize)>,
