@@ -97,7 +97,7 @@ def f(v, fmt):
 
 
 with open(os.path.join(out, "summary.md"), "w") as fh:
-    fh.write("| catalog | side | test Recall@20 / NDCG@20 | bytes per item | RSS after load (MiB) "
+    fh.write("| catalog | side | test Recall@20 / NDCG@20 | bytes per item | RSS (MiB; promise-rt after its requests) "
              "| of which file-backed (MiB) | open + load (ms) "
              "| index build (s, 2 threads) | p50 (ms) | p99 (ms) | medians by stage (ms) |\n"
              "|---|---|---|---|---|---|---|---|---|---|---|\n")
@@ -122,7 +122,7 @@ for key, (rs, kind) in series.items():
     ax[0].plot(x, [r["p50_ms"] for r in rs], styles[kind], label=key)
     ax[1].plot(x, [r["rss_mib"] for r in rs], styles[kind], label=key)
 ax[0].set_title("p50 per request, one core (ms)")
-ax[1].set_title("RSS after load (MiB)")
+ax[1].set_title("RSS (MiB): dense sides after load, promise-rt after its requests")
 for a in ax:
     a.set_xscale("log")
     a.set_yscale("log")
