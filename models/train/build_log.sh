@@ -11,7 +11,8 @@
 # default recipe, the paper's verifier: a generator whose encoder reads one row per item
 # beside the codes, trained jointly with the dense PRM, one learned row per trie prefix at
 # every level, by per-level InfoNCE against sampled valid prefixes; every row starts from
-# SASRec's item table, a prefix's row the mean of its items'; the epoch kept is the best by
+# SASRec's item table, a prefix's row the mean of its items'; a leaf's PRM row is its item's
+# encoder row (`--tie-leaf`, as SASRec ties its tables); the epoch kept is the best by
 # the PRM's exhaustive validation Recall@20, the ceiling the validation-picked wide search
 # approaches, the learning rate halved after an epoch without a new best) -> export
 # (f32/f16/int8, ids.bin, OUT/bundle*.promise).
@@ -104,7 +105,7 @@ if [[ $CODES_ONLY == 1 ]]; then
 else
   step "train: the generator with item rows and the per-prefix PRM, jointly"
   run train --log "$W/log.pkl" --work "$W" --causal --metric head_recall@20 --lr-decay 0.5 --out gen_dense \
-    --curve-dir "$C" --item-ids --item-init sasrec_items.npy --dense-aux 1.0 $T_ARGS $D_ARGS ${TRAIN_ARGS:-}
+    --curve-dir "$C" --item-ids --item-init sasrec_items.npy --dense-aux 1.0 --tie-leaf $T_ARGS $D_ARGS ${TRAIN_ARGS:-}
   MODEL=gen_dense QUERY=node
 fi
 step "export: the bundles, with the log's item ids"
