@@ -12,8 +12,15 @@ class PromiseError(Exception):
 class Model:
     """A loaded model: immutable, shared by any number of threads and sessions."""
     @staticmethod
-    def open(source: Union[str, "os.PathLike[str]", bytes], device: Literal["cpu", "gpu", "auto"] = "cpu") -> "Model":
-        """Open a bundle directory or a one-file `.promise` (a path, or its bytes) and load it."""
+    def open(
+        source: Union[str, "os.PathLike[str]", bytes],
+        device: Literal["cpu", "gpu", "auto"] = "cpu",
+        *,
+        tables_in_place: bool = False,
+    ) -> "Model":
+        """Open a bundle directory or a one-file `.promise` (a path, or its bytes) and load it;
+        `tables_in_place` reads the catalog-sized tables from the memory map (the file must
+        then stay unchanged while the model lives)."""
     @property
     def num_items(self) -> int: ...
     @property

@@ -89,10 +89,17 @@ struct Model {
 impl Model {
     /// Open a bundle and load it: `source` is a bundle directory or a one-file `.promise`
     /// (a str or os.PathLike), or a `.promise` file's bytes. `device` is "cpu" (default),
-    /// "gpu" or "auto".
+    /// "gpu" or "auto". `tables_in_place`: the CPU engine reads the tables that grow with
+    /// the catalog from the file's memory map instead of a heap copy (the file must then
+    /// stay unchanged while the model lives; see the README's "Memory").
     #[staticmethod]
-    #[pyo3(signature = (source, device = "cpu"))]
-    fn open(py: Python<'_>, source: &Bound<'_, PyAny>, device: &str) -> PyResult<Model> {
+    #[pyo3(signature = (source, device = "cpu", *, tables_in_place = false))]
+    fn open(
+        py: Python<'_>,
+        source: &Bound<'_, PyAny>,
+        device: &str,
+        tables_in_place: bool,
+    ) -> PyResult<Model> {
         let dev = self::device(device)?;
         let bundle = if let Ok(bytes) = source.extract::<&[u8]>() {
             let owned = bytes.to_vec();
@@ -107,7 +114,10 @@ impl Model {
         }
         .map_err(|e| to_py(py, e))?;
         let inner = py
-            .detach(|| rt::Model::load(&bundle, dev))
+            .detach(|| {
+                let opts = rt::LoadOptions::default().with_tables_in_place(tables_in_place);
+                rt::Model::load_with(&bundle, dev, &opts)
+            })
             .map_err(|e| to_py(py, e))?;
         Ok(Model { inner })
     }

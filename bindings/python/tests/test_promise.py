@@ -43,6 +43,12 @@ def test_directory_file_and_bytes_give_the_same_feed(model):
     assert [i for i, _ in by_bytes] == [i for i, _ in want]
 
 
+def test_tables_read_in_place_give_the_same_feed(model):
+    in_place = promise_rt.Model.open(str(ONE_FILE), tables_in_place=True)
+    want = model.session(beams=8, candidates=32, results=10).recommend(HISTORY)
+    assert in_place.session(beams=8, candidates=32, results=10).recommend(HISTORY) == want
+
+
 def test_plain_beam_search(model):
     feed = model.session(beams=4, prm=False, results=4).recommend(HISTORY)
     assert len(feed) == 4
