@@ -42,13 +42,13 @@ JNIEXPORT jstring JNICALL Java_dev_promisert_Native_version(JNIEnv *env, jclass 
     return (*env)->NewStringUTF(env, promise_version());
 }
 
-JNIEXPORT jlong JNICALL Java_dev_promisert_Native_openPath(JNIEnv *env, jclass c, jstring path, jint device) {
+JNIEXPORT jlong JNICALL Java_dev_promisert_Native_openPath(JNIEnv *env, jclass c, jstring path, jint device, jint flags) {
     (void)c;
     if (!path) { throw_java(env, "java/lang/NullPointerException", "path"); return 0; }
     const char *p = (*env)->GetStringUTFChars(env, path, NULL);
     if (!p) return 0; /* OutOfMemoryError pending */
     PromiseModel *m = NULL;
-    PromiseStatus st = promise_model_open(p, device, &m);
+    PromiseStatus st = promise_model_open_with(p, device, (uint32_t)flags, &m);
     (*env)->ReleaseStringUTFChars(env, path, p);
     return fail(env, st) ? 0 : (jlong)(intptr_t)m;
 }
@@ -80,14 +80,14 @@ static int fd_of(JNIEnv *env, jobject fdo) {
     return (*env)->GetIntField(env, fdo, f);
 }
 
-JNIEXPORT jlong JNICALL Java_dev_promisert_Native_openFd(JNIEnv *env, jclass c, jobject fdo, jlong offset, jlong length, jint device) {
+JNIEXPORT jlong JNICALL Java_dev_promisert_Native_openFd(JNIEnv *env, jclass c, jobject fdo, jlong offset, jlong length, jint device, jint flags) {
     (void)c;
     if (offset < 0 || length < 0) {
         throw_java(env, "java/lang/IllegalArgumentException", "offset and length must not be negative");
         return 0;
     }
     PromiseModel *m = NULL;
-    PromiseStatus st = promise_model_open_fd(fd_of(env, fdo), (uint64_t)offset, (uint64_t)length, device, &m);
+    PromiseStatus st = promise_model_open_fd_with(fd_of(env, fdo), (uint64_t)offset, (uint64_t)length, device, (uint32_t)flags, &m);
     return fail(env, st) ? 0 : (jlong)(intptr_t)m;
 }
 

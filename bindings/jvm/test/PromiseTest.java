@@ -176,6 +176,10 @@ public final class PromiseTest {
             try (PromiseModel m = PromiseModel.openFd(in.getFD(), 4097, bytes.length, PromiseModel.DEVICE_CPU)) {
                 check(feeds(m, histories(items)).equals(want), "fd range gives the directory's feeds");
             }
+            try (PromiseModel m = PromiseModel.openFd(in.getFD(), 4097, bytes.length, PromiseModel.DEVICE_CPU,
+                    PromiseModel.TABLES_IN_PLACE)) {
+                check(feeds(m, histories(items)).equals(want), "fd range read in place gives the directory's feeds");
+            }
             expect(PromiseException.Code.INVALID_ARGUMENT, "fd range past the end",
                 () -> PromiseModel.openFd(in.getFD(), 4097, bytes.length + 1000L, PromiseModel.DEVICE_CPU));
         }
@@ -185,6 +189,10 @@ public final class PromiseTest {
         expect(PromiseException.Code.MANIFEST, "truncated memory",
             () -> PromiseModel.openMemory(Arrays.copyOf(bytes, bytes.length - 1), PromiseModel.DEVICE_CPU));
         expect(PromiseException.Code.INVALID_ARGUMENT, "device 7", () -> PromiseModel.open(dir, 7));
+        expect(PromiseException.Code.INVALID_ARGUMENT, "open flag 2", () -> PromiseModel.open(dir, PromiseModel.DEVICE_CPU, 2));
+        try (PromiseModel m = PromiseModel.open(dir, PromiseModel.DEVICE_CPU, PromiseModel.TABLES_IN_PLACE)) {
+            check(feeds(m, histories(items)).equals(want), "the directory read in place gives its feeds");
+        }
 
         // close: idempotent; a closed handle is an IllegalStateException, not a crash
         PromiseModel closed = PromiseModel.open(file, PromiseModel.DEVICE_CPU);

@@ -65,11 +65,12 @@ final class Native {
 
     static native String version();
 
-    static native long openPath(String path, int device);
+    static native long openPath(String path, int device, int flags);
 
     static native long openMemory(byte[] bundle, int device);
 
-    static native long openFd(java.io.FileDescriptor fd, long offset, long length, int device);
+    static native long openFd(java.io.FileDescriptor fd, long offset, long length, int device,
+            int flags);
 
     static native int numItems(long model);
 

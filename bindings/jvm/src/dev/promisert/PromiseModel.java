@@ -11,6 +11,12 @@ public final class PromiseModel implements AutoCloseable {
     public static final int DEVICE_CPU = 0;
     public static final int DEVICE_GPU = 1;
     public static final int DEVICE_AUTO = 2;
+    /**
+     * Open flag: the CPU engine reads the tables that grow with the catalog in place from the
+     * memory map instead of a heap copy. The bundle's bytes must then stay unchanged for as
+     * long as the model lives (an APK asset, an app's own read-only file).
+     */
+    public static final int TABLES_IN_PLACE = 1;
 
     private long handle;
 
@@ -25,7 +31,12 @@ public final class PromiseModel implements AutoCloseable {
 
     /** Open a bundle directory or a one-file .promise bundle at {@code path}. */
     public static PromiseModel open(String path, int device) {
-        return new PromiseModel(Native.openPath(path, device));
+        return open(path, device, 0);
+    }
+
+    /** {@link #open(String, int)} with flags (0 or {@link #TABLES_IN_PLACE}). */
+    public static PromiseModel open(String path, int device, int flags) {
+        return new PromiseModel(Native.openPath(path, device, flags));
     }
 
     /** Open a one-file .promise bundle from memory; the bytes are copied during the call. */
@@ -44,10 +55,19 @@ public final class PromiseModel implements AutoCloseable {
      */
     public static PromiseModel openFd(java.io.FileDescriptor fd, long offset, long length,
             int device) {
+        return openFd(fd, offset, length, device, 0);
+    }
+
+    /**
+     * {@link #openFd(java.io.FileDescriptor, long, long, int)} with flags (0 or
+     * {@link #TABLES_IN_PLACE}: the mapped range is then read for the model's life).
+     */
+    public static PromiseModel openFd(java.io.FileDescriptor fd, long offset, long length,
+            int device, int flags) {
         if (fd == null) {
             throw new NullPointerException("fd");
         }
-        return new PromiseModel(Native.openFd(fd, offset, length, device));
+        return new PromiseModel(Native.openFd(fd, offset, length, device, flags));
     }
 
     /** How many items the catalog holds (ids 0..numItems-1). */
