@@ -316,9 +316,10 @@ impl<'a> Graph<'a> {
 /// Check `index` (one graph of a bundle described by `m`): see the module docs.
 /// The graph's dataflow is well formed: every node reads only graph inputs, initializers
 /// and outputs of nodes before it (ONNX's topological order), each value is defined once,
-/// and the graph's outputs are defined. tract refuses a graph that breaks this, while the
-/// fused and GPU engines, which read weights by name and not the wiring, would run it:
-/// checked here so that both refuse it (found by the `differential` fuzz target).
+/// no two nodes share a name, and the graph's outputs are defined. tract refuses a graph
+/// that breaks this, while the fused and GPU engines, which read weights by name and not
+/// the wiring, would run it: checked here so that both refuse it (found by the
+/// `differential` fuzz target).
 fn check_dataflow(index: &OnnxIndex, what: &str) -> Result<()> {
     let mut defined: std::collections::HashSet<&str> = index
         .inputs
@@ -326,7 +327,15 @@ fn check_dataflow(index: &OnnxIndex, what: &str) -> Result<()> {
         .map(|v| v.name.as_str())
         .chain(index.initializers.iter().map(|i| i.name.as_str()))
         .collect();
+    let mut names = std::collections::HashSet::new();
     for n in &index.nodes {
+        if !n.name.is_empty() && !names.insert(n.name.as_str()) {
+            return Err(err!(
+                Graph,
+                "{what}: two nodes are named \"{}\"; node names are unique",
+                crate::error::escape(&n.name)
+            ));
+        }
         if let Some(i) = n
             .inputs
             .iter()

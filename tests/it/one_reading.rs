@@ -503,3 +503,22 @@ fn a_rewired_graph_that_tract_runs_is_refused_on_tract() {
         "{e}"
     );
 }
+
+/// No two nodes of a graph share a name: tract refuses such a graph ("duplicate name for
+/// node"), the fused engine, which reads no node name, ran it (found by the `differential`
+/// fuzz target, seed `corpus/differential/regression-nodename-4e6d6384`).
+#[test]
+fn two_nodes_with_one_name_are_refused_at_open() {
+    refused(
+        "a decoder node renamed to its neighbour's name",
+        |d| {
+            patch_bytes(
+                d,
+                "decoder.onnx",
+                b"\x1a\x1c/dec.0/cross_att/Unsqueeze_7",
+                b"\x1a\x1c/dec.0/cross_att/Unsqueeze_8",
+            )
+        },
+        "two nodes are named \"/dec.0/cross_att/Unsqueeze_8\"",
+    );
+}

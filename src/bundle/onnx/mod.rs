@@ -158,6 +158,8 @@ pub const MAX_NODES: usize = 100_000;
 /// `Constant` node its tensor's element count and (small) values.
 #[derive(Clone, Debug)]
 pub struct Node {
+    /// The node's name (empty when unnamed).
+    pub name: String,
     pub op: String,
     pub inputs: Vec<String>,
     pub outputs: Vec<String>,
@@ -581,6 +583,7 @@ pub fn index(buf: &[u8], what: &str) -> Result<OnnxIndex> {
 fn node(r: &Reader) -> Result<Node> {
     let mut r = r.sub(r.pos, r.end);
     let mut n = Node {
+        name: String::new(),
         op: String::new(),
         inputs: Vec::new(),
         outputs: Vec::new(),
@@ -595,6 +598,7 @@ fn node(r: &Reader) -> Result<Node> {
         match (num, f) {
             (1, Field::Bytes(s, e)) => n.inputs.push(string(r.buf, s, e, r.what)?),
             (2, Field::Bytes(s, e)) => n.outputs.push(string(r.buf, s, e, r.what)?),
+            (3, Field::Bytes(s, e)) => n.name = string(r.buf, s, e, r.what)?,
             (4, Field::Bytes(s, e)) => n.op = string(r.buf, s, e, r.what)?,
             (7, Field::Bytes(s, e)) => default_domain(r.buf, s, e, r.what, "a node")?,
             (5, Field::Bytes(s, e)) => {
