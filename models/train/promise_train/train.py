@@ -383,12 +383,9 @@ def main():
         for p in model.gen.parameters():
             p.requires_grad_(False)
         print(f"generator frozen from {args.freeze_gen}", flush=True)
-    if args.tie_leaf:
-        leaf = trie.path[:, cfg.levels - 1].astype(np.int64)          # each item's leaf node
-        leaf0 = int(trie.level_start[cfg.levels])
-        table_rows = np.empty(len(leaf), np.int64)
-        table_rows[leaf - leaf0] = cfg.levels * cfg.cmax + np.arange(len(leaf))
-        model.prm.tie_leaves(model.gen.enc_code_emb, leaf0, table_rows)
+    if args.tie_leaf:   # leaf leaf0 + i is item leaf_item[i], whose row follows the L * C code rows
+        model.prm.tie_leaves(model.gen.enc_code_emb, trie.level_start[cfg.levels],
+                             cfg.levels * cfg.cmax + trie.leaf_item.astype(np.int64))
     dense = None
     if args.dense_aux > 0:
         ls = trie.level_start
@@ -489,10 +486,10 @@ def main():
         else:
             perm = np.random.default_rng(st["perm_seed"] + st["epoch"]).permutation(len(win))
             n_units = len(win)
+        if args.freeze_gen:
+            model.gen.eval()   # the frozen generator's memory as at inference (validation sets train())
         t0 = time.time()
         while st["pos"] < n_units:
-            if args.freeze_gen:
-                model.gen.eval()          # the frozen generator's memory as at inference (no dropout)
             if args.causal:
                 hist, mask, target = win.batch(groups[st["pos"]])
                 out_l = causal_loss(model, sids_t, torch.from_numpy(hist), torch.from_numpy(mask),

@@ -41,7 +41,7 @@ use weights::{DecLayer, DensePrm, EncLayer, Prm, PrmWeights, RowTable, Table};
 pub struct FusedModel {
     m: Manifest,
     isa: Isa,
-    enc_emb: RowTable, // [L * C (+ items), d], in place: its item rows grow with the catalog
+    enc_emb: RowTable, // [L * C (+ items), d], as stored: its item rows grow with the catalog
     enc_pos: Vec<f32>, // [H, d]
     enc: Vec<EncLayer>,
     enc_norm: Vec<f32>, // [d]
@@ -74,8 +74,8 @@ impl FusedModel {
         let m = bundle.manifest().clone();
         let a = bundle.architecture();
         // the PRM's node table (and a dense PRM's biases) and the encoder's table (with an
-        // item column, one row per item) are read in place: they grow with the catalog, and
-        // a request reads only the rows of its history and of its K+ candidates
+        // item column, one row per item) stay as stored (copied, or read in place): they grow
+        // with the catalog, and a request reads only the rows of its history and K+ candidates
         let mut keep = vec![&a.encoder.code_emb];
         match &a.prm {
             PrmGraph::Attention(p) => keep.push(&p.query),
