@@ -19,18 +19,23 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 PY=${PY:-python3}
 export PYTHONPATH=$HERE${PYTHONPATH:+:$PYTHONPATH}
 mkdir -p "$DEST/curves"
-: > "$DEST/variants.jsonl.tmp"
+# outputs go to fresh temporary files in DEST, renamed into place (never through a link)
+rows=$(mktemp "$DEST/.variants.jsonl.XXXXXX")
+table=$(mktemp "$DEST/.variants.md.XXXXXX")
+trap 'rm -f "$rows" "$table"' EXIT
 for arg in "$@"; do
   [[ $arg == *=*/* ]] || { echo "variants_log.sh: $arg is not LABEL=WORK/MODEL" >&2; exit 2; }
   label=${arg%%=*} path=${arg#*=}
+  [[ $label =~ ^[A-Za-z0-9._-]+$ && $label != .* ]] || {
+    echo "variants_log.sh: label '$label' must be letters, digits, '.', '_' or '-' (it names a file)" >&2; exit 2; }
   work=$(dirname "$path") model=$(basename "$path")
   [[ -f $work/$model.json && -f $work/$model.pt ]] || { echo "variants_log.sh: no trained model $work/$model.{json,pt}" >&2; exit 2; }
   head=$work/head_valid_$model.json
   [[ -f $head ]] || "$PY" -m promise_train head --work "$work" --model "$model" --log "$work/log.pkl" \
     --split valid --out "$head"
   curve=$(dirname "$work")/curves/${model}_curve.jsonl
-  [[ -f $curve ]] && cp "$curve" "$DEST/curves/${label}_curve.jsonl"
-  "$PY" - "$label" "$work/$model.json" "$head" >> "$DEST/variants.jsonl.tmp" <<'EOF'
+  [[ -f $curve ]] && cp --remove-destination "$curve" "$DEST/curves/${label}_curve.jsonl"
+  "$PY" - "$label" "$work/$model.json" "$head" >> "$rows" <<'EOF'
 import json, sys
 label, info, head = sys.argv[1], json.load(open(sys.argv[2])), json.load(open(sys.argv[3]))
 print(json.dumps({"variant": label, "tie_leaf": bool(info.get("tie_leaf")), "freeze_gen": info.get("freeze_gen"),
@@ -42,8 +47,7 @@ print(json.dumps({"variant": label, "tie_leaf": bool(info.get("tie_leaf")), "fre
                   "valid_examples": head["examples"]}))
 EOF
 done
-mv "$DEST/variants.jsonl.tmp" "$DEST/variants.jsonl"
-"$PY" - "$DEST/variants.jsonl" "${SASREC:-}" > "$DEST/variants.md.tmp" <<'EOF'
+"$PY" - "$rows" "${SASREC:-}" > "$table" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 sasrec = json.load(open(sys.argv[2])) if sys.argv[2] else None
@@ -61,5 +65,7 @@ if sasrec:
     print(f"| SASRec (reference; its best epoch {sasrec['best_epoch']}) | | | | | | | "
           f"{sasrec['valid_recall@20']:.4f} | |")
 EOF
-mv "$DEST/variants.md.tmp" "$DEST/variants.md"
+chmod 644 "$rows" "$table"
+mv -f "$rows" "$DEST/variants.jsonl"
+mv -f "$table" "$DEST/variants.md"
 cat "$DEST/variants.md"
