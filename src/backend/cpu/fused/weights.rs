@@ -89,12 +89,60 @@ impl RowTable {
         v[0]
     }
 
+    /// `<row i, u>` (`u` of the table's width), read straight from the stored bytes in 8
+    /// lanes, as `kernels::dot` sums: for f32 and f16 rows the same value as widening the row
+    /// and calling `dot`; an int8 row's scale multiplies the sum, not each element.
+    #[inline]
+    pub(super) fn dot_row(&self, i: usize, u: &[f32]) -> f32 {
+        let d = self.d;
+        match self.stored {
+            Stored::F32 => {
+                let b = &self.bytes[self.data + i * d * 4..self.data + (i + 1) * d * 4];
+                dot8::<4>(b, u, |x| f32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+            }
+            Stored::F16 => {
+                let b = &self.bytes[self.data + i * d * 2..self.data + (i + 1) * d * 2];
+                dot8::<2>(b, u, |x| half::f16::from_le_bytes([x[0], x[1]]).to_f32())
+            }
+            Stored::I8 => {
+                let b = &self.bytes[self.data + i * d..self.data + (i + 1) * d];
+                dot8::<1>(b, u, |x| x[0] as i8 as f32) * self.scale(i)
+            }
+        }
+    }
+
     #[inline]
     fn scale(&self, i: usize) -> f32 {
         let at = self.scale + i * 4;
         let b = &self.bytes[at..at + 4];
         f32::from_le_bytes([b[0], b[1], b[2], b[3]])
     }
+}
+
+/// `sum widen(bytes[k]) * u[k]` over `W`-byte elements, in `kernels::dot`'s 8 lanes.
+#[inline(always)]
+fn dot8<const W: usize>(bytes: &[u8], u: &[f32], widen: impl Fn(&[u8]) -> f32) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (bc, uc) = (bytes.chunks_exact(8 * W), u.chunks_exact(8));
+    let tail: f32 = bc
+        .remainder()
+        .chunks_exact(W)
+        .zip(uc.remainder())
+        .map(|(x, y)| widen(x) * y)
+        .sum();
+    for (x, y) in bc.zip(uc) {
+        // a fixed-size copy: the widening below then has no bounds checks and vectorises
+        let mut a = [0u8; 32];
+        a[..8 * W].copy_from_slice(x);
+        let mut w = [0.0f32; 8];
+        for l in 0..8 {
+            w[l] = widen(&a[l * W..(l + 1) * W]);
+        }
+        for l in 0..8 {
+            lanes[l] += w[l] * y[l];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 impl Table {
@@ -347,4 +395,74 @@ pub(super) struct Prm {
     pub(super) b_out1: Vec<f32>, // [d]
     pub(super) w_out2: Vec<f32>, // [d, 1]
     pub(super) b_out2: Vec<f32>, // [1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(stored: Stored, row_bytes: Vec<u8>, scales: &[f32], d: usize) -> RowTable {
+        let scale = row_bytes.len();
+        let mut v = row_bytes;
+        v.extend(scales.iter().flat_map(|s| s.to_le_bytes()));
+        RowTable {
+            bytes: Arc::new(Bytes::Owned(v)),
+            data: 0,
+            scale,
+            d,
+            stored,
+        }
+    }
+
+    /// `dot_row` reads the stored row as `row` widens it: bit for bit the widened row's
+    /// `kernels::dot` for f32 and f16, the same up to where an int8 row's scale multiplies;
+    /// at widths with and without a tail of fewer than 8.
+    #[test]
+    fn dot_row_is_the_widened_rows_dot() {
+        for d in [1usize, 7, 8, 19, 64] {
+            let rows = 3;
+            let vals: Vec<f32> = (0..rows * d)
+                .map(|k| ((k * 37 % 23) as f32 - 11.0) * 0.173)
+                .collect();
+            let u: Vec<f32> = (0..d).map(|k| ((k * 13 % 7) as f32 - 3.0) * 0.61).collect();
+            let f32s = table(
+                Stored::F32,
+                vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                &[],
+                d,
+            );
+            let f16s = table(
+                Stored::F16,
+                vals.iter()
+                    .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                    .collect(),
+                &[],
+                d,
+            );
+            let scales = [0.02f32, 0.5, 1.5];
+            let i8s = table(
+                Stored::I8,
+                (0..rows * d)
+                    .map(|k| ((k * 29 % 255) as i32 - 127) as i8 as u8)
+                    .collect(),
+                &scales,
+                d,
+            );
+            let mut w = vec![0.0f32; d];
+            for i in 0..rows {
+                for t in [&f32s, &f16s] {
+                    t.row(i, &mut w);
+                    let want = crate::backend::cpu::kernels::dot(&w, &u);
+                    assert_eq!(t.dot_row(i, &u).to_bits(), want.to_bits(), "d {d} row {i}");
+                }
+                i8s.row(i, &mut w);
+                let want = crate::backend::cpu::kernels::dot(&w, &u);
+                let got = i8s.dot_row(i, &u);
+                assert!(
+                    (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                    "int8 d {d} row {i}: {got} vs {want}"
+                );
+            }
+        }
+    }
 }
