@@ -11,8 +11,8 @@
 #   (k, sample and idf chosen on validation; `vsknn`);
 # - SASRec: OUT/sasrec.json as `build` wrote it (best validation epoch, test read once);
 # - promise-rt (the int8 bundle, fused CPU engine): a grid on validation (plain K' 4 and
-#   16; PRM-guided K'/K+ 4/256 and 16/4096 at mix 0 and 0.25; scaling_log.sh has the
-#   whole K+ curve), then on test the
+#   16; PRM-guided K'/K+ 4/256, 16/4096, 32/4096 and 64/4096 at mix 0 and 0.25;
+#   scaling_log.sh has the whole K+ curve), then on test the
 #   runtime's default (K'=16 K+=64 mix 0.25) and the validation-best configuration, each
 #   read once;
 # - table.md from all of them, with the bytes per catalog item of the bundle (`params`)
@@ -44,7 +44,10 @@ for k in 4 16; do
   # plain: the final pool must hold the 20 results
   ev --pairs "$OUT/valid.pairs" --no-prm --beams "$k" --candidates $((k < 20 ? 20 : k)) >> "$DEST/promise_valid.jsonl.tmp"
 done
-for kk in "4 256" "16 4096"; do
+# (K' 32 and 64 joined the grid on 2026-12-08, after the NowPlaying build's
+# 16/4096 pick had been read on test once: its validation Recall@20 was below the PRM's
+# validation ceiling, and K' bounds the level-2 prefixes, where the true item is lost)
+for kk in "4 256" "16 4096" "32 4096" "64 4096"; do
   set -- $kk
   for mix in 0 0.25; do
     ev --pairs "$OUT/valid.pairs" --beams "$1" --candidates "$2" --mix "$mix" >> "$DEST/promise_valid.jsonl.tmp"
