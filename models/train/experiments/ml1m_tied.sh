@@ -46,35 +46,34 @@ EOF
   --curve-dir "$WORK/curves" --out tied_d0
 "$PY" -m promise_train prm --work "$WORK" --data "$DATA" --gen tied_d0 --out tied_d0_dense --threads 2 \
   --curve-dir "$WORK/curves"
-: > "$DEST/valid.jsonl.tmp"
-: > "$DEST/prm_alone_valid.jsonl.tmp"
+# outputs: fresh temporary files in DEST, renamed into place (never written through a link)
+rows=$(mktemp "$DEST/.valid.jsonl.XXXXXX") alone=$(mktemp "$DEST/.prm_alone_valid.jsonl.XXXXXX")
+table=$(mktemp "$DEST/.valid.md.XXXXXX")
+trap 'rm -f "$rows" "$alone" "$table"' EXIT
+tag() { "$PY" -c 'import json,sys; r=json.load(sys.stdin); r["model"]=sys.argv[1]; print(json.dumps(r))' "$1"; }
 for m in tied_d0 tied_d0_dense; do
   "$PY" -m promise_train export --work "$WORK" --model $m --out "$WORK/$m/ml1m" --name ml1m --prm-query node \
     --variants f32 > /dev/null
-  ev() { "$BIN" eval --data "$WHEEL" --json --per-level --bundle "$WORK/$m/ml1m" --split valid "$@" |
-    "$PY" -c 'import json,sys; r=json.load(sys.stdin); r["model"]=sys.argv[1]; print(json.dumps(r))' $m; }
+  ev() { "$BIN" eval --data "$WHEEL" --json --per-level --bundle "$WORK/$m/ml1m" --split valid "$@" | tag $m; }
   for kb in "4 16" "16 64"; do
     set -- $kb
-    for mix in 0 0.25 0.5 0.75 0.9; do ev --beams "$1" --candidates "$2" --mix "$mix" >> "$DEST/valid.jsonl.tmp"; done
-    ev --beams "$1" --no-prm >> "$DEST/valid.jsonl.tmp"
+    for mix in 0 0.25 0.5 0.75 0.9; do ev --beams "$1" --candidates "$2" --mix "$mix" >> "$rows"; done
+    ev --beams "$1" --no-prm >> "$rows"
   done
-  "$PY" -m promise_train reference prm-alone --bundle "$WORK/$m/ml1m" --data "$DATA" --split valid |
-    "$PY" -c 'import json,sys; r=json.load(sys.stdin); r["model"]=sys.argv[1]; print(json.dumps(r))' $m \
-    >> "$DEST/prm_alone_valid.jsonl.tmp"
+  "$PY" -m promise_train reference prm-alone --bundle "$WORK/$m/ml1m" --data "$DATA" --split valid | tag $m >> "$alone"
 done
-mv "$DEST/valid.jsonl.tmp" "$DEST/valid.jsonl"
-mv "$DEST/prm_alone_valid.jsonl.tmp" "$DEST/prm_alone_valid.jsonl"
 mkdir -p "$DEST/curves"
-cp "$WORK"/curves/*_curve.jsonl "$DEST/curves/"
-"$PY" - "$DEST" "$ROOT/models/results" > "$DEST/valid.md.tmp" <<'EOF'
+cp --remove-destination "$WORK"/curves/*_curve.jsonl "$DEST/curves/"
+"$PY" - "$rows" "$alone" "$ROOT/models/results" > "$table" <<'EOF'
 import json, os, sys
-dest, shipped = sys.argv[1:3]
-rows = [dict(json.loads(l), model="shipped default (models/ml1m)") for l in open(os.path.join(shipped, "valid.jsonl"))
-        if json.loads(l)["bundle"] == "ml1m"]
-rows += [json.loads(l) for l in open(os.path.join(dest, "valid.jsonl"))]
-alone = [dict(json.loads(l), model="shipped default (models/ml1m)") for l in open(os.path.join(shipped, "prm_alone.jsonl"))
-         if json.loads(l)["bundle"] == "ml1m" and json.loads(l)["split"] == "valid"]
-alone += [json.loads(l) for l in open(os.path.join(dest, "prm_alone_valid.jsonl"))]
+mine, mine_alone, shipped = sys.argv[1:4]
+load = lambda f: [json.loads(l) for l in open(f)]
+ours = "shipped default (models/ml1m)"
+rows = [dict(r, model=ours) for r in load(os.path.join(shipped, "valid.jsonl")) if r["bundle"] == "ml1m"]
+rows += load(mine)
+alone = [dict(r, model=ours) for r in load(os.path.join(shipped, "prm_alone.jsonl"))
+         if r["bundle"] == "ml1m" and r["split"] == "valid"]
+alone += load(mine_alone)
 names = {"tied_d0": "tied leaf rows, joint (train --tie-leaf)",
          "tied_d0_dense": "tied leaf rows, then the PRM fine-tuned on the frozen generator"}
 print("MovieLens-1M validation split (6,040 users, Recall@10 / NDCG@10), written by "
@@ -88,5 +87,8 @@ for r in rows:
 for r in alone:
     print(f"| {names.get(r['model'], r['model'])} | its PRM alone, every item | {r['recall@10']:.4f} | {r['ndcg@10']:.4f} |")
 EOF
-mv "$DEST/valid.md.tmp" "$DEST/valid.md"
+chmod 644 "$rows" "$alone" "$table"
+mv -f "$rows" "$DEST/valid.jsonl"
+mv -f "$alone" "$DEST/prm_alone_valid.jsonl"
+mv -f "$table" "$DEST/valid.md"
 cat "$DEST/valid.md"

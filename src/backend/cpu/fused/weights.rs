@@ -55,26 +55,21 @@ impl RowTable {
     /// Row `i` widened and added to `out` (its width).
     #[inline]
     pub(super) fn add_row(&self, i: usize, out: &mut [f32]) {
-        let d = self.d;
+        let b = self.stored_row(i);
         match self.stored {
             Stored::F32 => {
-                let b = &self.bytes[self.data + i * d * 4..self.data + (i + 1) * d * 4];
                 for (o, x) in out.iter_mut().zip(b.chunks_exact(4)) {
                     *o += f32::from_le_bytes([x[0], x[1], x[2], x[3]]);
                 }
             }
             Stored::F16 => {
-                let b = &self.bytes[self.data + i * d * 2..self.data + (i + 1) * d * 2];
                 for (o, x) in out.iter_mut().zip(b.chunks_exact(2)) {
                     *o += half::f16::from_le_bytes([x[0], x[1]]).to_f32();
                 }
             }
             Stored::I8 => {
                 let s = self.scale(i);
-                for (o, &x) in out
-                    .iter_mut()
-                    .zip(&self.bytes[self.data + i * d..self.data + (i + 1) * d])
-                {
+                for (o, &x) in out.iter_mut().zip(b) {
                     *o += x as i8 as f32 * s;
                 }
             }
@@ -94,21 +89,23 @@ impl RowTable {
     /// and calling `dot`; an int8 row's scale multiplies the sum, not each element.
     #[inline]
     pub(super) fn dot_row(&self, i: usize, u: &[f32]) -> f32 {
-        let d = self.d;
+        let b = self.stored_row(i);
         match self.stored {
-            Stored::F32 => {
-                let b = &self.bytes[self.data + i * d * 4..self.data + (i + 1) * d * 4];
-                dot8::<4>(b, u, |x| f32::from_le_bytes([x[0], x[1], x[2], x[3]]))
-            }
-            Stored::F16 => {
-                let b = &self.bytes[self.data + i * d * 2..self.data + (i + 1) * d * 2];
-                dot8::<2>(b, u, |x| half::f16::from_le_bytes([x[0], x[1]]).to_f32())
-            }
-            Stored::I8 => {
-                let b = &self.bytes[self.data + i * d..self.data + (i + 1) * d];
-                dot8::<1>(b, u, |x| x[0] as i8 as f32) * self.scale(i)
-            }
+            Stored::F32 => dot8::<4>(b, u, |x| f32::from_le_bytes([x[0], x[1], x[2], x[3]])),
+            Stored::F16 => dot8::<2>(b, u, |x| half::f16::from_le_bytes([x[0], x[1]]).to_f32()),
+            Stored::I8 => dot8::<1>(b, u, |x| x[0] as i8 as f32) * self.scale(i),
         }
+    }
+
+    /// Row `i`'s stored bytes.
+    #[inline]
+    fn stored_row(&self, i: usize) -> &[u8] {
+        let w = match self.stored {
+            Stored::F32 => 4,
+            Stored::F16 => 2,
+            Stored::I8 => 1,
+        } * self.d;
+        &self.bytes[self.data + i * w..self.data + (i + 1) * w]
     }
 
     #[inline]
